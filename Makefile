@@ -1,0 +1,94 @@
+# Strata developer entry points. `make` (or `make help`) lists the targets.
+#
+# Targets that need PostgreSQL and Redis first run deploy/local/infra.sh up, which reuses
+# DATABASE_URL / REDIS_URL from the environment when they answer and otherwise starts private
+# servers under .strata/, and then run with DATABASE_URL and REDIS_URL from .strata/infra.env.
+
+CARGO ?= cargo
+JOBS ?= 2
+# Where cargo puts its output (honours CARGO_TARGET_DIR).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+STRATA := $(TARGET_DIR)/debug/strata
+INFRA := deploy/local/infra.sh
+
+# Prefix for a recipe line: start (or reuse) the infrastructure, then run the rest of the line
+# with DATABASE_URL and REDIS_URL from .strata/infra.env in its environment.
+WITH_INFRA = $(INFRA) up && set -a && . ./.strata/infra.env && set +a &&
+
+# Defaults for running the server and the migrations locally; the environment wins.
+APP_TARGETS := run db-migrate db-status db-revert db-generate
+$(APP_TARGETS): export STRATA_ENV ?= development
+$(APP_TARGETS): export STRATA_ADMIN_TOKEN ?= dev-admin-token
+
+.DEFAULT_GOAL := help
+.PHONY: help infra-up infra-down infra-status build run test lint bench fmt \
+	db-migrate db-status db-revert db-generate clean-db
+
+help: ## list the targets
+	@echo "usage: make TARGET [JOBS=$(JOBS)] [CARGO=$(CARGO)]"
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-zA-Z_-]*:.*## / { printf "  %-13s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+infra-up: ## start (or reuse) PostgreSQL and Redis, write .strata/infra.env
+	$(INFRA) up
+
+infra-down: ## stop the private PostgreSQL and Redis started by infra-up
+	$(INFRA) down
+
+infra-status: ## show what is running
+	$(INFRA) status
+
+build: ## build the workspace (debug)
+	$(CARGO) build -j$(JOBS) --workspace
+
+run: ## start the infrastructure, apply migrations, serve all services
+	$(WITH_INFRA) $(CARGO) build -j$(JOBS) -p strata-cli && \
+		$(STRATA) migrate run && \
+		exec $(STRATA) serve all
+
+# Doctests are not run: nextest does not run them, and `cargo test --doc` links one binary per
+# doctest, which is slow on a 2-core machine. Without cargo-nextest, plain `cargo test` runs the
+# same targets (libraries, binaries, integration tests).
+test: ## build all targets and run the tests (nextest when installed) against the infrastructure
+	$(WITH_INFRA) $(CARGO) build -j$(JOBS) --workspace --all-targets && \
+		if $(CARGO) nextest --version >/dev/null 2>&1; then \
+			$(CARGO) nextest run --workspace --build-jobs $(JOBS) --no-fail-fast; \
+		else \
+			$(CARGO) test -j$(JOBS) --workspace --lib --bins --tests --no-fail-fast; \
+		fi
+
+lint: ## check formatting and run clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+
+bench: ## run the workspace's benchmarks against the infrastructure
+	$(WITH_INFRA) $(CARGO) bench -j$(JOBS) --workspace
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+db-migrate: ## apply pending migrations
+	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(WITH_INFRA) $(STRATA) migrate run
+
+db-status: ## show which migrations are applied
+	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(WITH_INFRA) $(STRATA) migrate status
+
+db-revert: ## revert the last applied migration
+	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(WITH_INFRA) $(STRATA) migrate revert
+
+db-generate: ## create a new migration: make db-generate NAME=add_widgets
+	$(if $(strip $(NAME)),,$(error NAME is required: make db-generate NAME=short_snake_case_name))
+	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(STRATA) migrate generate '$(NAME)'
+
+# As root the cluster may live outside the checkout, .strata/pg being a symlink to a
+# strata-pg-* directory (see deploy/local/infra.sh); that directory is deleted too.
+clean-db: ## stop the infrastructure and delete all its data (.strata/)
+	$(INFRA) down
+	@if [ -L .strata/pg ]; then \
+		dir=$$(readlink -f .strata/pg); \
+		case "$$dir" in */strata-pg-*) echo "rm -rf $$dir"; rm -rf "$$dir" ;; esac; \
+	fi
+	rm -rf .strata
