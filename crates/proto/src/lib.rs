@@ -1,0 +1,30 @@
+//! Generated protobuf messages and gRPC clients/servers for every `strata.*.v1` package.
+//!
+//! This crate owns nothing but generated code and the reflection descriptor set; it must
+//! not grow hand-written logic. Packages are re-exported along their proto path, so
+//! `strata.admin.v1` is [`strata::admin::v1`], with shorter aliases at the crate root.
+
+/// Encoded `FileDescriptorSet` of every Strata proto file and its imports, for
+/// `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+
+/// Packages, nested like their proto names.
+pub mod strata {
+    /// `strata.common.*`
+    pub mod common {
+        /// `strata.common.v1`: messages shared across services.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/strata.common.v1.rs"));
+        }
+    }
+    /// `strata.admin.*`
+    pub mod admin {
+        /// `strata.admin.v1`: operational RPCs served by every process.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/strata.admin.v1.rs"));
+        }
+    }
+}
+
+pub use strata::admin::v1 as admin;
+pub use strata::common::v1 as common;
