@@ -1,0 +1,363 @@
+//! `strata.admin.v1.AdminService`: detailed health and database diagnostics, served by
+//! every process and guarded by [`AdminGuard`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::admin::admin_service_server::AdminService;
+use strata_proto::admin::{self as pb, ComponentStatus};
+use strata_proto::common::PoolState;
+use strata_storage::stats::{self, ExplainOptions, SlowQueryOrder};
+use tonic::{Request, Response, Status};
+
+use crate::config::Secret;
+use crate::error::{Error, invalid_argument, storage_status};
+use crate::server::AppContext;
+
+const DEFAULT_SLOW_QUERIES: i32 = 20;
+const MAX_SLOW_QUERIES: i32 = 500;
+const DEFAULT_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks the static admin bearer token (`STRATA_ADMIN_TOKEN`). A cheap synchronous
+/// metadata check, so an interceptor rather than a layer. With no token configured every
+/// admin RPC is refused.
+#[derive(Clone)]
+pub struct AdminGuard {
+    token: Option<Arc<Secret<String>>>,
+}
+
+impl AdminGuard {
+    /// A guard accepting `Bearer <token>`.
+    pub fn new(token: Option<Secret<String>>) -> Self {
+        Self { token: token.map(Arc::new) }
+    }
+}
+
+impl tonic::service::Interceptor for AdminGuard {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Err(Status::permission_denied("admin RPCs are disabled: no admin credentials are configured"));
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("missing or invalid admin credentials"))
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
+}
+
+/// The admin RPC handlers.
+pub struct Admin {
+    ctx: Arc<AppContext>,
+}
+
+impl Admin {
+    /// Handlers over the process's shared context.
+    pub fn new(ctx: Arc<AppContext>) -> Self {
+        Self { ctx }
+    }
+
+    fn schemas(schema: &str) -> Result<Vec<String>, Status> {
+        if schema.is_empty() {
+            return Ok(stats::APP_SCHEMAS.iter().map(|s| (*s).to_owned()).collect());
+        }
+        check_identifier("schema", schema)?;
+        Ok(vec![schema.to_owned()])
+    }
+}
+
+fn check_identifier(field: &str, value: &str) -> Result<(), Status> {
+    if value.len() > 63 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(invalid_argument(field, "must be a PostgreSQL identifier of at most 63 letters, digits or '_'"));
+    }
+    Ok(())
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or_default()
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn index_usage(i: stats::IndexStats) -> pb::IndexUsage {
+    pb::IndexUsage {
+        schema: i.schema,
+        table: i.table,
+        index: i.index,
+        scans: i.scans,
+        tuples_read: i.tuples_read,
+        tuples_fetched: i.tuples_fetched,
+        size_bytes: i.size_bytes,
+        unique: i.unique,
+        primary: i.primary,
+        definition: i.definition,
+    }
+}
+
+/// Errors of a statement the caller wrote: their own mistakes are theirs to see.
+fn explain_status(err: strata_storage::Error) -> Status {
+    match err.sqlstate() {
+        Some("57014") => Status::deadline_exceeded("statement timed out"),
+        Some("25006") => invalid_argument("sql", "must not modify data"),
+        _ => match &err {
+            strata_storage::Error::Query(diesel::result::Error::DatabaseError(_, info)) if !err.is_unavailable() => {
+                invalid_argument("sql", info.message())
+            }
+            _ => storage_status(&err),
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn get_health(&self, _request: Request<pb::GetHealthRequest>) -> Result<Response<pb::GetHealthResponse>, Status> {
+        let ctx = &self.ctx;
+        let pool = ctx.db.state();
+        let pool = PoolState {
+            connections: pool.connections,
+            idle: pool.idle,
+            in_use: pool.in_use,
+            max_size: pool.max_size,
+        };
+        let database = match tokio::time::timeout(DEPENDENCY_TIMEOUT, ctx.db.ping()).await {
+            Ok(Ok(rtt)) => pb::DatabaseHealth {
+                status: ComponentStatus::Up.into(),
+                round_trip: Some(duration(rtt)),
+                pool: Some(pool),
+                error: String::new(),
+            },
+            Ok(Err(e)) => pb::DatabaseHealth {
+                status: ComponentStatus::Down.into(),
+                round_trip: None,
+                pool: Some(pool),
+                error: if e.is_unavailable() { "unreachable".into() } else { "query failed".into() },
+            },
+            Err(_) => pb::DatabaseHealth {
+                status: ComponentStatus::Down.into(),
+                round_trip: None,
+                pool: Some(pool),
+                error: "timed out".into(),
+            },
+        };
+        let redis = match &ctx.redis {
+            None => pb::RedisHealth {
+                status: ComponentStatus::Disabled.into(),
+                ..Default::default()
+            },
+            Some(redis) => match tokio::time::timeout(DEPENDENCY_TIMEOUT, redis.ping()).await {
+                Ok(Ok(rtt)) => pb::RedisHealth {
+                    status: ComponentStatus::Up.into(),
+                    round_trip: Some(duration(rtt)),
+                    error: String::new(),
+                },
+                Ok(Err(_)) => pb::RedisHealth {
+                    status: ComponentStatus::Down.into(),
+                    round_trip: None,
+                    error: "unreachable".into(),
+                },
+                Err(_) => pb::RedisHealth {
+                    status: ComponentStatus::Down.into(),
+                    round_trip: None,
+                    error: "timed out".into(),
+                },
+            },
+        };
+        let migrations = if database.status == i32::from(ComponentStatus::Up) {
+            let mut conn = ctx.db.get().await.map_err(|e| storage_status(&e))?;
+            let status = ctx.migrations.status(&mut conn).await.map_err(|e| storage_status(&e))?;
+            Some(pb::MigrationHealth {
+                applied: u32::try_from(status.applied().len()).unwrap_or(u32::MAX),
+                pending: u32::try_from(status.pending().len()).unwrap_or(u32::MAX),
+                drifted: status.drifted(),
+                unknown: status.unknown(),
+                latest_applied: status.latest_applied().unwrap_or_default().to_owned(),
+            })
+        } else {
+            None
+        };
+        Ok(Response::new(pb::GetHealthResponse {
+            service: ctx.config.service.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: Some(duration(ctx.started_at.elapsed())),
+            database: Some(database),
+            redis: Some(redis),
+            migrations,
+        }))
+    }
+
+    async fn list_slow_queries(
+        &self,
+        request: Request<pb::ListSlowQueriesRequest>,
+    ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_SLOW_QUERIES,
+            n if n < 0 => return Err(invalid_argument("limit", "must not be negative")),
+            n => n.min(MAX_SLOW_QUERIES),
+        };
+        if req.min_calls < 0 {
+            return Err(invalid_argument("min_calls", "must not be negative"));
+        }
+        let order = match pb::SlowQueryOrder::try_from(req.order_by) {
+            Ok(pb::SlowQueryOrder::Unspecified | pb::SlowQueryOrder::MeanTime) => SlowQueryOrder::MeanTime,
+            Ok(pb::SlowQueryOrder::TotalTime) => SlowQueryOrder::TotalTime,
+            Err(_) => return Err(invalid_argument("order_by", "unknown value")),
+        };
+        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        if !stats::has_pg_stat_statements(&mut conn).await.map_err(|e| storage_status(&e))? {
+            return Err(Error::FailedPrecondition(
+                "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations".into(),
+            )
+            .into());
+        }
+        let rows = stats::slow_queries(&mut conn, order, i64::from(limit), req.min_calls)
+            .await
+            .map_err(|e| storage_status(&e))?;
+        Ok(Response::new(pb::ListSlowQueriesResponse {
+            queries: rows
+                .into_iter()
+                .map(|q| pb::SlowQuery {
+                    query_id: q.query_id,
+                    query: q.query,
+                    calls: q.calls,
+                    rows: q.rows,
+                    total_time_ms: q.total_time_ms,
+                    mean_time_ms: q.mean_time_ms,
+                    max_time_ms: q.max_time_ms,
+                    stddev_time_ms: q.stddev_time_ms,
+                    cache_hit_ratio: q.cache_hit_ratio,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_index_usage(
+        &self,
+        request: Request<pb::GetIndexUsageRequest>,
+    ) -> Result<Response<pb::GetIndexUsageResponse>, Status> {
+        let req = request.into_inner();
+        let schemas = Self::schemas(&req.schema)?;
+        if !req.table.is_empty() {
+            check_identifier("table", &req.table)?;
+        }
+        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let table = (!req.table.is_empty()).then_some(req.table.as_str());
+        let rows = stats::index_usage(&mut conn, &schemas, table).await.map_err(|e| storage_status(&e))?;
+        Ok(Response::new(pb::GetIndexUsageResponse {
+            indexes: rows.into_iter().map(index_usage).collect(),
+        }))
+    }
+
+    async fn list_unused_indexes(
+        &self,
+        request: Request<pb::ListUnusedIndexesRequest>,
+    ) -> Result<Response<pb::ListUnusedIndexesResponse>, Status> {
+        let schemas = Self::schemas(&request.into_inner().schema)?;
+        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let rows = stats::unused_indexes(&mut conn, &schemas).await.map_err(|e| storage_status(&e))?;
+        Ok(Response::new(pb::ListUnusedIndexesResponse {
+            indexes: rows.into_iter().map(index_usage).collect(),
+        }))
+    }
+
+    async fn get_table_stats(
+        &self,
+        request: Request<pb::GetTableStatsRequest>,
+    ) -> Result<Response<pb::GetTableStatsResponse>, Status> {
+        let req = request.into_inner();
+        let schemas = Self::schemas(&req.schema)?;
+        if !req.table.is_empty() {
+            check_identifier("table", &req.table)?;
+        }
+        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let table = (!req.table.is_empty()).then_some(req.table.as_str());
+        let rows = stats::table_stats(&mut conn, &schemas, table).await.map_err(|e| storage_status(&e))?;
+        Ok(Response::new(pb::GetTableStatsResponse {
+            tables: rows
+                .into_iter()
+                .map(|t| pb::TableStats {
+                    schema: t.schema,
+                    table: t.table,
+                    live_rows: t.live_rows,
+                    dead_rows: t.dead_rows,
+                    table_size_bytes: t.table_size_bytes,
+                    index_size_bytes: t.index_size_bytes,
+                    total_size_bytes: t.total_size_bytes,
+                    seq_scans: t.seq_scans,
+                    index_scans: t.index_scans,
+                    last_vacuum_time: t.last_vacuum.map(timestamp),
+                    last_analyze_time: t.last_analyze.map(timestamp),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn explain_query(
+        &self,
+        request: Request<pb::ExplainQueryRequest>,
+    ) -> Result<Response<pb::ExplainQueryResponse>, Status> {
+        let req = request.into_inner();
+        let select = stats::check_select(&req.sql).map_err(|refusal| invalid_argument("sql", &refusal.to_string()))?;
+        let json = match pb::ExplainFormat::try_from(req.format) {
+            Ok(pb::ExplainFormat::Unspecified | pb::ExplainFormat::Text) => false,
+            Ok(pb::ExplainFormat::Json) => true,
+            Err(_) => return Err(invalid_argument("format", "unknown value")),
+        };
+        let timeout = match req.timeout {
+            None => DEFAULT_EXPLAIN_TIMEOUT,
+            Some(d) => match Duration::try_from(d) {
+                Ok(d) if !d.is_zero() && d <= MAX_EXPLAIN_TIMEOUT => d,
+                _ => return Err(invalid_argument("timeout", "must be positive and at most 30s")),
+            },
+        };
+        let options = ExplainOptions {
+            analyze: req.analyze,
+            json,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+        };
+        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let plan = stats::explain(&mut conn, select, options).await.map_err(explain_status)?;
+        Ok(Response::new(pb::ExplainQueryResponse {
+            plan: plan.text,
+            total_cost: plan.total_cost,
+            execution_time_ms: plan.execution_time_ms,
+            planning_time_ms: plan.planning_time_ms,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"secretx", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"Secret", b"secret"));
+    }
+}

@@ -1,0 +1,294 @@
+//! Process configuration, read from the environment and optionally a TOML file.
+//!
+//! `STRATA_CONFIG_FILE` names a TOML file whose keys are the lower-cased variable names
+//! (`strata_listen_addr = "0.0.0.0:50051"`); environment variables override it. The
+//! database variables are documented in [`strata_storage::config`]; the rest:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `STRATA_CONFIG_FILE` | unset | optional TOML file |
+//! | `STRATA_LISTEN_ADDR` | `127.0.0.1:50051` | gRPC listen address (`:0` picks a free port) |
+//! | `STRATA_REQUEST_TIMEOUT_MS` | 30000 | server-side deadline of every RPC (a shorter `grpc-timeout` wins) |
+//! | `STRATA_MAX_MESSAGE_BYTES` | 4194304 | largest request message accepted |
+//! | `STRATA_SHUTDOWN_GRACE_MS` | 30000 | how long SIGTERM waits for in-flight calls |
+//! | `STRATA_HEALTH_INTERVAL_MS` | 5000 | how often health re-checks the database |
+//! | `STRATA_MIGRATE_ON_START` | true | apply pending migrations before serving |
+//! | `STRATA_ADMIN_TOKEN` | unset | bearer token for the admin RPCs; unset refuses them all |
+//! | `REDIS_URL` | unset | Redis for cache and rate limits; unset disables Redis |
+//! | `STRATA_LOG_FORMAT` | `pretty` | `pretty` or `json` |
+//! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables trace export |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+pub use strata_storage::Secret;
+use strata_storage::config::{ConfigError, DbSettings};
+use strata_storage::{DbConfig, Environment};
+
+/// `STRATA_CONFIG_FILE`
+pub const CONFIG_FILE: &str = "STRATA_CONFIG_FILE";
+/// `STRATA_LISTEN_ADDR`
+pub const LISTEN_ADDR: &str = "STRATA_LISTEN_ADDR";
+/// `STRATA_REQUEST_TIMEOUT_MS`
+pub const REQUEST_TIMEOUT_MS: &str = "STRATA_REQUEST_TIMEOUT_MS";
+/// `STRATA_MAX_MESSAGE_BYTES`
+pub const MAX_MESSAGE_BYTES: &str = "STRATA_MAX_MESSAGE_BYTES";
+/// `STRATA_SHUTDOWN_GRACE_MS`
+pub const SHUTDOWN_GRACE_MS: &str = "STRATA_SHUTDOWN_GRACE_MS";
+/// `STRATA_HEALTH_INTERVAL_MS`
+pub const HEALTH_INTERVAL_MS: &str = "STRATA_HEALTH_INTERVAL_MS";
+/// `STRATA_MIGRATE_ON_START`
+pub const MIGRATE_ON_START: &str = "STRATA_MIGRATE_ON_START";
+/// `STRATA_ADMIN_TOKEN`
+pub const ADMIN_TOKEN: &str = "STRATA_ADMIN_TOKEN";
+/// `REDIS_URL`
+pub const REDIS_URL: &str = "REDIS_URL";
+/// `STRATA_LOG_FORMAT`
+pub const LOG_FORMAT: &str = "STRATA_LOG_FORMAT";
+/// `RUST_LOG`
+pub const LOG_FILTER: &str = "RUST_LOG";
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`
+pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Every variable the loader reads; others in the environment are ignored.
+const KNOWN: &[&str] = &[
+    strata_storage::config::DATABASE_URL,
+    strata_storage::config::STRATA_ENV,
+    strata_storage::config::DB_MAX_CONNECTIONS,
+    strata_storage::config::DB_MIN_IDLE,
+    strata_storage::config::DB_CHECKOUT_TIMEOUT_MS,
+    strata_storage::config::DB_IDLE_TIMEOUT_SECS,
+    strata_storage::config::DB_MAX_LIFETIME_SECS,
+    strata_storage::config::DB_STATEMENT_TIMEOUT_MS,
+    strata_storage::config::DB_TEST_ON_CHECKOUT,
+    strata_storage::config::DB_SLOW_QUERY_WARN_MS,
+    strata_storage::config::DB_SLOW_QUERY_ERROR_MS,
+    LISTEN_ADDR,
+    REQUEST_TIMEOUT_MS,
+    MAX_MESSAGE_BYTES,
+    SHUTDOWN_GRACE_MS,
+    HEALTH_INTERVAL_MS,
+    MIGRATE_ON_START,
+    ADMIN_TOKEN,
+    REDIS_URL,
+    LOG_FORMAT,
+    LOG_FILTER,
+    OTLP_ENDPOINT,
+];
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Raw settings as read: every knob optional. Field names are lower-cased variable names.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Settings {
+    /// Database variables.
+    #[serde(flatten)]
+    pub db: DbSettings,
+    /// `STRATA_LISTEN_ADDR`
+    pub strata_listen_addr: Option<String>,
+    /// `STRATA_REQUEST_TIMEOUT_MS`
+    pub strata_request_timeout_ms: Option<u64>,
+    /// `STRATA_MAX_MESSAGE_BYTES`
+    pub strata_max_message_bytes: Option<usize>,
+    /// `STRATA_SHUTDOWN_GRACE_MS`
+    pub strata_shutdown_grace_ms: Option<u64>,
+    /// `STRATA_HEALTH_INTERVAL_MS`
+    pub strata_health_interval_ms: Option<u64>,
+    /// `STRATA_MIGRATE_ON_START`
+    pub strata_migrate_on_start: Option<bool>,
+    /// `STRATA_ADMIN_TOKEN`
+    #[serde(default, deserialize_with = "lenient_secret")]
+    pub strata_admin_token: Option<Secret<String>>,
+    /// `REDIS_URL`
+    pub redis_url: Option<Secret<String>>,
+    /// `STRATA_LOG_FORMAT`
+    pub strata_log_format: Option<LogFormat>,
+    /// `RUST_LOG`
+    pub rust_log: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+/// Tokens may look like numbers; figment parses such environment values as integers.
+fn lenient_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Int(i64),
+        Float(f64),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| {
+        Secret::new(match raw {
+            Raw::Text(s) => s,
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(f) => f.to_string(),
+        })
+    }))
+}
+
+impl Settings {
+    /// Reads `STRATA_CONFIG_FILE` (if set), then the environment on top of it.
+    pub fn load() -> Result<Self, figment::Error> {
+        let mut figment = Figment::new();
+        if let Ok(path) = std::env::var(CONFIG_FILE) {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
+            .extract()
+    }
+
+    /// Resolves defaults for the service called `service`.
+    pub fn resolve(&self, service: &str) -> Result<ServerConfig, ConfigError> {
+        let listen = self.strata_listen_addr.as_deref().unwrap_or("127.0.0.1:50051");
+        let listen_addr = listen.parse().map_err(|_| ConfigError {
+            variable: LISTEN_ADDR,
+            problem: format!("{listen:?} is not an IP:port address"),
+        })?;
+        let positive = |variable: &'static str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(ConfigError {
+                variable,
+                problem: "must be positive".into(),
+            }),
+            v => Ok(Duration::from_millis(v.unwrap_or(default))),
+        };
+        Ok(ServerConfig {
+            service: service.to_owned(),
+            environment: self.db.strata_env.unwrap_or_default(),
+            listen_addr,
+            request_timeout: positive(REQUEST_TIMEOUT_MS, self.strata_request_timeout_ms, 30_000)?,
+            max_message_bytes: self.strata_max_message_bytes.unwrap_or(4 * 1024 * 1024),
+            shutdown_grace: positive(SHUTDOWN_GRACE_MS, self.strata_shutdown_grace_ms, 30_000)?,
+            health_interval: positive(HEALTH_INTERVAL_MS, self.strata_health_interval_ms, 5_000)?,
+            migrate_on_start: self.strata_migrate_on_start.unwrap_or(true),
+            admin_token: self.strata_admin_token.clone().filter(|t| !t.expose().is_empty()),
+            redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
+            log_format: self.strata_log_format.unwrap_or_default(),
+            log_filter: self.rust_log.clone().unwrap_or_else(|| "info".into()),
+            otlp_endpoint: self.otel_exporter_otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            db: self.db.resolve(&format!("strata-{service}"))?,
+        })
+    }
+}
+
+/// Everything a Strata process needs, defaults resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Name of the service set this process serves (`all`, `auth`, …).
+    pub service: String,
+    /// Deployment flavour.
+    pub environment: Environment,
+    /// Listen address.
+    pub listen_addr: SocketAddr,
+    /// Server-side deadline of every RPC.
+    pub request_timeout: Duration,
+    /// Largest request message accepted.
+    pub max_message_bytes: usize,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Health re-check period.
+    pub health_interval: Duration,
+    /// Apply pending migrations before serving.
+    pub migrate_on_start: bool,
+    /// Admin bearer token.
+    pub admin_token: Option<Secret<String>>,
+    /// Redis URL.
+    pub redis_url: Option<Secret<String>>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_filter: String,
+    /// OTLP endpoint.
+    pub otlp_endpoint: Option<String>,
+    /// Database.
+    pub db: DbConfig,
+}
+
+impl ServerConfig {
+    /// Defaults for a test or tool: `database_url`, listening on `127.0.0.1:0`.
+    pub fn for_database(service: &str, database_url: &str) -> Self {
+        let settings = Settings {
+            db: DbSettings {
+                database_url: Some(Secret::new(database_url.to_owned())),
+                ..DbSettings::default()
+            },
+            strata_listen_addr: Some("127.0.0.1:0".into()),
+            ..Settings::default()
+        };
+        match settings.resolve(service) {
+            Ok(config) => config,
+            // Only reachable with a malformed URL; fall back to the raw defaults.
+            Err(_) => ServerConfig {
+                service: service.to_owned(),
+                environment: Environment::Development,
+                listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                request_timeout: Duration::from_secs(30),
+                max_message_bytes: 4 * 1024 * 1024,
+                shutdown_grace: Duration::from_secs(30),
+                health_interval: Duration::from_secs(5),
+                migrate_on_start: true,
+                admin_token: None,
+                redis_url: None,
+                log_format: LogFormat::Pretty,
+                log_filter: "info".into(),
+                otlp_endpoint: None,
+                db: DbConfig::new(database_url, service, Environment::Development),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_from_environment_and_file_with_env_winning() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("strata.toml", "strata_listen_addr = \"0.0.0.0:1\"\nstrata_request_timeout_ms = 1000\n")?;
+            jail.set_env(CONFIG_FILE, "strata.toml");
+            jail.set_env("DATABASE_URL", "postgres://u:pw@h/db");
+            jail.set_env("STRATA_REQUEST_TIMEOUT_MS", "2500");
+            jail.set_env("STRATA_ADMIN_TOKEN", "123456");
+            jail.set_env("STRATA_ENV", "production");
+            jail.set_env("STRATA_DB_MAX_CONNECTIONS", "33");
+            let config = Settings::load()?.resolve("svc").unwrap();
+            assert_eq!(config.listen_addr, "0.0.0.0:1".parse().unwrap());
+            assert_eq!(config.request_timeout, Duration::from_millis(2500));
+            assert_eq!(config.admin_token.as_ref().map(|t| t.expose().as_str()), Some("123456"));
+            assert_eq!(config.db.max_connections, 33);
+            assert_eq!(config.db.min_idle, 5);
+            assert_eq!(config.db.application_name, "strata-svc");
+            assert!(!format!("{config:?}").contains("pw@"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://h/db");
+            jail.set_env("STRATA_LISTEN_ADDR", "nonsense");
+            assert_eq!(Settings::load()?.resolve("s").unwrap_err().variable, LISTEN_ADDR);
+            jail.set_env("STRATA_DB_MAX_CONNECTIONS", "many");
+            let err = Settings::load().unwrap_err();
+            assert!(err.to_string().contains("strata_db_max_connections"), "{err}");
+            Ok(())
+        });
+    }
+}

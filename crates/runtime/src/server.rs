@@ -1,0 +1,236 @@
+//! Server bootstrap shared by every Strata process.
+//!
+//! [`AppContext`] holds what all services of a process share (config, pool, Redis,
+//! migrations). [`ServerBuilder`] collects the services' gRPC servers, adds the admin
+//! service, `grpc.health.v1` and reflection (v1 and v1alpha), binds, and serves with
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_proto::admin::admin_service_server::AdminServiceServer;
+use strata_storage::migrate::Migrations;
+use strata_storage::{Db, pool::dedicated_connection};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+use crate::admin::{Admin, AdminGuard};
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::health;
+use crate::layers::RequestLayer;
+use crate::redis::RedisHandle;
+
+/// What every service of one process shares.
+#[derive(Debug)]
+pub struct AppContext {
+    /// Resolved configuration.
+    pub config: ServerConfig,
+    /// Database pool.
+    pub db: Db,
+    /// Redis, when configured.
+    pub redis: Option<RedisHandle>,
+    /// Migrations embedded in this binary.
+    pub migrations: Migrations,
+    /// When the process started.
+    pub started_at: Instant,
+}
+
+impl AppContext {
+    /// Builds the pool and the Redis handle; neither waits for its server.
+    pub fn new(config: ServerConfig) -> Result<Self, Error> {
+        let db = Db::new(config.db.clone());
+        let redis = match &config.redis_url {
+            Some(url) => Some(
+                RedisHandle::connect_lazy(url.expose(), "strata:", Duration::from_secs(1))
+                    .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            db,
+            redis,
+            migrations: Migrations::embedded()?,
+            started_at: Instant::now(),
+        })
+    }
+
+    /// Applies pending migrations on a dedicated connection (the advisory lock belongs to
+    /// its session); returns the versions applied by this call.
+    pub async fn migrate(&self) -> Result<Vec<String>, Error> {
+        let mut conn = dedicated_connection(&self.config.db).await?;
+        Ok(self.migrations.run(&mut conn).await?)
+    }
+}
+
+/// Collects services and serves them. See the module docs.
+pub struct ServerBuilder {
+    ctx: Arc<AppContext>,
+    routes: RoutesBuilder,
+    names: Vec<String>,
+}
+
+impl ServerBuilder {
+    /// A server for `ctx` with the admin service already added.
+    pub fn new(ctx: AppContext) -> Self {
+        let ctx = Arc::new(ctx);
+        let mut builder = Self {
+            ctx: Arc::clone(&ctx),
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+        };
+        let admin = AdminServiceServer::new(Admin::new(Arc::clone(&ctx)))
+            .max_decoding_message_size(ctx.config.max_message_bytes);
+        let guarded = tonic::service::interceptor::InterceptedService::new(admin, AdminGuard::new(ctx.config.admin_token.clone()));
+        builder.add_service(guarded);
+        builder
+    }
+
+    /// The shared context, for constructing service handlers.
+    pub fn context(&self) -> Arc<AppContext> {
+        Arc::clone(&self.ctx)
+    }
+
+    /// Adds a generated gRPC server; its name gets a `grpc.health.v1` entry.
+    pub fn add_service<S, B>(&mut self, service: S) -> &mut Self
+    where
+        S: tower_service::Service<http::Request<Body>, Error = Infallible, Response = http::Response<B>>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.names.push(S::NAME.to_owned());
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Applies pending migrations (when `STRATA_MIGRATE_ON_START`) and binds the listen
+    /// address, so a caller learns the real port (`:0`) before serving.
+    pub async fn bind(self) -> Result<BoundServer, Error> {
+        if self.ctx.config.migrate_on_start {
+            let applied = self.ctx.migrate().await?;
+            tracing::info!(migrations.applied = applied.len(), "migrations up to date");
+        }
+        let listener = TcpListener::bind(self.ctx.config.listen_addr).await?;
+        Ok(BoundServer {
+            local_addr: listener.local_addr()?,
+            listener,
+            builder: self,
+        })
+    }
+}
+
+/// A bound, not yet serving, server.
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    builder: ServerBuilder,
+}
+
+impl BoundServer {
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, reports `NOT_SERVING`,
+    /// and waits up to `STRATA_SHUTDOWN_GRACE_MS` for in-flight calls to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let ServerBuilder { ctx, mut routes, names } = self.builder;
+        let config = &ctx.config;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::set_all(&reporter, &names, ServingStatus::NotServing).await;
+        let monitor = health::spawn_monitor(reporter.clone(), ctx.db.clone(), names.clone(), config.health_interval);
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e: tonic_reflection::server::Error| Error::FailedPrecondition(format!("reflection: {e}"));
+        let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+        routes.add_service(health_service);
+        routes.add_service(reflection_v1);
+        routes.add_service(reflection_v1alpha);
+
+        // Shutdown runs in two steps: the signal flips health to NOT_SERVING (load
+        // balancers stop routing here) and tells tonic to stop accepting and drain; the
+        // grace timer then bounds how long the drain may take.
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
+        let grace = config.shutdown_grace;
+        let shutdown_reporter = reporter.clone();
+        let shutdown_names = names.clone();
+        let signal_task = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            health::set_all(&shutdown_reporter, &shutdown_names, ServingStatus::NotServing).await;
+            let _ = began_tx.send(true);
+            let _ = drain_tx.send(());
+        });
+
+        let server = tonic::transport::Server::builder()
+            // Deadline of every call; a shorter client `grpc-timeout` wins.
+            .timeout(config.request_timeout)
+            // Outermost: span + trace context, query accounting, panic → INTERNAL, and the
+            // profiling metadata, which must see the whole call including every inner layer.
+            .layer(RequestLayer)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = drain_rx.await;
+            });
+        let grace_over = async {
+            if began_rx.wait_for(|began| *began).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = server => result,
+            () = grace_over => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning in-flight calls");
+                Ok(())
+            }
+        };
+        monitor.abort();
+        signal_task.abort();
+        Ok(result?)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
