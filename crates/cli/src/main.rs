@@ -1,1 +1,197 @@
-fn main() {}
+//! The `strata` command: serve services, and run, inspect, revert and generate migrations.
+//!
+//! Exit codes: 0 success; 1 failure (message on stderr); 2 usage error; `migrate status`
+//! also exits 3 when migrations are pending and 4 when an applied migration drifted or
+//! the database has migrations this binary does not know.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use strata_runtime::config::Settings;
+use strata_runtime::server::{AppContext, ServerBuilder, shutdown_signal};
+use strata_storage::migrate::{Migrations, State};
+use strata_storage::pool::dedicated_connection;
+
+/// `migrate status` exit code when migrations are pending.
+const EXIT_PENDING: u8 = 3;
+/// `migrate status` exit code when an applied migration changed or is unknown.
+const EXIT_DRIFT: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: the backend of AI-agent platforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a service set over gRPC (config from the environment; see README).
+    Serve {
+        /// Which services: `all` (every service that exists) or `admin` (only the admin
+        /// service, health and reflection).
+        #[arg(default_value = "all", value_parser = ["all", "admin"])]
+        service: String,
+    },
+    /// Manage database migrations (DATABASE_URL).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration (under an advisory lock).
+    Run(Source),
+    /// Show applied, pending and drifted migrations; exit 3 if pending, 4 if drifted.
+    Status(Source),
+    /// Revert the newest applied migration with its down.sql.
+    Revert(Source),
+    /// Create migrations/<timestamp>_<name>/{up,down}.sql.
+    Generate {
+        /// Name in snake_case, e.g. `create_users`.
+        name: String,
+        /// Directory holding the migration folders.
+        #[arg(long, default_value = "migrations")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct Source {
+    /// Read migrations from this directory instead of those embedded in the binary.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl Source {
+    fn migrations(&self) -> anyhow::Result<Migrations> {
+        Ok(match &self.dir {
+            Some(dir) => Migrations::from_dir(dir)?,
+            None => Migrations::embedded()?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { service } => serve(&service).await,
+        Command::Migrate { action } => migrate(action).await,
+    }
+}
+
+async fn serve(service: &str) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load().context("reading configuration")?;
+    let config = settings.resolve(service).context("configuration")?;
+    let _telemetry = strata_runtime::telemetry::init(&config)?;
+    let ctx = AppContext::new(config)?;
+    let builder = ServerBuilder::new(ctx);
+    // Each service issue registers its gRPC server here.
+    let bound = builder.bind().await.context("starting the server")?;
+    let addr = bound.local_addr();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "strata serve {service}: listening on {addr}")?;
+    writeln!(out, "try: grpcurl -plaintext {addr} list")?;
+    writeln!(out, "     grpcurl -plaintext -H \"authorization: Bearer $STRATA_ADMIN_TOKEN\" {addr} strata.admin.v1.AdminService/GetHealth")?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(listen.addr = %addr, "serving");
+    bound.serve(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(action: MigrateAction) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if let MigrateAction::Generate { name, dir } = &action {
+        let folder = generate(dir, name, chrono::Utc::now())?;
+        writeln!(out, "created {}", folder.display())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = Settings::load().context("reading configuration")?;
+    let config = settings.db.resolve("strata-cli").context("configuration")?;
+    let mut conn = dedicated_connection(&config).await.context("connecting to DATABASE_URL")?;
+    match action {
+        MigrateAction::Run(source) => {
+            let applied = source.migrations()?.run(&mut conn).await?;
+            if applied.is_empty() {
+                writeln!(out, "migrations are up to date")?;
+            }
+            for version in applied {
+                writeln!(out, "applied {version}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrateAction::Revert(source) => {
+            match source.migrations()?.revert_last(&mut conn).await? {
+                Some(version) => writeln!(out, "reverted {version}")?,
+                None => writeln!(out, "nothing to revert")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrateAction::Status(source) => {
+            let status = source.migrations()?.status(&mut conn).await?;
+            for entry in &status.entries {
+                let state = match &entry.state {
+                    State::Applied { applied_at } => format!("applied  {}", applied_at.format("%Y-%m-%d %H:%M:%S")),
+                    State::Pending => "pending".to_owned(),
+                    State::Drifted { applied_at, .. } => {
+                        format!("DRIFTED  {} (file changed after it was applied)", applied_at.format("%Y-%m-%d %H:%M:%S"))
+                    }
+                    State::Unknown { applied_at } => {
+                        format!("UNKNOWN  {} (applied, not in this binary)", applied_at.format("%Y-%m-%d %H:%M:%S"))
+                    }
+                };
+                writeln!(out, "{}  {:<40} {state}", entry.version, entry.name)?;
+            }
+            if !status.drifted().is_empty() || !status.unknown().is_empty() {
+                Ok(ExitCode::from(EXIT_DRIFT))
+            } else if !status.pending().is_empty() {
+                Ok(ExitCode::from(EXIT_PENDING))
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        MigrateAction::Generate { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Writes `<dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up,down}.sql` and returns the folder.
+fn generate(dir: &Path, name: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<PathBuf> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        bail!("migration name {name:?} must be snake_case: lowercase letters, digits and '_'");
+    }
+    if !dir.is_dir() {
+        bail!("{} is not a directory (run from the repository root or pass --dir)", dir.display());
+    }
+    let folder = dir.join(format!("{}_{name}", now.format("%Y-%m-%d-%H%M%S")));
+    if folder.exists() {
+        bail!("{} already exists", folder.display());
+    }
+    std::fs::create_dir(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    std::fs::write(folder.join("up.sql"), format!("-- {name}: forward migration. Keep it additive when it touches a live table.\n"))?;
+    std::fs::write(folder.join("down.sql"), format!("-- {name}: undo everything up.sql does.\n"))?;
+    Ok(folder)
+}

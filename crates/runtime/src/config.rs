@@ -15,6 +15,7 @@
 //! | `STRATA_MIGRATE_ON_START` | true | apply pending migrations before serving |
 //! | `STRATA_ADMIN_TOKEN` | unset | bearer token for the admin RPCs; unset refuses them all |
 //! | `REDIS_URL` | unset | Redis for cache and rate limits; unset disables Redis |
+//! | `STRATA_REDIS_PREFIX` | `strata:` | prefix of every Redis key this process writes |
 //! | `STRATA_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables trace export |
@@ -47,6 +48,8 @@ pub const MIGRATE_ON_START: &str = "STRATA_MIGRATE_ON_START";
 pub const ADMIN_TOKEN: &str = "STRATA_ADMIN_TOKEN";
 /// `REDIS_URL`
 pub const REDIS_URL: &str = "REDIS_URL";
+/// `STRATA_REDIS_PREFIX`
+pub const REDIS_PREFIX: &str = "STRATA_REDIS_PREFIX";
 /// `STRATA_LOG_FORMAT`
 pub const LOG_FORMAT: &str = "STRATA_LOG_FORMAT";
 /// `RUST_LOG`
@@ -75,6 +78,7 @@ const KNOWN: &[&str] = &[
     MIGRATE_ON_START,
     ADMIN_TOKEN,
     REDIS_URL,
+    REDIS_PREFIX,
     LOG_FORMAT,
     LOG_FILTER,
     OTLP_ENDPOINT,
@@ -114,6 +118,8 @@ pub struct Settings {
     pub strata_admin_token: Option<Secret<String>>,
     /// `REDIS_URL`
     pub redis_url: Option<Secret<String>>,
+    /// `STRATA_REDIS_PREFIX`
+    pub strata_redis_prefix: Option<String>,
     /// `STRATA_LOG_FORMAT`
     pub strata_log_format: Option<LogFormat>,
     /// `RUST_LOG`
@@ -177,6 +183,7 @@ impl Settings {
             migrate_on_start: self.strata_migrate_on_start.unwrap_or(true),
             admin_token: self.strata_admin_token.clone().filter(|t| !t.expose().is_empty()),
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
+            redis_prefix: self.strata_redis_prefix.clone().unwrap_or_else(|| "strata:".into()),
             log_format: self.strata_log_format.unwrap_or_default(),
             log_filter: self.rust_log.clone().unwrap_or_else(|| "info".into()),
             otlp_endpoint: self.otel_exporter_otlp_endpoint.clone().filter(|e| !e.is_empty()),
@@ -208,6 +215,8 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret<String>>,
     /// Redis URL.
     pub redis_url: Option<Secret<String>>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -243,6 +252,7 @@ impl ServerConfig {
                 migrate_on_start: true,
                 admin_token: None,
                 redis_url: None,
+                redis_prefix: "strata:".into(),
                 log_format: LogFormat::Pretty,
                 log_filter: "info".into(),
                 otlp_endpoint: None,

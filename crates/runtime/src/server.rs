@@ -49,7 +49,7 @@ impl AppContext {
         let db = Db::new(config.db.clone());
         let redis = match &config.redis_url {
             Some(url) => Some(
-                RedisHandle::connect_lazy(url.expose(), "strata:", Duration::from_secs(1))
+                RedisHandle::connect_lazy(url.expose(), config.redis_prefix.clone(), Duration::from_secs(1))
                     .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
             ),
             None => None,
