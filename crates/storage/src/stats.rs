@@ -243,8 +243,8 @@ pub enum ExplainRefusal {
     Unterminated,
 }
 
-/// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`, `TABLE`, `VALUES`…
-/// no: only SELECT and WITH) and returns it without a trailing `;`.
+/// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) and returns it trimmed,
+/// without a trailing `;`.
 ///
 /// This is the first of three guards: the statement is also sent as one prepared
 /// statement (PostgreSQL refuses several commands in one) inside a `READ ONLY`
@@ -265,9 +265,9 @@ pub fn check_select(sql: &str) -> Result<&str, ExplainRefusal> {
         return Err(ExplainRefusal::NotSelect);
     }
     // Cut the original at the position of the trailing ';', if any, keeping everything else.
-    let original = sql.trim_end();
+    let original = sql.trim();
     Ok(if trimmed.ends_with(';') {
-        original.strip_suffix(';').unwrap_or(original)
+        original.strip_suffix(';').unwrap_or(original).trim_end()
     } else {
         original
     })
@@ -449,7 +449,7 @@ mod tests {
         let ok = [
             ("SELECT 1", "SELECT 1"),
             ("select 1;", "select 1"),
-            ("  WITH x AS (SELECT 1) SELECT * FROM x ; ", "WITH x AS (SELECT 1) SELECT * FROM x "),
+            ("  WITH x AS (SELECT 1) SELECT * FROM x ; ", "WITH x AS (SELECT 1) SELECT * FROM x"),
             ("SELECT ';' AS semi", "SELECT ';' AS semi"),
             ("SELECT $$a;b$$", "SELECT $$a;b$$"),
             ("-- comment; here\nSELECT 1", "-- comment; here\nSELECT 1"),

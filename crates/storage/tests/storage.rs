@@ -1,0 +1,382 @@
+//! Storage against a real PostgreSQL: migrations, pool settings and recovery, retry
+//! classification of real server errors, and query instrumentation.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use strata_storage::instrument::{QueryStats, scope};
+use strata_storage::migrate::{Migrations, State};
+use strata_storage::pool::dedicated_connection;
+use strata_storage::retry::ErrorClass;
+use strata_storage::{Db, DbConfig, Environment, Error};
+use strata_testkit::TestDb;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn schema_count(db: &TestDb) -> i64 {
+    let mut conn = db.connect().await;
+    let rows: Vec<Count> = sql_query(
+        "SELECT count(*) AS n FROM pg_namespace WHERE nspname IN ('auth', 'content', 'analytics')",
+    )
+    .load(&mut conn)
+    .await
+    .unwrap();
+    rows[0].n
+}
+
+fn workspace_migrations_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
+}
+
+#[tokio::test]
+async fn every_migration_goes_up_down_and_up_again() {
+    let db = TestDb::empty().await;
+    let migrations = Migrations::embedded().unwrap();
+    let total = migrations.list().len();
+    let mut conn = db.connect().await;
+
+    let applied = migrations.run(&mut conn).await.unwrap();
+    assert_eq!(applied.len(), total);
+    assert_eq!(schema_count(&db).await, 3);
+    assert!(migrations.run(&mut conn).await.unwrap().is_empty(), "second run applies nothing");
+
+    for expected in migrations.list().iter().rev() {
+        let reverted = migrations.revert_last(&mut conn).await.unwrap();
+        assert_eq!(reverted.as_deref(), Some(expected.version.as_str()));
+    }
+    assert_eq!(migrations.revert_last(&mut conn).await.unwrap(), None);
+    let status = migrations.status(&mut conn).await.unwrap();
+    assert_eq!(status.pending().len(), total);
+    assert_eq!(schema_count(&db).await, 0, "down.sql removes what up.sql created");
+
+    assert_eq!(migrations.run(&mut conn).await.unwrap().len(), total);
+    let status = migrations.status(&mut conn).await.unwrap();
+    assert_eq!(status.applied().len(), total);
+    assert!(status.pending().is_empty() && status.drifted().is_empty());
+}
+
+#[tokio::test]
+async fn eight_concurrent_migrators_apply_each_migration_once() {
+    let db = TestDb::empty().await;
+    let migrations = Arc::new(Migrations::embedded().unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let migrations = Arc::clone(&migrations);
+        let url = db.url().to_owned();
+        tasks.push(tokio::spawn(async move {
+            let config = DbConfig::new(url, "migrator", Environment::Development);
+            let mut conn = dedicated_connection(&config).await?;
+            migrations.run(&mut conn).await
+        }));
+    }
+    let mut applied = Vec::new();
+    for task in tasks {
+        applied.extend(task.await.unwrap().expect("no migrator fails"));
+    }
+    let mut expected: Vec<String> = migrations.list().iter().map(|m| m.version.clone()).collect();
+    applied.sort();
+    expected.sort();
+    assert_eq!(applied, expected, "each migration applied by exactly one migrator");
+
+    let mut conn = db.connect().await;
+    let rows: Vec<Count> = sql_query("SELECT count(*) AS n FROM public.strata_schema_migrations")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].n as usize, migrations.list().len());
+}
+
+#[tokio::test]
+async fn status_reports_drift_after_a_file_edit() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("strata-drift-{}", db.name()));
+    copy_dir(&workspace_migrations_dir(), &dir);
+    let mut conn = db.connect().await;
+    Migrations::from_dir(&dir).unwrap().run(&mut conn).await.unwrap();
+
+    let first = Migrations::from_dir(&dir).unwrap().list()[0].clone();
+    let up = dir.join(format!("{}_{}", first.version, first.name)).join("up.sql");
+    let mut text = std::fs::read_to_string(&up).unwrap();
+    text.push_str("\n-- edited after it was applied\n");
+    std::fs::write(&up, text).unwrap();
+
+    let status = Migrations::from_dir(&dir).unwrap().status(&mut conn).await.unwrap();
+    assert_eq!(status.drifted(), vec![first.version.clone()]);
+    assert!(matches!(
+        &status.entries[0].state,
+        State::Drifted { applied_checksum, .. } if *applied_checksum == first.checksum
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A migration the binary does not know is reported as unknown, not silently ignored.
+    conn.batch_execute(
+        "INSERT INTO public.strata_schema_migrations (version, name, checksum, execution_ms) VALUES ('9999-01-01-000000', 'future', 'x', 0)",
+    )
+    .await
+    .unwrap();
+    let status = Migrations::embedded().unwrap().status(&mut conn).await.unwrap();
+    assert_eq!(status.unknown(), vec!["9999-01-01-000000".to_owned()]);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn pool(db: &TestDb, tweak: impl FnOnce(&mut DbConfig)) -> Db {
+    let mut config = DbConfig::new(db.url(), &format!("strata-t-{}", &db.name()[12..24]), Environment::Development);
+    config.min_idle = 0;
+    tweak(&mut config);
+    Db::new(config)
+}
+
+#[tokio::test]
+async fn statement_timeout_is_enforced_on_pooled_connections() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.statement_timeout = Duration::from_millis(200));
+    let mut conn = pool.get().await.unwrap();
+    let started = Instant::now();
+    let err: Error = sql_query("SELECT pg_sleep(3)").execute(&mut conn).await.unwrap_err().into();
+    assert!(started.elapsed() < Duration::from_secs(2), "cancelled by the server, not after the sleep");
+    assert_eq!(err.sqlstate(), Some("57014"));
+    assert_eq!(err.class(), ErrorClass::Permanent, "a timeout is not retried");
+
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let rows: Vec<Setting> = sql_query("SELECT current_setting('application_name') AS value")
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].value, pool.config().application_name);
+}
+
+#[tokio::test]
+async fn pool_recovers_after_all_its_connections_are_terminated() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.max_connections = 4);
+    // Open four connections at once.
+    let held: Vec<_> = futures_join(&pool, 4).await;
+    drop(held);
+    assert_eq!(pool.state().connections, 4);
+
+    let mut admin = db.admin_connection().await;
+    let rows: Vec<Count> = sql_query(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+    )
+    .bind::<Text, _>(&pool.config().application_name)
+    .bind::<Text, _>(db.name())
+    .load(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(rows[0].n, 4, "found every pooled connection by application_name");
+
+    // No restart: every checkout gets a working connection.
+    for _ in 0..10 {
+        let mut conn = pool.get().await.unwrap();
+        let one: Vec<Count> = sql_query("SELECT 1::bigint AS n").load(&mut conn).await.unwrap();
+        assert_eq!(one[0].n, 1);
+    }
+    pool.ping().await.unwrap();
+}
+
+async fn futures_join(pool: &Db, n: usize) -> Vec<strata_storage::PooledConn<'_>> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        let mut conn = pool.get().await.unwrap();
+        conn.batch_execute("SELECT 1").await.unwrap();
+        conns.push(conn);
+    }
+    conns
+}
+
+#[tokio::test]
+async fn real_server_errors_are_classified_for_retry() {
+    let db = TestDb::new().await;
+    let config = DbConfig::new(db.url(), "strata-classify", Environment::Development);
+
+    // 57P01: the server terminates our backend.
+    let mut victim = dedicated_connection(&config).await.unwrap();
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let pid: Vec<Pid> = sql_query("SELECT pg_backend_pid() AS pid").load(&mut victim).await.unwrap();
+    let mut admin = db.admin_connection().await;
+    sql_query("SELECT pg_terminate_backend($1)")
+        .bind::<Integer, _>(pid[0].pid)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let err: Error = victim.batch_execute("SELECT 1").await.unwrap_err().into();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err:?}");
+    assert!(err.is_unavailable());
+
+    // 40P01: two transactions lock rows in opposite orders.
+    let mut setup = db.connect().await;
+    setup
+        .batch_execute("CREATE TABLE public.deadlock (id int PRIMARY KEY, v int); INSERT INTO public.deadlock VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    let mut a = dedicated_connection(&config).await.unwrap();
+    let mut b = dedicated_connection(&config).await.unwrap();
+    a.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 1").await.unwrap();
+    b.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 2").await.unwrap();
+    let (ra, rb) = tokio::join!(
+        a.batch_execute("UPDATE public.deadlock SET v = 2 WHERE id = 2"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            b.batch_execute("UPDATE public.deadlock SET v = 2 WHERE id = 1").await
+        }
+    );
+    let loser: Error = ra.err().or(rb.err()).expect("one side is chosen as deadlock victim").into();
+    assert_eq!(loser.sqlstate(), Some("40P01"));
+    assert_eq!(loser.class(), ErrorClass::RetryTransaction);
+    a.batch_execute("ROLLBACK").await.unwrap();
+    b.batch_execute("ROLLBACK").await.unwrap();
+
+    // 23505 is never retried.
+    let err: Error = setup
+        .batch_execute("INSERT INTO public.deadlock VALUES (1, 0)")
+        .await
+        .unwrap_err()
+        .into();
+    assert_eq!(err.sqlstate(), Some("23505"));
+    assert_eq!(err.class(), ErrorClass::Permanent);
+}
+
+#[tokio::test]
+async fn retrying_reruns_a_transaction_that_lost_a_serialization_race() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |_| {});
+    let mut setup = db.connect().await;
+    setup
+        .batch_execute("CREATE TABLE public.counter (id int PRIMARY KEY, v int); INSERT INTO public.counter VALUES (1, 0)")
+        .await
+        .unwrap();
+    let attempts = Arc::new(Mutex::new(0));
+    // Two SERIALIZABLE read-modify-write transactions in lockstep: one must fail with
+    // 40001 and be rerun by `retrying`; both increments land.
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let run = |pool: Db, barrier: Arc<tokio::sync::Barrier>, attempts: Arc<Mutex<u32>>| async move {
+        pool.retrying("increment", || {
+            let barrier = Arc::clone(&barrier);
+            let attempts = Arc::clone(&attempts);
+            let pool = pool.clone();
+            async move {
+                *attempts.lock().unwrap() += 1;
+                let mut conn = pool.get().await?;
+                conn.build_transaction()
+                    .serializable()
+                    .run(async |c| {
+                        let v: Vec<Count> = sql_query("SELECT v::bigint AS n FROM public.counter WHERE id = 1").load(c).await?;
+                        if *attempts.lock().unwrap() <= 2 {
+                            barrier.wait().await;
+                        }
+                        sql_query("UPDATE public.counter SET v = $1 WHERE id = 1")
+                            .bind::<BigInt, _>(v[0].n + 1)
+                            .execute(c)
+                            .await?;
+                        Ok::<_, Error>(())
+                    })
+                    .await
+            }
+        })
+        .await
+    };
+    let (r1, r2) = tokio::join!(
+        run(pool.clone(), Arc::clone(&barrier), Arc::clone(&attempts)),
+        run(pool.clone(), Arc::clone(&barrier), Arc::clone(&attempts))
+    );
+    r1.unwrap();
+    r2.unwrap();
+    assert!(*attempts.lock().unwrap() >= 3, "one transaction was rerun");
+    let v: Vec<Count> = sql_query("SELECT v::bigint AS n FROM public.counter").load(&mut setup).await.unwrap();
+    assert_eq!(v[0].n, 2, "no lost update");
+}
+
+#[tokio::test]
+async fn query_scope_counts_exactly_the_queries_run_inside_it() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |_| {});
+    let stats = Arc::new(QueryStats::default());
+    scope(Arc::clone(&stats), async {
+        let mut conn = pool.get().await.unwrap();
+        for _ in 0..3 {
+            sql_query("SELECT pg_sleep(0.01)").execute(&mut conn).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(stats.count(), 3, "checkout validation is not counted");
+    assert!(stats.total() >= Duration::from_millis(30));
+
+    // Queries outside the scope are not counted.
+    pool.ping().await.unwrap();
+    assert_eq!(stats.count(), 3);
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| {
+        c.slow_query.warn = Duration::from_millis(20);
+        c.slow_query.error = Duration::from_millis(150);
+    });
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut conn = pool.get().await.unwrap();
+    sql_query("SELECT pg_sleep(0.05), $1::text AS secret")
+        .bind::<Text, _>("hunter2-bind-value")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sql_query("SELECT pg_sleep(0.2)").execute(&mut conn).await.unwrap();
+    sql_query("SELECT 1").execute(&mut conn).await.unwrap();
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("slow query")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("pg_sleep(0.05), $1::text"), "{log}");
+    assert!(lines[1].contains("ERROR") && lines[1].contains("pg_sleep(0.2)"), "{log}");
+    assert!(!log.contains("hunter2"), "bind values never reach the log: {log}");
+}
