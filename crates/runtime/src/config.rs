@@ -98,8 +98,8 @@ pub enum LogFormat {
 /// Raw settings as read: every knob optional. Field names are lower-cased variable names.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Settings {
-    /// Database variables.
-    #[serde(flatten)]
+    /// Database variables (extracted on their own so errors keep the variable name).
+    #[serde(skip)]
     pub db: DbSettings,
     /// `STRATA_LISTEN_ADDR`
     pub strata_listen_addr: Option<String>,
@@ -153,9 +153,10 @@ impl Settings {
         if let Ok(path) = std::env::var(CONFIG_FILE) {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment
-            .merge(Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
-            .extract()
+        let figment = figment.merge(Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))));
+        let mut settings: Settings = figment.extract()?;
+        settings.db = figment.extract()?;
+        Ok(settings)
     }
 
     /// Resolves defaults for the service called `service`.
@@ -297,7 +298,7 @@ mod tests {
             assert_eq!(Settings::load()?.resolve("s").unwrap_err().variable, LISTEN_ADDR);
             jail.set_env("STRATA_DB_MAX_CONNECTIONS", "many");
             let err = Settings::load().unwrap_err();
-            assert!(err.to_string().contains("strata_db_max_connections"), "{err}");
+            assert!(err.to_string().contains("STRATA_DB_MAX_CONNECTIONS"), "{err}");
             Ok(())
         });
     }
