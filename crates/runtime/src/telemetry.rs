@@ -40,8 +40,13 @@ pub fn init(config: &ServerConfig) -> Result<TelemetryGuard, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| Error::Telemetry(format!("RUST_LOG: {e}")))?;
     let fmt = match config.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        // Logs go to stderr; stdout is for the command's own output.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(true)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
