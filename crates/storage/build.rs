@@ -14,9 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.join("up.sql").is_file())
         .collect();
     folders.sort();
-    let mut code = String::from("/// `(folder name, up.sql, down.sql)` of every embedded migration, in order.\npub(crate) static EMBEDDED: &[(&str, &str, Option<&str>)] = &[\n");
+    let mut code = String::from(
+        "/// `(folder name, up.sql, down.sql)` of every embedded migration, in order.\npub(crate) static EMBEDDED: &[(&str, &str, Option<&str>)] = &[\n",
+    );
     for folder in folders {
-        let name = folder.file_name().and_then(|n| n.to_str()).ok_or("non-UTF-8 migration folder")?;
+        let name = folder
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("non-UTF-8 migration folder")?;
         let down = folder.join("down.sql");
         let down = if down.is_file() {
             format!("Some(include_str!({:?}))", down.display().to_string())
@@ -30,6 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
     }
     code.push_str("];\n");
-    std::fs::write(PathBuf::from(std::env::var("OUT_DIR")?).join("embedded_migrations.rs"), code)?;
+    std::fs::write(
+        PathBuf::from(std::env::var("OUT_DIR")?).join("embedded_migrations.rs"),
+        code,
+    )?;
     Ok(())
 }

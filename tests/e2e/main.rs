@@ -25,7 +25,11 @@ fn strata(db_url: Option<&str>, args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -35,7 +39,14 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn uuid_like() -> String {
-    format!("{}-{:?}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 #[tokio::test]
@@ -44,7 +55,12 @@ async fn migrate_commands_and_their_exit_codes() {
     let url = Some(db.url());
 
     let status = strata(url, &["migrate", "status"]);
-    assert_eq!(status.status.code(), Some(3), "pending → 3: {}", text(&status));
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "pending → 3: {}",
+        text(&status)
+    );
     assert!(text(&status).contains("pending"));
 
     let run = strata(url, &["migrate", "run"]);
@@ -64,10 +80,21 @@ async fn migrate_commands_and_their_exit_codes() {
 
     let missing = strata(None, &["migrate", "run"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing).contains("DATABASE_URL"), "{}", text(&missing));
-    let unreachable = strata(Some("postgres://nobody@127.0.0.1:1/none"), &["migrate", "status"]);
+    assert!(
+        text(&missing).contains("DATABASE_URL"),
+        "{}",
+        text(&missing)
+    );
+    let unreachable = strata(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["migrate", "status"],
+    );
     assert_eq!(unreachable.status.code(), Some(1));
-    assert!(text(&unreachable).contains("connecting to DATABASE_URL"), "{}", text(&unreachable));
+    assert!(
+        text(&unreachable).contains("connecting to DATABASE_URL"),
+        "{}",
+        text(&unreachable)
+    );
 
     let usage = strata(url, &["migrate", "sideways"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -77,14 +104,25 @@ async fn migrate_commands_and_their_exit_codes() {
 async fn status_exits_4_when_an_applied_migration_file_changed() {
     let db = TestDb::empty().await;
     let dir = temp_dir("drift");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations"), &dir);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations"),
+        &dir,
+    );
     let dir_arg = dir.to_str().unwrap();
     let run = strata(Some(db.url()), &["migrate", "run", "--dir", dir_arg]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
 
-    let first = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let first = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
     let up = first.join("up.sql");
-    std::fs::write(&up, format!("{}\n-- changed\n", std::fs::read_to_string(&up).unwrap())).unwrap();
+    std::fs::write(
+        &up,
+        format!("{}\n-- changed\n", std::fs::read_to_string(&up).unwrap()),
+    )
+    .unwrap();
     let status = strata(Some(db.url()), &["migrate", "status", "--dir", dir_arg]);
     assert_eq!(status.status.code(), Some(4), "{}", text(&status));
     assert!(text(&status).contains("DRIFTED"));
@@ -95,18 +133,30 @@ async fn status_exits_4_when_an_applied_migration_file_changed() {
 fn generate_writes_a_timestamped_folder() {
     let dir = temp_dir("generate");
     let dir_arg = dir.to_str().unwrap();
-    let out = strata(None, &["migrate", "generate", "create_widgets", "--dir", dir_arg]);
+    let out = strata(
+        None,
+        &["migrate", "generate", "create_widgets", "--dir", dir_arg],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let folders: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let folders: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(folders.len(), 1);
     let name = folders[0].file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(name.ends_with("_create_widgets") && name.len() == "2026-11-23-000000_create_widgets".len(), "{name}");
+    assert!(
+        name.ends_with("_create_widgets") && name.len() == "2026-11-23-000000_create_widgets".len(),
+        "{name}"
+    );
     assert!(folders[0].join("up.sql").is_file() && folders[0].join("down.sql").is_file());
 
     let bad = strata(None, &["migrate", "generate", "Bad-Name", "--dir", dir_arg]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).contains("snake_case"));
-    let nowhere = strata(None, &["migrate", "generate", "x", "--dir", "/nonexistent/strata"]);
+    let nowhere = strata(
+        None,
+        &["migrate", "generate", "x", "--dir", "/nonexistent/strata"],
+    );
     assert_eq!(nowhere.status.code(), Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -143,14 +193,21 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     .expect("strata starts listening");
     assert!(!addr.ends_with(":0"));
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let health = AdminServiceClient::new(channel.clone())
         .get_health(admin_request(GetHealthRequest {}))
         .await
         .unwrap()
         .into_inner();
     let migrations = health.migrations.unwrap();
-    assert_eq!(migrations.pending, 0, "STRATA_MIGRATE_ON_START applied everything");
+    assert_eq!(
+        migrations.pending, 0,
+        "STRATA_MIGRATE_ON_START applied everything"
+    );
     assert!(migrations.applied > 0);
     assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Up));
     assert_eq!(health.service, "all");
@@ -159,7 +216,9 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = health_client
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -167,20 +226,36 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never became SERVING");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never became SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let pid = child.id().unwrap().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
 
     let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).await.unwrap();
-    assert!(stderr.lines().any(|l| l.starts_with('{') && l.contains("shutting down")), "JSON logs: {stderr}");
-    assert!(!stderr.contains(strata_testkit::ADMIN_TOKEN), "no secrets in logs");
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("shutting down")),
+        "JSON logs: {stderr}"
+    );
+    assert!(
+        !stderr.contains(strata_testkit::ADMIN_TOKEN),
+        "no secrets in logs"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

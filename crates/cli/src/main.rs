@@ -21,7 +21,11 @@ const EXIT_PENDING: u8 = 3;
 const EXIT_DRIFT: u8 = 4;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: the backend of AI-agent platforms")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: the backend of AI-agent platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,10 @@ impl Source {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -114,7 +121,10 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "strata serve {service}: listening on {addr}")?;
     writeln!(out, "try: grpcurl -plaintext {addr} list")?;
-    writeln!(out, "     grpcurl -plaintext -H \"authorization: Bearer $STRATA_ADMIN_TOKEN\" {addr} strata.admin.v1.AdminService/GetHealth")?;
+    writeln!(
+        out,
+        "     grpcurl -plaintext -H \"authorization: Bearer $STRATA_ADMIN_TOKEN\" {addr} strata.admin.v1.AdminService/GetHealth"
+    )?;
     out.flush()?;
     drop(out);
     tracing::info!(listen.addr = %addr, "serving");
@@ -132,7 +142,9 @@ async fn migrate(action: MigrateAction) -> anyhow::Result<ExitCode> {
     }
     let settings = Settings::load().context("reading configuration")?;
     let config = settings.db.resolve("strata-cli").context("configuration")?;
-    let mut conn = dedicated_connection(&config).await.context("connecting to DATABASE_URL")?;
+    let mut conn = dedicated_connection(&config)
+        .await
+        .context("connecting to DATABASE_URL")?;
     match action {
         MigrateAction::Run(source) => {
             let applied = source.migrations()?.run(&mut conn).await?;
@@ -155,13 +167,21 @@ async fn migrate(action: MigrateAction) -> anyhow::Result<ExitCode> {
             let status = source.migrations()?.status(&mut conn).await?;
             for entry in &status.entries {
                 let state = match &entry.state {
-                    State::Applied { applied_at } => format!("applied  {}", applied_at.format("%Y-%m-%d %H:%M:%S")),
+                    State::Applied { applied_at } => {
+                        format!("applied  {}", applied_at.format("%Y-%m-%d %H:%M:%S"))
+                    }
                     State::Pending => "pending".to_owned(),
                     State::Drifted { applied_at, .. } => {
-                        format!("DRIFTED  {} (file changed after it was applied)", applied_at.format("%Y-%m-%d %H:%M:%S"))
+                        format!(
+                            "DRIFTED  {} (file changed after it was applied)",
+                            applied_at.format("%Y-%m-%d %H:%M:%S")
+                        )
                     }
                     State::Unknown { applied_at } => {
-                        format!("UNKNOWN  {} (applied, not in this binary)", applied_at.format("%Y-%m-%d %H:%M:%S"))
+                        format!(
+                            "UNKNOWN  {} (applied, not in this binary)",
+                            applied_at.format("%Y-%m-%d %H:%M:%S")
+                        )
                     }
                 };
                 writeln!(out, "{}  {:<40} {state}", entry.version, entry.name)?;
@@ -180,18 +200,31 @@ async fn migrate(action: MigrateAction) -> anyhow::Result<ExitCode> {
 
 /// Writes `<dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up,down}.sql` and returns the folder.
 fn generate(dir: &Path, name: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<PathBuf> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         bail!("migration name {name:?} must be snake_case: lowercase letters, digits and '_'");
     }
     if !dir.is_dir() {
-        bail!("{} is not a directory (run from the repository root or pass --dir)", dir.display());
+        bail!(
+            "{} is not a directory (run from the repository root or pass --dir)",
+            dir.display()
+        );
     }
     let folder = dir.join(format!("{}_{name}", now.format("%Y-%m-%d-%H%M%S")));
     if folder.exists() {
         bail!("{} already exists", folder.display());
     }
     std::fs::create_dir(&folder).with_context(|| format!("creating {}", folder.display()))?;
-    std::fs::write(folder.join("up.sql"), format!("-- {name}: forward migration. Keep it additive when it touches a live table.\n"))?;
-    std::fs::write(folder.join("down.sql"), format!("-- {name}: undo everything up.sql does.\n"))?;
+    std::fs::write(
+        folder.join("up.sql"),
+        format!("-- {name}: forward migration. Keep it additive when it touches a live table.\n"),
+    )?;
+    std::fs::write(
+        folder.join("down.sql"),
+        format!("-- {name}: undo everything up.sql does.\n"),
+    )?;
     Ok(folder)
 }

@@ -6,7 +6,8 @@
 
 /// Encoded `FileDescriptorSet` of every Strata proto file and its imports, for
 /// `tonic-reflection`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 
 /// Packages, nested like their proto names.
 pub mod strata {

@@ -31,14 +31,18 @@ pub struct AdminGuard {
 impl AdminGuard {
     /// A guard accepting `Bearer <token>`.
     pub fn new(token: Option<Secret<String>>) -> Self {
-        Self { token: token.map(Arc::new) }
+        Self {
+            token: token.map(Arc::new),
+        }
     }
 }
 
 impl tonic::service::Interceptor for AdminGuard {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
-            return Err(Status::permission_denied("admin RPCs are disabled: no admin credentials are configured"));
+            return Err(Status::permission_denied(
+                "admin RPCs are disabled: no admin credentials are configured",
+            ));
         };
         let presented = request
             .metadata()
@@ -49,7 +53,9 @@ impl tonic::service::Interceptor for AdminGuard {
         if constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated("missing or invalid admin credentials"))
+            Err(Status::unauthenticated(
+                "missing or invalid admin credentials",
+            ))
         }
     }
 }
@@ -85,7 +91,10 @@ impl Admin {
 
 fn check_identifier(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > 63 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(invalid_argument(field, "must be a PostgreSQL identifier of at most 63 letters, digits or '_'"));
+        return Err(invalid_argument(
+            field,
+            "must be a PostgreSQL identifier of at most 63 letters, digits or '_'",
+        ));
     }
     Ok(())
 }
@@ -122,7 +131,9 @@ fn explain_status(err: strata_storage::Error) -> Status {
         Some("57014") => Status::deadline_exceeded("statement timed out"),
         Some("25006") => invalid_argument("sql", "must not modify data"),
         _ => match &err {
-            strata_storage::Error::Query(diesel::result::Error::DatabaseError(_, info)) if !err.is_unavailable() => {
+            strata_storage::Error::Query(diesel::result::Error::DatabaseError(_, info))
+                if !err.is_unavailable() =>
+            {
                 invalid_argument("sql", info.message())
             }
             _ => storage_status(&err),
@@ -132,7 +143,10 @@ fn explain_status(err: strata_storage::Error) -> Status {
 
 #[tonic::async_trait]
 impl AdminService for Admin {
-    async fn get_health(&self, _request: Request<pb::GetHealthRequest>) -> Result<Response<pb::GetHealthResponse>, Status> {
+    async fn get_health(
+        &self,
+        _request: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
         let ctx = &self.ctx;
         let pool = ctx.db.state();
         let pool = PoolState {
@@ -152,7 +166,11 @@ impl AdminService for Admin {
                 status: ComponentStatus::Down.into(),
                 round_trip: None,
                 pool: Some(pool),
-                error: if e.is_unavailable() { "unreachable".into() } else { "query failed".into() },
+                error: if e.is_unavailable() {
+                    "unreachable".into()
+                } else {
+                    "query failed".into()
+                },
             },
             Err(_) => pb::DatabaseHealth {
                 status: ComponentStatus::Down.into(),
@@ -186,7 +204,11 @@ impl AdminService for Admin {
         };
         let migrations = if database.status == i32::from(ComponentStatus::Up) {
             let mut conn = ctx.db.get().await.map_err(|e| storage_status(&e))?;
-            let status = ctx.migrations.status(&mut conn).await.map_err(|e| storage_status(&e))?;
+            let status = ctx
+                .migrations
+                .status(&mut conn)
+                .await
+                .map_err(|e| storage_status(&e))?;
             Some(pb::MigrationHealth {
                 applied: u32::try_from(status.applied().len()).unwrap_or(u32::MAX),
                 pending: u32::try_from(status.pending().len()).unwrap_or(u32::MAX),
@@ -221,12 +243,17 @@ impl AdminService for Admin {
             return Err(invalid_argument("min_calls", "must not be negative"));
         }
         let order = match pb::SlowQueryOrder::try_from(req.order_by) {
-            Ok(pb::SlowQueryOrder::Unspecified | pb::SlowQueryOrder::MeanTime) => SlowQueryOrder::MeanTime,
+            Ok(pb::SlowQueryOrder::Unspecified | pb::SlowQueryOrder::MeanTime) => {
+                SlowQueryOrder::MeanTime
+            }
             Ok(pb::SlowQueryOrder::TotalTime) => SlowQueryOrder::TotalTime,
             Err(_) => return Err(invalid_argument("order_by", "unknown value")),
         };
         let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
-        if !stats::has_pg_stat_statements(&mut conn).await.map_err(|e| storage_status(&e))? {
+        if !stats::has_pg_stat_statements(&mut conn)
+            .await
+            .map_err(|e| storage_status(&e))?
+        {
             return Err(Error::FailedPrecondition(
                 "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations".into(),
             )
@@ -264,7 +291,9 @@ impl AdminService for Admin {
         }
         let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
         let table = (!req.table.is_empty()).then_some(req.table.as_str());
-        let rows = stats::index_usage(&mut conn, &schemas, table).await.map_err(|e| storage_status(&e))?;
+        let rows = stats::index_usage(&mut conn, &schemas, table)
+            .await
+            .map_err(|e| storage_status(&e))?;
         Ok(Response::new(pb::GetIndexUsageResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
         }))
@@ -276,7 +305,9 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::ListUnusedIndexesResponse>, Status> {
         let schemas = Self::schemas(&request.into_inner().schema)?;
         let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
-        let rows = stats::unused_indexes(&mut conn, &schemas).await.map_err(|e| storage_status(&e))?;
+        let rows = stats::unused_indexes(&mut conn, &schemas)
+            .await
+            .map_err(|e| storage_status(&e))?;
         Ok(Response::new(pb::ListUnusedIndexesResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
         }))
@@ -293,7 +324,9 @@ impl AdminService for Admin {
         }
         let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
         let table = (!req.table.is_empty()).then_some(req.table.as_str());
-        let rows = stats::table_stats(&mut conn, &schemas, table).await.map_err(|e| storage_status(&e))?;
+        let rows = stats::table_stats(&mut conn, &schemas, table)
+            .await
+            .map_err(|e| storage_status(&e))?;
         Ok(Response::new(pb::GetTableStatsResponse {
             tables: rows
                 .into_iter()
@@ -319,7 +352,8 @@ impl AdminService for Admin {
         request: Request<pb::ExplainQueryRequest>,
     ) -> Result<Response<pb::ExplainQueryResponse>, Status> {
         let req = request.into_inner();
-        let select = stats::check_select(&req.sql).map_err(|refusal| invalid_argument("sql", &refusal.to_string()))?;
+        let select = stats::check_select(&req.sql)
+            .map_err(|refusal| invalid_argument("sql", &refusal.to_string()))?;
         let json = match pb::ExplainFormat::try_from(req.format) {
             Ok(pb::ExplainFormat::Unspecified | pb::ExplainFormat::Text) => false,
             Ok(pb::ExplainFormat::Json) => true,
@@ -329,16 +363,25 @@ impl AdminService for Admin {
             None => DEFAULT_EXPLAIN_TIMEOUT,
             Some(d) => match Duration::try_from(d) {
                 Ok(d) if !d.is_zero() && d <= MAX_EXPLAIN_TIMEOUT => d,
-                _ => return Err(invalid_argument("timeout", "must be positive and at most 30s")),
+                _ => {
+                    return Err(invalid_argument(
+                        "timeout",
+                        "must be positive and at most 30s",
+                    ));
+                }
             },
         };
         let options = ExplainOptions {
             analyze: req.analyze,
             json,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1),
+            timeout_ms: u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
         };
         let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
-        let plan = stats::explain(&mut conn, select, options).await.map_err(explain_status)?;
+        let plan = stats::explain(&mut conn, select, options)
+            .await
+            .map_err(explain_status)?;
         Ok(Response::new(pb::ExplainQueryResponse {
             plan: plan.text,
             total_cost: plan.total_cost,

@@ -129,7 +129,9 @@ pub struct Settings {
 }
 
 /// Tokens may look like numbers; figment parses such environment values as integers.
-fn lenient_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {
+fn lenient_secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Secret<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -148,20 +150,25 @@ fn lenient_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secre
 
 impl Settings {
     /// Reads `STRATA_CONFIG_FILE` (if set), then the environment on top of it.
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::new();
         if let Ok(path) = std::env::var(CONFIG_FILE) {
             figment = figment.merge(Toml::file_exact(path));
         }
-        let figment = figment.merge(Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))));
-        let mut settings: Settings = figment.extract()?;
-        settings.db = figment.extract()?;
+        let figment = figment.merge(
+            Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
+        );
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.db = figment.extract().map_err(Box::new)?;
         Ok(settings)
     }
 
     /// Resolves defaults for the service called `service`.
     pub fn resolve(&self, service: &str) -> Result<ServerConfig, ConfigError> {
-        let listen = self.strata_listen_addr.as_deref().unwrap_or("127.0.0.1:50051");
+        let listen = self
+            .strata_listen_addr
+            .as_deref()
+            .unwrap_or("127.0.0.1:50051");
         let listen_addr = listen.parse().map_err(|_| ConfigError {
             variable: LISTEN_ADDR,
             problem: format!("{listen:?} is not an IP:port address"),
@@ -182,12 +189,21 @@ impl Settings {
             shutdown_grace: positive(SHUTDOWN_GRACE_MS, self.strata_shutdown_grace_ms, 30_000)?,
             health_interval: positive(HEALTH_INTERVAL_MS, self.strata_health_interval_ms, 5_000)?,
             migrate_on_start: self.strata_migrate_on_start.unwrap_or(true),
-            admin_token: self.strata_admin_token.clone().filter(|t| !t.expose().is_empty()),
+            admin_token: self
+                .strata_admin_token
+                .clone()
+                .filter(|t| !t.expose().is_empty()),
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
-            redis_prefix: self.strata_redis_prefix.clone().unwrap_or_else(|| "strata:".into()),
+            redis_prefix: self
+                .strata_redis_prefix
+                .clone()
+                .unwrap_or_else(|| "strata:".into()),
             log_format: self.strata_log_format.unwrap_or_default(),
             log_filter: self.rust_log.clone().unwrap_or_else(|| "info".into()),
-            otlp_endpoint: self.otel_exporter_otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            otlp_endpoint: self
+                .otel_exporter_otlp_endpoint
+                .clone()
+                .filter(|e| !e.is_empty()),
             db: self.db.resolve(&format!("strata-{service}"))?,
         })
     }
@@ -265,23 +281,30 @@ impl ServerConfig {
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#[expect(clippy::result_large_err, reason = "figment::Jail's closures return figment::Error")]
 mod tests {
     use super::*;
 
     #[test]
     fn loads_from_environment_and_file_with_env_winning() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("strata.toml", "strata_listen_addr = \"0.0.0.0:1\"\nstrata_request_timeout_ms = 1000\n")?;
+            jail.create_file(
+                "strata.toml",
+                "strata_listen_addr = \"0.0.0.0:1\"\nstrata_request_timeout_ms = 1000\n",
+            )?;
             jail.set_env(CONFIG_FILE, "strata.toml");
             jail.set_env("DATABASE_URL", "postgres://u:pw@h/db");
             jail.set_env("STRATA_REQUEST_TIMEOUT_MS", "2500");
             jail.set_env("STRATA_ADMIN_TOKEN", "123456");
             jail.set_env("STRATA_ENV", "production");
             jail.set_env("STRATA_DB_MAX_CONNECTIONS", "33");
-            let config = Settings::load()?.resolve("svc").unwrap();
+            let config = Settings::load().map_err(|e| *e)?.resolve("svc").unwrap();
             assert_eq!(config.listen_addr, "0.0.0.0:1".parse().unwrap());
             assert_eq!(config.request_timeout, Duration::from_millis(2500));
-            assert_eq!(config.admin_token.as_ref().map(|t| t.expose().as_str()), Some("123456"));
+            assert_eq!(
+                config.admin_token.as_ref().map(|t| t.expose().as_str()),
+                Some("123456")
+            );
             assert_eq!(config.db.max_connections, 33);
             assert_eq!(config.db.min_idle, 5);
             assert_eq!(config.db.application_name, "strata-svc");
@@ -295,10 +318,16 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://h/db");
             jail.set_env("STRATA_LISTEN_ADDR", "nonsense");
-            assert_eq!(Settings::load()?.resolve("s").unwrap_err().variable, LISTEN_ADDR);
+            assert_eq!(
+                Settings::load().map_err(|e| *e)?.resolve("s").unwrap_err().variable,
+                LISTEN_ADDR
+            );
             jail.set_env("STRATA_DB_MAX_CONNECTIONS", "many");
             let err = Settings::load().unwrap_err();
-            assert!(err.to_string().contains("STRATA_DB_MAX_CONNECTIONS"), "{err}");
+            assert!(
+                err.to_string().contains("STRATA_DB_MAX_CONNECTIONS"),
+                "{err}"
+            );
             Ok(())
         });
     }

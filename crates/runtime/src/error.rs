@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("page_size"));
         let details = status.get_error_details();
-        let violations = &details.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+        let violations = &details
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
         assert_eq!(violations.len(), 1);
         assert_eq!(violations[0].field, "page_size");
 
@@ -140,6 +143,12 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
 
         let status = resource_exhausted("slow down", Duration::from_secs(3));
-        assert_eq!(status.get_error_details().retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(3)));
+        assert_eq!(
+            status
+                .get_error_details()
+                .retry_info()
+                .and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(3))
+        );
     }
 }

@@ -11,7 +11,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// Pings `db` every `interval` and publishes the result for `names` until aborted.
-pub fn spawn_monitor(reporter: HealthReporter, db: Db, names: Vec<String>, interval: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_monitor(
+    reporter: HealthReporter,
+    db: Db,
+    names: Vec<String>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
         let mut ticker = tokio::time::interval(interval);
@@ -19,8 +24,15 @@ pub fn spawn_monitor(reporter: HealthReporter, db: Db, names: Vec<String>, inter
         loop {
             ticker.tick().await;
             // The ping must not outlive the period, or a hung database would freeze health.
-            let healthy = matches!(tokio::time::timeout(interval.max(Duration::from_millis(500)), db.ping()).await, Ok(Ok(_)));
-            let status = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let healthy = matches!(
+                tokio::time::timeout(interval.max(Duration::from_millis(500)), db.ping()).await,
+                Ok(Ok(_))
+            );
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             if last != Some(status) {
                 tracing::info!(health.serving = healthy, "health status changed");
                 set_all(&reporter, &names, status).await;

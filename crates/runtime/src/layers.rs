@@ -64,7 +64,10 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", ""));
         let span = tracing::info_span!(
             "grpc.request",
             otel.name = %path.trim_start_matches('/'),

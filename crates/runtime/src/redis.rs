@@ -18,7 +18,9 @@ pub struct RedisHandle {
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHandle").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisHandle")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -31,7 +33,11 @@ impl RedisHandle {
     /// Connects lazily: the handle is usable at once and (re)connects in the background,
     /// so a process starts while Redis is down and recovers when it comes back. Commands
     /// time out after `response_timeout`.
-    pub fn connect_lazy(url: &str, prefix: impl Into<String>, response_timeout: Duration) -> Result<Self, RedisError> {
+    pub fn connect_lazy(
+        url: &str,
+        prefix: impl Into<String>,
+        response_timeout: Duration,
+    ) -> Result<Self, RedisError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(response_timeout))

@@ -49,8 +49,12 @@ impl AppContext {
         let db = Db::new(config.db.clone());
         let redis = match &config.redis_url {
             Some(url) => Some(
-                RedisHandle::connect_lazy(url.expose(), config.redis_prefix.clone(), Duration::from_secs(1))
-                    .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
+                RedisHandle::connect_lazy(
+                    url.expose(),
+                    config.redis_prefix.clone(),
+                    Duration::from_secs(1),
+                )
+                .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
             ),
             None => None,
         };
@@ -89,7 +93,10 @@ impl ServerBuilder {
         };
         let admin = AdminServiceServer::new(Admin::new(Arc::clone(&ctx)))
             .max_decoding_message_size(ctx.config.max_message_bytes);
-        let guarded = tonic::service::interceptor::InterceptedService::new(admin, AdminGuard::new(ctx.config.admin_token.clone()));
+        let guarded = tonic::service::interceptor::InterceptedService::new(
+            admin,
+            AdminGuard::new(ctx.config.admin_token.clone()),
+        );
         builder.add_service(guarded);
         builder
     }
@@ -102,8 +109,11 @@ impl ServerBuilder {
     /// Adds a generated gRPC server; its name gets a `grpc.health.v1` entry.
     pub fn add_service<S, B>(&mut self, service: S) -> &mut Self
     where
-        S: tower_service::Service<http::Request<Body>, Error = Infallible, Response = http::Response<B>>
-            + NamedService
+        S: tower_service::Service<
+                http::Request<Body>,
+                Error = Infallible,
+                Response = http::Response<B>,
+            > + NamedService
             + Clone
             + Send
             + Sync
@@ -148,20 +158,34 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves, then stops accepting, reports `NOT_SERVING`,
     /// and waits up to `STRATA_SHUTDOWN_GRACE_MS` for in-flight calls to finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-        let ServerBuilder { ctx, mut routes, names } = self.builder;
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let ServerBuilder {
+            ctx,
+            mut routes,
+            names,
+        } = self.builder;
         let config = &ctx.config;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::set_all(&reporter, &names, ServingStatus::NotServing).await;
-        let monitor = health::spawn_monitor(reporter.clone(), ctx.db.clone(), names.clone(), config.health_interval);
+        let monitor = health::spawn_monitor(
+            reporter.clone(),
+            ctx.db.clone(),
+            names.clone(),
+            config.health_interval,
+        );
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_error = |e: tonic_reflection::server::Error| Error::FailedPrecondition(format!("reflection: {e}"));
+        let reflection_error = |e: tonic_reflection::server::Error| {
+            Error::FailedPrecondition(format!("reflection: {e}"))
+        };
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         routes.add_service(health_service);
@@ -179,7 +203,12 @@ impl BoundServer {
         let signal_task = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
-            health::set_all(&shutdown_reporter, &shutdown_names, ServingStatus::NotServing).await;
+            health::set_all(
+                &shutdown_reporter,
+                &shutdown_names,
+                ServingStatus::NotServing,
+            )
+            .await;
             let _ = began_tx.send(true);
             let _ = drain_tx.send(());
         });

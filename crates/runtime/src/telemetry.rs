@@ -38,7 +38,8 @@ impl Drop for TelemetryGuard {
 /// tokio runtime (the batch exporter spawns onto it).
 pub fn init(config: &ServerConfig) -> Result<TelemetryGuard, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| Error::Telemetry(format!("RUST_LOG: {e}")))?;
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| Error::Telemetry(format!("RUST_LOG: {e}")))?;
     let fmt = match config.log_format {
         // Logs go to stderr; stdout is for the command's own output.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -70,7 +71,10 @@ pub fn init(config: &ServerConfig) -> Result<TelemetryGuard, Error> {
                 .build();
             let tracer = provider.tracer("strata");
             opentelemetry::global::set_tracer_provider(provider.clone());
-            (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
         }
         None => (None, None),
     };
@@ -121,16 +125,22 @@ pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
 pub struct TraceContextInterceptor;
 
 impl tonic::service::Interceptor for TraceContextInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let context = tracing::Span::current().context();
-        TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+        TraceContextPropagator::new()
+            .inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         Ok(request)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
 
     use super::*;
 
@@ -152,7 +162,10 @@ mod tests {
         );
         let headers = metadata.into_headers();
         let extracted = extract(&headers);
-        assert_eq!(extracted.span().span_context().trace_id(), remote.trace_id());
+        assert_eq!(
+            extracted.span().span_context().trace_id(),
+            remote.trace_id()
+        );
         assert_eq!(extracted.span().span_context().span_id(), remote.span_id());
     }
 }

@@ -10,13 +10,15 @@ use diesel_async::SimpleAsyncConnection;
 use strata_proto::admin::admin_service_client::AdminServiceClient;
 use strata_proto::admin::{self as pb, ComponentStatus};
 use strata_runtime::config::Secret;
-use strata_runtime::layers::{PROCESS_TIME_HEADER, QUERY_COUNT_HEADER, QUERY_TIME_HEADER, RequestLayer};
+use strata_runtime::layers::{
+    PROCESS_TIME_HEADER, QUERY_COUNT_HEADER, QUERY_TIME_HEADER, RequestLayer,
+};
 use strata_testkit::{TcpProxy, TestDb, TestRedis, TestServer, admin_request};
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 fn admin(server: &TestServer) -> AdminServiceClient<Channel> {
     AdminServiceClient::new(server.channel())
@@ -24,7 +26,9 @@ fn admin(server: &TestServer) -> AdminServiceClient<Channel> {
 
 async fn health_status(channel: Channel, service: &str) -> ServingStatus {
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: service.into() })
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
         .await
         .unwrap();
     ServingStatus::try_from(response.into_inner().status).unwrap()
@@ -37,7 +41,10 @@ async fn wait_for_health(channel: &Channel, service: &str, want: ServingStatus) 
         if status == want {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "health stayed {status:?}, wanted {want:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health stayed {status:?}, wanted {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -62,8 +69,15 @@ async fn health_follows_database_reachability() {
     proxy.cut();
     wait_for_health(&channel, "", ServingStatus::NotServing).await;
     wait_for_health(&channel, admin_service, ServingStatus::NotServing).await;
-    let health = admin(&server).get_health(admin_request(pb::GetHealthRequest {})).await.unwrap().into_inner();
-    assert_eq!(health.database.unwrap().status, i32::from(ComponentStatus::Down));
+    let health = admin(&server)
+        .get_health(admin_request(pb::GetHealthRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.database.unwrap().status,
+        i32::from(ComponentStatus::Down)
+    );
     assert!(health.migrations.is_none());
 
     proxy.restore();
@@ -78,7 +92,11 @@ async fn get_health_reports_database_pool_redis_and_migrations() {
     let mut config = db.server_config("test");
     config.redis_url = Some(Secret::new(redis.url().to_owned()));
     let server = TestServer::start(config, |_| {}).await;
-    let health = admin(&server).get_health(admin_request(pb::GetHealthRequest {})).await.unwrap().into_inner();
+    let health = admin(&server)
+        .get_health(admin_request(pb::GetHealthRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(health.service, "test");
     assert!(!health.version.is_empty());
@@ -91,7 +109,10 @@ async fn get_health_reports_database_pool_redis_and_migrations() {
     assert_eq!(pool.in_use, 0);
     assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Up));
     let migrations = health.migrations.unwrap();
-    let total = strata_storage::migrate::Migrations::embedded().unwrap().list().len() as u32;
+    let total = strata_storage::migrate::Migrations::embedded()
+        .unwrap()
+        .list()
+        .len() as u32;
     assert_eq!((migrations.applied, migrations.pending), (total, 0));
     assert!(migrations.drifted.is_empty() && migrations.unknown.is_empty());
     assert!(!migrations.latest_applied.is_empty());
@@ -100,8 +121,15 @@ async fn get_health_reports_database_pool_redis_and_migrations() {
     let mut config = db.server_config("test");
     config.redis_url = Some(Secret::new("redis://127.0.0.1:1".into()));
     let server = TestServer::start(config, |_| {}).await;
-    let health = admin(&server).get_health(admin_request(pb::GetHealthRequest {})).await.unwrap().into_inner();
-    assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Down));
+    let health = admin(&server)
+        .get_health(admin_request(pb::GetHealthRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.redis.unwrap().status,
+        i32::from(ComponentStatus::Down)
+    );
 }
 
 async fn seed_table(db: &TestDb) {
@@ -138,7 +166,10 @@ async fn index_table_and_slow_query_statistics() {
             .unwrap()
             .into_inner()
             .indexes;
-        if usage.iter().any(|i| i.index == "notes_owner_idx" && i.scans > 0) {
+        if usage
+            .iter()
+            .any(|i| i.index == "notes_owner_idx" && i.scans > 0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,7 +179,13 @@ async fn index_table_and_slow_query_statistics() {
     let owner = usage.iter().find(|i| i.index == "notes_owner_idx").unwrap();
     assert!(owner.scans > 0 && owner.size_bytes > 0 && !owner.unique);
     assert!(owner.definition.contains("(owner)"));
-    assert!(usage.iter().find(|i| i.index == "notes_pkey").unwrap().primary);
+    assert!(
+        usage
+            .iter()
+            .find(|i| i.index == "notes_pkey")
+            .unwrap()
+            .primary
+    );
 
     let unused = client
         .list_unused_indexes(admin_request(pb::ListUnusedIndexesRequest::default()))
@@ -157,7 +194,11 @@ async fn index_table_and_slow_query_statistics() {
         .into_inner()
         .indexes;
     let unused: Vec<&str> = unused.iter().map(|i| i.index.as_str()).collect();
-    assert_eq!(unused, ["notes_body_idx"], "scanned, unique and primary indexes are not unused");
+    assert_eq!(
+        unused,
+        ["notes_body_idx"],
+        "scanned, unique and primary indexes are not unused"
+    );
 
     let tables = client
         .get_table_stats(admin_request(pb::GetTableStatsRequest::default()))
@@ -169,7 +210,10 @@ async fn index_table_and_slow_query_statistics() {
     assert_eq!(notes.schema, "content");
     assert_eq!(notes.live_rows, 1000);
     assert!(notes.table_size_bytes > 0 && notes.index_size_bytes > 0);
-    assert_eq!(notes.total_size_bytes, notes.table_size_bytes + notes.index_size_bytes);
+    assert_eq!(
+        notes.total_size_bytes,
+        notes.table_size_bytes + notes.index_size_bytes
+    );
     assert!(notes.last_analyze_time.is_some());
 
     let slow = client
@@ -183,15 +227,25 @@ async fn index_table_and_slow_query_statistics() {
         .into_inner()
         .queries;
     assert!(!slow.is_empty() && slow.len() <= 5);
-    assert!(slow.windows(2).all(|w| w[0].total_time_ms >= w[1].total_time_ms));
-    assert!(slow.iter().all(|q| q.calls >= 1 && (0.0..=1.0).contains(&q.cache_hit_ratio)));
+    assert!(
+        slow.windows(2)
+            .all(|w| w[0].total_time_ms >= w[1].total_time_ms)
+    );
+    assert!(
+        slow.iter()
+            .all(|q| q.calls >= 1 && (0.0..=1.0).contains(&q.cache_hit_ratio))
+    );
     let by_mean = client
         .list_slow_queries(admin_request(pb::ListSlowQueriesRequest::default()))
         .await
         .unwrap()
         .into_inner()
         .queries;
-    assert!(by_mean.windows(2).all(|w| w[0].mean_time_ms >= w[1].mean_time_ms));
+    assert!(
+        by_mean
+            .windows(2)
+            .all(|w| w[0].mean_time_ms >= w[1].mean_time_ms)
+    );
 }
 
 #[tokio::test]
@@ -200,17 +254,23 @@ async fn explain_query_plans_selects_and_refuses_everything_else() {
     seed_table(&db).await;
     let server = TestServer::start(db.server_config("test"), |_| {}).await;
     let mut client = admin(&server);
-    let explain = |sql: &str, analyze: bool, format: pb::ExplainFormat, timeout: Option<Duration>| {
-        admin_request(pb::ExplainQueryRequest {
-            sql: sql.into(),
-            analyze,
-            format: format.into(),
-            timeout: timeout.map(|t| t.try_into().unwrap()),
-        })
-    };
+    let explain =
+        |sql: &str, analyze: bool, format: pb::ExplainFormat, timeout: Option<Duration>| {
+            admin_request(pb::ExplainQueryRequest {
+                sql: sql.into(),
+                analyze,
+                format: format.into(),
+                timeout: timeout.map(|t| t.try_into().unwrap()),
+            })
+        };
 
     let plan = client
-        .explain_query(explain("SELECT * FROM content.notes WHERE owner = 3;", false, pb::ExplainFormat::Unspecified, None))
+        .explain_query(explain(
+            "SELECT * FROM content.notes WHERE owner = 3;",
+            false,
+            pb::ExplainFormat::Unspecified,
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -219,7 +279,12 @@ async fn explain_query_plans_selects_and_refuses_everything_else() {
     assert_eq!(plan.execution_time_ms, 0.0, "not executed without analyze");
 
     let plan = client
-        .explain_query(explain("SELECT count(*) FROM content.notes", true, pb::ExplainFormat::Json, None))
+        .explain_query(explain(
+            "SELECT count(*) FROM content.notes",
+            true,
+            pb::ExplainFormat::Json,
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -232,7 +297,10 @@ async fn explain_query_plans_selects_and_refuses_everything_else() {
         ("SELECT 1; DELETE FROM content.notes", "single statement"),
         ("UPDATE content.notes SET body = ''", "must be a SELECT"),
         ("", "is empty"),
-        ("WITH d AS (DELETE FROM content.notes RETURNING *) SELECT * FROM d", "must not modify data"),
+        (
+            "WITH d AS (DELETE FROM content.notes RETURNING *) SELECT * FROM d",
+            "must not modify data",
+        ),
         ("SELECT * FROM content.missing", "does not exist"),
     ] {
         let status = client
@@ -240,23 +308,40 @@ async fn explain_query_plans_selects_and_refuses_everything_else() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{sql}: {status:?}");
-        assert!(status.message().contains("sql") && status.message().contains(why), "{sql}: {}", status.message());
+        assert!(
+            status.message().contains("sql") && status.message().contains(why),
+            "{sql}: {}",
+            status.message()
+        );
     }
     let mut conn = db.connect().await;
-    let rows: Vec<Count> = diesel_async::RunQueryDsl::load(diesel::sql_query("SELECT count(*) AS n FROM content.notes"), &mut conn)
-        .await
-        .unwrap();
+    let rows: Vec<Count> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query("SELECT count(*) AS n FROM content.notes"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
     assert_eq!(rows[0].n, 1000, "nothing was deleted");
 
     let status = client
-        .explain_query(explain("SELECT pg_sleep(5)", true, pb::ExplainFormat::Text, Some(Duration::from_millis(100))))
+        .explain_query(explain(
+            "SELECT pg_sleep(5)",
+            true,
+            pb::ExplainFormat::Text,
+            Some(Duration::from_millis(100)),
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
 
     for timeout in [Duration::ZERO, Duration::from_secs(31)] {
         let status = client
-            .explain_query(explain("SELECT 1", false, pb::ExplainFormat::Text, Some(timeout)))
+            .explain_query(explain(
+                "SELECT 1",
+                false,
+                pb::ExplainFormat::Text,
+                Some(timeout),
+            ))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -282,35 +367,50 @@ async fn admin_rpcs_validate_their_inputs() {
     let cases: Vec<(tonic::Status, &str)> = vec![
         (
             client
-                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest { limit: -1, ..Default::default() }))
+                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+                    limit: -1,
+                    ..Default::default()
+                }))
                 .await
                 .unwrap_err(),
             "limit",
         ),
         (
             client
-                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest { min_calls: -5, ..Default::default() }))
+                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+                    min_calls: -5,
+                    ..Default::default()
+                }))
                 .await
                 .unwrap_err(),
             "min_calls",
         ),
         (
             client
-                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest { order_by: 99, ..Default::default() }))
+                .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+                    order_by: 99,
+                    ..Default::default()
+                }))
                 .await
                 .unwrap_err(),
             "order_by",
         ),
         (
             client
-                .get_index_usage(admin_request(pb::GetIndexUsageRequest { schema: "x'; DROP".into(), table: String::new() }))
+                .get_index_usage(admin_request(pb::GetIndexUsageRequest {
+                    schema: "x'; DROP".into(),
+                    table: String::new(),
+                }))
                 .await
                 .unwrap_err(),
             "schema",
         ),
         (
             client
-                .get_table_stats(admin_request(pb::GetTableStatsRequest { schema: String::new(), table: "a b".into() }))
+                .get_table_stats(admin_request(pb::GetTableStatsRequest {
+                    schema: String::new(),
+                    table: "a b".into(),
+                }))
                 .await
                 .unwrap_err(),
             "table",
@@ -318,14 +418,26 @@ async fn admin_rpcs_validate_their_inputs() {
     ];
     for (status, field) in cases {
         assert_eq!(status.code(), Code::InvalidArgument, "{field}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
         use tonic_types::StatusExt;
-        let violations = status.get_error_details().bad_request().unwrap().field_violations.clone();
+        let violations = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .clone();
         assert_eq!(violations[0].field, field);
     }
     // A huge limit is clamped, not refused.
     client
-        .list_slow_queries(admin_request(pb::ListSlowQueriesRequest { limit: 1_000_000, ..Default::default() }))
+        .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+            limit: 1_000_000,
+            ..Default::default()
+        }))
         .await
         .unwrap();
 }
@@ -335,23 +447,40 @@ async fn admin_rpcs_require_the_admin_token() {
     let db = TestDb::new().await;
     let server = TestServer::start(db.server_config("test"), |_| {}).await;
     let mut client = admin(&server);
-    let status = client.get_health(pb::GetHealthRequest {}).await.unwrap_err();
+    let status = client
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     let mut wrong = tonic::Request::new(pb::GetHealthRequest {});
-    wrong.metadata_mut().insert("authorization", "Bearer test-admin-tokeN".parse().unwrap());
-    assert_eq!(client.get_health(wrong).await.unwrap_err().code(), Code::Unauthenticated);
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer test-admin-tokeN".parse().unwrap());
+    assert_eq!(
+        client.get_health(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     // Health and reflection stay open.
     health_status(server.channel(), "").await;
 
     let mut config = db.server_config("test");
     config.admin_token = None;
     let server = TestServer::start(config, |_| {}).await;
-    let status = admin(&server).get_health(admin_request(pb::GetHealthRequest {})).await.unwrap_err();
+    let status = admin(&server)
+        .get_health(admin_request(pb::GetHealthRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 }
 
 fn header_f64(metadata: &tonic::metadata::MetadataMap, name: &str) -> f64 {
-    metadata.get(name).unwrap_or_else(|| panic!("{name} missing")).to_str().unwrap().parse().unwrap()
+    metadata
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -369,7 +498,10 @@ async fn responses_carry_process_and_query_metadata() {
     assert_eq!(header_f64(metadata, QUERY_COUNT_HEADER), 1.0);
     let query_ms = header_f64(metadata, QUERY_TIME_HEADER);
     let process_ms = header_f64(metadata, PROCESS_TIME_HEADER);
-    assert!(query_ms > 0.0 && process_ms >= query_ms, "{query_ms} {process_ms}");
+    assert!(
+        query_ms > 0.0 && process_ms >= query_ms,
+        "{query_ms} {process_ms}"
+    );
 
     // ExplainQuery with ANALYZE of a 50 ms sleep: BEGIN, SET LOCAL, EXPLAIN (JSON), the
     // number extraction, EXPLAIN (TEXT), COMMIT — and at least the two sleeps of time.
@@ -385,7 +517,10 @@ async fn responses_carry_process_and_query_metadata() {
     assert!(header_f64(response.metadata(), QUERY_TIME_HEADER) >= 100.0);
 
     // Errors carry the metadata too, with no queries run.
-    let status = client.get_health(pb::GetHealthRequest {}).await.unwrap_err();
+    let status = client
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(header_f64(status.metadata(), QUERY_COUNT_HEADER), 0.0);
     assert!(status.metadata().get(PROCESS_TIME_HEADER).is_some());
 }
@@ -396,10 +531,10 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     let db = TestDb::new().await;
     let server = TestServer::start(db.server_config("test"), |_| {}).await;
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut client = ServerReflectionClient::new(server.channel());
     let requests = tokio_stream::iter([
         ServerReflectionRequest {
@@ -408,11 +543,19 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         },
         ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol("strata.admin.v1.AdminService".into())),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "strata.admin.v1.AdminService".into(),
+            )),
         },
     ]);
-    let mut responses = client.server_reflection_info(requests).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response else {
+    let mut responses = client
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
@@ -421,17 +564,21 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
-    let Some(MessageResponse::FileDescriptorResponse(files)) = responses.next().await.unwrap().unwrap().message_response
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected descriptors");
     };
     assert!(!files.file_descriptor_proto.is_empty());
 
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as AlphaReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest as AlphaReflectionRequest;
     let mut alpha = AlphaClient::new(server.channel());
     let mut responses = alpha
         .server_reflection_info(tokio_stream::iter([AlphaReflectionRequest {
@@ -442,21 +589,29 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         .unwrap()
         .into_inner();
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
-    let Some(AlphaResponse::ListServicesResponse(list)) = responses.next().await.unwrap().unwrap().message_response else {
+    let Some(AlphaResponse::ListServicesResponse(list)) =
+        responses.next().await.unwrap().unwrap().message_response
+    else {
         panic!("expected a service list from v1alpha");
     };
-    assert!(list.service.iter().any(|s| s.name == "strata.admin.v1.AdminService"));
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "strata.admin.v1.AdminService")
+    );
 }
 
 #[tokio::test]
 async fn a_panicking_handler_becomes_internal_and_the_layer_adds_metadata() {
     use tower::{Layer, Service, ServiceExt};
-    let mut service = RequestLayer.layer(tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
-        if true {
-            panic!("handler bug with secret detail");
-        }
-        Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
-    }));
+    let mut service = RequestLayer.layer(tower::service_fn(
+        |_req: http::Request<tonic::body::Body>| async {
+            if true {
+                panic!("handler bug with secret detail");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        },
+    ));
     let request = http::Request::builder()
         .uri("/strata.test.v1.TestService/Boom")
         .body(tonic::body::Body::empty())
@@ -464,7 +619,11 @@ async fn a_panicking_handler_becomes_internal_and_the_layer_adds_metadata() {
     let response = service.ready().await.unwrap().call(request).await.unwrap();
     let status = tonic::Status::from_header_map(response.headers()).unwrap();
     assert_eq!(status.code(), Code::Internal);
-    assert_eq!(status.message(), "internal error", "panic text never reaches the client");
+    assert_eq!(
+        status.message(),
+        "internal error",
+        "panic text never reaches the client"
+    );
     assert!(response.headers().get(PROCESS_TIME_HEADER).is_some());
     assert_eq!(response.headers().get(QUERY_COUNT_HEADER).unwrap(), "0");
 }
@@ -486,9 +645,15 @@ async fn shutdown_drains_in_flight_calls_then_refuses_new_ones() {
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
     server.stop().await.unwrap();
-    let finished = slow.await.unwrap().expect("the in-flight call completed during the drain");
+    let finished = slow
+        .await
+        .unwrap()
+        .expect("the in-flight call completed during the drain");
     assert!(finished.into_inner().execution_time_ms >= 500.0);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]
@@ -510,7 +675,10 @@ async fn request_timeout_and_message_size_are_enforced() {
         }))
         .await
         .unwrap_err();
-    assert!(matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded), "{status:?}");
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{status:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 
     let status = client
@@ -520,5 +688,8 @@ async fn request_timeout_and_message_size_are_enforced() {
         }))
         .await
         .unwrap_err();
-    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
 }

@@ -247,7 +247,10 @@ impl DbConfig {
             return fail(DB_CHECKOUT_TIMEOUT_MS, "must be positive");
         }
         if self.slow_query.error < self.slow_query.warn {
-            return fail(DB_SLOW_QUERY_ERROR_MS, "must not be below STRATA_DB_SLOW_QUERY_WARN_MS");
+            return fail(
+                DB_SLOW_QUERY_ERROR_MS,
+                "must not be below STRATA_DB_SLOW_QUERY_WARN_MS",
+            );
         }
         Ok(())
     }
@@ -294,8 +297,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        assert_eq!(DbSettings::default().resolve("s").unwrap_err().variable, DATABASE_URL);
-        assert_eq!(settings("mysql://x").resolve("s").unwrap_err().variable, DATABASE_URL);
+        assert_eq!(
+            DbSettings::default().resolve("s").unwrap_err().variable,
+            DATABASE_URL
+        );
+        assert_eq!(
+            settings("mysql://x").resolve("s").unwrap_err().variable,
+            DATABASE_URL
+        );
         let mut s = settings("postgres://x/y");
         s.strata_db_min_idle = Some(11);
         assert_eq!(s.resolve("s").unwrap_err().variable, DB_MIN_IDLE);
@@ -303,7 +312,9 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let config = settings("postgres://u:hunter2@h/d").resolve("a'; DROP").unwrap();
+        let config = settings("postgres://u:hunter2@h/d")
+            .resolve("a'; DROP")
+            .unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert_eq!(config.application_name, "aDROP");
     }

@@ -77,9 +77,7 @@ impl Error {
             DatabaseErrorKind::ExclusionViolation => "23P01",
             DatabaseErrorKind::SerializationFailure => "40001",
             DatabaseErrorKind::ReadOnlyTransaction => "25006",
-            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection => {
-                "08006"
-            }
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection => "08006",
             _ => sqlstate_from_message(info.message())?,
         })
     }
@@ -106,12 +104,21 @@ fn sqlstate_from_message(message: &str) -> Option<&'static str> {
     const KNOWN: &[(&str, &str)] = &[
         ("deadlock detected", "40P01"),
         ("could not serialize access", "40001"),
-        ("terminating connection due to administrator command", "57P01"),
-        ("terminating connection due to crash of another server process", "57P02"),
+        (
+            "terminating connection due to administrator command",
+            "57P01",
+        ),
+        (
+            "terminating connection due to crash of another server process",
+            "57P02",
+        ),
         ("the database system is in recovery mode", "57P02"),
         ("the database system is shutting down", "57P03"),
         ("the database system is starting up", "57P03"),
-        ("the database system is not yet accepting connections", "57P03"),
+        (
+            "the database system is not yet accepting connections",
+            "57P03",
+        ),
         ("canceling statement due to statement timeout", "57014"),
         ("canceling statement due to user request", "57014"),
         ("connection closed", "08006"),
@@ -160,23 +167,57 @@ mod tests {
     #[test]
     fn diesel_errors_map_to_sqlstates_and_classes() {
         let cases = [
-            (db_error(DatabaseErrorKind::UniqueViolation, "dup"), Some("23505"), ErrorClass::Permanent),
-            (db_error(DatabaseErrorKind::SerializationFailure, "x"), Some("40001"), ErrorClass::RetryTransaction),
-            (db_error(DatabaseErrorKind::Unknown, "deadlock detected"), Some("40P01"), ErrorClass::RetryTransaction),
             (
-                db_error(DatabaseErrorKind::Unknown, "terminating connection due to administrator command"),
+                db_error(DatabaseErrorKind::UniqueViolation, "dup"),
+                Some("23505"),
+                ErrorClass::Permanent,
+            ),
+            (
+                db_error(DatabaseErrorKind::SerializationFailure, "x"),
+                Some("40001"),
+                ErrorClass::RetryTransaction,
+            ),
+            (
+                db_error(DatabaseErrorKind::Unknown, "deadlock detected"),
+                Some("40P01"),
+                ErrorClass::RetryTransaction,
+            ),
+            (
+                db_error(
+                    DatabaseErrorKind::Unknown,
+                    "terminating connection due to administrator command",
+                ),
                 Some("57P01"),
                 ErrorClass::Transient,
             ),
-            (db_error(DatabaseErrorKind::ClosedConnection, "gone"), Some("08006"), ErrorClass::Transient),
-            (db_error(DatabaseErrorKind::UnableToSendCommand, "io"), Some("08006"), ErrorClass::Transient),
             (
-                db_error(DatabaseErrorKind::Unknown, "canceling statement due to statement timeout"),
+                db_error(DatabaseErrorKind::ClosedConnection, "gone"),
+                Some("08006"),
+                ErrorClass::Transient,
+            ),
+            (
+                db_error(DatabaseErrorKind::UnableToSendCommand, "io"),
+                Some("08006"),
+                ErrorClass::Transient,
+            ),
+            (
+                db_error(
+                    DatabaseErrorKind::Unknown,
+                    "canceling statement due to statement timeout",
+                ),
                 Some("57014"),
                 ErrorClass::Permanent,
             ),
-            (db_error(DatabaseErrorKind::Unknown, "syntax error"), None, ErrorClass::Permanent),
-            (Error::Query(DieselError::NotFound), None, ErrorClass::Permanent),
+            (
+                db_error(DatabaseErrorKind::Unknown, "syntax error"),
+                None,
+                ErrorClass::Permanent,
+            ),
+            (
+                Error::Query(DieselError::NotFound),
+                None,
+                ErrorClass::Permanent,
+            ),
             (Error::PoolTimeout, None, ErrorClass::Permanent),
         ];
         for (error, sqlstate, class) in cases {

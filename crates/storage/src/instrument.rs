@@ -98,9 +98,19 @@ impl Instrumentation for QueryInstrumentation {
                     let ms = elapsed.as_secs_f64() * 1e3;
                     let failed = error.is_some();
                     if elapsed >= self.thresholds.error {
-                        tracing::error!(db.statement = sql, db.duration_ms = ms, db.failed = failed, "slow query");
+                        tracing::error!(
+                            db.statement = sql,
+                            db.duration_ms = ms,
+                            db.failed = failed,
+                            "slow query"
+                        );
                     } else {
-                        tracing::warn!(db.statement = sql, db.duration_ms = ms, db.failed = failed, "slow query");
+                        tracing::warn!(
+                            db.statement = sql,
+                            db.duration_ms = ms,
+                            db.failed = failed,
+                            "slow query"
+                        );
                     }
                 }
             }

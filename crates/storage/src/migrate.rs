@@ -55,7 +55,11 @@ pub struct Migration {
 }
 
 impl Migration {
-    fn new(folder: &str, up: Cow<'static, str>, down: Option<Cow<'static, str>>) -> Result<Self, Error> {
+    fn new(
+        folder: &str,
+        up: Cow<'static, str>,
+        down: Option<Cow<'static, str>>,
+    ) -> Result<Self, Error> {
         let (version, name) = folder.split_once('_').ok_or_else(|| Error::Migration {
             version: folder.to_owned(),
             problem: "folder name must be <version>_<name>".into(),
@@ -118,7 +122,11 @@ pub struct Status {
 
 impl Status {
     fn versions(&self, f: impl Fn(&State) -> bool) -> Vec<String> {
-        self.entries.iter().filter(|e| f(&e.state)).map(|e| e.version.clone()).collect()
+        self.entries
+            .iter()
+            .filter(|e| f(&e.state))
+            .map(|e| e.version.clone())
+            .collect()
     }
 
     /// Versions applied with a matching checksum.
@@ -174,7 +182,9 @@ impl Migrations {
     pub fn embedded() -> Result<Self, Error> {
         let list = EMBEDDED
             .iter()
-            .map(|(folder, up, down)| Migration::new(folder, Cow::Borrowed(up), down.map(Cow::Borrowed)))
+            .map(|(folder, up, down)| {
+                Migration::new(folder, Cow::Borrowed(up), down.map(Cow::Borrowed))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { list })
     }
@@ -192,14 +202,22 @@ impl Migrations {
             if !up.is_file() {
                 continue;
             }
-            let folder = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let folder = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let down = path.join("down.sql");
             let down = if down.is_file() {
                 Some(Cow::Owned(std::fs::read_to_string(down).map_err(io)?))
             } else {
                 None
             };
-            list.push(Migration::new(&folder, Cow::Owned(std::fs::read_to_string(up).map_err(io)?), down)?);
+            list.push(Migration::new(
+                &folder,
+                Cow::Owned(std::fs::read_to_string(up).map_err(io)?),
+                down,
+            )?);
         }
         list.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(Self { list })
@@ -287,10 +305,11 @@ impl Migrations {
     }
 
     async fn status_unlocked(&self, conn: &mut AsyncPgConnection) -> Result<Status, Error> {
-        let exists: Vec<Exists> =
-            sql_query("SELECT to_regclass('public.strata_schema_migrations') IS NOT NULL AS present")
-                .load(conn)
-                .await?;
+        let exists: Vec<Exists> = sql_query(
+            "SELECT to_regclass('public.strata_schema_migrations') IS NOT NULL AS present",
+        )
+        .load(conn)
+        .await?;
         let applied: Vec<AppliedRow> = if exists.iter().any(|e| e.present) {
             sql_query("SELECT version, name, checksum, applied_at FROM public.strata_schema_migrations ORDER BY version")
                 .load(conn)
@@ -304,7 +323,9 @@ impl Migrations {
             .map(|m| {
                 let state = match applied.iter().find(|a| a.version == m.version) {
                     None => State::Pending,
-                    Some(a) if a.checksum == m.checksum => State::Applied { applied_at: a.applied_at },
+                    Some(a) if a.checksum == m.checksum => State::Applied {
+                        applied_at: a.applied_at,
+                    },
                     Some(a) => State::Drifted {
                         applied_at: a.applied_at,
                         applied_checksum: a.checksum.clone(),
@@ -324,7 +345,9 @@ impl Migrations {
                 .map(|a| StatusEntry {
                     version: a.version.clone(),
                     name: a.name.clone(),
-                    state: State::Unknown { applied_at: a.applied_at },
+                    state: State::Unknown {
+                        applied_at: a.applied_at,
+                    },
                 }),
         );
         entries.sort_by(|a, b| a.version.cmp(&b.version));
@@ -378,12 +401,15 @@ async fn apply(conn: &mut AsyncPgConnection, migration: &Migration) -> Result<()
         let up = migration.up.as_ref();
         conn.transaction(async |c| {
             c.batch_execute(up).await?;
-            c.batch_execute(&record(started.elapsed().as_millis())).await
+            c.batch_execute(&record(started.elapsed().as_millis()))
+                .await
         })
         .await
         .map_err(|e| migration_error(version, e))
     } else {
-        conn.batch_execute(&migration.up).await.map_err(|e| migration_error(version, e))?;
+        conn.batch_execute(&migration.up)
+            .await
+            .map_err(|e| migration_error(version, e))?;
         conn.batch_execute(&record(started.elapsed().as_millis()))
             .await
             .map_err(|e| migration_error(version, e))
@@ -411,7 +437,11 @@ mod tests {
     fn embedded_migrations_are_ordered_named_and_reversible() {
         let migrations = Migrations::embedded().unwrap();
         assert!(!migrations.list().is_empty());
-        let versions: Vec<_> = migrations.list().iter().map(|m| m.version.clone()).collect();
+        let versions: Vec<_> = migrations
+            .list()
+            .iter()
+            .map(|m| m.version.clone())
+            .collect();
         let mut sorted = versions.clone();
         sorted.sort();
         sorted.dedup();
@@ -425,10 +455,23 @@ mod tests {
 
     #[test]
     fn folder_names_split_at_first_underscore() {
-        let m = Migration::new("2026-01-01-000000_add_users_table", Cow::Borrowed("x"), None).unwrap();
-        assert_eq!((m.version.as_str(), m.name.as_str()), ("2026-01-01-000000", "add_users_table"));
+        let m = Migration::new(
+            "2026-01-01-000000_add_users_table",
+            Cow::Borrowed("x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.version.as_str(), m.name.as_str()),
+            ("2026-01-01-000000", "add_users_table")
+        );
         assert!(Migration::new("nounderscore", Cow::Borrowed("x"), None).is_err());
-        let m = Migration::new("1_x", Cow::Borrowed("-- strata:no-transaction\nCREATE INDEX CONCURRENTLY"), None).unwrap();
+        let m = Migration::new(
+            "1_x",
+            Cow::Borrowed("-- strata:no-transaction\nCREATE INDEX CONCURRENTLY"),
+            None,
+        )
+        .unwrap();
         assert!(!m.runs_in_transaction());
     }
 }

@@ -75,9 +75,10 @@ impl RetryPolicy {
     /// `[0, min(max_delay, base_delay * 2^(retry-1))]` ("full jitter"), so replicas that
     /// failed together do not retry together.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(retry.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
         let ceiling = exp.min(self.max_delay);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(rand::rng().random_range(0..=nanos))
@@ -122,13 +123,22 @@ mod tests {
 
     #[test]
     fn sqlstate_classes() {
-        for code in ["08000", "08003", "08006", "08001", "08P01", "57P01", "57P02", "57P03"] {
+        for code in [
+            "08000", "08003", "08006", "08001", "08P01", "57P01", "57P02", "57P03",
+        ] {
             assert_eq!(classify_sqlstate(code), ErrorClass::Transient, "{code}");
         }
         for code in ["40001", "40P01"] {
-            assert_eq!(classify_sqlstate(code), ErrorClass::RetryTransaction, "{code}");
+            assert_eq!(
+                classify_sqlstate(code),
+                ErrorClass::RetryTransaction,
+                "{code}"
+            );
         }
-        for code in ["23505", "23503", "23502", "23514", "57014", "42601", "42P01", "22001", "40002", "57000"] {
+        for code in [
+            "23505", "23503", "23502", "23514", "57014", "42601", "42P01", "22001", "40002",
+            "57000",
+        ] {
             assert_eq!(classify_sqlstate(code), ErrorClass::Permanent, "{code}");
         }
     }
@@ -141,10 +151,17 @@ mod tests {
             max_delay: Duration::from_millis(100),
         };
         for retry in 1..40 {
-            let ceiling = Duration::from_millis(10 * 2u64.pow((retry - 1).min(20))).min(Duration::from_millis(100));
+            let ceiling = Duration::from_millis(10 * 2u64.pow((retry - 1).min(20)))
+                .min(Duration::from_millis(100));
             let delays: Vec<_> = (0..50).map(|_| policy.backoff(retry)).collect();
-            assert!(delays.iter().all(|d| *d <= ceiling), "retry {retry}: {delays:?}");
-            assert!(delays.iter().any(|d| *d != delays[0]), "retry {retry} is not jittered");
+            assert!(
+                delays.iter().all(|d| *d <= ceiling),
+                "retry {retry}: {delays:?}"
+            );
+            assert!(
+                delays.iter().any(|d| *d != delays[0]),
+                "retry {retry} is not jittered"
+            );
         }
     }
 
@@ -176,7 +193,11 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result: Result<u32, Fake> = retry(&fast(), "t", || async {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
-            if n < 3 { Err(Fake(ErrorClass::Transient)) } else { Ok(n) }
+            if n < 3 {
+                Err(Fake(ErrorClass::Transient))
+            } else {
+                Ok(n)
+            }
         })
         .await;
         assert_eq!(result.ok(), Some(3));

@@ -63,10 +63,11 @@ struct Flag {
 
 /// Whether `pg_stat_statements` is installed in this database (and so readable).
 pub async fn has_pg_stat_statements(conn: &mut AsyncPgConnection) -> Result<bool, Error> {
-    let rows: Vec<Flag> =
-        sql_query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS value")
-            .load(conn)
-            .await?;
+    let rows: Vec<Flag> = sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AS value",
+    )
+    .load(conn)
+    .await?;
     Ok(rows.iter().any(|f| f.value))
 }
 
@@ -94,7 +95,11 @@ pub async fn slow_queries(
           ORDER BY {order_by} DESC
           LIMIT $2"
     );
-    Ok(sql_query(sql).bind::<BigInt, _>(min_calls).bind::<BigInt, _>(limit).load(conn).await?)
+    Ok(sql_query(sql)
+        .bind::<BigInt, _>(min_calls)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await?)
 }
 
 /// Usage statistics of one index.
@@ -156,8 +161,13 @@ pub async fn index_usage(
 
 /// Indexes in `schemas` never scanned since statistics were last reset, largest first.
 /// Primary keys and unique indexes are excluded: they enforce constraints even unscanned.
-pub async fn unused_indexes(conn: &mut AsyncPgConnection, schemas: &[String]) -> Result<Vec<IndexStats>, Error> {
-    let sql = format!("{INDEX_STATS} AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary ORDER BY size_bytes DESC, 1, 2, 3");
+pub async fn unused_indexes(
+    conn: &mut AsyncPgConnection,
+    schemas: &[String],
+) -> Result<Vec<IndexStats>, Error> {
+    let sql = format!(
+        "{INDEX_STATS} AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary ORDER BY size_bytes DESC, 1, 2, 3"
+    );
     Ok(sql_query(sql)
         .bind::<diesel::sql_types::Array<Text>, _>(schemas)
         .load(conn)
@@ -260,7 +270,11 @@ pub fn check_select(sql: &str) -> Result<&str, ExplainRefusal> {
     if body.contains(';') {
         return Err(ExplainRefusal::MultipleStatements);
     }
-    let first = body.split_whitespace().next().unwrap_or_default().trim_start_matches('(');
+    let first = body
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('(');
     if !(first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")) {
         return Err(ExplainRefusal::NotSelect);
     }
@@ -326,9 +340,14 @@ fn significant_text(sql: &str) -> Result<String, ExplainRefusal> {
             }
             ('$', _) => {
                 // $tag$ … $tag$ (tag may be empty); a lone $n is a parameter.
-                let tag_end = chars[i + 1..].iter().position(|ch| !(ch.is_alphanumeric() || *ch == '_'));
+                let tag_end = chars[i + 1..]
+                    .iter()
+                    .position(|ch| !(ch.is_alphanumeric() || *ch == '_'));
                 match tag_end.map(|n| i + 1 + n) {
-                    Some(end) if chars[end] == '$' && !chars[i + 1..end].first().is_some_and(char::is_ascii_digit) => {
+                    Some(end)
+                        if chars[end] == '$'
+                            && !chars[i + 1..end].first().is_some_and(char::is_ascii_digit) =>
+                    {
                         let tag: String = chars[i..=end].iter().collect();
                         let rest: String = chars[end + 1..].iter().collect();
                         let close = rest.find(&tag).ok_or(ExplainRefusal::Unterminated)?;
@@ -400,41 +419,58 @@ struct Cost {
 /// EXPLAINs one SELECT (checked with [`check_select`] by the caller) inside a READ ONLY
 /// transaction with a `SET LOCAL statement_timeout`, always in JSON so the cost can be
 /// read off, and returns text or JSON as asked.
-pub async fn explain(conn: &mut AsyncPgConnection, select: &str, options: ExplainOptions) -> Result<Plan, Error> {
+pub async fn explain(
+    conn: &mut AsyncPgConnection,
+    select: &str,
+    options: ExplainOptions,
+) -> Result<Plan, Error> {
     let select = select.to_owned();
     conn.build_transaction()
         .read_only()
         .run(async |conn| {
-                conn.batch_execute(&format!("SET LOCAL statement_timeout = {}", options.timeout_ms))
-                    .await?;
-                let flags = if options.analyze { "ANALYZE, BUFFERS, " } else { "" };
-                let json_rows: Vec<PlanLine> = sql_query(format!("EXPLAIN ({flags}FORMAT JSON) {select}"))
+            conn.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                options.timeout_ms
+            ))
+            .await?;
+            let flags = if options.analyze {
+                "ANALYZE, BUFFERS, "
+            } else {
+                ""
+            };
+            let json_rows: Vec<PlanLine> =
+                sql_query(format!("EXPLAIN ({flags}FORMAT JSON) {select}"))
                     .load(conn)
                     .await?;
-                let json = json_rows.into_iter().map(|l| l.line).collect::<String>();
-                let numbers: Vec<Cost> = sql_query(
-                    "SELECT (($1::jsonb)->0->'Plan'->>'Total Cost')::float8 AS total_cost,
+            let json = json_rows.into_iter().map(|l| l.line).collect::<String>();
+            let numbers: Vec<Cost> = sql_query(
+                "SELECT (($1::jsonb)->0->'Plan'->>'Total Cost')::float8 AS total_cost,
                             (($1::jsonb)->0->>'Execution Time')::float8 AS execution_ms,
                             (($1::jsonb)->0->>'Planning Time')::float8 AS planning_ms",
-                )
-                .bind::<Text, _>(&json)
-                .load(conn)
-                .await?;
-                let numbers = numbers.iter().next();
-                let text = if options.json {
-                    json
-                } else {
-                    let lines: Vec<PlanLine> = sql_query(format!("EXPLAIN ({flags}FORMAT TEXT) {select}"))
+            )
+            .bind::<Text, _>(&json)
+            .load(conn)
+            .await?;
+            let numbers = <[Cost]>::first(&numbers);
+            let text = if options.json {
+                json
+            } else {
+                let lines: Vec<PlanLine> =
+                    sql_query(format!("EXPLAIN ({flags}FORMAT TEXT) {select}"))
                         .load(conn)
                         .await?;
-                    lines.into_iter().map(|l| l.line).collect::<Vec<_>>().join("\n")
-                };
-                Ok::<_, diesel::result::Error>(Plan {
-                    text,
-                    total_cost: numbers.and_then(|n| n.total_cost).unwrap_or_default(),
-                    execution_time_ms: numbers.and_then(|n| n.execution_ms).unwrap_or_default(),
-                    planning_time_ms: numbers.and_then(|n| n.planning_ms).unwrap_or_default(),
-                })
+                lines
+                    .into_iter()
+                    .map(|l| l.line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Ok::<_, diesel::result::Error>(Plan {
+                text,
+                total_cost: numbers.and_then(|n| n.total_cost).unwrap_or_default(),
+                execution_time_ms: numbers.and_then(|n| n.execution_ms).unwrap_or_default(),
+                planning_time_ms: numbers.and_then(|n| n.planning_ms).unwrap_or_default(),
+            })
         })
         .await
         .map_err(Error::from)
@@ -449,11 +485,17 @@ mod tests {
         let ok = [
             ("SELECT 1", "SELECT 1"),
             ("select 1;", "select 1"),
-            ("  WITH x AS (SELECT 1) SELECT * FROM x ; ", "WITH x AS (SELECT 1) SELECT * FROM x"),
+            (
+                "  WITH x AS (SELECT 1) SELECT * FROM x ; ",
+                "WITH x AS (SELECT 1) SELECT * FROM x",
+            ),
             ("SELECT ';' AS semi", "SELECT ';' AS semi"),
             ("SELECT $$a;b$$", "SELECT $$a;b$$"),
             ("-- comment; here\nSELECT 1", "-- comment; here\nSELECT 1"),
-            ("/* ; /* nested ; */ */ SELECT \"a;b\" FROM t", "/* ; /* nested ; */ */ SELECT \"a;b\" FROM t"),
+            (
+                "/* ; /* nested ; */ */ SELECT \"a;b\" FROM t",
+                "/* ; /* nested ; */ */ SELECT \"a;b\" FROM t",
+            ),
             ("(SELECT 1)", "(SELECT 1)"),
         ];
         for (input, expected) in ok {
@@ -464,11 +506,17 @@ mod tests {
             (" ; ", ExplainRefusal::Empty),
             ("-- only a comment", ExplainRefusal::Empty),
             ("SELECT 1; SELECT 2", ExplainRefusal::MultipleStatements),
-            ("SELECT 1; DROP TABLE x;", ExplainRefusal::MultipleStatements),
+            (
+                "SELECT 1; DROP TABLE x;",
+                ExplainRefusal::MultipleStatements,
+            ),
             ("DELETE FROM t", ExplainRefusal::NotSelect),
             ("UPDATE t SET a = 1", ExplainRefusal::NotSelect),
             ("EXPLAIN SELECT 1", ExplainRefusal::NotSelect),
-            ("/* SELECT */ INSERT INTO t VALUES (1)", ExplainRefusal::NotSelect),
+            (
+                "/* SELECT */ INSERT INTO t VALUES (1)",
+                ExplainRefusal::NotSelect,
+            ),
             ("SELECT 'unterminated", ExplainRefusal::Unterminated),
             ("SELECT $a$ never closed", ExplainRefusal::Unterminated),
             ("SELECT 1 /* open", ExplainRefusal::Unterminated),

@@ -47,7 +47,10 @@ async fn every_migration_goes_up_down_and_up_again() {
     let applied = migrations.run(&mut conn).await.unwrap();
     assert_eq!(applied.len(), total);
     assert_eq!(schema_count(&db).await, 3);
-    assert!(migrations.run(&mut conn).await.unwrap().is_empty(), "second run applies nothing");
+    assert!(
+        migrations.run(&mut conn).await.unwrap().is_empty(),
+        "second run applies nothing"
+    );
 
     for expected in migrations.list().iter().rev() {
         let reverted = migrations.revert_last(&mut conn).await.unwrap();
@@ -56,7 +59,11 @@ async fn every_migration_goes_up_down_and_up_again() {
     assert_eq!(migrations.revert_last(&mut conn).await.unwrap(), None);
     let status = migrations.status(&mut conn).await.unwrap();
     assert_eq!(status.pending().len(), total);
-    assert_eq!(schema_count(&db).await, 0, "down.sql removes what up.sql created");
+    assert_eq!(
+        schema_count(&db).await,
+        0,
+        "down.sql removes what up.sql created"
+    );
 
     assert_eq!(migrations.run(&mut conn).await.unwrap().len(), total);
     let status = migrations.status(&mut conn).await.unwrap();
@@ -82,10 +89,17 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
     for task in tasks {
         applied.extend(task.await.unwrap().expect("no migrator fails"));
     }
-    let mut expected: Vec<String> = migrations.list().iter().map(|m| m.version.clone()).collect();
+    let mut expected: Vec<String> = migrations
+        .list()
+        .iter()
+        .map(|m| m.version.clone())
+        .collect();
     applied.sort();
     expected.sort();
-    assert_eq!(applied, expected, "each migration applied by exactly one migrator");
+    assert_eq!(
+        applied, expected,
+        "each migration applied by exactly one migrator"
+    );
 
     let mut conn = db.connect().await;
     let rows: Vec<Count> = sql_query("SELECT count(*) AS n FROM public.strata_schema_migrations")
@@ -101,15 +115,25 @@ async fn status_reports_drift_after_a_file_edit() {
     let dir = std::env::temp_dir().join(format!("strata-drift-{}", db.name()));
     copy_dir(&workspace_migrations_dir(), &dir);
     let mut conn = db.connect().await;
-    Migrations::from_dir(&dir).unwrap().run(&mut conn).await.unwrap();
+    Migrations::from_dir(&dir)
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
 
     let first = Migrations::from_dir(&dir).unwrap().list()[0].clone();
-    let up = dir.join(format!("{}_{}", first.version, first.name)).join("up.sql");
+    let up = dir
+        .join(format!("{}_{}", first.version, first.name))
+        .join("up.sql");
     let mut text = std::fs::read_to_string(&up).unwrap();
     text.push_str("\n-- edited after it was applied\n");
     std::fs::write(&up, text).unwrap();
 
-    let status = Migrations::from_dir(&dir).unwrap().status(&mut conn).await.unwrap();
+    let status = Migrations::from_dir(&dir)
+        .unwrap()
+        .status(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(status.drifted(), vec![first.version.clone()]);
     assert!(matches!(
         &status.entries[0].state,
@@ -123,7 +147,11 @@ async fn status_reports_drift_after_a_file_edit() {
     )
     .await
     .unwrap();
-    let status = Migrations::embedded().unwrap().status(&mut conn).await.unwrap();
+    let status = Migrations::embedded()
+        .unwrap()
+        .status(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(status.unknown(), vec!["9999-01-01-000000".to_owned()]);
 }
 
@@ -141,7 +169,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 fn pool(db: &TestDb, tweak: impl FnOnce(&mut DbConfig)) -> Db {
-    let mut config = DbConfig::new(db.url(), &format!("strata-t-{}", &db.name()[12..24]), Environment::Development);
+    let mut config = DbConfig::new(
+        db.url(),
+        &format!("strata-t-{}", &db.name()[12..24]),
+        Environment::Development,
+    );
     config.min_idle = 0;
     tweak(&mut config);
     Db::new(config)
@@ -153,10 +185,21 @@ async fn statement_timeout_is_enforced_on_pooled_connections() {
     let pool = pool(&db, |c| c.statement_timeout = Duration::from_millis(200));
     let mut conn = pool.get().await.unwrap();
     let started = Instant::now();
-    let err: Error = sql_query("SELECT pg_sleep(3)").execute(&mut conn).await.unwrap_err().into();
-    assert!(started.elapsed() < Duration::from_secs(2), "cancelled by the server, not after the sleep");
+    let err: Error = sql_query("SELECT pg_sleep(3)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err()
+        .into();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cancelled by the server, not after the sleep"
+    );
     assert_eq!(err.sqlstate(), Some("57014"));
-    assert_eq!(err.class(), ErrorClass::Permanent, "a timeout is not retried");
+    assert_eq!(
+        err.class(),
+        ErrorClass::Permanent,
+        "a timeout is not retried"
+    );
 
     #[derive(QueryableByName)]
     struct Setting {
@@ -188,12 +231,18 @@ async fn pool_recovers_after_all_its_connections_are_terminated() {
     .load(&mut admin)
     .await
     .unwrap();
-    assert_eq!(rows[0].n, 4, "found every pooled connection by application_name");
+    assert_eq!(
+        rows[0].n, 4,
+        "found every pooled connection by application_name"
+    );
 
     // No restart: every checkout gets a working connection.
     for _ in 0..10 {
         let mut conn = pool.get().await.unwrap();
-        let one: Vec<Count> = sql_query("SELECT 1::bigint AS n").load(&mut conn).await.unwrap();
+        let one: Vec<Count> = sql_query("SELECT 1::bigint AS n")
+            .load(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(one[0].n, 1);
     }
     pool.ping().await.unwrap();
@@ -221,7 +270,10 @@ async fn real_server_errors_are_classified_for_retry() {
         #[diesel(sql_type = Integer)]
         pid: i32,
     }
-    let pid: Vec<Pid> = sql_query("SELECT pg_backend_pid() AS pid").load(&mut victim).await.unwrap();
+    let pid: Vec<Pid> = sql_query("SELECT pg_backend_pid() AS pid")
+        .load(&mut victim)
+        .await
+        .unwrap();
     let mut admin = db.admin_connection().await;
     sql_query("SELECT pg_terminate_backend($1)")
         .bind::<Integer, _>(pid[0].pid)
@@ -240,16 +292,25 @@ async fn real_server_errors_are_classified_for_retry() {
         .unwrap();
     let mut a = dedicated_connection(&config).await.unwrap();
     let mut b = dedicated_connection(&config).await.unwrap();
-    a.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 1").await.unwrap();
-    b.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 2").await.unwrap();
+    a.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("BEGIN; UPDATE public.deadlock SET v = 1 WHERE id = 2")
+        .await
+        .unwrap();
     let (ra, rb) = tokio::join!(
         a.batch_execute("UPDATE public.deadlock SET v = 2 WHERE id = 2"),
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            b.batch_execute("UPDATE public.deadlock SET v = 2 WHERE id = 1").await
+            b.batch_execute("UPDATE public.deadlock SET v = 2 WHERE id = 1")
+                .await
         }
     );
-    let loser: Error = ra.err().or(rb.err()).expect("one side is chosen as deadlock victim").into();
+    let loser: Error = ra
+        .err()
+        .or(rb.err())
+        .expect("one side is chosen as deadlock victim")
+        .into();
     assert_eq!(loser.sqlstate(), Some("40P01"));
     assert_eq!(loser.class(), ErrorClass::RetryTransaction);
     a.batch_execute("ROLLBACK").await.unwrap();
@@ -289,7 +350,10 @@ async fn retrying_reruns_a_transaction_that_lost_a_serialization_race() {
                 conn.build_transaction()
                     .serializable()
                     .run(async |c| {
-                        let v: Vec<Count> = sql_query("SELECT v::bigint AS n FROM public.counter WHERE id = 1").load(c).await?;
+                        let v: Vec<Count> =
+                            sql_query("SELECT v::bigint AS n FROM public.counter WHERE id = 1")
+                                .load(c)
+                                .await?;
                         if *attempts.lock().unwrap() <= 2 {
                             barrier.wait().await;
                         }
@@ -311,7 +375,10 @@ async fn retrying_reruns_a_transaction_that_lost_a_serialization_race() {
     r1.unwrap();
     r2.unwrap();
     assert!(*attempts.lock().unwrap() >= 3, "one transaction was rerun");
-    let v: Vec<Count> = sql_query("SELECT v::bigint AS n FROM public.counter").load(&mut setup).await.unwrap();
+    let v: Vec<Count> = sql_query("SELECT v::bigint AS n FROM public.counter")
+        .load(&mut setup)
+        .await
+        .unwrap();
     assert_eq!(v[0].n, 2, "no lost update");
 }
 
@@ -323,7 +390,10 @@ async fn query_scope_counts_exactly_the_queries_run_inside_it() {
     scope(Arc::clone(&stats), async {
         let mut conn = pool.get().await.unwrap();
         for _ in 0..3 {
-            sql_query("SELECT pg_sleep(0.01)").execute(&mut conn).await.unwrap();
+            sql_query("SELECT pg_sleep(0.01)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
     })
     .await;
@@ -370,13 +440,25 @@ async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
         .execute(&mut conn)
         .await
         .unwrap();
-    sql_query("SELECT pg_sleep(0.2)").execute(&mut conn).await.unwrap();
+    sql_query("SELECT pg_sleep(0.2)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     sql_query("SELECT 1").execute(&mut conn).await.unwrap();
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("slow query")).collect();
     assert_eq!(lines.len(), 2, "{log}");
-    assert!(lines[0].contains("WARN") && lines[0].contains("pg_sleep(0.05), $1::text"), "{log}");
-    assert!(lines[1].contains("ERROR") && lines[1].contains("pg_sleep(0.2)"), "{log}");
-    assert!(!log.contains("hunter2"), "bind values never reach the log: {log}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("pg_sleep(0.05), $1::text"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("ERROR") && lines[1].contains("pg_sleep(0.2)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("hunter2"),
+        "bind values never reach the log: {log}"
+    );
 }

@@ -20,10 +20,10 @@ use std::time::Duration;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use strata_runtime::ServerConfig;
 use strata_runtime::config::Secret;
 use strata_runtime::redis::RedisHandle;
 use strata_runtime::server::{AppContext, ServerBuilder};
-use strata_runtime::ServerConfig;
 use strata_storage::migrate::Migrations;
 use strata_storage::{Db, DbConfig, Environment};
 use tokio::io::AsyncWriteExt;
@@ -43,7 +43,10 @@ pub fn init_tracing() {
     TRACING.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     });
 }
 
@@ -97,7 +100,9 @@ async fn connect(url: &str) -> AsyncPgConnection {
 }
 
 async fn exec(conn: &mut AsyncPgConnection, sql: &str) {
-    conn.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Makes sure the template for `migrations` exists; returns its name.
@@ -109,15 +114,21 @@ async fn ensure_template(base_url: &str, migrations: &Migrations) -> String {
         .execute(&mut admin)
         .await
         .unwrap_or_else(|e| panic!("template lock: {e}"));
-    let existing: Vec<Name> = sql_query("SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'strata\\_tmpl\\_%'")
-        .load(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("list templates: {e}"));
+    let existing: Vec<Name> = sql_query(
+        "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'strata\\_tmpl\\_%'",
+    )
+    .load(&mut admin)
+    .await
+    .unwrap_or_else(|e| panic!("list templates: {e}"));
     if !existing.iter().any(|n| n.datname == template) {
         // Built under another name and renamed when complete, so a crash mid-build never
         // leaves a half-migrated template behind.
         let building = format!("{template}_build");
-        exec(&mut admin, &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).await;
+        exec(
+            &mut admin,
+            &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+        )
+        .await;
         exec(&mut admin, &format!("CREATE DATABASE {building}")).await;
         {
             let mut conn = connect(&with_database(base_url, &building)).await;
@@ -126,10 +137,21 @@ async fn ensure_template(base_url: &str, migrations: &Migrations) -> String {
                 .await
                 .unwrap_or_else(|e| panic!("migrating the test template: {e}"));
         }
-        exec(&mut admin, &format!("ALTER DATABASE {building} RENAME TO {template}")).await;
+        exec(
+            &mut admin,
+            &format!("ALTER DATABASE {building} RENAME TO {template}"),
+        )
+        .await;
         // Templates of older migration sets are dead weight.
-        for old in existing.iter().filter(|n| n.datname != template && !n.datname.ends_with("_build")) {
-            exec(&mut admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", old.datname)).await;
+        for old in existing
+            .iter()
+            .filter(|n| n.datname != template && !n.datname.ends_with("_build"))
+        {
+            exec(
+                &mut admin,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", old.datname),
+            )
+            .await;
         }
     }
     sql_query("SELECT pg_advisory_unlock($1)")
@@ -151,7 +173,8 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh database with every embedded migration applied.
     pub async fn new() -> Self {
-        let migrations = Migrations::embedded().unwrap_or_else(|e| panic!("embedded migrations: {e}"));
+        let migrations =
+            Migrations::embedded().unwrap_or_else(|e| panic!("embedded migrations: {e}"));
         Self::from_template(&migrations).await
     }
 
@@ -160,7 +183,11 @@ impl TestDb {
         init_tracing();
         let base_url = base_database_url();
         let name = format!("strata_test_{}", uuid::Uuid::new_v4().simple());
-        exec(&mut connect(&base_url).await, &format!("CREATE DATABASE {name}")).await;
+        exec(
+            &mut connect(&base_url).await,
+            &format!("CREATE DATABASE {name}"),
+        )
+        .await;
         Self::wrap(base_url, name)
     }
 
@@ -169,7 +196,11 @@ impl TestDb {
         let base_url = base_database_url();
         let template = ensure_template(&base_url, migrations).await;
         let name = format!("strata_test_{}", uuid::Uuid::new_v4().simple());
-        exec(&mut connect(&base_url).await, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+        exec(
+            &mut connect(&base_url).await,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        )
+        .await;
         Self::wrap(base_url, name)
     }
 
@@ -230,12 +261,17 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; the DROP needs a runtime of its own.
         let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async {
                 if let Ok(mut conn) = AsyncPgConnection::establish(&base_url).await {
-                    let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = conn
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             });
         });
@@ -252,8 +288,9 @@ pub struct TestRedis {
 impl TestRedis {
     /// A handle on the test Redis with a fresh prefix.
     pub fn new() -> Self {
-        let url = env_or_infra("REDIS_URL")
-            .unwrap_or_else(|| panic!("REDIS_URL is not set and .strata/infra.env is missing: run `make infra-up`"));
+        let url = env_or_infra("REDIS_URL").unwrap_or_else(|| {
+            panic!("REDIS_URL is not set and .strata/infra.env is missing: run `make infra-up`")
+        });
         let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
         let handle = RedisHandle::connect_lazy(&url, prefix, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("redis: {e}"));
@@ -286,7 +323,10 @@ impl Drop for TestRedis {
             return;
         };
         let pattern = format!("{}*", self.handle.prefix());
-        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut conn)
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
@@ -383,9 +423,16 @@ impl TcpProxy {
             .split_once("://")
             .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or_default())
             .unwrap_or_default();
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp).to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("proxy bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("proxy addr: {e}"));
+        let host_port = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, hp)| hp)
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("proxy addr: {e}"));
         let open = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let accept = {
@@ -400,7 +447,8 @@ impl TcpProxy {
                     let host_port = host_port.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(mut outbound) = TcpStream::connect(&host_port).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     if let Ok(mut list) = connections.lock() {
@@ -419,10 +467,15 @@ impl TcpProxy {
 
     /// `database_url` rewritten to go through this proxy.
     pub fn url(&self, database_url: &str) -> String {
-        let (scheme, rest) = database_url.split_once("://").unwrap_or(("postgres", database_url));
+        let (scheme, rest) = database_url
+            .split_once("://")
+            .unwrap_or(("postgres", database_url));
         let authority_len = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_len);
-        let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+        let user = authority
+            .rsplit_once('@')
+            .map(|(user, _)| format!("{user}@"))
+            .unwrap_or_default();
         format!("{scheme}://{user}{}{tail}", self.addr)
     }
 
@@ -455,8 +508,14 @@ mod tests {
 
     #[test]
     fn database_names_are_replaced() {
-        assert_eq!(with_database("postgres://u@h:1/strata", "x"), "postgres://u@h:1/x");
-        assert_eq!(with_database("postgres://u@h:1/strata?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:1/strata", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:1/strata?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 }
