@@ -281,7 +281,10 @@ impl ServerConfig {
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
-#[expect(clippy::result_large_err, reason = "figment::Jail's closures return figment::Error")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
 mod tests {
     use super::*;
 
@@ -319,7 +322,11 @@ mod tests {
             jail.set_env("DATABASE_URL", "postgres://h/db");
             jail.set_env("STRATA_LISTEN_ADDR", "nonsense");
             assert_eq!(
-                Settings::load().map_err(|e| *e)?.resolve("s").unwrap_err().variable,
+                Settings::load()
+                    .map_err(|e| *e)?
+                    .resolve("s")
+                    .unwrap_err()
+                    .variable,
                 LISTEN_ADDR
             );
             jail.set_env("STRATA_DB_MAX_CONNECTIONS", "many");
