@@ -693,3 +693,62 @@ async fn request_timeout_and_message_size_are_enforced() {
         "{status:?}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn trace_context_crosses_the_hop_from_client_span_to_server_span() {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // Thread-local: the current-thread runtime runs client and server on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let db = TestDb::new().await;
+    let server = TestServer::start(db.server_config("test"), |_| {}).await;
+    let mut client = AdminServiceClient::with_interceptor(
+        server.channel(),
+        strata_runtime::telemetry::TraceContextInterceptor,
+    );
+    let span = tracing::info_span!("client.call");
+    let client_context = span.context().span().span_context().clone();
+    async {
+        client
+            .get_table_stats(admin_request(pb::GetTableStatsRequest::default()))
+            .await
+            .unwrap();
+    }
+    .instrument(span)
+    .await;
+    server.stop().await.unwrap();
+    let _ = provider.force_flush();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let server_span = spans
+        .iter()
+        .find(|s| s.name == "strata.admin.v1.AdminService/GetTableStats")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert!(client_context.is_valid());
+    assert_eq!(
+        server_span.span_context.trace_id(),
+        client_context.trace_id(),
+        "same trace"
+    );
+    assert_eq!(
+        server_span.parent_span_id,
+        client_context.span_id(),
+        "parented on the caller's span"
+    );
+}
