@@ -51,7 +51,7 @@ run: ## start the infrastructure, apply migrations, serve all services
 test: ## build all targets and run the tests (nextest when installed) against the infrastructure
 	$(WITH_INFRA) $(CARGO) build -j$(JOBS) --workspace --all-targets && \
 		if $(CARGO) nextest --version >/dev/null 2>&1; then \
-			$(CARGO) nextest run --workspace --build-jobs $(JOBS) --no-fail-fast; \
+			$(CARGO) nextest run --workspace --config-file tests/nextest.toml --build-jobs $(JOBS) --no-fail-fast; \
 		else \
 			$(CARGO) test -j$(JOBS) --workspace --lib --bins --tests --no-fail-fast; \
 		fi

@@ -3,7 +3,7 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -104,10 +104,7 @@ async fn migrate_commands_and_their_exit_codes() {
 async fn status_exits_4_when_an_applied_migration_file_changed() {
     let db = TestDb::empty().await;
     let dir = temp_dir("drift");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations"),
-        &dir,
-    );
+    strata_testkit::copy_dir(&strata_testkit::migrations_dir(), &dir).unwrap();
     let dir_arg = dir.to_str().unwrap();
     let run = strata(Some(db.url()), &["migrate", "run", "--dir", dir_arg]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
@@ -256,17 +253,4 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         !stderr.contains(strata_testkit::ADMIN_TOKEN),
         "no secrets in logs"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }

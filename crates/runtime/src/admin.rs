@@ -80,12 +80,20 @@ impl Admin {
         Self { ctx }
     }
 
-    fn schemas(schema: &str) -> Result<Vec<String>, Status> {
-        if schema.is_empty() {
-            return Ok(stats::APP_SCHEMAS.iter().map(|s| (*s).to_owned()).collect());
+    /// The schemas to report (`schema`, or every application schema when empty) and the
+    /// optional table filter, both checked to be plain identifiers.
+    fn filters<'a>(schema: &str, table: &'a str) -> Result<(Vec<String>, Option<&'a str>), Status> {
+        let schemas = if schema.is_empty() {
+            stats::APP_SCHEMAS.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            check_identifier("schema", schema)?;
+            vec![schema.to_owned()]
+        };
+        if table.is_empty() {
+            return Ok((schemas, None));
         }
-        check_identifier("schema", schema)?;
-        Ok(vec![schema.to_owned()])
+        check_identifier("table", table)?;
+        Ok((schemas, Some(table)))
     }
 }
 
@@ -203,12 +211,12 @@ impl AdminService for Admin {
             },
         };
         let migrations = if database.status == i32::from(ComponentStatus::Up) {
-            let mut conn = ctx.db.get().await.map_err(|e| storage_status(&e))?;
+            let mut conn = ctx.db.get().await.map_err(Error::from)?;
             let status = ctx
                 .migrations
                 .status(&mut conn)
                 .await
-                .map_err(|e| storage_status(&e))?;
+                .map_err(Error::from)?;
             Some(pb::MigrationHealth {
                 applied: u32::try_from(status.applied().len()).unwrap_or(u32::MAX),
                 pending: u32::try_from(status.pending().len()).unwrap_or(u32::MAX),
@@ -249,10 +257,10 @@ impl AdminService for Admin {
             Ok(pb::SlowQueryOrder::TotalTime) => SlowQueryOrder::TotalTime,
             Err(_) => return Err(invalid_argument("order_by", "unknown value")),
         };
-        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
         if !stats::has_pg_stat_statements(&mut conn)
             .await
-            .map_err(|e| storage_status(&e))?
+            .map_err(Error::from)?
         {
             return Err(Error::FailedPrecondition(
                 "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations".into(),
@@ -261,7 +269,7 @@ impl AdminService for Admin {
         }
         let rows = stats::slow_queries(&mut conn, order, i64::from(limit), req.min_calls)
             .await
-            .map_err(|e| storage_status(&e))?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::ListSlowQueriesResponse {
             queries: rows
                 .into_iter()
@@ -285,15 +293,11 @@ impl AdminService for Admin {
         request: Request<pb::GetIndexUsageRequest>,
     ) -> Result<Response<pb::GetIndexUsageResponse>, Status> {
         let req = request.into_inner();
-        let schemas = Self::schemas(&req.schema)?;
-        if !req.table.is_empty() {
-            check_identifier("table", &req.table)?;
-        }
-        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
-        let table = (!req.table.is_empty()).then_some(req.table.as_str());
+        let (schemas, table) = Self::filters(&req.schema, &req.table)?;
+        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
         let rows = stats::index_usage(&mut conn, &schemas, table)
             .await
-            .map_err(|e| storage_status(&e))?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::GetIndexUsageResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
         }))
@@ -303,11 +307,11 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListUnusedIndexesRequest>,
     ) -> Result<Response<pb::ListUnusedIndexesResponse>, Status> {
-        let schemas = Self::schemas(&request.into_inner().schema)?;
-        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let (schemas, _) = Self::filters(&request.into_inner().schema, "")?;
+        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
         let rows = stats::unused_indexes(&mut conn, &schemas)
             .await
-            .map_err(|e| storage_status(&e))?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::ListUnusedIndexesResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
         }))
@@ -318,15 +322,11 @@ impl AdminService for Admin {
         request: Request<pb::GetTableStatsRequest>,
     ) -> Result<Response<pb::GetTableStatsResponse>, Status> {
         let req = request.into_inner();
-        let schemas = Self::schemas(&req.schema)?;
-        if !req.table.is_empty() {
-            check_identifier("table", &req.table)?;
-        }
-        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
-        let table = (!req.table.is_empty()).then_some(req.table.as_str());
+        let (schemas, table) = Self::filters(&req.schema, &req.table)?;
+        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
         let rows = stats::table_stats(&mut conn, &schemas, table)
             .await
-            .map_err(|e| storage_status(&e))?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::GetTableStatsResponse {
             tables: rows
                 .into_iter()
@@ -378,7 +378,7 @@ impl AdminService for Admin {
                 .unwrap_or(u64::MAX)
                 .max(1),
         };
-        let mut conn = self.ctx.db.get().await.map_err(|e| storage_status(&e))?;
+        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
         let plan = stats::explain(&mut conn, select, options)
             .await
             .map_err(explain_status)?;

@@ -33,10 +33,6 @@ async fn schema_count(db: &TestDb) -> i64 {
     rows[0].n
 }
 
-fn workspace_migrations_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
-}
-
 #[tokio::test]
 async fn every_migration_goes_up_down_and_up_again() {
     let db = TestDb::empty().await;
@@ -113,7 +109,7 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
 async fn status_reports_drift_after_a_file_edit() {
     let db = TestDb::empty().await;
     let dir = std::env::temp_dir().join(format!("strata-drift-{}", db.name()));
-    copy_dir(&workspace_migrations_dir(), &dir);
+    strata_testkit::copy_dir(&strata_testkit::migrations_dir(), &dir).unwrap();
     let mut conn = db.connect().await;
     Migrations::from_dir(&dir)
         .unwrap()
@@ -153,19 +149,6 @@ async fn status_reports_drift_after_a_file_edit() {
         .await
         .unwrap();
     assert_eq!(status.unknown(), vec!["9999-01-01-000000".to_owned()]);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 fn pool(db: &TestDb, tweak: impl FnOnce(&mut DbConfig)) -> Db {

@@ -180,25 +180,26 @@ impl TestDb {
 
     /// A fresh database with nothing applied, for migration tests.
     pub async fn empty() -> Self {
-        init_tracing();
-        let base_url = base_database_url();
-        let name = format!("strata_test_{}", uuid::Uuid::new_v4().simple());
-        exec(
-            &mut connect(&base_url).await,
-            &format!("CREATE DATABASE {name}"),
-        )
-        .await;
-        Self::wrap(base_url, name)
+        Self::create(None).await
     }
 
     async fn from_template(migrations: &Migrations) -> Self {
+        Self::create(Some(migrations)).await
+    }
+
+    async fn create(migrations: Option<&Migrations>) -> Self {
         init_tracing();
         let base_url = base_database_url();
-        let template = ensure_template(&base_url, migrations).await;
         let name = format!("strata_test_{}", uuid::Uuid::new_v4().simple());
+        let template = match migrations {
+            Some(migrations) => {
+                format!(" TEMPLATE {}", ensure_template(&base_url, migrations).await)
+            }
+            None => String::new(),
+        };
         exec(
             &mut connect(&base_url).await,
-            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+            &format!("CREATE DATABASE {name}{template}"),
         )
         .await;
         Self::wrap(base_url, name)
@@ -396,6 +397,27 @@ impl Drop for TestServer {
             task.abort();
         }
     }
+}
+
+/// Copies the directory tree `from` to `to` (e.g. the workspace's migrations, so a test
+/// can edit its own copy).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The workspace's `migrations/` folder.
+pub fn migrations_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
 }
 
 /// Adds `authorization: Bearer <ADMIN_TOKEN>` to a request.
