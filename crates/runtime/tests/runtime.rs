@@ -323,6 +323,30 @@ async fn explain_query_plans_selects_and_refuses_everything_else() {
     .unwrap();
     assert_eq!(rows[0].n, 1000, "nothing was deleted");
 
+    // ANALYZE runs the statement, but nothing it does to the session survives the call.
+    client
+        .explain_query(explain(
+            "SELECT set_config('application_name', 'hijacked', false), set_config('statement_timeout', '0', false)",
+            true,
+            pb::ExplainFormat::Text,
+            None,
+        ))
+        .await
+        .unwrap();
+    let mut admin_conn = db.admin_connection().await;
+    let hijacked: Vec<Count> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'hijacked'",
+        ),
+        &mut admin_conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        hijacked[0].n, 0,
+        "session settings changed by an explained query were rolled back"
+    );
+
     let status = client
         .explain_query(explain(
             "SELECT pg_sleep(5)",
@@ -504,7 +528,7 @@ async fn responses_carry_process_and_query_metadata() {
     );
 
     // ExplainQuery with ANALYZE of a 50 ms sleep: BEGIN, SET LOCAL, EXPLAIN (JSON), the
-    // number extraction, EXPLAIN (TEXT), COMMIT — and at least the two sleeps of time.
+    // number extraction, EXPLAIN (TEXT), ROLLBACK — and at least the two sleeps of time.
     let response = client
         .explain_query(admin_request(pb::ExplainQueryRequest {
             sql: "SELECT pg_sleep(0.05)".into(),

@@ -367,6 +367,9 @@ async fn with_lock<T>(
     conn: &mut AsyncPgConnection,
     f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
+    // Waiting for another replica's migration, or building a large index, may take longer
+    // than the pool's statement timeout; this session is the migrator's alone.
+    conn.batch_execute("SET statement_timeout = 0").await?;
     sql_query("SELECT pg_advisory_lock($1)")
         .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(conn)

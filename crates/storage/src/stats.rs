@@ -416,64 +416,92 @@ struct Cost {
     planning_ms: Option<f64>,
 }
 
+/// How the explain transaction ends: always in a rollback, carrying the plan out.
+enum ExplainExit {
+    Plan(Plan),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for ExplainExit {
+    fn from(err: diesel::result::Error) -> Self {
+        ExplainExit::Db(err)
+    }
+}
+
 /// EXPLAINs one SELECT (checked with [`check_select`] by the caller) inside a READ ONLY
 /// transaction with a `SET LOCAL statement_timeout`, always in JSON so the cost can be
 /// read off, and returns text or JSON as asked.
+///
+/// The transaction always rolls back, even on success: with ANALYZE the statement runs,
+/// and a `set_config(…, false)` in it would otherwise outlive the call on a pooled
+/// connection.
 pub async fn explain(
     conn: &mut AsyncPgConnection,
     select: &str,
     options: ExplainOptions,
 ) -> Result<Plan, Error> {
     let select = select.to_owned();
-    conn.build_transaction()
+    let outcome = conn
+        .build_transaction()
         .read_only()
         .run(async |conn| {
-            conn.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {}",
-                options.timeout_ms
-            ))
-            .await?;
-            let flags = if options.analyze {
-                "ANALYZE, BUFFERS, "
-            } else {
-                ""
-            };
-            let json_rows: Vec<PlanLine> =
-                sql_query(format!("EXPLAIN ({flags}FORMAT JSON) {select}"))
-                    .load(conn)
-                    .await?;
-            let json = json_rows.into_iter().map(|l| l.line).collect::<String>();
-            let numbers: Vec<Cost> = sql_query(
-                "SELECT (($1::jsonb)->0->'Plan'->>'Total Cost')::float8 AS total_cost,
-                            (($1::jsonb)->0->>'Execution Time')::float8 AS execution_ms,
-                            (($1::jsonb)->0->>'Planning Time')::float8 AS planning_ms",
-            )
-            .bind::<Text, _>(&json)
+            let plan = explain_in_transaction(conn, &select, options).await?;
+            Err::<(), _>(ExplainExit::Plan(plan))
+        })
+        .await;
+    match outcome {
+        Err(ExplainExit::Plan(plan)) => Ok(plan),
+        Err(ExplainExit::Db(err)) => Err(err.into()),
+        Ok(()) => Err(Error::Query(diesel::result::Error::RollbackTransaction)),
+    }
+}
+
+async fn explain_in_transaction(
+    conn: &mut AsyncPgConnection,
+    select: &str,
+    options: ExplainOptions,
+) -> Result<Plan, diesel::result::Error> {
+    conn.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        options.timeout_ms
+    ))
+    .await?;
+    let flags = if options.analyze {
+        "ANALYZE, BUFFERS, "
+    } else {
+        ""
+    };
+    let json_rows: Vec<PlanLine> = sql_query(format!("EXPLAIN ({flags}FORMAT JSON) {select}"))
+        .load(conn)
+        .await?;
+    let json = json_rows.into_iter().map(|l| l.line).collect::<String>();
+    let numbers: Vec<Cost> = sql_query(
+        "SELECT (($1::jsonb)->0->'Plan'->>'Total Cost')::float8 AS total_cost,
+                (($1::jsonb)->0->>'Execution Time')::float8 AS execution_ms,
+                (($1::jsonb)->0->>'Planning Time')::float8 AS planning_ms",
+    )
+    .bind::<Text, _>(&json)
+    .load(conn)
+    .await?;
+    let numbers = <[Cost]>::first(&numbers);
+    let text = if options.json {
+        json
+    } else {
+        let lines: Vec<PlanLine> = sql_query(format!("EXPLAIN ({flags}FORMAT TEXT) {select}"))
             .load(conn)
             .await?;
-            let numbers = <[Cost]>::first(&numbers);
-            let text = if options.json {
-                json
-            } else {
-                let lines: Vec<PlanLine> =
-                    sql_query(format!("EXPLAIN ({flags}FORMAT TEXT) {select}"))
-                        .load(conn)
-                        .await?;
-                lines
-                    .into_iter()
-                    .map(|l| l.line)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            Ok::<_, diesel::result::Error>(Plan {
-                text,
-                total_cost: numbers.and_then(|n| n.total_cost).unwrap_or_default(),
-                execution_time_ms: numbers.and_then(|n| n.execution_ms).unwrap_or_default(),
-                planning_time_ms: numbers.and_then(|n| n.planning_ms).unwrap_or_default(),
-            })
-        })
-        .await
-        .map_err(Error::from)
+        lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Plan {
+        text,
+        total_cost: numbers.and_then(|n| n.total_cost).unwrap_or_default(),
+        execution_time_ms: numbers.and_then(|n| n.execution_ms).unwrap_or_default(),
+        planning_time_ms: numbers.and_then(|n| n.planning_ms).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

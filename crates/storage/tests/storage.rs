@@ -445,3 +445,24 @@ async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
         "bind values never reach the log: {log}"
     );
 }
+
+#[tokio::test]
+async fn migrations_are_not_cut_short_by_the_pool_statement_timeout() {
+    let db = TestDb::empty().await;
+    let dir = std::env::temp_dir().join(format!("strata-slow-{}", db.name()));
+    let folder = dir.join("2000-01-01-000000_slow");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("up.sql"), "SELECT pg_sleep(0.5);").unwrap();
+    std::fs::write(folder.join("down.sql"), "SELECT 1;").unwrap();
+
+    let mut config = DbConfig::new(db.url(), "strata-slow", Environment::Development);
+    config.statement_timeout = Duration::from_millis(100);
+    let mut conn = dedicated_connection(&config).await.unwrap();
+    let applied = Migrations::from_dir(&dir)
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, vec!["2000-01-01-000000".to_owned()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
