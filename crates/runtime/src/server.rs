@@ -200,9 +200,12 @@ impl BoundServer {
         let grace = config.shutdown_grace;
         let shutdown_reporter = reporter.clone();
         let shutdown_names = names.clone();
+        let monitor_handle = monitor.abort_handle();
         let signal_task = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
+            // The monitor must not flip health back to SERVING during the drain.
+            monitor_handle.abort();
             health::set_all(
                 &shutdown_reporter,
                 &shutdown_names,
