@@ -18,6 +18,13 @@ pub mod strata {
             include!(concat!(env!("OUT_DIR"), "/strata.common.v1.rs"));
         }
     }
+    /// `strata.auth.*`
+    pub mod auth {
+        /// `strata.auth.v1`: accounts, sessions and tokens.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/strata.auth.v1.rs"));
+        }
+    }
     /// `strata.admin.*`
     pub mod admin {
         /// `strata.admin.v1`: operational RPCs served by every process.
@@ -28,4 +35,5 @@ pub mod strata {
 }
 
 pub use strata::admin::v1 as admin;
+pub use strata::auth::v1 as auth;
 pub use strata::common::v1 as common;
