@@ -84,6 +84,18 @@ const KNOWN: &[&str] = &[
     OTLP_ENDPOINT,
 ];
 
+/// The configuration sources: `STRATA_CONFIG_FILE` (if set), then the environment
+/// variables named in `known` on top of it. Service crates extract their own settings
+/// structs from it, with their own variable lists.
+pub fn figment(known: &'static [&'static str]) -> Figment {
+    let mut figment = Figment::new();
+    if let Ok(path) = std::env::var(CONFIG_FILE) {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::raw().filter(|key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,13 +163,7 @@ fn lenient_secret<'de, D: serde::Deserializer<'de>>(
 impl Settings {
     /// Reads `STRATA_CONFIG_FILE` (if set), then the environment on top of it.
     pub fn load() -> Result<Self, Box<figment::Error>> {
-        let mut figment = Figment::new();
-        if let Ok(path) = std::env::var(CONFIG_FILE) {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let figment = figment.merge(
-            Env::raw().filter(|key| KNOWN.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
-        );
+        let figment = figment(KNOWN);
         let mut settings: Settings = figment.extract().map_err(Box::new)?;
         settings.db = figment.extract().map_err(Box::new)?;
         Ok(settings)

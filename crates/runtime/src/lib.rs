@@ -7,6 +7,7 @@
 //! tables or RPC handlers: services plug into [`server::ServerBuilder`].
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -1,0 +1,257 @@
+//! Caller identity shared by every service: roles, the verified [`Principal`], and local
+//! verification of access tokens ([`verify_access_token`]).
+//!
+//! Access tokens are JWTs signed with Ed25519 by the auth service: header `alg: EdDSA`,
+//! `typ: at+jwt`, `kid` naming the signing key; claims `iss`, `aud`, `sub` (user id),
+//! `sid` (session id), `role`, `iat`, `nbf`, `exp`, `jti`. Verification accepts nothing
+//! else: no other algorithm (`none` included), no unknown `kid`, no `jku`/`x5u`/`jwk`/`x5c`
+//! header (keys only ever come from the auth service's JWKS), no other `typ` (so refresh
+//! tokens and API keys are refused as access tokens), and only unexpired tokens of the
+//! configured issuer and audience.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `typ` header of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// First characters of every API key.
+pub const API_KEY_PREFIX: &str = "sk_";
+/// First characters of every refresh token.
+pub const REFRESH_TOKEN_PREFIX: &str = "rt_";
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    /// An ordinary account.
+    User,
+    /// May call admin RPCs of every service.
+    Admin,
+}
+
+impl Role {
+    /// The stored and signed spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "USER",
+            Role::Admin => "ADMIN",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "USER" => Some(Role::User),
+            "ADMIN" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// User id.
+    pub sub: String,
+    /// Session id.
+    pub sid: String,
+    /// Role at issue time.
+    pub role: Role,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Token id.
+    pub jti: String,
+}
+
+/// The verified caller of an RPC, put into request extensions by the auth layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User id.
+    pub user_id: Uuid,
+    /// Role.
+    pub role: Role,
+    /// Session of the access token (none for API keys).
+    pub session_id: Option<Uuid>,
+    /// API key id (none for access tokens).
+    pub api_key_id: Option<Uuid>,
+    /// Scopes of the API key; access tokens carry none and are not limited by scope.
+    pub scopes: Vec<String>,
+    /// Expiry of the credential, seconds since the epoch (none: API key without expiry).
+    pub expires_at: Option<i64>,
+}
+
+impl Principal {
+    /// The principal of verified access-token claims.
+    pub fn from_claims(claims: &AccessClaims) -> Result<Self, TokenError> {
+        Ok(Self {
+            user_id: Uuid::parse_str(&claims.sub).map_err(|_| TokenError::Malformed)?,
+            role: claims.role,
+            session_id: Some(Uuid::parse_str(&claims.sid).map_err(|_| TokenError::Malformed)?),
+            api_key_id: None,
+            scopes: Vec::new(),
+            expires_at: Some(claims.exp),
+        })
+    }
+
+    /// Whether the caller has the admin role.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether the credential allows `scope`: access tokens allow everything their role
+    /// does; API keys only their scopes.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.api_key_id.is_none() || self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Who issues tokens and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// `aud` of every token.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "strata-auth".into(),
+            audience: "strata".into(),
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Public keys by `kid`.
+#[derive(Clone, Default)]
+pub struct PublicKeys {
+    keys: HashMap<String, DecodingKey>,
+}
+
+impl std::fmt::Debug for PublicKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.keys.keys()).finish()
+    }
+}
+
+impl PublicKeys {
+    /// Adds the raw 32-byte Ed25519 public key `public_key` under `kid`.
+    pub fn insert(&mut self, kid: impl Into<String>, public_key: &[u8]) {
+        self.keys
+            .insert(kid.into(), DecodingKey::from_ed_der(public_key));
+    }
+
+    /// Whether `kid` is known.
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Why a token was refused. Callers answer `UNAUTHENTICATED` for all of them alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or claims of the wrong shape.
+    #[error("malformed token")]
+    Malformed,
+    /// Signed with anything but EdDSA (or `none`).
+    #[error("unsupported algorithm")]
+    Algorithm,
+    /// Carries a key-location header (`jku`, `x5u`, `jwk`, `x5c`).
+    #[error("forbidden header")]
+    ForbiddenHeader,
+    /// Not an access token (`typ` is not `at+jwt`, or a refresh token or API key).
+    #[error("not an access token")]
+    WrongType,
+    /// `kid` missing or not among the published keys.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// Signature does not verify.
+    #[error("invalid signature")]
+    Signature,
+    /// Past `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Before `nbf`.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// Wrong `iss`.
+    #[error("wrong issuer")]
+    Issuer,
+    /// Wrong `aud`.
+    #[error("wrong audience")]
+    Audience,
+}
+
+/// Verifies an access token against `keys`; see the module docs for what is refused.
+pub fn verify_access_token(
+    token: &str,
+    keys: &PublicKeys,
+    settings: &TokenSettings,
+) -> Result<AccessClaims, TokenError> {
+    if token.starts_with(API_KEY_PREFIX) || token.starts_with(REFRESH_TOKEN_PREFIX) {
+        return Err(TokenError::WrongType);
+    }
+    let header = decode_header(token).map_err(|e| match e.kind() {
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+        _ => TokenError::Malformed,
+    })?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Algorithm);
+    }
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
+    {
+        return Err(TokenError::ForbiddenHeader);
+    }
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err(TokenError::WrongType);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.keys.get(kid))
+        .ok_or(TokenError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&[&settings.audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = settings.leeway.as_secs();
+    decode::<AccessClaims>(token, key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::Issuer,
+            ErrorKind::InvalidAudience => TokenError::Audience,
+            ErrorKind::InvalidSignature => TokenError::Signature,
+            ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+            _ => TokenError::Malformed,
+        })
+}
