@@ -1,0 +1,130 @@
+//! Auth settings, read like every other setting (environment, optional TOML file):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `STRATA_AUTH_ISSUER` | `strata-auth` | `iss` of access tokens |
+//! | `STRATA_AUTH_AUDIENCE` | `strata` | `aud` of access tokens |
+//! | `STRATA_AUTH_ACCESS_TTL_SECS` | 900 | access-token lifetime |
+//! | `STRATA_AUTH_REFRESH_IDLE_SECS` | 604800 (7 days) | a session ends if not refreshed for this long |
+//! | `STRATA_AUTH_REFRESH_ABSOLUTE_SECS` | 2592000 (30 days) | a session ends this long after sign-in, whatever happens |
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_runtime::auth::TokenSettings;
+use strata_storage::config::ConfigError;
+
+/// `STRATA_AUTH_ISSUER`
+pub const ISSUER: &str = "STRATA_AUTH_ISSUER";
+/// `STRATA_AUTH_AUDIENCE`
+pub const AUDIENCE: &str = "STRATA_AUTH_AUDIENCE";
+/// `STRATA_AUTH_ACCESS_TTL_SECS`
+pub const ACCESS_TTL_SECS: &str = "STRATA_AUTH_ACCESS_TTL_SECS";
+/// `STRATA_AUTH_REFRESH_IDLE_SECS`
+pub const REFRESH_IDLE_SECS: &str = "STRATA_AUTH_REFRESH_IDLE_SECS";
+/// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
+pub const REFRESH_ABSOLUTE_SECS: &str = "STRATA_AUTH_REFRESH_ABSOLUTE_SECS";
+
+const KNOWN: &[&str] = &[
+    ISSUER,
+    AUDIENCE,
+    ACCESS_TTL_SECS,
+    REFRESH_IDLE_SECS,
+    REFRESH_ABSOLUTE_SECS,
+];
+
+/// Raw settings; field names are the lower-cased variable names.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthSettings {
+    /// `STRATA_AUTH_ISSUER`
+    pub strata_auth_issuer: Option<String>,
+    /// `STRATA_AUTH_AUDIENCE`
+    pub strata_auth_audience: Option<String>,
+    /// `STRATA_AUTH_ACCESS_TTL_SECS`
+    pub strata_auth_access_ttl_secs: Option<u64>,
+    /// `STRATA_AUTH_REFRESH_IDLE_SECS`
+    pub strata_auth_refresh_idle_secs: Option<u64>,
+    /// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
+    pub strata_auth_refresh_absolute_secs: Option<u64>,
+}
+
+impl AuthSettings {
+    /// Reads the settings from the environment and `STRATA_CONFIG_FILE`.
+    pub fn load() -> Result<Self, Box<figment::Error>> {
+        strata_runtime::config::figment(KNOWN)
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// Resolves defaults and checks the values.
+    pub fn resolve(&self) -> Result<AuthConfig, ConfigError> {
+        let defaults = AuthConfig::default();
+        let secs = |variable: &'static str, value: Option<u64>, default: Duration| match value {
+            Some(0) => Err(ConfigError {
+                variable,
+                problem: "must be positive".into(),
+            }),
+            Some(v) => Ok(Duration::from_secs(v)),
+            None => Ok(default),
+        };
+        let config = AuthConfig {
+            tokens: TokenSettings {
+                issuer: self
+                    .strata_auth_issuer
+                    .clone()
+                    .unwrap_or(defaults.tokens.issuer),
+                audience: self
+                    .strata_auth_audience
+                    .clone()
+                    .unwrap_or(defaults.tokens.audience),
+                leeway: defaults.tokens.leeway,
+            },
+            access_ttl: secs(
+                ACCESS_TTL_SECS,
+                self.strata_auth_access_ttl_secs,
+                defaults.access_ttl,
+            )?,
+            refresh_idle: secs(
+                REFRESH_IDLE_SECS,
+                self.strata_auth_refresh_idle_secs,
+                defaults.refresh_idle,
+            )?,
+            refresh_absolute: secs(
+                REFRESH_ABSOLUTE_SECS,
+                self.strata_auth_refresh_absolute_secs,
+                defaults.refresh_absolute,
+            )?,
+        };
+        if config.refresh_idle > config.refresh_absolute {
+            return Err(ConfigError {
+                variable: REFRESH_IDLE_SECS,
+                problem: "must not exceed STRATA_AUTH_REFRESH_ABSOLUTE_SECS".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Resolved auth settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Issuer, audience and leeway of access tokens.
+    pub tokens: TokenSettings,
+    /// Access-token lifetime.
+    pub access_ttl: Duration,
+    /// Idle expiry of sessions and refresh tokens.
+    pub refresh_idle: Duration,
+    /// Absolute expiry of sessions.
+    pub refresh_absolute: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens: TokenSettings::default(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}

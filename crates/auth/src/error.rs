@@ -1,0 +1,85 @@
+//! The auth error type and its one mapping to `tonic::Status`.
+
+use strata_runtime::error::{internal, invalid_argument, storage_status};
+use tonic::Status;
+
+/// The message of every failed sign-in, whatever the reason, so responses never tell an
+/// unknown email from a wrong password or a disabled account.
+pub const BAD_CREDENTIALS: &str = "invalid email or password";
+
+/// Everything the auth service can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A request field is invalid.
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong.
+        description: String,
+    },
+    /// Sign-in failed (unknown email, wrong password, disabled account: indistinguishable).
+    #[error("bad credentials")]
+    BadCredentials,
+    /// No valid credential on the call, or a token that is invalid, expired or revoked.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The email cannot be used for a new account.
+    #[error("account cannot be created")]
+    Conflict,
+    /// Missing, or not the caller's.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Database failure.
+    #[error(transparent)]
+    Storage(#[from] strata_storage::Error),
+    /// Password hashing failed (a corrupt stored hash, or the blocking pool is gone).
+    #[error("password hashing: {0}")]
+    Hashing(String),
+    /// Token signing failed.
+    #[error("token signing: {0}")]
+    Signing(String),
+}
+
+impl From<diesel::result::Error> for AuthError {
+    fn from(err: diesel::result::Error) -> Self {
+        AuthError::Storage(err.into())
+    }
+}
+
+impl strata_storage::retry::Retryable for AuthError {
+    fn class(&self) -> strata_storage::retry::ErrorClass {
+        match self {
+            AuthError::Storage(e) => e.class(),
+            _ => strata_storage::retry::ErrorClass::Permanent,
+        }
+    }
+}
+
+impl AuthError {
+    /// Shorthand for [`AuthError::InvalidArgument`].
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        AuthError::InvalidArgument {
+            field,
+            description: description.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidArgument { field, description } => {
+                invalid_argument(field, &description)
+            }
+            AuthError::BadCredentials => Status::unauthenticated(BAD_CREDENTIALS),
+            AuthError::Unauthenticated(message) => Status::unauthenticated(message),
+            AuthError::Conflict => {
+                Status::already_exists("an account cannot be created with this email")
+            }
+            AuthError::NotFound(what) => strata_runtime::error::not_found(what),
+            AuthError::Storage(e) => storage_status(&e),
+            other => internal(&other),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Ed25519 signing keys: created on first start, rotatable, published as JWKS.
+//!
+//! The current key signs; retired keys stay published (and accepted) until every token
+//! they signed has expired, i.e. for one access-token lifetime after retirement. A
+//! partial unique index allows one current key, so replicas starting together create
+//! exactly one.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use jsonwebtoken::EncodingKey;
+use rand::RngCore;
+use strata_proto::strata::auth::v1::Jwk;
+use strata_runtime::auth::PublicKeys;
+
+use crate::error::AuthError;
+use crate::schema::signing_keys;
+
+/// DER prefix of a PKCS#8 v1 Ed25519 private key; the 32-byte seed follows it.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = signing_keys)]
+struct KeyRow {
+    kid: String,
+    private_key: Vec<u8>,
+    public_key: Vec<u8>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+/// The key that signs new tokens.
+pub struct Signer {
+    /// Key id, written into every token's header.
+    pub kid: String,
+    /// The private key.
+    pub key: EncodingKey,
+}
+
+/// Every key the service knows: the signer, and the public keys tokens are checked with.
+pub struct KeyRing {
+    /// Signs new tokens.
+    pub signer: Signer,
+    /// Current and recently retired public keys.
+    pub public: PublicKeys,
+    /// The same keys as JWKS, current first.
+    pub jwks: Vec<Jwk>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("kid", &self.signer.kid)
+            .field("public", &self.public)
+            .finish()
+    }
+}
+
+/// A signer for the Ed25519 key with this 32-byte seed.
+pub fn signer_from_seed(kid: &str, seed: &[u8]) -> Signer {
+    let mut der = PKCS8_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    Signer {
+        kid: kid.to_owned(),
+        key: EncodingKey::from_ed_der(&der),
+    }
+}
+
+fn new_key_row() -> (String, [u8; 32], [u8; 32]) {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    (uuid::Uuid::now_v7().simple().to_string(), seed, public)
+}
+
+/// Loads the key ring, creating the first key if there is none. Keys retired more than
+/// `access_ttl` ago are no longer published.
+pub async fn load_or_create(
+    conn: &mut AsyncPgConnection,
+    access_ttl: std::time::Duration,
+) -> Result<KeyRing, AuthError> {
+    let (kid, seed, public) = new_key_row();
+    // Does nothing when a current key exists (the partial unique index on retired_at).
+    diesel::sql_query(
+        "INSERT INTO auth.signing_keys (kid, private_key, public_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind::<diesel::sql_types::Text, _>(&kid)
+    .bind::<diesel::sql_types::Bytea, _>(&seed[..])
+    .bind::<diesel::sql_types::Bytea, _>(&public[..])
+    .execute(conn)
+    .await?;
+    load(conn, access_ttl).await
+}
+
+/// Retires the current key and creates a new one, atomically.
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    access_ttl: std::time::Duration,
+) -> Result<KeyRing, AuthError> {
+    conn.transaction(async |conn| {
+        diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
+            .set(signing_keys::retired_at.eq(diesel::dsl::now))
+            .execute(conn)
+            .await?;
+        let (kid, seed, public) = new_key_row();
+        diesel::insert_into(signing_keys::table)
+            .values((
+                signing_keys::kid.eq(&kid),
+                signing_keys::private_key.eq(&seed[..]),
+                signing_keys::public_key.eq(&public[..]),
+            ))
+            .execute(conn)
+            .await?;
+        Ok::<_, AuthError>(())
+    })
+    .await?;
+    load(conn, access_ttl).await
+}
+
+async fn load(
+    conn: &mut AsyncPgConnection,
+    access_ttl: std::time::Duration,
+) -> Result<KeyRing, AuthError> {
+    let oldest_valid = Utc::now() - chrono::Duration::from_std(access_ttl).unwrap_or_default();
+    let rows: Vec<KeyRow> = signing_keys::table
+        .filter(
+            signing_keys::retired_at
+                .is_null()
+                .or(signing_keys::retired_at.gt(oldest_valid)),
+        )
+        .order((
+            signing_keys::retired_at.desc().nulls_first(),
+            signing_keys::created_at.desc(),
+        ))
+        .select(KeyRow::as_select())
+        .load(conn)
+        .await?;
+    let current = rows
+        .iter()
+        .find(|r| r.retired_at.is_none())
+        .ok_or_else(|| AuthError::Signing("no current signing key".into()))?;
+    let mut public = PublicKeys::default();
+    let mut jwks = Vec::new();
+    for row in &rows {
+        public.insert(row.kid.clone(), &row.public_key);
+        jwks.push(Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: URL_SAFE_NO_PAD.encode(&row.public_key),
+            kid: row.kid.clone(),
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+        });
+    }
+    Ok(KeyRing {
+        signer: signer_from_seed(&current.kid, &current.private_key),
+        public,
+        jwks,
+    })
+}

@@ -1,0 +1,19 @@
+//! `strata.auth.v1.AuthService`: accounts, sessions, refresh tokens and token signing.
+//!
+//! This crate owns the `auth` schema and is the only code that reads or writes it. It
+//! hashes passwords ([`password`]), keeps the Ed25519 signing keys ([`keys`]), issues
+//! access and refresh tokens ([`tokens`]) and serves the RPCs ([`service`]). Verifying
+//! access tokens is shared with every service and lives in `strata_runtime::auth`; this
+//! crate must not grow verification logic of its own.
+
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod password;
+pub mod schema;
+pub mod service;
+pub mod store;
+pub mod tokens;
+
+pub use config::AuthConfig;
+pub use service::AuthHandlers;

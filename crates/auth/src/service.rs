@@ -1,0 +1,497 @@
+//! The `AuthService` handlers: validate, authenticate, call the store, convert to proto.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use strata_proto::strata::auth::v1::auth_service_server::AuthService;
+use strata_proto::strata::auth::v1::{self as pb, Credentials};
+use strata_runtime::auth::{Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token};
+use strata_runtime::server::AppContext;
+use tonic::{Request, Response, Status};
+
+use crate::config::AuthConfig;
+use crate::error::AuthError;
+use crate::keys::{self, KeyRing};
+use crate::password::Passwords;
+use crate::store::{self, ACTIVE, RefreshOutcome, UserRow};
+use crate::tokens::{hash_token, issue_access_token};
+
+/// Longest email accepted (RFC 5321 path limit).
+const MAX_EMAIL_LEN: usize = 254;
+/// Longest display name accepted, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 100;
+/// Fields of `User` a read mask may name.
+const USER_FIELDS: &[&str] = &[
+    "id",
+    "email",
+    "display_name",
+    "avatar_url",
+    "bio",
+    "locale",
+    "time_zone",
+    "role",
+    "status",
+    "create_time",
+    "update_time",
+    "password_change_time",
+];
+
+/// The handlers and what they share.
+pub struct AuthHandlers {
+    ctx: Arc<AppContext>,
+    config: AuthConfig,
+    passwords: Passwords,
+    // Loaded on first use (the schema may not be migrated yet when the handlers are built)
+    // and replaced on rotation.
+    keys: RwLock<Option<Arc<KeyRing>>>,
+}
+
+impl std::fmt::Debug for AuthHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthHandlers")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The current time at PostgreSQL's precision (microseconds), so a timestamp returned
+/// now equals the same timestamp read back later.
+fn db_now() -> DateTime<Utc> {
+    use chrono::SubsecRound as _;
+    Utc::now().trunc_subsecs(6)
+}
+
+fn role_of(stored: &str) -> Role {
+    Role::parse(stored).unwrap_or(Role::User)
+}
+
+fn user_proto(user: &UserRow) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        avatar_url: user.avatar_url.clone(),
+        bio: user.bio.clone(),
+        locale: user.locale.clone(),
+        time_zone: user.time_zone.clone(),
+        role: match role_of(&user.role) {
+            Role::User => pb::Role::User,
+            Role::Admin => pb::Role::Admin,
+        }
+        .into(),
+        status: if user.status == ACTIVE {
+            pb::UserStatus::Active
+        } else {
+            pb::UserStatus::Disabled
+        }
+        .into(),
+        create_time: Some(timestamp(user.created_at)),
+        update_time: Some(timestamp(user.updated_at)),
+        password_change_time: Some(timestamp(user.password_changed_at)),
+    }
+}
+
+/// Keeps only the fields named by `mask` (all when empty).
+fn apply_read_mask(
+    user: pb::User,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<pb::User, AuthError> {
+    let Some(mask) = mask.filter(|m| !m.paths.is_empty()) else {
+        return Ok(user);
+    };
+    if let Some(unknown) = mask
+        .paths
+        .iter()
+        .find(|p| !USER_FIELDS.contains(&p.as_str()))
+    {
+        return Err(AuthError::invalid(
+            "read_mask",
+            format!("unknown field {unknown:?}"),
+        ));
+    }
+    let keep = |field: &str| mask.paths.iter().any(|p| p == field);
+    Ok(pb::User {
+        id: if keep("id") { user.id } else { String::new() },
+        email: if keep("email") {
+            user.email
+        } else {
+            String::new()
+        },
+        display_name: if keep("display_name") {
+            user.display_name
+        } else {
+            String::new()
+        },
+        avatar_url: if keep("avatar_url") {
+            user.avatar_url
+        } else {
+            String::new()
+        },
+        bio: if keep("bio") { user.bio } else { String::new() },
+        locale: if keep("locale") {
+            user.locale
+        } else {
+            String::new()
+        },
+        time_zone: if keep("time_zone") {
+            user.time_zone
+        } else {
+            String::new()
+        },
+        role: if keep("role") { user.role } else { 0 },
+        status: if keep("status") { user.status } else { 0 },
+        create_time: user.create_time.filter(|_| keep("create_time")),
+        update_time: user.update_time.filter(|_| keep("update_time")),
+        password_change_time: user
+            .password_change_time
+            .filter(|_| keep("password_change_time")),
+    })
+}
+
+/// Checks the shape of an email; existence is never revealed by validation.
+fn validate_email(email: &str) -> Result<(), AuthError> {
+    let valid = email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(AuthError::invalid(
+            "email",
+            "must be an email address of at most 254 characters",
+        ))
+    }
+}
+
+impl AuthHandlers {
+    /// Handlers over the process context. Hashes the dummy password once (~20 ms).
+    pub fn new(ctx: Arc<AppContext>, config: AuthConfig) -> Result<Self, AuthError> {
+        Ok(Self {
+            ctx,
+            config,
+            passwords: Passwords::new()?,
+            keys: RwLock::new(None),
+        })
+    }
+
+    /// The key ring, loaded (and the first key created) on first use.
+    pub async fn key_ring(&self) -> Result<Arc<KeyRing>, AuthError> {
+        if let Some(ring) = self.keys.read().ok().and_then(|k| k.clone()) {
+            return Ok(ring);
+        }
+        let mut conn = self.ctx.db.get().await?;
+        let ring = Arc::new(keys::load_or_create(&mut conn, self.config.access_ttl).await?);
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Some(Arc::clone(&ring));
+        }
+        Ok(ring)
+    }
+
+    /// Retires the signing key and starts signing with a new one.
+    pub async fn rotate_keys(&self) -> Result<(), AuthError> {
+        let mut conn = self.ctx.db.get().await?;
+        let ring = Arc::new(keys::rotate(&mut conn, self.config.access_ttl).await?);
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Some(ring);
+        }
+        Ok(())
+    }
+
+    /// Verifies `token` locally and checks its session is live; the caller's principal.
+    async fn principal_of(&self, token: &str) -> Result<Principal, AuthError> {
+        let ring = self.key_ring().await?;
+        let claims = verify_access_token(token, &ring.public, &self.config.tokens)
+            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
+        let mut principal = Principal::from_claims(&claims)
+            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
+        let session = principal.session_id.unwrap_or_default();
+        let mut conn = self.ctx.db.get().await?;
+        let role = store::live_session_role(&mut conn, principal.user_id, session, db_now())
+            .await?
+            .ok_or(AuthError::Unauthenticated("session has ended"))?;
+        // The role may have changed since the token was issued; the database is current.
+        principal.role = role_of(&role);
+        Ok(principal)
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AuthError::Unauthenticated("missing bearer token"))?;
+        self.principal_of(token).await
+    }
+
+    async fn credentials(
+        &self,
+        user: &UserRow,
+        session: &store::NewSession,
+        now: DateTime<Utc>,
+    ) -> Result<Credentials, AuthError> {
+        let ring = self.key_ring().await?;
+        let (access_token, access_expires) = issue_access_token(
+            &ring.signer,
+            &self.config,
+            user.id,
+            session.session_id,
+            role_of(&user.role),
+            now,
+        )?;
+        Ok(Credentials {
+            token_type: "Bearer".into(),
+            access_token,
+            access_token_expire_time: Some(timestamp(access_expires)),
+            refresh_token: session.refresh_token.clone(),
+            refresh_token_expire_time: Some(timestamp(session.refresh_expires)),
+            session_id: session.session_id.to_string(),
+            session_expire_time: Some(timestamp(session.absolute_expires)),
+        })
+    }
+}
+
+fn client_details<T>(request: &Request<T>) -> (String, String) {
+    let user_agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(512)
+        .collect();
+    let ip = request
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    (user_agent, ip)
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthHandlers {
+    async fn sign_up(
+        &self,
+        request: Request<pb::SignUpRequest>,
+    ) -> Result<Response<pb::SignUpResponse>, Status> {
+        let (user_agent, ip) = client_details(&request);
+        let req = request.into_inner();
+        validate_email(&req.email)?;
+        let display_name = req.display_name.trim();
+        let name_chars = display_name.chars().count();
+        if name_chars == 0 || name_chars > MAX_DISPLAY_NAME_CHARS {
+            return Err(AuthError::invalid("display_name", "must be 1 to 100 characters").into());
+        }
+        self.passwords
+            .check_policy(&req.password)
+            .map_err(|v| AuthError::invalid("password", v.to_string()))?;
+        let hash = self.passwords.hash(req.password).await?;
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let (user, session) =
+            diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+                let user = match store::insert_user(conn, &req.email, &hash, display_name).await {
+                    Ok(user) => user,
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    )) => {
+                        return Err(AuthError::Conflict);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let session =
+                    store::create_session(conn, &self.config, user.id, &user_agent, &ip, now)
+                        .await?;
+                Ok::<_, AuthError>((user, session))
+            })
+            .await?;
+        let credentials = self.credentials(&user, &session, now).await?;
+        tracing::info!(user.id = %user.id, session.id = %session.session_id, "signed up");
+        Ok(Response::new(pb::SignUpResponse {
+            user: Some(user_proto(&user)),
+            credentials: Some(credentials),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let (user_agent, ip) = client_details(&request);
+        let req = request.into_inner();
+        if req.email.is_empty() {
+            return Err(AuthError::invalid("email", "is required").into());
+        }
+        if req.password.is_empty() {
+            return Err(AuthError::invalid("password", "is required").into());
+        }
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = store::user_by_email(&mut conn, &req.email)
+            .await
+            .map_err(AuthError::from)?;
+        // Release the connection while hashing: the hash takes far longer than any query.
+        drop(conn);
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = self.passwords.verify(req.password, stored).await?;
+        let Some(user) = user.filter(|u| matched && u.status == ACTIVE) else {
+            tracing::info!("login refused");
+            return Err(AuthError::BadCredentials.into());
+        };
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let session =
+            store::create_session(&mut conn, &self.config, user.id, &user_agent, &ip, now)
+                .await
+                .map_err(AuthError::from)?;
+        let credentials = self.credentials(&user, &session, now).await?;
+        tracing::info!(user.id = %user.id, session.id = %session.session_id, "logged in");
+        Ok(Response::new(pb::LoginResponse {
+            user: Some(user_proto(&user)),
+            credentials: Some(credentials),
+        }))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::RefreshTokenResponse>, Status> {
+        let token = request.into_inner().refresh_token;
+        if token.is_empty() {
+            return Err(AuthError::invalid("refresh_token", "is required").into());
+        }
+        if !token.starts_with(REFRESH_TOKEN_PREFIX) || token.len() > 128 {
+            return Err(AuthError::Unauthenticated("invalid refresh token").into());
+        }
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let outcome =
+            store::rotate_refresh_token(&mut conn, &self.config, &hash_token(&token), now)
+                .await
+                .map_err(AuthError::from)?;
+        match outcome {
+            RefreshOutcome::Rotated {
+                user,
+                session_id,
+                absolute_expires,
+                refresh_token,
+                refresh_expires,
+            } => {
+                let session = store::NewSession {
+                    session_id,
+                    absolute_expires,
+                    refresh_token,
+                    refresh_expires,
+                };
+                let credentials = self.credentials(&user, &session, now).await?;
+                Ok(Response::new(pb::RefreshTokenResponse {
+                    credentials: Some(credentials),
+                }))
+            }
+            RefreshOutcome::Invalid => {
+                Err(AuthError::Unauthenticated("invalid refresh token").into())
+            }
+            RefreshOutcome::Reused => {
+                tracing::warn!("refresh token reused: family and session revoked");
+                Err(AuthError::Unauthenticated("invalid refresh token").into())
+            }
+        }
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let session = principal.session_id.unwrap_or_default();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        store::revoke_session(&mut conn, principal.user_id, session, db_now())
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn logout_all(
+        &self,
+        request: Request<pb::LogoutAllRequest>,
+    ) -> Result<Response<pb::LogoutAllResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let revoked = store::revoke_sessions(&mut conn, principal.user_id, None, db_now())
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(pb::LogoutAllResponse {
+            revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        let token = request.into_inner().token;
+        if token.is_empty() {
+            return Err(AuthError::invalid("token", "is required").into());
+        }
+        let principal = self.principal_of(&token).await?;
+        Ok(Response::new(pb::VerifyTokenResponse {
+            principal: Some(pb::Principal {
+                user_id: principal.user_id.to_string(),
+                role: match principal.role {
+                    Role::User => pb::Role::User,
+                    Role::Admin => pb::Role::Admin,
+                }
+                .into(),
+                session_id: principal
+                    .session_id
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                scopes: principal.scopes,
+                kind: pb::CredentialKind::AccessToken.into(),
+                expire_time: principal.expires_at.map(|exp| prost_types::Timestamp {
+                    seconds: exp,
+                    nanos: 0,
+                }),
+                api_key_id: String::new(),
+            }),
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let ring = self.key_ring().await?;
+        Ok(Response::new(pb::GetJwksResponse {
+            keys: ring.jwks.clone(),
+        }))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let mask = request.into_inner().read_mask;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = store::user_by_id(&mut conn, principal.user_id)
+            .await
+            .map_err(AuthError::from)?
+            .ok_or(AuthError::NotFound("user"))?;
+        Ok(Response::new(pb::GetProfileResponse {
+            user: Some(apply_read_mask(user_proto(&user), mask.as_ref())?),
+        }))
+    }
+}

@@ -1,0 +1,410 @@
+//! Queries of the `auth` schema: plain async functions over `&mut AsyncPgConnection`, so
+//! callers compose them into transactions.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::config::AuthConfig;
+use crate::schema::{refresh_tokens, sessions, users};
+use crate::tokens::new_refresh_token;
+
+#[diesel::prelude::declare_sql_function]
+extern "SQL" {
+    /// SQL `lower(text)`; matches the `lower(email)` unique index.
+    #[sql_name = "lower"]
+    fn lower_text(x: Text) -> Text;
+}
+
+/// Account status as stored.
+pub const ACTIVE: &str = "ACTIVE";
+/// Account status as stored.
+pub const DISABLED: &str = "DISABLED";
+
+/// A row of `auth.users`.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    /// Id.
+    pub id: Uuid,
+    /// Email as entered.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Display name.
+    pub display_name: String,
+    /// Avatar URL.
+    pub avatar_url: String,
+    /// Bio.
+    pub bio: String,
+    /// Locale.
+    pub locale: String,
+    /// Time zone.
+    pub time_zone: String,
+    /// `USER` or `ADMIN`.
+    pub role: String,
+    /// `ACTIVE` or `DISABLED`.
+    pub status: String,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Last password change.
+    pub password_changed_at: DateTime<Utc>,
+}
+
+/// Inserts a user; a duplicate email fails with a unique violation.
+pub async fn insert_user(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    password_hash: &str,
+    display_name: &str,
+) -> QueryResult<UserRow> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::email.eq(email),
+            users::password_hash.eq(password_hash),
+            users::display_name.eq(display_name),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// The user with `email`, compared case-insensitively.
+pub async fn user_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(lower_text(users::email).eq(email.to_lowercase()))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The user with `id`.
+pub async fn user_by_id(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A new session's tokens.
+#[derive(Debug)]
+pub struct NewSession {
+    /// Session id.
+    pub session_id: Uuid,
+    /// Session's absolute expiry.
+    pub absolute_expires: DateTime<Utc>,
+    /// The refresh token (only ever in this response).
+    pub refresh_token: String,
+    /// Its expiry.
+    pub refresh_expires: DateTime<Utc>,
+}
+
+fn after(now: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+/// Creates a session for `user_id` and its first refresh token.
+pub async fn create_session(
+    conn: &mut AsyncPgConnection,
+    config: &AuthConfig,
+    user_id: Uuid,
+    user_agent: &str,
+    ip_address: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<NewSession> {
+    let session_id = Uuid::now_v7();
+    let absolute = after(now, config.refresh_absolute);
+    let idle = after(now, config.refresh_idle).min(absolute);
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(session_id),
+            sessions::user_id.eq(user_id),
+            sessions::created_at.eq(now),
+            sessions::last_seen_at.eq(now),
+            sessions::idle_expires_at.eq(idle),
+            sessions::absolute_expires_at.eq(absolute),
+            sessions::user_agent.eq(user_agent),
+            sessions::ip_address.eq(ip_address),
+        ))
+        .execute(conn)
+        .await?;
+    let (refresh_token, hash) = new_refresh_token();
+    insert_refresh_token(conn, session_id, &hash, None, idle, now).await?;
+    Ok(NewSession {
+        session_id,
+        absolute_expires: absolute,
+        refresh_token,
+        refresh_expires: idle,
+    })
+}
+
+async fn insert_refresh_token(
+    conn: &mut AsyncPgConnection,
+    session_id: Uuid,
+    hash: &[u8; 32],
+    parent: Option<Uuid>,
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::id.eq(Uuid::now_v7()),
+            refresh_tokens::session_id.eq(session_id),
+            // One family per sign-in: the session.
+            refresh_tokens::family_id.eq(session_id),
+            refresh_tokens::token_hash.eq(&hash[..]),
+            refresh_tokens::parent_id.eq(parent),
+            refresh_tokens::created_at.eq(now),
+            refresh_tokens::expires_at.eq(expires),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Queryable)]
+struct PresentedToken {
+    id: Uuid,
+    family_id: Uuid,
+    expires_at: DateTime<Utc>,
+    used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    session_id: Uuid,
+    session_revoked_at: Option<DateTime<Utc>>,
+    idle_expires_at: DateTime<Utc>,
+    absolute_expires_at: DateTime<Utc>,
+    user_id: Uuid,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// The token was valid and is now used; here is its successor.
+    Rotated {
+        /// The session's user (boxed: the other outcomes carry nothing).
+        user: Box<UserRow>,
+        /// The session.
+        session_id: Uuid,
+        /// Its absolute expiry.
+        absolute_expires: DateTime<Utc>,
+        /// The new refresh token.
+        refresh_token: String,
+        /// Its expiry.
+        refresh_expires: DateTime<Utc>,
+    },
+    /// Unknown, expired, revoked, or its session or user is no longer active.
+    Invalid,
+    /// Already used: the whole family and its session were revoked.
+    Reused,
+}
+
+/// Rotates the refresh token whose hash is `hash`, in one transaction. The token row is
+/// locked (`FOR UPDATE`), so of concurrent presentations exactly one rotates it; the
+/// others find it used and are treated as reuse, which revokes the family and the
+/// session.
+pub async fn rotate_refresh_token(
+    conn: &mut AsyncPgConnection,
+    config: &AuthConfig,
+    hash: &[u8; 32],
+    now: DateTime<Utc>,
+) -> QueryResult<RefreshOutcome> {
+    conn.transaction(async |conn| {
+        let presented: Option<PresentedToken> = refresh_tokens::table
+            .inner_join(sessions::table)
+            .filter(refresh_tokens::token_hash.eq(&hash[..]))
+            .select((
+                refresh_tokens::id,
+                refresh_tokens::family_id,
+                refresh_tokens::expires_at,
+                refresh_tokens::used_at,
+                refresh_tokens::revoked_at,
+                sessions::id,
+                sessions::revoked_at,
+                sessions::idle_expires_at,
+                sessions::absolute_expires_at,
+                sessions::user_id,
+            ))
+            // Locks the token and its session row: presentations of one token serialize.
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(token) = presented else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        if token.used_at.is_some() {
+            revoke_family(conn, token.family_id, token.session_id, now).await?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if token.revoked_at.is_some()
+            || token.session_revoked_at.is_some()
+            || token.expires_at <= now
+            || token.idle_expires_at <= now
+            || token.absolute_expires_at <= now
+        {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let Some(user) = user_by_id(conn, token.user_id)
+            .await?
+            .filter(|u| u.status == ACTIVE)
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        diesel::update(refresh_tokens::table.find(token.id))
+            .set(refresh_tokens::used_at.eq(now))
+            .execute(conn)
+            .await?;
+        let idle = after(now, config.refresh_idle).min(token.absolute_expires_at);
+        diesel::update(sessions::table.find(token.session_id))
+            .set((
+                sessions::last_seen_at.eq(now),
+                sessions::idle_expires_at.eq(idle),
+            ))
+            .execute(conn)
+            .await?;
+        let (refresh_token, new_hash) = new_refresh_token();
+        insert_refresh_token(conn, token.session_id, &new_hash, Some(token.id), idle, now).await?;
+        Ok(RefreshOutcome::Rotated {
+            user: Box::new(user),
+            session_id: token.session_id,
+            absolute_expires: token.absolute_expires_at,
+            refresh_token,
+            refresh_expires: idle,
+        })
+    })
+    .await
+}
+
+async fn revoke_family(
+    conn: &mut AsyncPgConnection,
+    family: Uuid,
+    session: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(
+        refresh_tokens::table.filter(
+            refresh_tokens::family_id
+                .eq(family)
+                .and(refresh_tokens::revoked_at.is_null()),
+        ),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    diesel::update(
+        sessions::table
+            .find(session)
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes `session` of `user` and its refresh tokens; false when there was no such live
+/// session.
+pub async fn revoke_session(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    session: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    conn.transaction(async |conn| {
+        let revoked = diesel::update(
+            sessions::table.find(session).filter(
+                sessions::user_id
+                    .eq(user)
+                    .and(sessions::revoked_at.is_null()),
+            ),
+        )
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)
+        .await?;
+        diesel::update(
+            refresh_tokens::table.filter(
+                refresh_tokens::session_id
+                    .eq(session)
+                    .and(refresh_tokens::revoked_at.is_null()),
+            ),
+        )
+        .set(refresh_tokens::revoked_at.eq(now))
+        .execute(conn)
+        .await?;
+        Ok(revoked == 1)
+    })
+    .await
+}
+
+/// Revokes every live session of `user` (except `keep`) and their refresh tokens;
+/// returns the revoked session ids.
+pub async fn revoke_sessions(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    conn.transaction(async |conn| {
+        let revoked: Vec<Uuid> = diesel::update(
+            sessions::table.filter(
+                sessions::user_id
+                    .eq(user)
+                    .and(sessions::revoked_at.is_null())
+                    // The nil UUID is never a session id (they are v7), so it keeps nothing.
+                    .and(sessions::id.ne(keep.unwrap_or(Uuid::nil()))),
+            ),
+        )
+        .set(sessions::revoked_at.eq(now))
+        .returning(sessions::id)
+        .get_results(conn)
+        .await?;
+        diesel::update(
+            refresh_tokens::table.filter(
+                refresh_tokens::session_id
+                    .eq_any(&revoked)
+                    .and(refresh_tokens::revoked_at.is_null()),
+            ),
+        )
+        .set(refresh_tokens::revoked_at.eq(now))
+        .execute(conn)
+        .await?;
+        Ok(revoked)
+    })
+    .await
+}
+
+/// The role of `user` if `session` is theirs and still live and the account is active:
+/// one indexed lookup per authenticated call.
+pub async fn live_session_role(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    session: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<String>> {
+    sessions::table
+        .inner_join(users::table)
+        .filter(
+            sessions::id
+                .eq(session)
+                .and(sessions::user_id.eq(user))
+                .and(sessions::revoked_at.is_null())
+                .and(sessions::idle_expires_at.gt(now))
+                .and(sessions::absolute_expires_at.gt(now))
+                .and(users::status.eq(ACTIVE)),
+        )
+        .select(users::role)
+        .first(conn)
+        .await
+        .optional()
+}

@@ -1,0 +1,793 @@
+//! AuthService through its generated client against a real server and PostgreSQL.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Bytea, Text};
+use diesel_async::RunQueryDsl;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use strata_auth::AuthHandlers;
+use strata_auth::config::AuthConfig;
+use strata_auth::keys::signer_from_seed;
+use strata_proto::auth::auth_service_client::AuthServiceClient;
+use strata_proto::auth::auth_service_server::AuthServiceServer;
+use strata_proto::auth::{self as pb, Credentials};
+use strata_runtime::auth::{AccessClaims, Role};
+use strata_testkit::{TestDb, TestServer};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Harness {
+    db: TestDb,
+    _server: TestServer,
+    handlers: Arc<AuthHandlers>,
+    client: AuthServiceClient<Channel>,
+}
+
+async fn start() -> Harness {
+    let db = TestDb::new().await;
+    let handlers_slot = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&handlers_slot);
+    let server = TestServer::start(db.server_config("auth"), move |builder| {
+        let handlers =
+            Arc::new(AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap());
+        *slot.lock().unwrap() = Some(Arc::clone(&handlers));
+        builder.add_service(AuthServiceServer::from_arc(handlers));
+    })
+    .await;
+    let handlers = handlers_slot.lock().unwrap().take().unwrap();
+    let client = AuthServiceClient::new(server.channel());
+    Harness {
+        db,
+        _server: server,
+        handlers,
+        client,
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn sign_up(client: &mut AuthServiceClient<Channel>, email: &str) -> (pb::User, Credentials) {
+    let response = client
+        .sign_up(pb::SignUpRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (response.user.unwrap(), response.credentials.unwrap())
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn refresh(
+    client: &mut AuthServiceClient<Channel>,
+    token: &str,
+) -> Result<Credentials, tonic::Status> {
+    client
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: token.into(),
+        })
+        .await
+        .map(|r| r.into_inner().credentials.unwrap())
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    let rows: Vec<Count> = diesel::sql_query(sql)
+        .load(&mut db.connect().await)
+        .await
+        .unwrap();
+    rows[0].n
+}
+
+#[tokio::test]
+async fn sign_up_login_and_profile() {
+    let mut h = start().await;
+    let (user, credentials) = sign_up(&mut h.client, "Ada@Example.com").await;
+    assert_eq!(user.email, "Ada@Example.com");
+    assert_eq!(user.role, i32::from(pb::Role::User));
+    assert_eq!(user.status, i32::from(pb::UserStatus::Active));
+    assert_eq!(credentials.token_type, "Bearer");
+    assert!(credentials.refresh_token.starts_with("rt_"));
+    let access_ttl = credentials.access_token_expire_time.unwrap().seconds - Utc::now().timestamp();
+    assert!(
+        (895..=900).contains(&access_ttl),
+        "15-minute access tokens: {access_ttl}"
+    );
+
+    let stored_hash: Vec<Count> = diesel::sql_query(
+        "SELECT count(*) AS n FROM auth.users WHERE password_hash LIKE '$argon2id$v=19$m=19456,t=2,p=1$%'",
+    )
+    .load(&mut h.db.connect().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored_hash[0].n, 1,
+        "argon2id at OWASP parameters, never the password"
+    );
+
+    let profile = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(profile.id, user.id);
+    assert_eq!(profile.display_name, "Ada");
+
+    let masked = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest {
+                read_mask: Some(prost_types::FieldMask {
+                    paths: vec!["email".into()],
+                }),
+            },
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (
+            masked.email.as_str(),
+            masked.id.as_str(),
+            masked.create_time
+        ),
+        ("Ada@Example.com", "", None)
+    );
+    let status = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest {
+                read_mask: Some(prost_types::FieldMask {
+                    paths: vec!["password_hash".into()],
+                }),
+            },
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert!(status.code() == Code::InvalidArgument && status.message().contains("read_mask"));
+
+    // Login is case-insensitive on the email and opens a second session.
+    let login = h
+        .client
+        .login(pb::LoginRequest {
+            email: "ada@EXAMPLE.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(login.user.unwrap().id, user.id);
+    assert_ne!(
+        login.credentials.unwrap().session_id,
+        credentials.session_id
+    );
+
+    // The same email in another case is a generic conflict.
+    let status = h
+        .client
+        .sign_up(pb::SignUpRequest {
+            email: "ADA@example.COM".into(),
+            password: "another good passphrase".into(),
+            display_name: "Imposter".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(!status.message().contains("ADA"), "no echo of the email");
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.users").await,
+        1
+    );
+
+    let status = h
+        .client
+        .get_profile(pb::GetProfileRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn bad_sign_ups_name_the_field_and_write_nothing() {
+    let mut h = start().await;
+    let cases = [
+        ("not-an-email", PASSWORD, "Ada", "email"),
+        ("a@b", PASSWORD, "Ada", "email"),
+        ("spaces in@example.com", PASSWORD, "Ada", "email"),
+        ("ada@example.com", PASSWORD, "", "display_name"),
+        (
+            "ada@example.com",
+            PASSWORD,
+            &"n".repeat(101),
+            "display_name",
+        ),
+        ("ada@example.com", "short", "Ada", "password"),
+        ("ada@example.com", "password", "Ada", "password"),
+        ("ada@example.com", "Password1", "Ada", "password"),
+        ("ada@example.com", &"x".repeat(129), "Ada", "password"),
+    ];
+    for (email, password, name, field) in cases {
+        let status = h
+            .client
+            .sign_up(pb::SignUpRequest {
+                email: email.into(),
+                password: password.into(),
+                display_name: name.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.users").await,
+        0
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.sessions").await,
+        0
+    );
+
+    for (email, password, field) in [("", "x", "email"), ("a@example.com", "", "password")] {
+        let status = h
+            .client
+            .login(pb::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap_err();
+        assert!(status.code() == Code::InvalidArgument && status.message().contains(field));
+    }
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_are_indistinguishable() {
+    let mut h = start().await;
+    sign_up(&mut h.client, "ada@example.com").await;
+    let unknown = h
+        .client
+        .login(pb::LoginRequest {
+            email: "nobody@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    let wrong = h
+        .client
+        .login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "wrong horse battery staple".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (wrong.code(), wrong.message())
+    );
+    assert_eq!(unknown.details(), wrong.details());
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let mut h = start().await;
+    let (_, first) = sign_up(&mut h.client, "ada@example.com").await;
+    let second = refresh(&mut h.client, &first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.session_id, first.session_id);
+    assert_eq!(
+        second.session_expire_time, first.session_expire_time,
+        "refreshing never extends the session"
+    );
+    let third = refresh(&mut h.client, &second.refresh_token).await.unwrap();
+
+    // Presenting a used token: refused, and the whole family with it.
+    let status = refresh(&mut h.client, &first.refresh_token)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = refresh(&mut h.client, &third.refresh_token)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unauthenticated,
+        "the newest token of the family is revoked too"
+    );
+    let status = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &third.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "the session is over");
+    assert_eq!(
+        count(
+            &h.db,
+            "SELECT count(*) AS n FROM auth.refresh_tokens WHERE revoked_at IS NULL"
+        )
+        .await,
+        0
+    );
+
+    for bad in ["", "rt_unknown", "not-a-refresh-token", &third.access_token] {
+        let status = refresh(&mut h.client, bad).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "{bad}: {status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_refreshes_of_one_token_have_exactly_one_winner() {
+    let mut h = start().await;
+    let (_, credentials) = sign_up(&mut h.client, "ada@example.com").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let mut client = h.client.clone();
+        let token = credentials.refresh_token.clone();
+        tasks.push(tokio::spawn(
+            async move { refresh(&mut client, &token).await },
+        ));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(status) => assert_eq!(status.code(), Code::Unauthenticated, "{status:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    // Consistent family: the presented token was used once, it has exactly one successor,
+    // and the reuse by the losers revoked the family and the session.
+    assert_eq!(
+        count(
+            &h.db,
+            "SELECT count(*) AS n FROM auth.refresh_tokens WHERE used_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.refresh_tokens").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &h.db,
+            "SELECT count(*) AS n FROM auth.refresh_tokens WHERE revoked_at IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &h.db,
+            "SELECT count(*) AS n FROM auth.sessions WHERE revoked_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn logout_ends_one_session_and_logout_all_ends_every_one() {
+    let mut h = start().await;
+    let (_, a) = sign_up(&mut h.client, "ada@example.com").await;
+    let b = h
+        .client
+        .login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+    let c = h
+        .client
+        .login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+
+    h.client
+        .logout(bearer(pb::LogoutRequest {}, &a.access_token))
+        .await
+        .unwrap();
+    let status = h
+        .client
+        .get_profile(bearer(pb::GetProfileRequest::default(), &a.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        refresh(&mut h.client, &a.refresh_token)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    h.client
+        .get_profile(bearer(pb::GetProfileRequest::default(), &b.access_token))
+        .await
+        .unwrap();
+
+    let revoked = h
+        .client
+        .logout_all(bearer(pb::LogoutAllRequest {}, &b.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked_sessions;
+    assert_eq!(revoked, 2);
+    for credentials in [&b, &c] {
+        assert_eq!(
+            refresh(&mut h.client, &credentials.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        let status = h
+            .client
+            .verify_token(pb::VerifyTokenRequest {
+                token: credentials.access_token.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.refresh_tokens WHERE revoked_at IS NULL AND used_at IS NULL").await,
+        0
+    );
+    let status = h.client.logout(pb::LogoutRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[derive(QueryableByName)]
+struct KeyRow {
+    #[diesel(sql_type = Text)]
+    kid: String,
+    #[diesel(sql_type = Bytea)]
+    private_key: Vec<u8>,
+}
+
+fn claims_for(user: &str, session: &str) -> AccessClaims {
+    let now = Utc::now().timestamp();
+    AccessClaims {
+        iss: "strata-auth".into(),
+        aud: "strata".into(),
+        sub: user.into(),
+        sid: session.into(),
+        role: Role::Admin,
+        iat: now,
+        nbf: now,
+        exp: now + 300,
+        jti: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn verify_token_refuses_every_forgery() {
+    let mut h = start().await;
+    let (user, credentials) = sign_up(&mut h.client, "ada@example.com").await;
+    let verified = h
+        .client
+        .verify_token(pb::VerifyTokenRequest {
+            token: credentials.access_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .principal
+        .unwrap();
+    assert_eq!(
+        (verified.user_id.as_str(), verified.session_id.as_str()),
+        (user.id.as_str(), credentials.session_id.as_str())
+    );
+    assert_eq!(verified.role, i32::from(pb::Role::User));
+    assert_eq!(verified.kind, i32::from(pb::CredentialKind::AccessToken));
+
+    let jwks = h
+        .client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(jwks.len(), 1);
+    assert_eq!(
+        (
+            jwks[0].kty.as_str(),
+            jwks[0].crv.as_str(),
+            jwks[0].alg.as_str()
+        ),
+        ("OKP", "Ed25519", "EdDSA")
+    );
+    let header = jsonwebtoken::decode_header(&credentials.access_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(jwks[0].kid.as_str()));
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+
+    let keys: Vec<KeyRow> = diesel::sql_query("SELECT kid, private_key FROM auth.signing_keys")
+        .load(&mut h.db.connect().await)
+        .await
+        .unwrap();
+    let signer = signer_from_seed(&keys[0].kid, &keys[0].private_key);
+    let sign = |header: &Header, claims: &AccessClaims, key: &EncodingKey| {
+        jsonwebtoken::encode(header, claims, key).unwrap()
+    };
+    let eddsa = |typ: Option<&str>, kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = typ.map(str::to_owned);
+        header.kid = kid.map(str::to_owned);
+        header
+    };
+    let good = claims_for(&user.id, &credentials.session_id);
+    // Sanity: a token forged with the real key and good claims is accepted, so each
+    // refusal below is due to the one thing it changes.
+    let control = sign(
+        &eddsa(Some("at+jwt"), Some(&signer.kid)),
+        &good,
+        &signer.key,
+    );
+    h.client
+        .verify_token(pb::VerifyTokenRequest { token: control })
+        .await
+        .unwrap();
+
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    let claims_json = serde_json_like(&good);
+    let mut forgeries: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"at+jwt"}"#),
+                b64(&claims_json)
+            ),
+        ),
+        (
+            "HS256 with the public key as secret",
+            sign(
+                &{
+                    let mut header = Header::new(Algorithm::HS256);
+                    header.typ = Some("at+jwt".into());
+                    header.kid = Some(signer.kid.clone());
+                    header
+                },
+                &good,
+                &EncodingKey::from_secret(jwks[0].x.as_bytes()),
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(&eddsa(Some("at+jwt"), Some("nope")), &good, &signer.key),
+        ),
+        (
+            "no kid",
+            sign(&eddsa(Some("at+jwt"), None), &good, &signer.key),
+        ),
+        (
+            "wrong typ",
+            sign(&eddsa(Some("JWT"), Some(&signer.kid)), &good, &signer.key),
+        ),
+        (
+            "jku header",
+            sign(
+                &{
+                    let mut header = eddsa(Some("at+jwt"), Some(&signer.kid));
+                    header.jku = Some("https://attacker.invalid/jwks".into());
+                    header
+                },
+                &good,
+                &signer.key,
+            ),
+        ),
+        (
+            "x5u header",
+            sign(
+                &{
+                    let mut header = eddsa(Some("at+jwt"), Some(&signer.kid));
+                    header.x5u = Some("https://attacker.invalid/cert".into());
+                    header
+                },
+                &good,
+                &signer.key,
+            ),
+        ),
+        (
+            "refresh token as access token",
+            credentials.refresh_token.clone(),
+        ),
+        ("api key shape", "sk_live_abcdef".into()),
+        ("garbage", "not.a.jwt".into()),
+    ];
+    let with = |f: &dyn Fn(&mut AccessClaims)| {
+        let mut claims = good.clone();
+        f(&mut claims);
+        sign(
+            &eddsa(Some("at+jwt"), Some(&signer.kid)),
+            &claims,
+            &signer.key,
+        )
+    };
+    forgeries.push(("expired", with(&|c| c.exp = Utc::now().timestamp() - 60)));
+    forgeries.push((
+        "not yet valid",
+        with(&|c| c.nbf = Utc::now().timestamp() + 600),
+    ));
+    forgeries.push(("wrong issuer", with(&|c| c.iss = "someone-else".into())));
+    forgeries.push(("wrong audience", with(&|c| c.aud = "other-app".into())));
+    let other_key = signer_from_seed(&signer.kid, &[7u8; 32]);
+    forgeries.push((
+        "signed by another key",
+        sign(
+            &eddsa(Some("at+jwt"), Some(&signer.kid)),
+            &good,
+            &other_key.key,
+        ),
+    ));
+    let mut tampered = credentials.access_token.clone();
+    tampered.pop();
+    tampered.push(if credentials.access_token.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    forgeries.push(("tampered signature", tampered));
+
+    for (name, token) in forgeries {
+        let status = h
+            .client
+            .verify_token(pb::VerifyTokenRequest { token })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+    }
+}
+
+/// The claims as JSON, without pulling serde_json into the test's dependencies.
+fn serde_json_like(c: &AccessClaims) -> String {
+    format!(
+        r#"{{"iss":"{}","aud":"{}","sub":"{}","sid":"{}","role":"ADMIN","iat":{},"nbf":{},"exp":{},"jti":"{}"}}"#,
+        c.iss, c.aud, c.sub, c.sid, c.iat, c.nbf, c.exp, c.jti
+    )
+}
+
+#[tokio::test]
+async fn rotated_keys_keep_old_tokens_valid_and_sign_new_ones() {
+    let mut h = start().await;
+    let (_, before) = sign_up(&mut h.client, "ada@example.com").await;
+    let old_kid = jsonwebtoken::decode_header(&before.access_token)
+        .unwrap()
+        .kid
+        .unwrap();
+    h.handlers.rotate_keys().await.unwrap();
+    let jwks = h
+        .client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(jwks.len(), 2, "the retired key stays published");
+    assert_ne!(jwks[0].kid, old_kid, "current key first");
+    h.client
+        .verify_token(pb::VerifyTokenRequest {
+            token: before.access_token.clone(),
+        })
+        .await
+        .unwrap();
+    let after = refresh(&mut h.client, &before.refresh_token).await.unwrap();
+    let new_kid = jsonwebtoken::decode_header(&after.access_token)
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_eq!(new_kid, jwks[0].kid);
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_password_token_or_hash_reaches_the_logs() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut h = start().await;
+    let (_, credentials) = sign_up(&mut h.client, "ada@example.com").await;
+    let _ = h
+        .client
+        .login(pb::LoginRequest {
+            email: "ada@example.com".into(),
+            password: "wrong horse battery staple".into(),
+        })
+        .await;
+    let second = refresh(&mut h.client, &credentials.refresh_token)
+        .await
+        .unwrap();
+    let _ = refresh(&mut h.client, &credentials.refresh_token).await;
+    let _ = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &second.access_token,
+        ))
+        .await;
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("signed up"), "the capture works: {log}");
+    for secret in [
+        PASSWORD,
+        "wrong horse battery staple",
+        credentials.access_token.as_str(),
+        credentials.refresh_token.as_str(),
+        second.refresh_token.as_str(),
+        "$argon2id$",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the logs");
+    }
+}
