@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use strata_auth::config::AuthSettings;
+use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_runtime::config::Settings;
 use strata_runtime::server::{AppContext, ServerBuilder, shutdown_signal};
 use strata_storage::migrate::{Migrations, State};
@@ -35,9 +37,9 @@ struct Cli {
 enum Command {
     /// Serve a service set over gRPC (config from the environment; see README).
     Serve {
-        /// Which services: `all` (every service that exists) or `admin` (only the admin
-        /// service, health and reflection).
-        #[arg(default_value = "all", value_parser = ["all", "admin"])]
+        /// Which services: `all` (every service), one service (`auth`), or `admin` (only
+        /// the admin service, health and reflection).
+        #[arg(default_value = "all", value_parser = ["all", "auth", "admin"])]
         service: String,
     },
     /// Manage database migrations (DATABASE_URL).
@@ -114,8 +116,18 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let config = settings.resolve(service).context("configuration")?;
     let _telemetry = strata_runtime::telemetry::init(&config)?;
     let ctx = AppContext::new(config)?;
-    let builder = ServerBuilder::new(ctx);
-    // Each service issue registers its gRPC server here.
+    let mut builder = ServerBuilder::new(ctx);
+    if matches!(service, "all" | "auth") {
+        let auth_config = AuthSettings::load()
+            .context("reading configuration")?
+            .resolve()
+            .context("configuration")?;
+        let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
+        let max_message_bytes = builder.context().config.max_message_bytes;
+        builder.add_service(
+            AuthServiceServer::new(handlers).max_decoding_message_size(max_message_bytes),
+        );
+    }
     let bound = builder.bind().await.context("starting the server")?;
     let addr = bound.local_addr();
     let mut out = std::io::stdout().lock();
