@@ -188,7 +188,9 @@ async fn index_table_and_slow_query_statistics() {
     );
 
     let unused = client
-        .list_unused_indexes(admin_request(pb::ListUnusedIndexesRequest::default()))
+        .list_unused_indexes(admin_request(pb::ListUnusedIndexesRequest {
+            schema: "content".into(),
+        }))
         .await
         .unwrap()
         .into_inner()
