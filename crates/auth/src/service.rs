@@ -6,14 +6,16 @@ use chrono::{DateTime, Utc};
 use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::auth::{Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token};
+use strata_runtime::pagination::{Cursor, page_size};
 use strata_runtime::server::AppContext;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::keys::{self, KeyRing};
 use crate::password::Passwords;
-use crate::store::{self, ACTIVE, RefreshOutcome, UserRow};
+use crate::store::{self, ACTIVE, ProfileChanges, RefreshOutcome, UserRow};
 use crate::tokens::{hash_token, issue_access_token};
 
 /// Longest email accepted (RFC 5321 path limit).
@@ -176,6 +178,108 @@ fn validate_email(email: &str) -> Result<(), AuthError> {
     }
 }
 
+/// Fields UpdateProfile may change.
+const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale", "time_zone"];
+
+fn parse_id(field: &'static str, value: &str) -> Result<Uuid, AuthError> {
+    Uuid::parse_str(value).map_err(|_| AuthError::invalid(field, "must be a UUID"))
+}
+
+fn check_display_name(name: &str) -> Result<String, AuthError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_DISPLAY_NAME_CHARS {
+        return Err(AuthError::invalid(
+            "display_name",
+            "must be 1 to 100 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Validates the masked fields of `user` into a change set.
+fn profile_changes(
+    user: pb::User,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<ProfileChanges, AuthError> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(AuthError::invalid(
+            "update_mask",
+            "must name at least one field",
+        ));
+    }
+    let mut changes = ProfileChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => changes.display_name = Some(check_display_name(&user.display_name)?),
+            "avatar_url" => {
+                let url = user.avatar_url.trim();
+                if !(url.is_empty() || (url.starts_with("https://") && url.len() <= 2048)) {
+                    return Err(AuthError::invalid(
+                        "user.avatar_url",
+                        "must be empty or an https:// URL of at most 2048 bytes",
+                    ));
+                }
+                changes.avatar_url = Some(url.to_owned());
+            }
+            "bio" => {
+                if user.bio.chars().count() > 1000 {
+                    return Err(AuthError::invalid(
+                        "user.bio",
+                        "must be at most 1000 characters",
+                    ));
+                }
+                changes.bio = Some(user.bio.clone());
+            }
+            "locale" => {
+                let ok = user.locale.len() <= 35
+                    && user
+                        .locale
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-');
+                if !ok {
+                    return Err(AuthError::invalid(
+                        "user.locale",
+                        "must be a BCP 47 language tag such as en-GB",
+                    ));
+                }
+                changes.locale = Some(user.locale.clone());
+            }
+            "time_zone" => {
+                let ok = user.time_zone.len() <= 64
+                    && user
+                        .time_zone
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+                if !ok {
+                    return Err(AuthError::invalid(
+                        "user.time_zone",
+                        "must be an IANA time zone such as Europe/Paris",
+                    ));
+                }
+                changes.time_zone = Some(user.time_zone.clone());
+            }
+            other if USER_FIELDS.contains(&other) => {
+                return Err(AuthError::invalid(
+                    "update_mask",
+                    format!(
+                        "{other:?} cannot be updated; updatable: {}",
+                        UPDATABLE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            other => {
+                return Err(AuthError::invalid(
+                    "update_mask",
+                    format!("unknown field {other:?}"),
+                ));
+            }
+        }
+    }
+    Ok(changes)
+}
+
 impl AuthHandlers {
     /// Handlers over the process context. Hashes the dummy password once (~20 ms).
     pub fn new(ctx: Arc<AppContext>, config: AuthConfig) -> Result<Self, AuthError> {
@@ -289,11 +393,7 @@ impl AuthService for AuthHandlers {
         let (user_agent, ip) = client_details(&request);
         let req = request.into_inner();
         validate_email(&req.email)?;
-        let display_name = req.display_name.trim();
-        let name_chars = display_name.chars().count();
-        if name_chars == 0 || name_chars > MAX_DISPLAY_NAME_CHARS {
-            return Err(AuthError::invalid("display_name", "must be 1 to 100 characters").into());
-        }
+        let display_name = check_display_name(&req.display_name)?;
         self.passwords
             .check_policy(&req.password)
             .map_err(|v| AuthError::invalid("password", v.to_string()))?;
@@ -302,7 +402,7 @@ impl AuthService for AuthHandlers {
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let (user, session) =
             diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
-                let user = match store::insert_user(conn, &req.email, &hash, display_name).await {
+                let user = match store::insert_user(conn, &req.email, &hash, &display_name).await {
                     Ok(user) => user,
                     Err(diesel::result::Error::DatabaseError(
                         diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -492,6 +592,120 @@ impl AuthService for AuthHandlers {
             .ok_or(AuthError::NotFound("user"))?;
         Ok(Response::new(pb::GetProfileResponse {
             user: Some(apply_read_mask(user_proto(&user), mask.as_ref())?),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let after = Cursor::decode(&req.page_token)?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let mut rows =
+            store::live_sessions(&mut conn, principal.user_id, db_now(), after, limit + 1)
+                .await
+                .map_err(AuthError::from)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => Cursor {
+                time: last.created_at,
+                id: last.id,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: rows
+                .into_iter()
+                .map(|s| pb::Session {
+                    id: s.id.to_string(),
+                    create_time: Some(timestamp(s.created_at)),
+                    last_seen_time: Some(timestamp(s.last_seen_at)),
+                    idle_expire_time: Some(timestamp(s.idle_expires_at)),
+                    absolute_expire_time: Some(timestamp(s.absolute_expires_at)),
+                    user_agent: s.user_agent,
+                    ip_address: s.ip_address,
+                    current: Some(s.id) == principal.session_id,
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let session = parse_id("session_id", &request.into_inner().session_id)?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        // Another user's session, an ended one and a missing one all look the same.
+        if !store::revoke_session(&mut conn, principal.user_id, session, db_now())
+            .await
+            .map_err(AuthError::from)?
+        {
+            return Err(AuthError::NotFound("session").into());
+        }
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let req = request.into_inner();
+        let changes = profile_changes(req.user.unwrap_or_default(), req.update_mask)?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = store::update_profile(&mut conn, principal.user_id, changes, db_now())
+            .await
+            .map_err(AuthError::from)?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            user: Some(user_proto(&user)),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        let req = request.into_inner();
+        if req.current_password.is_empty() {
+            return Err(AuthError::invalid("current_password", "is required").into());
+        }
+        self.passwords
+            .check_policy(&req.new_password)
+            .map_err(|v| AuthError::invalid("new_password", v.to_string()))?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = store::user_by_id(&mut conn, principal.user_id)
+            .await
+            .map_err(AuthError::from)?
+            .ok_or(AuthError::NotFound("user"))?;
+        drop(conn);
+        if !self
+            .passwords
+            .verify(req.current_password, Some(user.password_hash))
+            .await?
+        {
+            return Err(AuthError::invalid("current_password", "is incorrect").into());
+        }
+        let hash = self.passwords.hash(req.new_password).await?;
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let revoked = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+            store::set_password(conn, principal.user_id, &hash, now).await?;
+            store::revoke_sessions(conn, principal.user_id, principal.session_id, now).await
+        })
+        .await
+        .map_err(AuthError::from)?;
+        tracing::info!(user.id = %principal.user_id, sessions.revoked = revoked.len(), "password changed");
+        Ok(Response::new(pb::ChangePasswordResponse {
+            revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
         }))
     }
 }

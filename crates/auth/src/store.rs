@@ -408,3 +408,104 @@ pub async fn live_session_role(
         .await
         .optional()
 }
+
+/// A row of `auth.sessions`.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions)]
+pub struct SessionRow {
+    /// Id.
+    pub id: Uuid,
+    /// Sign-in.
+    pub created_at: DateTime<Utc>,
+    /// Last refresh.
+    pub last_seen_at: DateTime<Utc>,
+    /// Idle expiry.
+    pub idle_expires_at: DateTime<Utc>,
+    /// Absolute expiry.
+    pub absolute_expires_at: DateTime<Utc>,
+    /// User agent at sign-in.
+    pub user_agent: String,
+    /// IP at sign-in.
+    pub ip_address: String,
+}
+
+/// Up to `limit` live sessions of `user`, newest first, after `after`. Served by the
+/// partial index on live sessions `(user_id, created_at DESC, id)`.
+pub async fn live_sessions(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+    after: Option<strata_runtime::pagination::Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<SessionRow>> {
+    let mut query = sessions::table
+        .filter(
+            sessions::user_id
+                .eq(user)
+                .and(sessions::revoked_at.is_null())
+                .and(sessions::idle_expires_at.gt(now))
+                .and(sessions::absolute_expires_at.gt(now)),
+        )
+        .into_boxed();
+    if let Some(cursor) = after {
+        query = query.filter(
+            sessions::created_at.lt(cursor.time).or(sessions::created_at
+                .eq(cursor.time)
+                .and(sessions::id.lt(cursor.id))),
+        );
+    }
+    query
+        .order((sessions::created_at.desc(), sessions::id.desc()))
+        .limit(limit)
+        .select(SessionRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Profile fields to change; `None` leaves a field as it is.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = users)]
+pub struct ProfileChanges {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New avatar URL.
+    pub avatar_url: Option<String>,
+    /// New bio.
+    pub bio: Option<String>,
+    /// New locale.
+    pub locale: Option<String>,
+    /// New time zone.
+    pub time_zone: Option<String>,
+}
+
+/// Applies `changes` to `user`'s profile and returns the updated row.
+pub async fn update_profile(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    changes: ProfileChanges,
+    now: DateTime<Utc>,
+) -> QueryResult<UserRow> {
+    diesel::update(users::table.find(user))
+        .set((changes, users::updated_at.eq(now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Replaces `user`'s password hash.
+pub async fn set_password(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(users::table.find(user))
+        .set((
+            users::password_hash.eq(hash),
+            users::password_changed_at.eq(now),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

@@ -1,6 +1,6 @@
 //! AuthService through its generated client against a real server and PostgreSQL.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::sync::{Arc, Mutex};
 
@@ -790,4 +790,328 @@ async fn no_password_token_or_hash_reaches_the_logs() {
     ] {
         assert!(!log.contains(secret), "{secret} leaked into the logs");
     }
+}
+
+async fn login(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+    password: &str,
+) -> Result<Credentials, tonic::Status> {
+    client
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
+        .await
+        .map(|r| r.into_inner().credentials.unwrap())
+}
+
+#[tokio::test]
+async fn sessions_are_listed_by_page_and_revoked_one_by_one() {
+    let mut h = start().await;
+    let (_, first) = sign_up(&mut h.client, "ada@example.com").await;
+    let mut all = vec![first.session_id.clone()];
+    for _ in 0..2 {
+        all.push(
+            login(&mut h.client, "ada@example.com", PASSWORD)
+                .await
+                .unwrap()
+                .session_id,
+        );
+    }
+    let page = |token: &str, size: i32| {
+        bearer(
+            pb::ListSessionsRequest {
+                page_size: size,
+                page_token: token.into(),
+            },
+            &first.access_token,
+        )
+    };
+    let one = h
+        .client
+        .list_sessions(page("", 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.sessions.len(), 2);
+    assert!(!one.next_page_token.is_empty());
+    let two = h
+        .client
+        .list_sessions(page(&one.next_page_token, 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(two.sessions.len(), 1);
+    assert!(two.next_page_token.is_empty(), "last page");
+    let listed: Vec<String> = one
+        .sessions
+        .iter()
+        .chain(&two.sessions)
+        .map(|s| s.id.clone())
+        .collect();
+    let mut newest_first = all.clone();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+    let current: Vec<&pb::Session> = one
+        .sessions
+        .iter()
+        .chain(&two.sessions)
+        .filter(|s| s.current)
+        .collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].id, first.session_id);
+    assert!(current[0].user_agent.contains("tonic"));
+    assert_eq!(current[0].ip_address, "127.0.0.1");
+
+    for (token, size, field) in [("garbage!", 0, "page_token"), ("", -1, "page_size")] {
+        let status = h.client.list_sessions(page(token, size)).await.unwrap_err();
+        assert!(
+            status.code() == Code::InvalidArgument && status.message().contains(field),
+            "{status:?}"
+        );
+    }
+
+    h.client
+        .revoke_session(bearer(
+            pb::RevokeSessionRequest {
+                session_id: all[1].clone(),
+            },
+            &first.access_token,
+        ))
+        .await
+        .unwrap();
+    let left = h
+        .client
+        .list_sessions(page("", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|s| s.id != all[1]));
+
+    // Another user's session, an ended session and an unknown id are all NOT_FOUND, alike.
+    let (_, mallory) = sign_up(&mut h.client, "mallory@example.com").await;
+    let mut answers = Vec::new();
+    for id in [
+        first.session_id.clone(),
+        all[1].clone(),
+        uuid::Uuid::now_v7().to_string(),
+    ] {
+        let status = h
+            .client
+            .revoke_session(bearer(
+                pb::RevokeSessionRequest { session_id: id },
+                &mallory.access_token,
+            ))
+            .await
+            .unwrap_err();
+        answers.push((status.code(), status.message().to_owned()));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (Code::NotFound, "session not found".to_owned())),
+        "{answers:?}"
+    );
+    h.client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &first.access_token,
+        ))
+        .await
+        .expect("ada's session survived mallory's attempt");
+    let status = h
+        .client
+        .revoke_session(bearer(
+            pb::RevokeSessionRequest {
+                session_id: "x".into(),
+            },
+            &first.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert!(status.code() == Code::InvalidArgument && status.message().contains("session_id"));
+}
+
+#[tokio::test]
+async fn profile_updates_follow_the_mask() {
+    let mut h = start().await;
+    let (_, credentials) = sign_up(&mut h.client, "ada@example.com").await;
+    let update = |user: pb::User, paths: &[&str]| {
+        bearer(
+            pb::UpdateProfileRequest {
+                user: Some(user),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            },
+            &credentials.access_token,
+        )
+    };
+    let changed = h
+        .client
+        .update_profile(update(
+            pb::User {
+                display_name: "Ada Lovelace".into(),
+                bio: "Analyst".into(),
+                time_zone: "Europe/London".into(),
+                locale: "en-GB".into(),
+                email: "ignored@example.com".into(),
+                ..Default::default()
+            },
+            &["display_name", "bio", "time_zone", "locale"],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (
+            changed.display_name.as_str(),
+            changed.bio.as_str(),
+            changed.time_zone.as_str(),
+            changed.locale.as_str()
+        ),
+        ("Ada Lovelace", "Analyst", "Europe/London", "en-GB")
+    );
+    assert_eq!(
+        changed.email, "ada@example.com",
+        "fields outside the mask are untouched"
+    );
+    assert!(changed.update_time.unwrap().seconds >= changed.create_time.unwrap().seconds);
+
+    for (user, paths, field) in [
+        (pb::User::default(), vec![], "update_mask"),
+        (pb::User::default(), vec!["email"], "update_mask"),
+        (pb::User::default(), vec!["role"], "update_mask"),
+        (pb::User::default(), vec!["nonsense"], "update_mask"),
+        (pb::User::default(), vec!["display_name"], "display_name"),
+        (
+            pb::User {
+                avatar_url: "javascript:alert(1)".into(),
+                ..Default::default()
+            },
+            vec!["avatar_url"],
+            "avatar_url",
+        ),
+        (
+            pb::User {
+                bio: "b".repeat(1001),
+                ..Default::default()
+            },
+            vec!["bio"],
+            "bio",
+        ),
+        (
+            pb::User {
+                time_zone: "Europe/Paris; DROP".into(),
+                ..Default::default()
+            },
+            vec!["time_zone"],
+            "time_zone",
+        ),
+    ] {
+        let status = h
+            .client
+            .update_profile(update(user, &paths))
+            .await
+            .unwrap_err();
+        assert!(
+            status.code() == Code::InvalidArgument && status.message().contains(field),
+            "{paths:?}: {status:?}"
+        );
+    }
+    let profile = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        profile.display_name, "Ada Lovelace",
+        "refused updates wrote nothing"
+    );
+    assert_eq!(profile.bio, "Analyst");
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_every_other_session() {
+    let mut h = start().await;
+    let (_, current) = sign_up(&mut h.client, "ada@example.com").await;
+    let other = login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let change = |current_password: &str, new_password: &str| {
+        bearer(
+            pb::ChangePasswordRequest {
+                current_password: current_password.into(),
+                new_password: new_password.into(),
+            },
+            &current.access_token,
+        )
+    };
+    let status = h
+        .client
+        .change_password(change(
+            "wrong horse battery staple",
+            "a brand new passphrase",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        status.code() == Code::InvalidArgument && status.message().contains("current_password")
+    );
+    let status = h
+        .client
+        .change_password(change(PASSWORD, "password1"))
+        .await
+        .unwrap_err();
+    assert!(status.code() == Code::InvalidArgument && status.message().contains("new_password"));
+
+    let revoked = h
+        .client
+        .change_password(change(PASSWORD, "a brand new passphrase"))
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked_sessions;
+    assert_eq!(revoked, 1);
+    assert_eq!(
+        refresh(&mut h.client, &other.refresh_token)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let status = h
+        .client
+        .get_profile(bearer(
+            pb::GetProfileRequest::default(),
+            &other.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // The session that changed the password goes on.
+    refresh(&mut h.client, &current.refresh_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        login(&mut h.client, "ada@example.com", PASSWORD)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    login(&mut h.client, "ada@example.com", "a brand new passphrase")
+        .await
+        .unwrap();
 }

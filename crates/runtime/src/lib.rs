@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod layers;
+pub mod pagination;
 pub mod redis;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,87 @@
+//! List conventions shared by every service (AIP-158): `page_size` defaults to 50 and is
+//! clamped to 1000, negative is an error; `page_token` is an opaque keyset cursor (never
+//! an offset), here the base64url of the last row's sort key and id.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::Error;
+
+/// Page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Largest page; larger requests are clamped to it.
+pub const MAX_PAGE_SIZE: i64 = 1000;
+
+/// The effective page size of a request's `page_size`.
+pub fn page_size(requested: i32) -> Result<i64, Error> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n < 0 => Err(Error::invalid("page_size", "must not be negative")),
+        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// Position after the last row of a page ordered by `(time DESC, id DESC)` or ascending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Sort key of the last row.
+    pub time: DateTime<Utc>,
+    /// Id of the last row (tie-breaker).
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The opaque token for this position.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.time.timestamp_micros(), self.id))
+    }
+
+    /// Parses a request's `page_token`; empty means the first page.
+    pub fn decode(token: &str) -> Result<Option<Self>, Error> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || Error::invalid("page_token", "is not a token from a previous response");
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let text = String::from_utf8(raw).map_err(|_| invalid())?;
+        let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+        let time = micros
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::<Utc>::from_timestamp_micros)
+            .ok_or_else(invalid)?;
+        Ok(Some(Self {
+            time,
+            id: Uuid::parse_str(id).map_err(|_| invalid())?,
+        }))
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_clamp_and_refuse_negatives() {
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(7).unwrap(), 7);
+        assert_eq!(page_size(5000).unwrap(), 1000);
+        assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            time: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), Some(cursor));
+        assert_eq!(Cursor::decode("").unwrap(), None);
+        for bad in ["!!!", "bm9wZQ", "MTp4"] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+}
