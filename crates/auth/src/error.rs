@@ -2,6 +2,7 @@
 
 use strata_runtime::error::{internal, invalid_argument, storage_status};
 use tonic::Status;
+use tonic_types::StatusExt as _;
 
 /// The message of every failed sign-in, whatever the reason, so responses never tell an
 /// unknown email from a wrong password or a disabled account.
@@ -21,6 +22,10 @@ pub enum AuthError {
     /// Sign-in failed (unknown email, wrong password, disabled account: indistinguishable).
     #[error("bad credentials")]
     BadCredentials,
+    /// Too many failed sign-ins: answered like [`AuthError::BadCredentials`], plus a
+    /// `RetryInfo` saying when to try again.
+    #[error("sign-in locked")]
+    Locked(std::time::Duration),
     /// No valid credential on the call, or a token that is invalid, expired or revoked.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
@@ -73,6 +78,11 @@ impl From<AuthError> for Status {
                 invalid_argument(field, &description)
             }
             AuthError::BadCredentials => Status::unauthenticated(BAD_CREDENTIALS),
+            AuthError::Locked(retry_after) => Status::with_error_details(
+                tonic::Code::Unauthenticated,
+                BAD_CREDENTIALS,
+                tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             AuthError::Unauthenticated(message) => Status::unauthenticated(message),
             AuthError::Conflict => {
                 Status::already_exists("an account cannot be created with this email")

@@ -13,6 +13,7 @@ pub mod password;
 pub mod schema;
 pub mod service;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 
 pub use config::AuthConfig;

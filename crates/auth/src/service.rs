@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::auth::{Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token};
+use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, page_size};
 use strata_runtime::server::AppContext;
 use tonic::{Request, Response, Status};
@@ -16,6 +17,7 @@ use crate::error::AuthError;
 use crate::keys::{self, KeyRing};
 use crate::password::Passwords;
 use crate::store::{self, ACTIVE, ProfileChanges, RefreshOutcome, UserRow};
+use crate::throttle::{LoginThrottle, ThrottlePolicy};
 use crate::tokens::{hash_token, issue_access_token};
 
 /// Longest email accepted (RFC 5321 path limit).
@@ -43,6 +45,7 @@ pub struct AuthHandlers {
     ctx: Arc<AppContext>,
     config: AuthConfig,
     passwords: Passwords,
+    throttle: LoginThrottle,
     // Loaded on first use (the schema may not be migrated yet when the handlers are built)
     // and replaced on rotation.
     keys: RwLock<Option<Arc<KeyRing>>>,
@@ -283,10 +286,27 @@ fn profile_changes(
 impl AuthHandlers {
     /// Handlers over the process context. Hashes the dummy password once (~20 ms).
     pub fn new(ctx: Arc<AppContext>, config: AuthConfig) -> Result<Self, AuthError> {
+        Self::with_clock(
+            ctx,
+            config,
+            Arc::new(SystemClock),
+            ThrottlePolicy::default(),
+        )
+    }
+
+    /// Handlers whose time-based policies read `clock` (tests move it).
+    pub fn with_clock(
+        ctx: Arc<AppContext>,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+        policy: ThrottlePolicy,
+    ) -> Result<Self, AuthError> {
+        let throttle = LoginThrottle::new(ctx.redis.clone(), clock, policy);
         Ok(Self {
             ctx,
             config,
             passwords: Passwords::new()?,
+            throttle,
             keys: RwLock::new(None),
         })
     }
@@ -438,6 +458,14 @@ impl AuthService for AuthHandlers {
         if req.password.is_empty() {
             return Err(AuthError::invalid("password", "is required").into());
         }
+        // A locked account or IP costs no hash, and looks like a wrong password.
+        if let Some(retry_after) = self.throttle.locked_for(&req.email, &ip).await {
+            tracing::info!(
+                retry_after_ms = retry_after.as_millis() as u64,
+                "login throttled"
+            );
+            return Err(AuthError::Locked(retry_after).into());
+        }
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let user = store::user_by_email(&mut conn, &req.email)
             .await
@@ -447,9 +475,11 @@ impl AuthService for AuthHandlers {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let matched = self.passwords.verify(req.password, stored).await?;
         let Some(user) = user.filter(|u| matched && u.status == ACTIVE) else {
+            self.throttle.record_failure(&req.email, &ip).await;
             tracing::info!("login refused");
             return Err(AuthError::BadCredentials.into());
         };
+        self.throttle.record_success(&req.email).await;
         let now = db_now();
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let session =
@@ -674,6 +704,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        let (_, ip) = client_details(&request);
         let req = request.into_inner();
         if req.current_password.is_empty() {
             return Err(AuthError::invalid("current_password", "is required").into());
@@ -687,11 +718,16 @@ impl AuthService for AuthHandlers {
             .map_err(AuthError::from)?
             .ok_or(AuthError::NotFound("user"))?;
         drop(conn);
+        // Guessing the current password from a stolen session is throttled like sign-in.
+        if let Some(retry_after) = self.throttle.locked_for(&user.email, &ip).await {
+            return Err(AuthError::Locked(retry_after).into());
+        }
         if !self
             .passwords
             .verify(req.current_password, Some(user.password_hash))
             .await?
         {
+            self.throttle.record_failure(&user.email, &ip).await;
             return Err(AuthError::invalid("current_password", "is incorrect").into());
         }
         let hash = self.passwords.hash(req.new_password).await?;

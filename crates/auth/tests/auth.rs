@@ -12,11 +12,14 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use strata_auth::AuthHandlers;
 use strata_auth::config::AuthConfig;
 use strata_auth::keys::signer_from_seed;
+use strata_auth::throttle::ThrottlePolicy;
 use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb, Credentials};
+use strata_runtime::ServerConfig;
 use strata_runtime::auth::{AccessClaims, Role};
-use strata_testkit::{TestDb, TestServer};
+use strata_runtime::clock::{Clock, ManualClock, SystemClock};
+use strata_testkit::{TestDb, TestRedis, TestServer};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -29,11 +32,24 @@ struct Harness {
 
 async fn start() -> Harness {
     let db = TestDb::new().await;
+    let config = db.server_config("auth");
+    start_on(db, config, Arc::new(SystemClock)).await
+}
+
+/// A server for `db` with `config`, its auth handlers reading `clock`.
+async fn start_on(db: TestDb, config: ServerConfig, clock: Arc<dyn Clock>) -> Harness {
     let handlers_slot = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&handlers_slot);
-    let server = TestServer::start(db.server_config("auth"), move |builder| {
-        let handlers =
-            Arc::new(AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap());
+    let server = TestServer::start(config, move |builder| {
+        let handlers = Arc::new(
+            AuthHandlers::with_clock(
+                builder.context(),
+                AuthConfig::default(),
+                clock,
+                ThrottlePolicy::default(),
+            )
+            .unwrap(),
+        );
         *slot.lock().unwrap() = Some(Arc::clone(&handlers));
         builder.add_service(AuthServiceServer::from_arc(handlers));
     })
@@ -1114,4 +1130,158 @@ async fn changing_the_password_ends_every_other_session() {
     login(&mut h.client, "ada@example.com", "a brand new passphrase")
         .await
         .unwrap();
+
+    // Guessing the current password from a session is throttled like sign-in.
+    for _ in 0..5 {
+        let status = h
+            .client
+            .change_password(bearer(
+                pb::ChangePasswordRequest {
+                    current_password: "a wrong guess here".into(),
+                    new_password: "yet another passphrase".into(),
+                },
+                &current.access_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    let status = h
+        .client
+        .change_password(bearer(
+            pb::ChangePasswordRequest {
+                current_password: "a brand new passphrase".into(),
+                new_password: "yet another passphrase".into(),
+            },
+            &current.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert!(retry_after(&status).is_some(), "{status:?}");
+}
+
+fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+}
+
+async fn fail_logins(client: &mut AuthServiceClient<Channel>, email: &str, times: usize) {
+    for _ in 0..times {
+        let status = login(client, email, "wrong horse battery staple")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn five_failures_lock_the_account_until_the_lock_expires() {
+    let clock = Arc::new(ManualClock::new());
+    let db = TestDb::new().await;
+    let config = db.server_config("auth");
+    let mut h = start_on(db, config, clock.clone()).await;
+    sign_up(&mut h.client, "ada@example.com").await;
+
+    fail_logins(&mut h.client, "ada@example.com", 4).await;
+    login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .expect("4 failures do not lock");
+    fail_logins(&mut h.client, "ada@example.com", 5).await;
+
+    // Locked: even the right password is refused, exactly like a wrong one, plus RetryInfo.
+    let locked = login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    let wrong = login(
+        &mut h.client,
+        "nobody@example.com",
+        "wrong horse battery staple",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        (locked.code(), locked.message()),
+        (wrong.code(), wrong.message())
+    );
+    assert_eq!(
+        retry_after(&locked),
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(retry_after(&wrong), None);
+
+    clock.advance(std::time::Duration::from_secs(29));
+    assert!(
+        login(&mut h.client, "ada@example.com", PASSWORD)
+            .await
+            .is_err()
+    );
+    clock.advance(std::time::Duration::from_secs(2));
+    login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .expect("the lock expired");
+
+    // Unknown emails lock the same way: a lockout says nothing about existence.
+    fail_logins(&mut h.client, "ghost@example.com", 5).await;
+    let status = login(&mut h.client, "ghost@example.com", "anything at all")
+        .await
+        .unwrap_err();
+    assert!(retry_after(&status).is_some());
+}
+
+#[tokio::test]
+async fn lockouts_are_shared_by_replicas_through_redis() {
+    let redis = TestRedis::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let db = TestDb::new().await;
+    let mut config = db.server_config("auth");
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
+    config.redis_prefix = redis.handle().prefix().to_owned();
+    let url = db.url().to_owned();
+    let mut a = start_on(db, config.clone(), clock.clone()).await;
+    sign_up(&mut a.client, "ada@example.com").await;
+    // A second replica on the same database and Redis.
+    let mut replica_config = config;
+    replica_config.db =
+        strata_storage::DbConfig::new(url, "auth-b", strata_storage::Environment::Development);
+    let server_b = TestServer::start(replica_config, |builder| {
+        builder.add_service(AuthServiceServer::new(
+            AuthHandlers::with_clock(
+                builder.context(),
+                AuthConfig::default(),
+                Arc::new(SystemClock),
+                ThrottlePolicy::default(),
+            )
+            .unwrap(),
+        ));
+    })
+    .await;
+    let mut b = AuthServiceClient::new(server_b.channel());
+
+    fail_logins(&mut a.client, "ada@example.com", 5).await;
+    let status = login(&mut b, "ada@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        retry_after(&status).is_some(),
+        "replica B sees A's lockout: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_falls_back_to_the_process_when_redis_is_down() {
+    let db = TestDb::new().await;
+    let mut config = db.server_config("auth");
+    config.redis_url = Some(strata_runtime::config::Secret::new(
+        "redis://127.0.0.1:1".into(),
+    ));
+    let mut h = start_on(db, config, Arc::new(SystemClock)).await;
+    sign_up(&mut h.client, "ada@example.com").await;
+    fail_logins(&mut h.client, "ada@example.com", 5).await;
+    let status = login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(retry_after(&status).is_some(), "{status:?}");
 }
