@@ -29,6 +29,9 @@ pub enum AuthError {
     /// No valid credential on the call, or a token that is invalid, expired or revoked.
     #[error("unauthenticated: {0}")]
     Unauthenticated(&'static str),
+    /// Authenticated, but lacking the role the RPC needs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
     /// The email cannot be used for a new account.
     #[error("account cannot be created")]
     Conflict,
@@ -84,6 +87,7 @@ impl From<AuthError> for Status {
                 tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
             ),
             AuthError::Unauthenticated(message) => Status::unauthenticated(message),
+            AuthError::PermissionDenied(message) => Status::permission_denied(message),
             AuthError::Conflict => {
                 Status::already_exists("an account cannot be created with this email")
             }

@@ -7,7 +7,7 @@ use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::auth::{Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token};
 use strata_runtime::clock::{Clock, SystemClock};
-use strata_runtime::pagination::{Cursor, page_size};
+use strata_runtime::pagination::{Cursor, IdCursor, page_size};
 use strata_runtime::server::AppContext;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -16,7 +16,7 @@ use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::keys::{self, KeyRing};
 use crate::password::Passwords;
-use crate::store::{self, ACTIVE, ProfileChanges, RefreshOutcome, UserRow};
+use crate::store::{self, ACTIVE, DISABLED, ProfileChanges, RefreshOutcome, UserFilter, UserRow};
 use crate::throttle::{LoginThrottle, ThrottlePolicy};
 use crate::tokens::{hash_token, issue_access_token};
 
@@ -183,6 +183,43 @@ fn validate_email(email: &str) -> Result<(), AuthError> {
 
 /// Fields UpdateProfile may change.
 const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale", "time_zone"];
+
+fn require_admin(principal: &Principal) -> Result<(), AuthError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(AuthError::PermissionDenied("requires the ADMIN role"))
+    }
+}
+
+fn stored_role(
+    field: &'static str,
+    role: i32,
+    allow_unspecified: bool,
+) -> Result<Option<&'static str>, AuthError> {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Unspecified) if allow_unspecified => Ok(None),
+        Ok(pb::Role::User) => Ok(Some(Role::User.as_str())),
+        Ok(pb::Role::Admin) => Ok(Some(Role::Admin.as_str())),
+        _ => Err(AuthError::invalid(field, "must be ROLE_USER or ROLE_ADMIN")),
+    }
+}
+
+fn stored_status(
+    field: &'static str,
+    status: i32,
+    allow_unspecified: bool,
+) -> Result<Option<&'static str>, AuthError> {
+    match pb::UserStatus::try_from(status) {
+        Ok(pb::UserStatus::Unspecified) if allow_unspecified => Ok(None),
+        Ok(pb::UserStatus::Active) => Ok(Some(ACTIVE)),
+        Ok(pb::UserStatus::Disabled) => Ok(Some(DISABLED)),
+        _ => Err(AuthError::invalid(
+            field,
+            "must be USER_STATUS_ACTIVE or USER_STATUS_DISABLED",
+        )),
+    }
+}
 
 fn parse_id(field: &'static str, value: &str) -> Result<Uuid, AuthError> {
     Uuid::parse_str(value).map_err(|_| AuthError::invalid(field, "must be a UUID"))
@@ -742,6 +779,88 @@ impl AuthService for AuthHandlers {
         tracing::info!(user.id = %principal.user_id, sessions.revoked = revoked.len(), "password changed");
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_admin(&principal)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let after = IdCursor::decode(&req.page_token)?;
+        if req.email_prefix.len() > MAX_EMAIL_LEN {
+            return Err(
+                AuthError::invalid("email_prefix", "must be at most 254 characters").into(),
+            );
+        }
+        let filter = UserFilter {
+            role: stored_role("role", req.role, true)?,
+            status: stored_status("status", req.status, true)?,
+            email_prefix: (!req.email_prefix.is_empty()).then_some(req.email_prefix),
+        };
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let mut rows = store::list_users(&mut conn, &filter, after.map(|c| c.0), limit + 1)
+            .await
+            .map_err(AuthError::from)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => IdCursor(last.id).encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows.iter().map(user_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_admin(&principal)?;
+        let req = request.into_inner();
+        let user_id = parse_id("user_id", &req.user_id)?;
+        let role = stored_role("role", req.role, false)?.unwrap_or(Role::User.as_str());
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = store::set_role(&mut conn, user_id, role, db_now())
+            .await
+            .map_err(AuthError::from)?
+            .ok_or(AuthError::NotFound("user"))?;
+        tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.role = role, "role changed");
+        Ok(Response::new(pb::SetUserRoleResponse {
+            user: Some(user_proto(&user)),
+        }))
+    }
+
+    async fn set_user_status(
+        &self,
+        request: Request<pb::SetUserStatusRequest>,
+    ) -> Result<Response<pb::SetUserStatusResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_admin(&principal)?;
+        let req = request.into_inner();
+        let user_id = parse_id("user_id", &req.user_id)?;
+        let status = stored_status("status", req.status, false)?.unwrap_or(ACTIVE);
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let user = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+            let Some(user) = store::set_status(conn, user_id, status, now).await? else {
+                return Err(AuthError::NotFound("user"));
+            };
+            if status == DISABLED {
+                store::revoke_sessions(conn, user_id, None, now).await?;
+            }
+            Ok(user)
+        })
+        .await?;
+        tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.status = status, "status changed");
+        Ok(Response::new(pb::SetUserStatusResponse {
+            user: Some(user_proto(&user)),
         }))
     }
 }

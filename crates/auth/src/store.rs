@@ -509,3 +509,82 @@ pub async fn set_password(
         .await
         .map(|_| ())
 }
+
+/// Filters of [`list_users`].
+#[derive(Debug, Default)]
+pub struct UserFilter {
+    /// Stored role (`USER`/`ADMIN`).
+    pub role: Option<&'static str>,
+    /// Stored status (`ACTIVE`/`DISABLED`).
+    pub status: Option<&'static str>,
+    /// Case-insensitive email prefix.
+    pub email_prefix: Option<String>,
+}
+
+/// `s` with LIKE's wildcards escaped (PostgreSQL's default escape is `\`).
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Up to `limit` users matching `filter` with ids after `after`, by id (creation order:
+/// ids are UUIDv7). The email prefix uses the `lower(email) text_pattern_ops` index.
+pub async fn list_users(
+    conn: &mut AsyncPgConnection,
+    filter: &UserFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<UserRow>> {
+    let mut query = users::table.into_boxed();
+    if let Some(role) = filter.role {
+        query = query.filter(users::role.eq(role));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(users::status.eq(status));
+    }
+    if let Some(prefix) = &filter.email_prefix {
+        query = query.filter(
+            lower_text(users::email).like(format!("{}%", escape_like(&prefix.to_lowercase()))),
+        );
+    }
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after));
+    }
+    query
+        .order(users::id.asc())
+        .limit(limit)
+        .select(UserRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Sets `user`'s role; `None` when there is no such user.
+pub async fn set_role(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    role: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<UserRow>> {
+    diesel::update(users::table.find(user))
+        .set((users::role.eq(role), users::updated_at.eq(now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Sets `user`'s status; `None` when there is no such user.
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    status: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<UserRow>> {
+    diesel::update(users::table.find(user))
+        .set((users::status.eq(status), users::updated_at.eq(now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}

@@ -59,6 +59,30 @@ impl Cursor {
     }
 }
 
+/// Position after the last row of a page ordered by a time-ordered id (UUIDv7) alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdCursor(pub Uuid);
+
+impl IdCursor {
+    /// The opaque token for this position.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+
+    /// Parses a request's `page_token`; empty means the first page.
+    pub fn decode(token: &str) -> Result<Option<Self>, Error> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+            .map(|id| Some(Self(id)))
+            .ok_or_else(|| Error::invalid("page_token", "is not a token from a previous response"))
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
@@ -82,6 +106,9 @@ mod tests {
         assert_eq!(Cursor::decode("").unwrap(), None);
         for bad in ["!!!", "bm9wZQ", "MTp4"] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
+            assert!(IdCursor::decode(bad).is_err(), "{bad}");
         }
+        let id = IdCursor(Uuid::now_v7());
+        assert_eq!(IdCursor::decode(&id.encode()).unwrap(), Some(id));
     }
 }
