@@ -15,6 +15,7 @@ pub mod service;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+pub mod usage;
 
 pub use config::AuthConfig;
 pub use service::AuthHandlers;

@@ -5,7 +5,9 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
-use strata_runtime::auth::{Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token};
+use strata_runtime::auth::{
+    API_KEY_PREFIX, Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token,
+};
 use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, IdCursor, page_size};
 use strata_runtime::server::AppContext;
@@ -18,7 +20,8 @@ use crate::keys::{self, KeyRing};
 use crate::password::Passwords;
 use crate::store::{self, ACTIVE, DISABLED, ProfileChanges, RefreshOutcome, UserFilter, UserRow};
 use crate::throttle::{LoginThrottle, ThrottlePolicy};
-use crate::tokens::{hash_token, issue_access_token};
+use crate::tokens::{hash_token, issue_access_token, new_api_key};
+use crate::usage::KeyUsage;
 
 /// Longest email accepted (RFC 5321 path limit).
 const MAX_EMAIL_LEN: usize = 254;
@@ -46,6 +49,7 @@ pub struct AuthHandlers {
     config: AuthConfig,
     passwords: Passwords,
     throttle: LoginThrottle,
+    key_usage: Arc<KeyUsage>,
     // Loaded on first use (the schema may not be migrated yet when the handlers are built)
     // and replaced on rotation.
     keys: RwLock<Option<Arc<KeyRing>>>,
@@ -181,10 +185,55 @@ fn validate_email(email: &str) -> Result<(), AuthError> {
     }
 }
 
+/// How often API key uses are written.
+const KEY_USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most scopes one API key may carry.
+const MAX_SCOPES: usize = 20;
+
 /// Fields UpdateProfile may change.
 const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale", "time_zone"];
 
+/// The session of an access token; API keys cannot manage sessions, passwords or keys.
+fn require_session(principal: &Principal) -> Result<Uuid, AuthError> {
+    principal.session_id.ok_or(AuthError::PermissionDenied(
+        "requires an access token, not an API key",
+    ))
+}
+
+fn require_scope(principal: &Principal, scope: &'static str) -> Result<(), AuthError> {
+    if principal.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(AuthError::PermissionDenied(
+            "the API key lacks the scope this call needs",
+        ))
+    }
+}
+
+fn check_scope_syntax(scope: &str) -> bool {
+    scope.len() <= 64
+        && scope.split_once(':').is_some_and(|(resource, action)| {
+            [resource, action].iter().all(|part| {
+                !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+        })
+}
+
+fn api_key_proto(key: &store::ApiKeyRow) -> pb::ApiKey {
+    pb::ApiKey {
+        id: key.id.to_string(),
+        name: key.name.clone(),
+        prefix: key.prefix.clone(),
+        scopes: key.scopes.clone(),
+        create_time: Some(timestamp(key.created_at)),
+        last_used_time: key.last_used_at.map(timestamp),
+        expire_time: key.expires_at.map(timestamp),
+        revoke_time: key.revoked_at.map(timestamp),
+    }
+}
+
 fn require_admin(principal: &Principal) -> Result<(), AuthError> {
+    require_scope(principal, "users:admin")?;
     if principal.is_admin() {
         Ok(())
     } else {
@@ -339,11 +388,13 @@ impl AuthHandlers {
         policy: ThrottlePolicy,
     ) -> Result<Self, AuthError> {
         let throttle = LoginThrottle::new(ctx.redis.clone(), clock, policy);
+        let key_usage = KeyUsage::start(ctx.db.clone(), KEY_USAGE_FLUSH);
         Ok(Self {
             ctx,
             config,
             passwords: Passwords::new()?,
             throttle,
+            key_usage,
             keys: RwLock::new(None),
         })
     }
@@ -371,8 +422,35 @@ impl AuthHandlers {
         Ok(())
     }
 
-    /// Verifies `token` locally and checks its session is live; the caller's principal.
+    /// Writes pending API key uses now (they are otherwise written every 30 s).
+    pub async fn flush_key_usage(&self) -> Result<usize, AuthError> {
+        Ok(self.key_usage.flush().await?)
+    }
+
+    /// The principal of an API key: live, unexpired, and of an active user.
+    async fn api_key_principal(&self, secret: &str) -> Result<Principal, AuthError> {
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await?;
+        let (key, role) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
+            .await?
+            .ok_or(AuthError::Unauthenticated("invalid or revoked API key"))?;
+        self.key_usage.note(key.id, now);
+        Ok(Principal {
+            user_id: key.user_id,
+            role: role_of(&role),
+            session_id: None,
+            api_key_id: Some(key.id),
+            scopes: key.scopes,
+            expires_at: key.expires_at.map(|t| t.timestamp()),
+        })
+    }
+
+    /// Verifies `token` (an access token checked locally plus its session, or an API key)
+    /// and returns the caller's principal.
     async fn principal_of(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return self.api_key_principal(token).await;
+        }
         let ring = self.key_ring().await?;
         let claims = verify_access_token(token, &ring.public, &self.config.tokens)
             .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
@@ -582,7 +660,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let principal = self.authenticate(&request).await?;
-        let session = principal.session_id.unwrap_or_default();
+        let session = require_session(&principal)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         store::revoke_session(&mut conn, principal.user_id, session, db_now())
             .await
@@ -595,6 +673,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::LogoutAllRequest>,
     ) -> Result<Response<pb::LogoutAllResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let revoked = store::revoke_sessions(&mut conn, principal.user_id, None, db_now())
             .await
@@ -626,12 +705,20 @@ impl AuthService for AuthHandlers {
                     .map(|s| s.to_string())
                     .unwrap_or_default(),
                 scopes: principal.scopes,
-                kind: pb::CredentialKind::AccessToken.into(),
+                kind: if principal.api_key_id.is_some() {
+                    pb::CredentialKind::ApiKey
+                } else {
+                    pb::CredentialKind::AccessToken
+                }
+                .into(),
                 expire_time: principal.expires_at.map(|exp| prost_types::Timestamp {
                     seconds: exp,
                     nanos: 0,
                 }),
-                api_key_id: String::new(),
+                api_key_id: principal
+                    .api_key_id
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
             }),
         }))
     }
@@ -651,6 +738,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_scope(&principal, "profile:read")?;
         let mask = request.into_inner().read_mask;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let user = store::user_by_id(&mut conn, principal.user_id)
@@ -667,6 +755,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let after = Cursor::decode(&req.page_token)?;
@@ -708,6 +797,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
         let session = parse_id("session_id", &request.into_inner().session_id)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         // Another user's session, an ended one and a missing one all look the same.
@@ -725,6 +815,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_scope(&principal, "profile:write")?;
         let req = request.into_inner();
         let changes = profile_changes(req.user.unwrap_or_default(), req.update_mask)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
@@ -741,6 +832,7 @@ impl AuthService for AuthHandlers {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
         let (_, ip) = client_details(&request);
         let req = request.into_inner();
         if req.current_password.is_empty() {
@@ -854,6 +946,7 @@ impl AuthService for AuthHandlers {
             };
             if status == DISABLED {
                 store::revoke_sessions(conn, user_id, None, now).await?;
+                store::revoke_user_api_keys(conn, user_id, now).await?;
             }
             Ok(user)
         })
@@ -862,5 +955,112 @@ impl AuthService for AuthHandlers {
         Ok(Response::new(pb::SetUserStatusResponse {
             user: Some(user_proto(&user)),
         }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
+        let req = request.into_inner();
+        let name = req.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(AuthError::invalid("name", "must be 1 to 100 characters").into());
+        }
+        if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
+            return Err(AuthError::invalid("scopes", "must hold 1 to 20 scopes").into());
+        }
+        if let Some(bad) = req.scopes.iter().position(|s| !check_scope_syntax(s)) {
+            return Err(AuthError::InvalidArgument {
+                field: "scopes",
+                description: format!(
+                    "scopes[{bad}] must look like resource:action (lowercase letters and '_')"
+                ),
+            }
+            .into());
+        }
+        let mut scopes = req.scopes;
+        scopes.sort();
+        scopes.dedup();
+        let now = db_now();
+        let expires_at = match req.expire_time {
+            None => None,
+            Some(t) => {
+                let at =
+                    DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                        .filter(|at| *at > now)
+                        .ok_or(AuthError::invalid("expire_time", "must be in the future"))?;
+                Some(at)
+            }
+        };
+        let (secret, prefix, hash) = new_api_key();
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let key = store::insert_api_key(
+            &mut conn,
+            store::NewApiKey {
+                user_id: principal.user_id,
+                name,
+                prefix: &prefix,
+                hash: &hash,
+                scopes: &scopes,
+                expires_at,
+            },
+            now,
+        )
+        .await
+        .map_err(AuthError::from)?;
+        tracing::info!(user.id = %principal.user_id, api_key.id = %key.id, "API key created");
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: Some(api_key_proto(&key)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size)?;
+        let after = Cursor::decode(&req.page_token)?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        let mut rows = store::list_api_keys(&mut conn, principal.user_id, after, limit + 1)
+            .await
+            .map_err(AuthError::from)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => Cursor {
+                time: last.created_at,
+                id: last.id,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: rows.iter().map(api_key_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let principal = self.authenticate(&request).await?;
+        require_session(&principal)?;
+        let id = parse_id("api_key_id", &request.into_inner().api_key_id)?;
+        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
+        // Another user's key, a revoked key and a missing one all look the same.
+        if !store::revoke_api_key(&mut conn, principal.user_id, id, db_now())
+            .await
+            .map_err(AuthError::from)?
+        {
+            return Err(AuthError::NotFound("API key").into());
+        }
+        Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 }

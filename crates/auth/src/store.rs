@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::config::AuthConfig;
-use crate::schema::{refresh_tokens, sessions, users};
+use crate::schema::{api_keys, refresh_tokens, sessions, users};
 use crate::tokens::new_refresh_token;
 
 #[diesel::prelude::declare_sql_function]
@@ -587,4 +587,172 @@ pub async fn set_status(
         .get_result(conn)
         .await
         .optional()
+}
+
+/// A row of `auth.api_keys` (the hash stays in the database).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Label.
+    pub name: String,
+    /// Visible prefix.
+    pub prefix: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last use (batched).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revocation.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new API key's fields.
+#[derive(Debug)]
+pub struct NewApiKey<'a> {
+    /// Owner.
+    pub user_id: Uuid,
+    /// Label.
+    pub name: &'a str,
+    /// Visible prefix.
+    pub prefix: &'a str,
+    /// SHA-256 of the secret.
+    pub hash: &'a [u8; 32],
+    /// Scopes.
+    pub scopes: &'a [String],
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a new API key.
+pub async fn insert_api_key(
+    conn: &mut AsyncPgConnection,
+    key: NewApiKey<'_>,
+    now: DateTime<Utc>,
+) -> QueryResult<ApiKeyRow> {
+    diesel::insert_into(api_keys::table)
+        .values((
+            api_keys::id.eq(Uuid::now_v7()),
+            api_keys::user_id.eq(key.user_id),
+            api_keys::name.eq(key.name),
+            api_keys::prefix.eq(key.prefix),
+            api_keys::key_hash.eq(&key.hash[..]),
+            api_keys::scopes.eq(key.scopes),
+            api_keys::created_at.eq(now),
+            api_keys::expires_at.eq(key.expires_at),
+        ))
+        .returning(ApiKeyRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Up to `limit` of `user`'s keys, newest first, after `after`.
+pub async fn list_api_keys(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    after: Option<strata_runtime::pagination::Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<ApiKeyRow>> {
+    let mut query = api_keys::table
+        .filter(api_keys::user_id.eq(user))
+        .into_boxed();
+    if let Some(cursor) = after {
+        query = query.filter(
+            api_keys::created_at.lt(cursor.time).or(api_keys::created_at
+                .eq(cursor.time)
+                .and(api_keys::id.lt(cursor.id))),
+        );
+    }
+    query
+        .order((api_keys::created_at.desc(), api_keys::id.desc()))
+        .limit(limit)
+        .select(ApiKeyRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Revokes `user`'s key `id`; false when there is no such live key of theirs.
+pub async fn revoke_api_key(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::update(
+        api_keys::table.find(id).filter(
+            api_keys::user_id
+                .eq(user)
+                .and(api_keys::revoked_at.is_null()),
+        ),
+    )
+    .set(api_keys::revoked_at.eq(now))
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Revokes every live key of `user`.
+pub async fn revoke_user_api_keys(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::update(
+        api_keys::table.filter(
+            api_keys::user_id
+                .eq(user)
+                .and(api_keys::revoked_at.is_null()),
+        ),
+    )
+    .set(api_keys::revoked_at.eq(now))
+    .execute(conn)
+    .await
+}
+
+/// The live key with this hash and its owner's role, if the owner is active.
+pub async fn api_key_by_hash(
+    conn: &mut AsyncPgConnection,
+    hash: &[u8; 32],
+    now: DateTime<Utc>,
+) -> QueryResult<Option<(ApiKeyRow, String)>> {
+    api_keys::table
+        .inner_join(users::table)
+        .filter(
+            api_keys::key_hash
+                .eq(&hash[..])
+                .and(api_keys::revoked_at.is_null())
+                .and(
+                    api_keys::expires_at
+                        .is_null()
+                        .or(api_keys::expires_at.gt(now)),
+                )
+                .and(users::status.eq(ACTIVE)),
+        )
+        .select((ApiKeyRow::as_select(), users::role))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Records last uses of many keys in one statement; never moves `last_used_at` back.
+pub async fn touch_api_keys(
+    conn: &mut AsyncPgConnection,
+    uses: &[(Uuid, DateTime<Utc>)],
+) -> QueryResult<usize> {
+    let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = uses.iter().copied().unzip();
+    diesel::sql_query(
+        "UPDATE auth.api_keys AS k SET last_used_at = GREATEST(k.last_used_at, u.t)
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, t)
+          WHERE k.id = u.id",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Timestamptz>, _>(times)
+    .execute(conn)
+    .await
 }

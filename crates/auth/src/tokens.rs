@@ -56,3 +56,18 @@ pub fn new_refresh_token() -> (String, [u8; 32]) {
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
+
+/// A new API key: the secret (`sk_` + 256 random bits), the prefix shown in listings,
+/// and the SHA-256 that is stored instead of the secret.
+pub fn new_api_key() -> (String, String, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!(
+        "{}{}",
+        strata_runtime::auth::API_KEY_PREFIX,
+        URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let prefix: String = secret.chars().take(11).collect();
+    let hash = hash_token(&secret);
+    (secret, prefix, hash)
+}
