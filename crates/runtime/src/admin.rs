@@ -20,16 +20,18 @@ const DEFAULT_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Checks the static admin bearer token (`STRATA_ADMIN_TOKEN`). A cheap synchronous
-/// metadata check, so an interceptor rather than a layer. With no token configured every
-/// admin RPC is refused.
+/// Guards the admin RPCs (a cheap synchronous check, so an interceptor). A caller
+/// authenticated by the auth layer must have the ADMIN role (and, with an API key, the
+/// `ops:admin` scope). Processes without an auth service have no auth layer; there the
+/// static token `STRATA_ADMIN_TOKEN` is the only way in, and without it every admin RPC is
+/// refused.
 #[derive(Clone)]
 pub struct AdminGuard {
     token: Option<Arc<Secret<String>>>,
 }
 
 impl AdminGuard {
-    /// A guard accepting `Bearer <token>`.
+    /// A guard also accepting `Bearer <token>` where no auth layer runs.
     pub fn new(token: Option<Secret<String>>) -> Self {
         Self {
             token: token.map(Arc::new),
@@ -39,9 +41,16 @@ impl AdminGuard {
 
 impl tonic::service::Interceptor for AdminGuard {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(principal) = request.extensions().get::<crate::auth::Principal>() {
+            return if principal.is_admin() && principal.has_scope("ops:admin") {
+                Ok(request)
+            } else {
+                Err(Status::permission_denied("requires the ADMIN role"))
+            };
+        }
         let Some(expected) = &self.token else {
             return Err(Status::permission_denied(
-                "admin RPCs are disabled: no admin credentials are configured",
+                "admin RPCs need an ADMIN user; this process knows no auth service and no admin token",
             ));
         };
         let presented = request

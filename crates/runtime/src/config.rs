@@ -13,7 +13,10 @@
 //! | `STRATA_SHUTDOWN_GRACE_MS` | 30000 | how long SIGTERM waits for in-flight calls |
 //! | `STRATA_HEALTH_INTERVAL_MS` | 5000 | how often health re-checks the database |
 //! | `STRATA_MIGRATE_ON_START` | true | apply pending migrations before serving |
-//! | `STRATA_ADMIN_TOKEN` | unset | bearer token for the admin RPCs; unset refuses them all |
+//! | `STRATA_ADMIN_TOKEN` | unset | break-glass bearer token for the admin RPCs, besides the ADMIN role; unset: role only |
+//! | `STRATA_AUTH_URL` | this process, when it serves auth | where the auth service is (JWKS, `VerifyToken`) |
+//! | `STRATA_AUTH_ISSUER` | `strata-auth` | `iss` of access tokens |
+//! | `STRATA_AUTH_AUDIENCE` | `strata` | `aud` of access tokens |
 //! | `REDIS_URL` | unset | Redis for cache and rate limits; unset disables Redis |
 //! | `STRATA_REDIS_PREFIX` | `strata:` | prefix of every Redis key this process writes |
 //! | `STRATA_LOG_FORMAT` | `pretty` | `pretty` or `json` |
@@ -46,6 +49,12 @@ pub const HEALTH_INTERVAL_MS: &str = "STRATA_HEALTH_INTERVAL_MS";
 pub const MIGRATE_ON_START: &str = "STRATA_MIGRATE_ON_START";
 /// `STRATA_ADMIN_TOKEN`
 pub const ADMIN_TOKEN: &str = "STRATA_ADMIN_TOKEN";
+/// `STRATA_AUTH_URL`
+pub const AUTH_URL: &str = "STRATA_AUTH_URL";
+/// `STRATA_AUTH_ISSUER`
+pub const AUTH_ISSUER: &str = "STRATA_AUTH_ISSUER";
+/// `STRATA_AUTH_AUDIENCE`
+pub const AUTH_AUDIENCE: &str = "STRATA_AUTH_AUDIENCE";
 /// `REDIS_URL`
 pub const REDIS_URL: &str = "REDIS_URL";
 /// `STRATA_REDIS_PREFIX`
@@ -77,6 +86,9 @@ const KNOWN: &[&str] = &[
     HEALTH_INTERVAL_MS,
     MIGRATE_ON_START,
     ADMIN_TOKEN,
+    AUTH_URL,
+    AUTH_ISSUER,
+    AUTH_AUDIENCE,
     REDIS_URL,
     REDIS_PREFIX,
     LOG_FORMAT,
@@ -128,6 +140,12 @@ pub struct Settings {
     /// `STRATA_ADMIN_TOKEN`
     #[serde(default, deserialize_with = "lenient_secret")]
     pub strata_admin_token: Option<Secret<String>>,
+    /// `STRATA_AUTH_URL`
+    pub strata_auth_url: Option<String>,
+    /// `STRATA_AUTH_ISSUER`
+    pub strata_auth_issuer: Option<String>,
+    /// `STRATA_AUTH_AUDIENCE`
+    pub strata_auth_audience: Option<String>,
     /// `REDIS_URL`
     pub redis_url: Option<Secret<String>>,
     /// `STRATA_REDIS_PREFIX`
@@ -200,6 +218,18 @@ impl Settings {
                 .clone()
                 .filter(|t| !t.expose().is_empty()),
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
+            auth_url: self.strata_auth_url.clone().filter(|u| !u.is_empty()),
+            tokens: crate::auth::TokenSettings {
+                issuer: self
+                    .strata_auth_issuer
+                    .clone()
+                    .unwrap_or_else(|| crate::auth::TokenSettings::default().issuer),
+                audience: self
+                    .strata_auth_audience
+                    .clone()
+                    .unwrap_or_else(|| crate::auth::TokenSettings::default().audience),
+                ..crate::auth::TokenSettings::default()
+            },
             redis_prefix: self
                 .strata_redis_prefix
                 .clone()
@@ -236,6 +266,10 @@ pub struct ServerConfig {
     pub migrate_on_start: bool,
     /// Admin bearer token.
     pub admin_token: Option<Secret<String>>,
+    /// Auth service URL (`None`: this process, when it serves auth).
+    pub auth_url: Option<String>,
+    /// Issuer and audience of access tokens.
+    pub tokens: crate::auth::TokenSettings,
     /// Redis URL.
     pub redis_url: Option<Secret<String>>,
     /// Prefix of every Redis key.
@@ -275,6 +309,8 @@ impl ServerConfig {
                 migrate_on_start: true,
                 admin_token: None,
                 redis_url: None,
+                auth_url: None,
+                tokens: crate::auth::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
                 log_format: LogFormat::Pretty,
                 log_filter: "info".into(),

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authn;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -22,11 +22,15 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
 use crate::admin::{Admin, AdminGuard};
+use crate::authn::{AuthLayer, Authenticator};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::health;
 use crate::layers::RequestLayer;
 use crate::redis::RedisHandle;
+
+/// gRPC name of the auth service, whose presence makes this process its own verifier.
+const AUTH_SERVICE: &str = "strata.auth.v1.AuthService";
 
 /// What every service of one process shares.
 #[derive(Debug)]
@@ -135,11 +139,42 @@ impl ServerBuilder {
             tracing::info!(migrations.applied = applied.len(), "migrations up to date");
         }
         let listener = TcpListener::bind(self.ctx.config.listen_addr).await?;
+        let local_addr = listener.local_addr()?;
+        let authenticator = self.authenticator(local_addr)?;
         Ok(BoundServer {
-            local_addr: listener.local_addr()?,
+            local_addr,
             listener,
+            authenticator,
             builder: self,
         })
+    }
+
+    /// The authenticator of the suite's calls, when an auth service is known: the one at
+    /// `STRATA_AUTH_URL`, else this process's own when it serves auth.
+    fn authenticator(&self, local_addr: SocketAddr) -> Result<Option<Arc<Authenticator>>, Error> {
+        let config = &self.ctx.config;
+        let serves_auth = self.names.iter().any(|n| n == AUTH_SERVICE);
+        let url = match (&config.auth_url, serves_auth) {
+            (Some(url), _) => url.clone(),
+            (None, true) => {
+                let ip = if local_addr.ip().is_unspecified() {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    local_addr.ip()
+                };
+                format!("http://{}", SocketAddr::new(ip, local_addr.port()))
+            }
+            (None, false) => return Ok(None),
+        };
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| Error::FailedPrecondition(format!("STRATA_AUTH_URL: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        Ok(Some(Arc::new(Authenticator::new(
+            channel,
+            config.tokens.clone(),
+            self.ctx.redis.clone(),
+        ))))
     }
 }
 
@@ -147,6 +182,7 @@ impl ServerBuilder {
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    authenticator: Option<Arc<Authenticator>>,
     builder: ServerBuilder,
 }
 
@@ -222,6 +258,11 @@ impl BoundServer {
             // Outermost: span + trace context, query accounting, panic → INTERNAL, and the
             // profiling metadata, which must see the whole call including every inner layer.
             .layer(RequestLayer)
+            // Then authentication, inside the span so its refusals are traced and profiled
+            // too; absent when no auth service is known (admin RPCs then take the token).
+            .layer(tower::util::option_layer(
+                self.authenticator.map(AuthLayer::new),
+            ))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
                 let _ = drain_rx.await;

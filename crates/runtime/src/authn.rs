@@ -1,0 +1,304 @@
+//! Authentication of incoming calls, for every service: [`AuthLayer`] takes the bearer
+//! credential from the metadata, has [`Authenticator`] verify it, and puts the caller's
+//! [`Principal`] into the request extensions for handlers (and the admin guard) to read.
+//!
+//! - Access tokens are verified locally with the auth service's public keys, fetched over
+//!   gRPC (`GetJwks`), cached, and fetched again when a token names an unknown `kid`.
+//! - Revocation: the auth service writes every ended session to Redis
+//!   ([`revoked_session_key`], expiring with the access-token lifetime); verifiers check
+//!   it, caching each answer for one second. When Redis cannot answer they ask the auth
+//!   service (`VerifyToken`); when neither can answer the call is refused (`UNAVAILABLE`).
+//! - API keys are verified by the auth service (`VerifyToken`), answers cached one second.
+//!
+//! Calls without credentials are `UNAUTHENTICATED`, except health, reflection, and the
+//! auth service itself, which authenticates its own calls more strictly (database-backed).
+
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use sha2::{Digest, Sha256};
+use strata_proto::auth::auth_service_client::AuthServiceClient;
+use strata_proto::auth::{self as pb};
+use tonic::body::Body;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::auth::{
+    API_KEY_PREFIX, Principal, PublicKeys, Role, TokenError, TokenSettings, verify_access_token,
+};
+use crate::redis::RedisHandle;
+use crate::telemetry::TraceContextInterceptor;
+
+/// How long a revocation answer or a remote verification is reused.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Minimum time between two JWKS fetches triggered by unknown `kid`s.
+const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Deadline of calls to the auth service.
+const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Paths that need no credentials.
+const PUBLIC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    // The auth service authenticates its own calls against the database.
+    "/strata.auth.v1.AuthService/",
+];
+
+/// Redis key marking a session as ended. Written by the auth service, read by verifiers.
+pub fn revoked_session_key(session: &Uuid) -> String {
+    format!("revoked:session:{session}")
+}
+
+/// Verifies credentials; shared by every request of a process.
+pub struct Authenticator {
+    auth: AuthServiceClient<InterceptedService<Channel, TraceContextInterceptor>>,
+    settings: TokenSettings,
+    keys: RwLock<Arc<PublicKeys>>,
+    last_key_fetch: tokio::sync::Mutex<Option<Instant>>,
+    redis: Option<RedisHandle>,
+    revoked: moka::future::Cache<Uuid, bool>,
+    remote: moka::future::Cache<[u8; 32], Principal>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unauthenticated() -> Status {
+    Status::unauthenticated("invalid, expired or revoked credentials")
+}
+
+fn unavailable() -> Status {
+    Status::unavailable("cannot verify credentials right now; retry later")
+}
+
+impl Authenticator {
+    /// An authenticator asking the auth service behind `channel`.
+    pub fn new(channel: Channel, settings: TokenSettings, redis: Option<RedisHandle>) -> Self {
+        Self {
+            auth: AuthServiceClient::with_interceptor(channel, TraceContextInterceptor),
+            settings,
+            keys: RwLock::new(Arc::new(PublicKeys::default())),
+            last_key_fetch: tokio::sync::Mutex::new(None),
+            redis,
+            revoked: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+            remote: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// The principal behind `token`, or the status to answer with.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Status> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return self.remote(token).await;
+        }
+        let claims = match self.verify_locally(token) {
+            Err(TokenError::UnknownKey) => {
+                self.refresh_keys().await?;
+                self.verify_locally(token)
+            }
+            other => other,
+        }
+        .map_err(|_| unauthenticated())?;
+        let principal = Principal::from_claims(&claims).map_err(|_| unauthenticated())?;
+        let session = principal.session_id.unwrap_or_default();
+        match self.is_revoked(session).await {
+            Some(false) => Ok(principal),
+            Some(true) => Err(unauthenticated()),
+            // Redis cannot tell: the auth service decides.
+            None => self.remote(token).await,
+        }
+    }
+
+    fn verify_locally(&self, token: &str) -> Result<crate::auth::AccessClaims, TokenError> {
+        let keys = self
+            .keys
+            .read()
+            .map(|k| Arc::clone(&k))
+            .map_err(|_| TokenError::UnknownKey)?;
+        verify_access_token(token, &keys, &self.settings)
+    }
+
+    /// Fetches the JWKS again, at most once per [`KEY_REFETCH_INTERVAL`].
+    async fn refresh_keys(&self) -> Result<(), Status> {
+        let mut last = self.last_key_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let mut request = tonic::Request::new(pb::GetJwksRequest {});
+        request.set_timeout(AUTH_CALL_TIMEOUT);
+        let jwks = self.auth.clone().get_jwks(request).await.map_err(|e| {
+            tracing::warn!(error = %e, "fetching the auth service's keys failed");
+            unavailable()
+        })?;
+        let mut keys = PublicKeys::default();
+        for jwk in jwks.into_inner().keys {
+            if jwk.kty == "OKP"
+                && jwk.crv == "Ed25519"
+                && let Ok(raw) = URL_SAFE_NO_PAD.decode(&jwk.x)
+            {
+                keys.insert(jwk.kid, &raw);
+            }
+        }
+        tracing::info!(keys = keys.len(), "fetched signing keys");
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
+        }
+        Ok(())
+    }
+
+    /// Whether `session` was revoked, or `None` when Redis cannot tell.
+    async fn is_revoked(&self, session: Uuid) -> Option<bool> {
+        if let Some(answer) = self.revoked.get(&session).await {
+            return Some(answer);
+        }
+        let redis = self.redis.as_ref()?;
+        let mut conn = redis.connection();
+        let exists: Result<bool, _> = redis::cmd("EXISTS")
+            .arg(redis.key(&revoked_session_key(&session)))
+            .query_async(&mut conn)
+            .await;
+        match exists {
+            Ok(revoked) => {
+                self.revoked.insert(session, revoked).await;
+                Some(revoked)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unavailable: asking the auth service instead");
+                None
+            }
+        }
+    }
+
+    /// Verification by the auth service, cached briefly by the token's digest.
+    async fn remote(&self, token: &str) -> Result<Principal, Status> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.remote.get(&digest).await {
+            return Ok(principal);
+        }
+        let mut request = tonic::Request::new(pb::VerifyTokenRequest {
+            token: token.to_owned(),
+        });
+        request.set_timeout(AUTH_CALL_TIMEOUT);
+        let answer = self.auth.clone().verify_token(request).await.map_err(|status| match status.code() {
+            Code::Unauthenticated | Code::InvalidArgument => unauthenticated(),
+            _ => {
+                tracing::warn!(error = %status.message(), "the auth service could not verify a credential");
+                unavailable()
+            }
+        })?;
+        let principal = principal_from_proto(answer.into_inner().principal.unwrap_or_default())
+            .ok_or_else(unauthenticated)?;
+        self.remote.insert(digest, principal.clone()).await;
+        Ok(principal)
+    }
+}
+
+fn principal_from_proto(p: pb::Principal) -> Option<Principal> {
+    let parse = |s: &str| (!s.is_empty()).then(|| Uuid::parse_str(s).ok()).flatten();
+    Some(Principal {
+        user_id: Uuid::parse_str(&p.user_id).ok()?,
+        role: if p.role == i32::from(pb::Role::Admin) {
+            Role::Admin
+        } else {
+            Role::User
+        },
+        session_id: parse(&p.session_id),
+        api_key_id: parse(&p.api_key_id),
+        scopes: p.scopes,
+        expires_at: p.expire_time.map(|t| t.seconds),
+    })
+}
+
+/// Layer adding [`AuthService`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// A layer verifying with `authenticator`.
+    pub fn new(authenticator: Arc<Authenticator>) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S> tower_service::Service<Request<Body>> for AuthService<S>
+where
+    S: tower_service::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The service that was polled ready handles this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return Box::pin(inner.call(request));
+        }
+        let token = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let authenticator = Arc::clone(&self.authenticator);
+        Box::pin(async move {
+            let Some(token) = token else {
+                return Ok(Status::unauthenticated("missing bearer credentials").into_http());
+            };
+            match authenticator.authenticate(&token).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
