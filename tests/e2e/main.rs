@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use strata_proto::admin::admin_service_client::AdminServiceClient;
 use strata_proto::admin::{ComponentStatus, GetHealthRequest};
+use strata_proto::auth::auth_service_client::AuthServiceClient;
+use strata_proto::auth::{LogoutRequest, RefreshTokenRequest, SignUpRequest};
 use strata_testkit::{TestDb, TestRedis, admin_request};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -195,21 +197,7 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         .connect()
         .await
         .unwrap();
-    let health = AdminServiceClient::new(channel.clone())
-        .get_health(admin_request(GetHealthRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let migrations = health.migrations.unwrap();
-    assert_eq!(
-        migrations.pending, 0,
-        "STRATA_MIGRATE_ON_START applied everything"
-    );
-    assert!(migrations.applied > 0);
-    assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Up));
-    assert_eq!(health.service, "all");
-
-    let mut health_client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health_client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = health_client
@@ -229,6 +217,66 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A user signs up; admin RPCs refuse them until they hold the ADMIN role.
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let credentials = auth
+        .sign_up(SignUpRequest {
+            email: "ops@example.com".into(),
+            password: "a long operator passphrase".into(),
+            display_name: "Ops".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let as_user = || bearer(GetHealthRequest {}, &credentials.access_token);
+    let status = admin.get_health(as_user()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    {
+        use diesel_async::SimpleAsyncConnection;
+        db.connect()
+            .await
+            .batch_execute("UPDATE auth.users SET role = 'ADMIN' WHERE email = 'ops@example.com'")
+            .await
+            .unwrap();
+    }
+    // The role is a claim of the access token: the next refresh carries it.
+    let credentials = auth
+        .refresh_token(RefreshTokenRequest {
+            refresh_token: credentials.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials
+        .unwrap();
+    let as_user = || bearer(GetHealthRequest {}, &credentials.access_token);
+    let health = admin.get_health(as_user()).await.unwrap().into_inner();
+    let migrations = health.migrations.unwrap();
+    assert_eq!(
+        migrations.pending, 0,
+        "STRATA_MIGRATE_ON_START applied everything"
+    );
+    assert!(migrations.applied > 0);
+    assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Up));
+    assert_eq!(health.service, "all");
+    // With an auth service, the static admin token no longer opens admin RPCs.
+    let status = admin
+        .get_health(admin_request(GetHealthRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // Logging out revokes the session for every verifier, after their one-second cache.
+    auth.logout(bearer(LogoutRequest {}, &credentials.access_token))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let status = admin.get_health(as_user()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
     let pid = child.id().unwrap().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -253,4 +301,12 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         !stderr.contains(strata_testkit::ADMIN_TOKEN),
         "no secrets in logs"
     );
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
 }

@@ -2,8 +2,9 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `STRATA_AUTH_ISSUER` | `strata-auth` | `iss` of access tokens |
-//! | `STRATA_AUTH_AUDIENCE` | `strata` | `aud` of access tokens |
+//!
+//! Issuer and audience (`STRATA_AUTH_ISSUER`, `STRATA_AUTH_AUDIENCE`) are read by the
+//! runtime's config, since every service verifies tokens with them.
 //! | `STRATA_AUTH_ACCESS_TTL_SECS` | 900 | access-token lifetime |
 //! | `STRATA_AUTH_REFRESH_IDLE_SECS` | 604800 (7 days) | a session ends if not refreshed for this long |
 //! | `STRATA_AUTH_REFRESH_ABSOLUTE_SECS` | 2592000 (30 days) | a session ends this long after sign-in, whatever happens |
@@ -14,10 +15,6 @@ use serde::Deserialize;
 use strata_runtime::auth::TokenSettings;
 use strata_storage::config::ConfigError;
 
-/// `STRATA_AUTH_ISSUER`
-pub const ISSUER: &str = "STRATA_AUTH_ISSUER";
-/// `STRATA_AUTH_AUDIENCE`
-pub const AUDIENCE: &str = "STRATA_AUTH_AUDIENCE";
 /// `STRATA_AUTH_ACCESS_TTL_SECS`
 pub const ACCESS_TTL_SECS: &str = "STRATA_AUTH_ACCESS_TTL_SECS";
 /// `STRATA_AUTH_REFRESH_IDLE_SECS`
@@ -25,21 +22,11 @@ pub const REFRESH_IDLE_SECS: &str = "STRATA_AUTH_REFRESH_IDLE_SECS";
 /// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
 pub const REFRESH_ABSOLUTE_SECS: &str = "STRATA_AUTH_REFRESH_ABSOLUTE_SECS";
 
-const KNOWN: &[&str] = &[
-    ISSUER,
-    AUDIENCE,
-    ACCESS_TTL_SECS,
-    REFRESH_IDLE_SECS,
-    REFRESH_ABSOLUTE_SECS,
-];
+const KNOWN: &[&str] = &[ACCESS_TTL_SECS, REFRESH_IDLE_SECS, REFRESH_ABSOLUTE_SECS];
 
 /// Raw settings; field names are the lower-cased variable names.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AuthSettings {
-    /// `STRATA_AUTH_ISSUER`
-    pub strata_auth_issuer: Option<String>,
-    /// `STRATA_AUTH_AUDIENCE`
-    pub strata_auth_audience: Option<String>,
     /// `STRATA_AUTH_ACCESS_TTL_SECS`
     pub strata_auth_access_ttl_secs: Option<u64>,
     /// `STRATA_AUTH_REFRESH_IDLE_SECS`
@@ -56,8 +43,8 @@ impl AuthSettings {
             .map_err(Box::new)
     }
 
-    /// Resolves defaults and checks the values.
-    pub fn resolve(&self) -> Result<AuthConfig, ConfigError> {
+    /// Resolves defaults and checks the values; `tokens` comes from the server config.
+    pub fn resolve(&self, tokens: TokenSettings) -> Result<AuthConfig, ConfigError> {
         let defaults = AuthConfig::default();
         let secs = |variable: &'static str, value: Option<u64>, default: Duration| match value {
             Some(0) => Err(ConfigError {
@@ -68,17 +55,7 @@ impl AuthSettings {
             None => Ok(default),
         };
         let config = AuthConfig {
-            tokens: TokenSettings {
-                issuer: self
-                    .strata_auth_issuer
-                    .clone()
-                    .unwrap_or(defaults.tokens.issuer),
-                audience: self
-                    .strata_auth_audience
-                    .clone()
-                    .unwrap_or(defaults.tokens.audience),
-                leeway: defaults.tokens.leeway,
-            },
+            tokens,
             access_ttl: secs(
                 ACCESS_TTL_SECS,
                 self.strata_auth_access_ttl_secs,

@@ -8,6 +8,7 @@ use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::auth::{
     API_KEY_PREFIX, Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token,
 };
+use strata_runtime::authn::revoked_session_key;
 use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, IdCursor, page_size};
 use strata_runtime::server::AppContext;
@@ -422,6 +423,34 @@ impl AuthHandlers {
         Ok(())
     }
 
+    /// Tells every verifier of the suite, through Redis, that `sessions` ended; their
+    /// access tokens are refused from now on rather than when they expire.
+    async fn publish_revoked(&self, sessions: &[Uuid]) {
+        let Some(redis) = &self.ctx.redis else {
+            return;
+        };
+        if sessions.is_empty() {
+            return;
+        }
+        let ttl = self.config.access_ttl.as_secs().max(1);
+        let mut pipe = redis::pipe();
+        for session in sessions {
+            pipe.cmd("SET")
+                .arg(redis.key(&revoked_session_key(session)))
+                .arg(1)
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut redis.connection()).await {
+            tracing::error!(
+                error = %e,
+                sessions = sessions.len(),
+                "could not publish revoked sessions; verifiers relying on Redis accept their access tokens until they expire"
+            );
+        }
+    }
+
     /// Writes pending API key uses now (they are otherwise written every 30 s).
     pub async fn flush_key_usage(&self) -> Result<usize, AuthError> {
         Ok(self.key_usage.flush().await?)
@@ -648,8 +677,9 @@ impl AuthService for AuthHandlers {
             RefreshOutcome::Invalid => {
                 Err(AuthError::Unauthenticated("invalid refresh token").into())
             }
-            RefreshOutcome::Reused => {
-                tracing::warn!("refresh token reused: family and session revoked");
+            RefreshOutcome::Reused { session_id } => {
+                tracing::warn!(session.id = %session_id, "refresh token reused: family and session revoked");
+                self.publish_revoked(&[session_id]).await;
                 Err(AuthError::Unauthenticated("invalid refresh token").into())
             }
         }
@@ -665,6 +695,7 @@ impl AuthService for AuthHandlers {
         store::revoke_session(&mut conn, principal.user_id, session, db_now())
             .await
             .map_err(AuthError::from)?;
+        self.publish_revoked(&[session]).await;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -678,6 +709,7 @@ impl AuthService for AuthHandlers {
         let revoked = store::revoke_sessions(&mut conn, principal.user_id, None, db_now())
             .await
             .map_err(AuthError::from)?;
+        self.publish_revoked(&revoked).await;
         Ok(Response::new(pb::LogoutAllResponse {
             revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
         }))
@@ -807,6 +839,7 @@ impl AuthService for AuthHandlers {
         {
             return Err(AuthError::NotFound("session").into());
         }
+        self.publish_revoked(&[session]).await;
         Ok(Response::new(pb::RevokeSessionResponse {}))
     }
 
@@ -868,6 +901,7 @@ impl AuthService for AuthHandlers {
         })
         .await
         .map_err(AuthError::from)?;
+        self.publish_revoked(&revoked).await;
         tracing::info!(user.id = %principal.user_id, sessions.revoked = revoked.len(), "password changed");
         Ok(Response::new(pb::ChangePasswordResponse {
             revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
@@ -918,11 +952,28 @@ impl AuthService for AuthHandlers {
         let req = request.into_inner();
         let user_id = parse_id("user_id", &req.user_id)?;
         let role = stored_role("role", req.role, false)?.unwrap_or(Role::User.as_str());
+        let now = db_now();
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let user = store::set_role(&mut conn, user_id, role, db_now())
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::NotFound("user"))?;
+        let (user, revoked) =
+            diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+                let before = store::user_by_id(conn, user_id)
+                    .await?
+                    .ok_or(AuthError::NotFound("user"))?;
+                let user = store::set_role(conn, user_id, role, now)
+                    .await?
+                    .ok_or(AuthError::NotFound("user"))?;
+                // Access tokens carry the role for their lifetime: a demoted admin's sessions end
+                // now, rather than keeping admin power until their tokens expire.
+                let demoted = before.role == Role::Admin.as_str() && role != Role::Admin.as_str();
+                let revoked = if demoted {
+                    store::revoke_sessions(conn, user_id, None, now).await?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, AuthError>((user, revoked))
+            })
+            .await?;
+        self.publish_revoked(&revoked).await;
         tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.role = role, "role changed");
         Ok(Response::new(pb::SetUserRoleResponse {
             user: Some(user_proto(&user)),
@@ -940,17 +991,20 @@ impl AuthService for AuthHandlers {
         let status = stored_status("status", req.status, false)?.unwrap_or(ACTIVE);
         let now = db_now();
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let user = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
-            let Some(user) = store::set_status(conn, user_id, status, now).await? else {
-                return Err(AuthError::NotFound("user"));
-            };
-            if status == DISABLED {
-                store::revoke_sessions(conn, user_id, None, now).await?;
-                store::revoke_user_api_keys(conn, user_id, now).await?;
-            }
-            Ok(user)
-        })
-        .await?;
+        let (user, revoked) =
+            diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+                let Some(user) = store::set_status(conn, user_id, status, now).await? else {
+                    return Err(AuthError::NotFound("user"));
+                };
+                let mut revoked = Vec::new();
+                if status == DISABLED {
+                    revoked = store::revoke_sessions(conn, user_id, None, now).await?;
+                    store::revoke_user_api_keys(conn, user_id, now).await?;
+                }
+                Ok((user, revoked))
+            })
+            .await?;
+        self.publish_revoked(&revoked).await;
         tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.status = status, "status changed");
         Ok(Response::new(pb::SetUserStatusResponse {
             user: Some(user_proto(&user)),

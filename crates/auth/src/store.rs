@@ -206,7 +206,10 @@ pub enum RefreshOutcome {
     /// Unknown, expired, revoked, or its session or user is no longer active.
     Invalid,
     /// Already used: the whole family and its session were revoked.
-    Reused,
+    Reused {
+        /// The revoked session.
+        session_id: Uuid,
+    },
 }
 
 /// Rotates the refresh token whose hash is `hash`, in one transaction. The token row is
@@ -245,7 +248,9 @@ pub async fn rotate_refresh_token(
         };
         if token.used_at.is_some() {
             revoke_family(conn, token.family_id, token.session_id, now).await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused {
+                session_id: token.session_id,
+            });
         }
         if token.revoked_at.is_some()
             || token.session_revoked_at.is_some()

@@ -1818,3 +1818,191 @@ async fn api_keys_expire_die_with_their_owner_and_validate_input() {
         0
     );
 }
+
+/// A second process of the suite: only the admin service, verifying through `auth_url`.
+async fn other_service(
+    db: &TestDb,
+    auth_url: &str,
+    redis_url: &str,
+    redis_prefix: &str,
+) -> TestServer {
+    let mut config = db.server_config("other");
+    config.admin_token = None;
+    config.auth_url = Some(auth_url.to_owned());
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis_url.to_owned()));
+    config.redis_prefix = redis_prefix.to_owned();
+    config.db =
+        strata_storage::DbConfig::new(db.url(), "other", strata_storage::Environment::Development);
+    TestServer::start(config, |_| {}).await
+}
+
+async fn health_as(server: &TestServer, token: Option<&str>) -> Result<(), tonic::Status> {
+    let mut client =
+        strata_proto::admin::admin_service_client::AdminServiceClient::new(server.channel());
+    let request = match token {
+        Some(token) => bearer(strata_proto::admin::GetHealthRequest {}, token),
+        None => tonic::Request::new(strata_proto::admin::GetHealthRequest {}),
+    };
+    client.get_health(request).await.map(|_| ())
+}
+
+async fn start_with_redis(redis: &TestRedis) -> Harness {
+    let db = TestDb::new().await;
+    let mut config = db.server_config("auth");
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
+    config.redis_prefix = redis.handle().prefix().to_owned();
+    start_on(db, config, Arc::new(SystemClock)).await
+}
+
+async fn admin_credentials(h: &mut Harness, email: &str) -> Credentials {
+    let (_, credentials) = sign_up(&mut h.client, email).await;
+    make_admin(&h.db, email).await;
+    // The role is a claim: a refresh carries the promotion.
+    refresh(&mut h.client, &credentials.refresh_token)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn another_service_verifies_locally_and_refuses_revoked_sessions() {
+    let redis = TestRedis::new();
+    let mut h = start_with_redis(&redis).await;
+    let auth_url = format!("http://{}", h._server.addr());
+    let other = other_service(&h.db, &auth_url, redis.url(), redis.handle().prefix()).await;
+
+    let admin = admin_credentials(&mut h, "ada@example.com").await;
+    let (_, user) = sign_up(&mut h.client, "bob@example.com").await;
+    health_as(&other, Some(&admin.access_token))
+        .await
+        .expect("admin passes another service's verifier");
+    assert_eq!(
+        health_as(&other, Some(&user.access_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        health_as(&other, None).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        health_as(&other, Some("garbage")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // API keys are verified by the auth service, within their scopes.
+    let ops_key = create_key(&mut h.client, &admin.access_token, &["ops:admin"])
+        .await
+        .unwrap()
+        .secret;
+    let read_key = create_key(&mut h.client, &admin.access_token, &["profile:read"])
+        .await
+        .unwrap()
+        .secret;
+    health_as(&other, Some(&ops_key))
+        .await
+        .expect("an admin's ops:admin key");
+    assert_eq!(
+        health_as(&other, Some(&read_key)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // Logout reaches the other service through Redis (after its one-second cache).
+    h.client
+        .logout(bearer(pb::LogoutRequest {}, &admin.access_token))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        health_as(&other, Some(&admin.access_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn without_redis_verifiers_ask_the_auth_service_and_without_either_they_refuse() {
+    let redis = TestRedis::new();
+    let mut h = start_with_redis(&redis).await;
+    let auth_url = format!("http://{}", h._server.addr());
+    let admin = admin_credentials(&mut h, "ada@example.com").await;
+
+    // Redis unreachable: the auth service decides, so a logout is still honoured.
+    let no_redis = other_service(&h.db, &auth_url, "redis://127.0.0.1:1", "x:").await;
+    health_as(&no_redis, Some(&admin.access_token))
+        .await
+        .expect("verified by the auth service");
+    h.client
+        .logout(bearer(pb::LogoutRequest {}, &admin.access_token))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        health_as(&no_redis, Some(&admin.access_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    // Neither Redis nor the auth service: refuse.
+    let fresh = login(&mut h.client, "ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let nothing = other_service(&h.db, "http://127.0.0.1:1", "redis://127.0.0.1:1", "x:").await;
+    assert_eq!(
+        health_as(&nothing, Some(&fresh.access_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn demoting_an_admin_ends_their_sessions_everywhere() {
+    let redis = TestRedis::new();
+    let mut h = start_with_redis(&redis).await;
+    let auth_url = format!("http://{}", h._server.addr());
+    let other = other_service(&h.db, &auth_url, redis.url(), redis.handle().prefix()).await;
+    let root = admin_credentials(&mut h, "root@example.com").await;
+    let ada = admin_credentials(&mut h, "ada@example.com").await;
+    health_as(&other, Some(&ada.access_token)).await.unwrap();
+    let ada_id = h
+        .client
+        .get_profile(bearer(pb::GetProfileRequest::default(), &ada.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    h.client
+        .set_user_role(bearer(
+            pb::SetUserRoleRequest {
+                user_id: ada_id,
+                role: pb::Role::User.into(),
+            },
+            &root.access_token,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        health_as(&other, Some(&ada.access_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        refresh(&mut h.client, &ada.refresh_token)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+}

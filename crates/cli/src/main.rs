@@ -120,7 +120,7 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     if matches!(service, "all" | "auth") {
         let auth_config = AuthSettings::load()
             .context("reading configuration")?
-            .resolve()
+            .resolve(builder.context().config.tokens.clone())
             .context("configuration")?;
         let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
         let max_message_bytes = builder.context().config.max_message_bytes;
