@@ -37,8 +37,9 @@ CREATE TABLE auth.sessions (
 -- ListSessions / LogoutAll / ChangePassword: a user's live sessions, newest first.
 CREATE INDEX sessions_active_user_idx ON auth.sessions (user_id, created_at DESC, id)
     WHERE revoked_at IS NULL;
--- Cleanup scan: sessions past their absolute expiry, oldest first.
-CREATE INDEX sessions_expiry_idx ON auth.sessions (absolute_expires_at);
+-- Cleanup scan: expired sessions. The idle expiry never exceeds the absolute one (both
+-- are set so), so it is the effective expiry.
+CREATE INDEX sessions_expiry_idx ON auth.sessions (idle_expires_at);
 -- Cleanup scan: revoked sessions.
 CREATE INDEX sessions_revoked_idx ON auth.sessions (revoked_at) WHERE revoked_at IS NOT NULL;
 

@@ -75,6 +75,12 @@ async fn migrate_commands_and_their_exit_codes() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     assert!(text(&status).contains("applied"));
 
+    for _ in 0..2 {
+        let rotate = strata(url, &["auth", "rotate-keys"]);
+        assert_eq!(rotate.status.code(), Some(0), "{}", text(&rotate));
+        assert!(text(&rotate).contains("signing with key"));
+    }
+
     let revert = strata(url, &["migrate", "revert"]);
     assert_eq!(revert.status.code(), Some(0), "{}", text(&revert));
     assert!(text(&revert).contains("reverted"));
@@ -235,14 +241,14 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     let as_user = || bearer(GetHealthRequest {}, &credentials.access_token);
     let status = admin.get_health(as_user()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    {
-        use diesel_async::SimpleAsyncConnection;
-        db.connect()
-            .await
-            .batch_execute("UPDATE auth.users SET role = 'ADMIN' WHERE email = 'ops@example.com'")
-            .await
-            .unwrap();
-    }
+    let grant = strata(Some(db.url()), &["auth", "grant-admin", "OPS@example.com"]);
+    assert_eq!(grant.status.code(), Some(0), "{}", text(&grant));
+    let unknown = strata(
+        Some(db.url()),
+        &["auth", "grant-admin", "nobody@example.com"],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown).contains("no user"));
     // The role is a claim of the access token: the next refresh carries it.
     let credentials = auth
         .refresh_token(RefreshTokenRequest {

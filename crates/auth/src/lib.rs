@@ -6,6 +6,7 @@
 //! access tokens is shared with every service and lives in `strata_runtime::auth`; this
 //! crate must not grow verification logic of its own.
 
+pub mod cleanup;
 pub mod config;
 pub mod error;
 pub mod keys;

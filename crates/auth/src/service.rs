@@ -53,7 +53,7 @@ pub struct AuthHandlers {
     key_usage: Arc<KeyUsage>,
     // Loaded on first use (the schema may not be migrated yet when the handlers are built)
     // and replaced on rotation.
-    keys: RwLock<Option<Arc<KeyRing>>>,
+    keys: RwLock<Option<(std::time::Instant, Arc<KeyRing>)>>,
 }
 
 impl std::fmt::Debug for AuthHandlers {
@@ -186,6 +186,10 @@ fn validate_email(email: &str) -> Result<(), AuthError> {
     }
 }
 
+/// How often the signing keys are reloaded from the database.
+const KEY_RING_RELOAD: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often expired credentials are deleted.
+const CLEANUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 /// How often API key uses are written.
 const KEY_USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most scopes one API key may carry.
@@ -390,6 +394,7 @@ impl AuthHandlers {
     ) -> Result<Self, AuthError> {
         let throttle = LoginThrottle::new(ctx.redis.clone(), clock, policy);
         let key_usage = KeyUsage::start(ctx.db.clone(), KEY_USAGE_FLUSH);
+        crate::cleanup::spawn(ctx.db.clone(), CLEANUP_INTERVAL, Arc::downgrade(&key_usage));
         Ok(Self {
             ctx,
             config,
@@ -400,26 +405,44 @@ impl AuthHandlers {
         })
     }
 
-    /// The key ring, loaded (and the first key created) on first use.
+    /// The key ring: loaded (and the first key created) on first use, then reloaded every
+    /// minute so a rotation by another replica is picked up well within a token lifetime
+    /// (the retired key stays valid meanwhile).
     pub async fn key_ring(&self) -> Result<Arc<KeyRing>, AuthError> {
-        if let Some(ring) = self.keys.read().ok().and_then(|k| k.clone()) {
-            return Ok(ring);
+        let cached = self.keys.read().ok().and_then(|k| k.clone());
+        if let Some((loaded, ring)) = &cached
+            && loaded.elapsed() < KEY_RING_RELOAD
+        {
+            return Ok(Arc::clone(ring));
         }
-        let mut conn = self.ctx.db.get().await?;
-        let ring = Arc::new(keys::load_or_create(&mut conn, self.config.access_ttl).await?);
+        let loaded = async {
+            let mut conn = self.ctx.db.get().await?;
+            keys::load_or_create(&mut conn, self.config.access_ttl).await
+        }
+        .await;
+        match (loaded, cached) {
+            (Ok(ring), _) => Ok(self.store_ring(ring)),
+            (Err(e), Some((_, ring))) => {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
+                Ok(ring)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    fn store_ring(&self, ring: KeyRing) -> Arc<KeyRing> {
+        let ring = Arc::new(ring);
         if let Ok(mut slot) = self.keys.write() {
-            *slot = Some(Arc::clone(&ring));
+            *slot = Some((std::time::Instant::now(), Arc::clone(&ring)));
         }
-        Ok(ring)
+        ring
     }
 
     /// Retires the signing key and starts signing with a new one.
     pub async fn rotate_keys(&self) -> Result<(), AuthError> {
         let mut conn = self.ctx.db.get().await?;
-        let ring = Arc::new(keys::rotate(&mut conn, self.config.access_ttl).await?);
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Some(ring);
-        }
+        let ring = keys::rotate(&mut conn, self.config.access_ttl).await?;
+        self.store_ring(ring);
         Ok(())
     }
 

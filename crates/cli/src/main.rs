@@ -47,6 +47,24 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Operate the auth service's data (DATABASE_URL).
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthAction {
+    /// Give an existing user the ADMIN role (how the first admin is made); effective from
+    /// the user's next sign-in or refresh.
+    GrantAdmin {
+        /// The user's email.
+        email: String,
+    },
+    /// Retire the current token-signing key and create a new one; replicas switch within a
+    /// minute, and tokens signed with the old key stay valid until they expire.
+    RotateKeys,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { service } => serve(&service).await,
         Command::Migrate { action } => migrate(action).await,
+        Command::Auth { action } => auth(action).await,
     }
 }
 
@@ -142,6 +161,35 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     tracing::info!(listen.addr = %addr, "serving");
     bound.serve(shutdown_signal()).await?;
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load().context("reading configuration")?;
+    let config = settings.db.resolve("strata-cli").context("configuration")?;
+    let mut conn = dedicated_connection(&config)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        AuthAction::GrantAdmin { email } => {
+            if !strata_auth::store::grant_admin(&mut conn, &email, chrono::Utc::now()).await? {
+                bail!("no user has the email {email:?}");
+            }
+            writeln!(
+                out,
+                "{email} is now an admin (from their next sign-in or token refresh)"
+            )?;
+        }
+        AuthAction::RotateKeys => {
+            let auth_config = AuthSettings::load()
+                .context("reading configuration")?
+                .resolve(strata_runtime::auth::TokenSettings::default())
+                .context("configuration")?;
+            let ring = strata_auth::keys::rotate(&mut conn, auth_config.access_ttl).await?;
+            writeln!(out, "signing with key {} from now on", ring.signer.kid)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
