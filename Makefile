@@ -18,7 +18,6 @@ WITH_INFRA = $(INFRA) up && set -a && . ./.strata/infra.env && set +a &&
 # Defaults for running the server and the migrations locally; the environment wins.
 APP_TARGETS := run db-migrate db-status db-revert db-generate
 $(APP_TARGETS): export STRATA_ENV ?= development
-$(APP_TARGETS): export STRATA_ADMIN_TOKEN ?= dev-admin-token
 
 .DEFAULT_GOAL := help
 .PHONY: help infra-up infra-down infra-status build run test lint bench fmt \

@@ -152,10 +152,13 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "strata serve {service}: listening on {addr}")?;
     writeln!(out, "try: grpcurl -plaintext {addr} list")?;
-    writeln!(
-        out,
-        "     grpcurl -plaintext -H \"authorization: Bearer $STRATA_ADMIN_TOKEN\" {addr} strata.admin.v1.AdminService/GetHealth"
-    )?;
+    if matches!(service, "all" | "auth") {
+        writeln!(
+            out,
+            "     grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"
+        )?;
+        writeln!(out, "     (README: make that user an admin with `strata auth grant-admin`)")?;
+    }
     out.flush()?;
     drop(out);
     tracing::info!(listen.addr = %addr, "serving");
