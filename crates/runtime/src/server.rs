@@ -15,7 +15,6 @@ use strata_proto::admin::admin_service_server::AdminServiceServer;
 use strata_storage::migrate::Migrations;
 use strata_storage::{Db, pool::dedicated_connection};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
@@ -252,6 +251,11 @@ impl BoundServer {
             let _ = drain_tx.send(());
         });
 
+        // Replies go out at once: without TCP_NODELAY a response larger than one segment
+        // waits for the client's delayed ACK (~40 ms) under Nagle's algorithm.
+        let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
         let server = tonic::transport::Server::builder()
             // Deadline of every call; a shorter client `grpc-timeout` wins.
             .timeout(config.request_timeout)
@@ -264,7 +268,7 @@ impl BoundServer {
                 self.authenticator.map(AuthLayer::new),
             ))
             .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = drain_rx.await;
             });
         let grace_over = async {
