@@ -157,7 +157,10 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
             out,
             "     grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"
         )?;
-        writeln!(out, "     (README: make that user an admin with `strata auth grant-admin`)")?;
+        writeln!(
+            out,
+            "     (README: make that user an admin with `strata auth grant-admin`)"
+        )?;
     }
     out.flush()?;
     drop(out);
