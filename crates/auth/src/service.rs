@@ -479,27 +479,28 @@ impl AuthHandlers {
         Ok(self.key_usage.flush().await?)
     }
 
-    /// The principal of an API key: live, unexpired, and of an active user.
-    async fn api_key_principal(&self, secret: &str) -> Result<Principal, AuthError> {
+    /// The principal of an API key (live, unexpired, of an active user) and its owner.
+    async fn api_key_principal(&self, secret: &str) -> Result<(Principal, UserRow), AuthError> {
         let now = db_now();
         let mut conn = self.ctx.db.get().await?;
-        let (key, role) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
+        let (key, user) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
             .await?
             .ok_or(AuthError::Unauthenticated("invalid or revoked API key"))?;
         self.key_usage.note(key.id, now);
-        Ok(Principal {
+        let principal = Principal {
             user_id: key.user_id,
-            role: role_of(&role),
+            role: role_of(&user.role),
             session_id: None,
             api_key_id: Some(key.id),
             scopes: key.scopes,
             expires_at: key.expires_at.map(|t| t.timestamp()),
-        })
+        };
+        Ok((principal, user))
     }
 
     /// Verifies `token` (an access token checked locally plus its session, or an API key)
-    /// and returns the caller's principal.
-    async fn principal_of(&self, token: &str) -> Result<Principal, AuthError> {
+    /// and returns the caller's principal and account, in one query.
+    async fn principal_of(&self, token: &str) -> Result<(Principal, UserRow), AuthError> {
         if token.starts_with(API_KEY_PREFIX) {
             return self.api_key_principal(token).await;
         }
@@ -510,15 +511,19 @@ impl AuthHandlers {
             .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
         let session = principal.session_id.unwrap_or_default();
         let mut conn = self.ctx.db.get().await?;
-        let role = store::live_session_role(&mut conn, principal.user_id, session, db_now())
+        let user = store::live_session_user(&mut conn, principal.user_id, session, db_now())
             .await?
             .ok_or(AuthError::Unauthenticated("session has ended"))?;
         // The role may have changed since the token was issued; the database is current.
-        principal.role = role_of(&role);
-        Ok(principal)
+        principal.role = role_of(&user.role);
+        Ok((principal, user))
     }
 
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+    /// The caller's principal and account.
+    async fn authenticate_user<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Principal, UserRow), AuthError> {
         let token = request
             .metadata()
             .get("authorization")
@@ -526,6 +531,11 @@ impl AuthHandlers {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AuthError::Unauthenticated("missing bearer token"))?;
         self.principal_of(token).await
+    }
+
+    /// The caller's principal.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+        Ok(self.authenticate_user(request).await?.0)
     }
 
     async fn credentials(
@@ -746,7 +756,7 @@ impl AuthService for AuthHandlers {
         if token.is_empty() {
             return Err(AuthError::invalid("token", "is required").into());
         }
-        let principal = self.principal_of(&token).await?;
+        let (principal, _) = self.principal_of(&token).await?;
         Ok(Response::new(pb::VerifyTokenResponse {
             principal: Some(pb::Principal {
                 user_id: principal.user_id.to_string(),
@@ -792,14 +802,9 @@ impl AuthService for AuthHandlers {
         &self,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
-        let principal = self.authenticate(&request).await?;
+        let (principal, user) = self.authenticate_user(&request).await?;
         require_scope(&principal, "profile:read")?;
         let mask = request.into_inner().read_mask;
-        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let user = store::user_by_id(&mut conn, principal.user_id)
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::NotFound("user"))?;
         Ok(Response::new(pb::GetProfileResponse {
             user: Some(apply_read_mask(user_proto(&user), mask.as_ref())?),
         }))
@@ -887,7 +892,7 @@ impl AuthService for AuthHandlers {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let principal = self.authenticate(&request).await?;
+        let (principal, user) = self.authenticate_user(&request).await?;
         require_session(&principal)?;
         let (_, ip) = client_details(&request);
         let req = request.into_inner();
@@ -897,12 +902,6 @@ impl AuthService for AuthHandlers {
         self.passwords
             .check_policy(&req.new_password)
             .map_err(|v| AuthError::invalid("new_password", v.to_string()))?;
-        let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let user = store::user_by_id(&mut conn, principal.user_id)
-            .await
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::NotFound("user"))?;
-        drop(conn);
         // Guessing the current password from a stolen session is throttled like sign-in.
         if let Some(retry_after) = self.throttle.locked_for(&user.email, &ip).await {
             return Err(AuthError::Locked(retry_after).into());

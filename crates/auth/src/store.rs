@@ -389,14 +389,14 @@ pub async fn revoke_sessions(
     .await
 }
 
-/// The role of `user` if `session` is theirs and still live and the account is active:
-/// one indexed lookup per authenticated call.
-pub async fn live_session_role(
+/// `user` if `session` is theirs and still live and the account is active: one indexed
+/// lookup per authenticated call, which also serves the caller's profile.
+pub async fn live_session_user(
     conn: &mut AsyncPgConnection,
     user: Uuid,
     session: Uuid,
     now: DateTime<Utc>,
-) -> QueryResult<Option<String>> {
+) -> QueryResult<Option<UserRow>> {
     sessions::table
         .inner_join(users::table)
         .filter(
@@ -408,7 +408,7 @@ pub async fn live_session_role(
                 .and(sessions::absolute_expires_at.gt(now))
                 .and(users::status.eq(ACTIVE)),
         )
-        .select(users::role)
+        .select(UserRow::as_select())
         .first(conn)
         .await
         .optional()
@@ -720,12 +720,12 @@ pub async fn revoke_user_api_keys(
     .await
 }
 
-/// The live key with this hash and its owner's role, if the owner is active.
+/// The live key with this hash and its owner, if the owner is active.
 pub async fn api_key_by_hash(
     conn: &mut AsyncPgConnection,
     hash: &[u8; 32],
     now: DateTime<Utc>,
-) -> QueryResult<Option<(ApiKeyRow, String)>> {
+) -> QueryResult<Option<(ApiKeyRow, UserRow)>> {
     api_keys::table
         .inner_join(users::table)
         .filter(
@@ -739,7 +739,7 @@ pub async fn api_key_by_hash(
                 )
                 .and(users::status.eq(ACTIVE)),
         )
-        .select((ApiKeyRow::as_select(), users::role))
+        .select((ApiKeyRow::as_select(), UserRow::as_select()))
         .first(conn)
         .await
         .optional()
