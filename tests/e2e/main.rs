@@ -11,7 +11,7 @@ use strata_proto::admin::admin_service_client::AdminServiceClient;
 use strata_proto::admin::{ComponentStatus, GetHealthRequest};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::{LogoutRequest, RefreshTokenRequest, SignUpRequest};
-use strata_testkit::{TestDb, TestRedis, admin_request};
+use strata_testkit::{TestDb, TestRedis, admin_request, bearer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
@@ -307,12 +307,4 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         !stderr.contains(strata_testkit::ADMIN_TOKEN),
         "no secrets in logs"
     );
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }

@@ -10,7 +10,7 @@ use strata_runtime::auth::{
 };
 use strata_runtime::authn::revoked_session_key;
 use strata_runtime::clock::{Clock, SystemClock};
-use strata_runtime::pagination::{Cursor, IdCursor, page_size};
+use strata_runtime::pagination::{Cursor, IdCursor, finish_page, page_size};
 use strata_runtime::server::AppContext;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -820,20 +820,16 @@ impl AuthService for AuthHandlers {
         let limit = page_size(req.page_size)?;
         let after = Cursor::decode(&req.page_token)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let mut rows =
-            store::live_sessions(&mut conn, principal.user_id, db_now(), after, limit + 1)
-                .await
-                .map_err(AuthError::from)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => Cursor {
+        let rows = store::live_sessions(&mut conn, principal.user_id, db_now(), after, limit + 1)
+            .await
+            .map_err(AuthError::from)?;
+        let (rows, next_page_token) = finish_page(rows, limit, |last| {
+            Cursor {
                 time: last.created_at,
                 id: last.id,
             }
-            .encode(),
-            _ => String::new(),
-        };
+            .encode()
+        });
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: rows
                 .into_iter()
@@ -950,15 +946,10 @@ impl AuthService for AuthHandlers {
             email_prefix: (!req.email_prefix.is_empty()).then_some(req.email_prefix),
         };
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let mut rows = store::list_users(&mut conn, &filter, after.map(|c| c.0), limit + 1)
+        let rows = store::list_users(&mut conn, &filter, after.map(|c| c.0), limit + 1)
             .await
             .map_err(AuthError::from)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => IdCursor(last.id).encode(),
-            _ => String::new(),
-        };
+        let (rows, next_page_token) = finish_page(rows, limit, |last| IdCursor(last.id).encode());
         Ok(Response::new(pb::ListUsersResponse {
             users: rows.iter().map(user_proto).collect(),
             next_page_token,
@@ -1103,19 +1094,16 @@ impl AuthService for AuthHandlers {
         let limit = page_size(req.page_size)?;
         let after = Cursor::decode(&req.page_token)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
-        let mut rows = store::list_api_keys(&mut conn, principal.user_id, after, limit + 1)
+        let rows = store::list_api_keys(&mut conn, principal.user_id, after, limit + 1)
             .await
             .map_err(AuthError::from)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => Cursor {
+        let (rows, next_page_token) = finish_page(rows, limit, |last| {
+            Cursor {
                 time: last.created_at,
                 id: last.id,
             }
-            .encode(),
-            _ => String::new(),
-        };
+            .encode()
+        });
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: rows.iter().map(api_key_proto).collect(),
             next_page_token,

@@ -19,7 +19,7 @@ use strata_proto::auth::{self as pb, Credentials};
 use strata_runtime::ServerConfig;
 use strata_runtime::auth::{AccessClaims, Role};
 use strata_runtime::clock::{Clock, ManualClock, SystemClock};
-use strata_testkit::{TestDb, TestRedis, TestServer};
+use strata_testkit::{LogCapture, TestDb, TestRedis, TestServer, bearer};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -77,14 +77,6 @@ async fn sign_up(client: &mut AuthServiceClient<Channel>, email: &str) -> (pb::U
         .unwrap()
         .into_inner();
     (response.user.unwrap(), response.credentials.unwrap())
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 async fn refresh(
@@ -749,29 +741,10 @@ async fn rotated_keys_keep_old_tokens_valid_and_sign_new_ones() {
     assert_eq!(new_kid, jwks[0].kid);
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn no_password_token_or_hash_reaches_the_logs() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber(tracing::Level::TRACE));
 
     let mut h = start().await;
     let (_, credentials) = sign_up(&mut h.client, "ada@example.com").await;
@@ -794,7 +767,7 @@ async fn no_password_token_or_hash_reaches_the_logs() {
         ))
         .await;
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     assert!(log.contains("signed up"), "the capture works: {log}");
     for secret in [
         PASSWORD,

@@ -23,6 +23,23 @@ pub fn page_size(requested: i32) -> Result<i64, Error> {
     }
 }
 
+/// Cuts `rows`, fetched with `limit + 1`, to one page and returns it with the token of
+/// the next page (empty on the last page), made from the last row by `cursor`.
+pub fn finish_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, String) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = match rows.last() {
+        Some(last) if more => cursor(last),
+        _ => String::new(),
+    };
+    (rows, next)
+}
+
 /// Position after the last row of a page ordered by `(time DESC, id DESC)` or ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -94,6 +111,16 @@ mod tests {
         assert_eq!(page_size(7).unwrap(), 7);
         assert_eq!(page_size(5000).unwrap(), 1000);
         assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn pages_are_cut_and_tokens_only_given_when_more_rows_exist() {
+        let (rows, next) = finish_page(vec![1, 2, 3], 2, |n| format!("after {n}"));
+        assert_eq!((rows, next.as_str()), (vec![1, 2], "after 2"));
+        let (rows, next) = finish_page(vec![1, 2], 2, |n| format!("after {n}"));
+        assert_eq!((rows, next.as_str()), (vec![1, 2], ""));
+        let (rows, next) = finish_page(Vec::<i32>::new(), 2, |n| format!("after {n}"));
+        assert!(rows.is_empty() && next.is_empty());
     }
 
     #[test]

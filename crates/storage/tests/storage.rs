@@ -14,7 +14,7 @@ use strata_storage::migrate::{Migrations, State};
 use strata_storage::pool::dedicated_connection;
 use strata_storage::retry::ErrorClass;
 use strata_storage::{Db, DbConfig, Environment, Error};
-use strata_testkit::TestDb;
+use strata_testkit::{LogCapture, TestDb};
 
 #[derive(QueryableByName)]
 struct Count {
@@ -388,19 +388,6 @@ async fn query_scope_counts_exactly_the_queries_run_inside_it() {
     assert_eq!(stats.count(), 3);
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
     let db = TestDb::new().await;
@@ -408,14 +395,8 @@ async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
         c.slow_query.warn = Duration::from_millis(20);
         c.slow_query.error = Duration::from_millis(150);
     });
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(capture.subscriber(tracing::Level::WARN));
 
     let mut conn = pool.get().await.unwrap();
     sql_query("SELECT pg_sleep(0.05), $1::text AS secret")
@@ -429,7 +410,7 @@ async fn slow_queries_are_logged_with_sql_but_without_bind_values() {
         .unwrap();
     sql_query("SELECT 1").execute(&mut conn).await.unwrap();
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("slow query")).collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(

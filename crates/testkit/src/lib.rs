@@ -420,14 +420,60 @@ pub fn migrations_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations")
 }
 
-/// Adds `authorization: Bearer <ADMIN_TOKEN>` to a request.
-pub fn admin_request<T>(message: T) -> tonic::Request<T> {
+/// A request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {ADMIN_TOKEN}")
+    let value = format!("Bearer {token}")
         .parse()
-        .unwrap_or_else(|_| panic!("admin token is valid metadata"));
+        .unwrap_or_else(|_| panic!("a token is valid metadata"));
     request.metadata_mut().insert("authorization", value);
     request
+}
+
+/// Collects everything a `tracing` subscriber writes, to assert on log lines.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// A subscriber writing here, without colours, at `level` and above; install it with
+    /// `tracing::subscriber::set_default` on a current-thread runtime.
+    pub fn subscriber(
+        &self,
+        level: tracing::Level,
+    ) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Adds `authorization: Bearer <ADMIN_TOKEN>` to a request.
+pub fn admin_request<T>(message: T) -> tonic::Request<T> {
+    bearer(message, ADMIN_TOKEN)
 }
 
 /// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones.
