@@ -18,7 +18,7 @@ use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb};
 use strata_runtime::auth::{PublicKeys, TokenSettings, verify_access_token};
-use strata_testkit::{TestDb, TestServer};
+use strata_testkit::{TestDb, TestRedis, TestServer};
 
 const PASSWORD: &str = "a long benchmark passphrase";
 
@@ -49,8 +49,11 @@ fn main() {
 
 async fn run() {
     let db = TestDb::new().await;
+    let redis = TestRedis::new();
     let mut config = db.server_config("bench");
     config.db.max_connections = 20;
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
+    config.redis_prefix = redis.handle().prefix().to_owned();
     let server = TestServer::start(config, |builder| {
         builder.add_service(AuthServiceServer::new(
             AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),

@@ -1881,11 +1881,25 @@ async fn another_service_verifies_locally_and_refuses_revoked_sessions() {
         Code::PermissionDenied
     );
 
+    // VerifyToken answers from Redis too, and knows of a logout at once.
+    let verify = |token: &str| pb::VerifyTokenRequest {
+        token: token.to_owned(),
+    };
+    h.client
+        .verify_token(verify(&admin.access_token))
+        .await
+        .unwrap();
     // Logout reaches the other service through Redis (after its one-second cache).
     h.client
         .logout(bearer(pb::LogoutRequest {}, &admin.access_token))
         .await
         .unwrap();
+    let status = h
+        .client
+        .verify_token(verify(&admin.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
         health_as(&other, Some(&admin.access_token))
