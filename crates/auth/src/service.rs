@@ -504,11 +504,7 @@ impl AuthHandlers {
         if token.starts_with(API_KEY_PREFIX) {
             return self.api_key_principal(token).await;
         }
-        let ring = self.key_ring().await?;
-        let claims = verify_access_token(token, &ring.public, &self.config.tokens)
-            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
-        let mut principal = Principal::from_claims(&claims)
-            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
+        let mut principal = self.token_principal(token).await?;
         let session = principal.session_id.unwrap_or_default();
         let mut conn = self.ctx.db.get().await?;
         let user = store::live_session_user(&mut conn, principal.user_id, session, db_now())
@@ -517,6 +513,17 @@ impl AuthHandlers {
         // The role may have changed since the token was issued; the database is current.
         principal.role = role_of(&user.role);
         Ok((principal, user))
+    }
+
+    /// The principal an access token claims, after checking signature and claims locally.
+    async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        let ring = self.key_ring().await?;
+        verify_access_token(token, &ring.public, &self.config.tokens)
+            .ok()
+            .and_then(|claims| Principal::from_claims(&claims).ok())
+            .ok_or(AuthError::Unauthenticated(
+                "invalid or expired access token",
+            ))
     }
 
     /// VerifyToken's fast path for access tokens: the checks every service's verifier makes
@@ -529,11 +536,7 @@ impl AuthHandlers {
         if token.starts_with(API_KEY_PREFIX) {
             return Ok(None);
         }
-        let ring = self.key_ring().await?;
-        let claims = verify_access_token(token, &ring.public, &self.config.tokens)
-            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
-        let principal = Principal::from_claims(&claims)
-            .map_err(|_| AuthError::Unauthenticated("invalid or expired access token"))?;
+        let principal = self.token_principal(token).await?;
         let key = redis.key(&revoked_session_key(
             &principal.session_id.unwrap_or_default(),
         ));
