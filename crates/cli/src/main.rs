@@ -1,4 +1,5 @@
-//! The `strata` command: serve services, and run, inspect, revert and generate migrations.
+//! The `strata` command: serve services; run, inspect, revert and generate migrations;
+//! operate the auth data; seed synthetic usage.
 //!
 //! Exit codes: 0 success; 1 failure (message on stderr); 2 usage error; `migrate status`
 //! also exits 3 when migrations are pending and 4 when an applied migration drifted or
@@ -10,7 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use strata_analytics::AnalyticsHandlers;
+use strata_analytics::config::AnalyticsSettings;
+use strata_analytics::seed::SeedOptions;
+use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
 use strata_auth::config::AuthSettings;
+use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_runtime::config::Settings;
 use strata_runtime::server::{AppContext, ServerBuilder, shutdown_signal};
@@ -37,9 +43,9 @@ struct Cli {
 enum Command {
     /// Serve a service set over gRPC (config from the environment; see README).
     Serve {
-        /// Which services: `all` (every service), one service (`auth`), or `admin` (only
-        /// the admin service, health and reflection).
-        #[arg(default_value = "all", value_parser = ["all", "auth", "admin"])]
+        /// Which services: `all` (every service), one service (`auth`, `analytics`), or
+        /// `admin` (only the admin service, health and reflection).
+        #[arg(default_value = "all", value_parser = ["all", "auth", "analytics", "admin"])]
         service: String,
     },
     /// Manage database migrations (DATABASE_URL).
@@ -51,6 +57,34 @@ enum Command {
     Auth {
         #[command(subcommand)]
         action: AuthAction,
+    },
+    /// Load synthetic data for benchmarks and demos (DATABASE_URL).
+    Seed {
+        #[command(subcommand)]
+        what: SeedWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum SeedWhat {
+    /// LLM token usage: rows generated inside PostgreSQL in chunks (every index and an
+    /// idempotency key per row, as real ingest writes), then the views are refreshed.
+    Usage {
+        /// Rows to insert.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Distinct users (power-law: user 0 is the heaviest).
+        #[arg(long, default_value_t = 5_000)]
+        users: u32,
+        /// Distinct projects.
+        #[arg(long, default_value_t = 20_000)]
+        projects: u32,
+        /// Spread the calls over the last this many days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Do not refresh the materialized views afterwards.
+        #[arg(long)]
+        no_refresh: bool,
     },
 }
 
@@ -127,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { service } => serve(&service).await,
         Command::Migrate { action } => migrate(action).await,
         Command::Auth { action } => auth(action).await,
+        Command::Seed { what } => seed(what).await,
     }
 }
 
@@ -136,15 +171,25 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let _telemetry = strata_runtime::telemetry::init(&config)?;
     let ctx = AppContext::new(config)?;
     let mut builder = ServerBuilder::new(ctx);
+    let max_message_bytes = builder.context().config.max_message_bytes;
     if matches!(service, "all" | "auth") {
         let auth_config = AuthSettings::load()
             .context("reading configuration")?
             .resolve(builder.context().config.tokens.clone())
             .context("configuration")?;
         let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
-        let max_message_bytes = builder.context().config.max_message_bytes;
         builder.add_service(
             AuthServiceServer::new(handlers).max_decoding_message_size(max_message_bytes),
+        );
+    }
+    if matches!(service, "all" | "analytics") {
+        let analytics_config = AnalyticsSettings::load()
+            .context("reading configuration")?
+            .resolve()
+            .context("configuration")?;
+        let handlers = AnalyticsHandlers::new(builder.context(), analytics_config);
+        builder.add_service(
+            AnalyticsServiceServer::new(handlers).max_decoding_message_size(max_message_bytes),
         );
     }
     let bound = builder.bind().await.context("starting the server")?;
@@ -197,6 +242,89 @@ async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
+    let SeedWhat::Usage {
+        rows,
+        users,
+        projects,
+        days,
+        no_refresh,
+    } = what;
+    if rows == 0 || users == 0 || projects == 0 || !(1..=366).contains(&days) {
+        bail!("--rows, --users and --projects must be positive and --days 1 to 366");
+    }
+    let settings = Settings::load().context("reading configuration")?;
+    let mut config = settings.db.resolve("strata-seed").context("configuration")?;
+    // Chunks of 50,000 rows with every index take seconds, not the pool's 30 s budget.
+    config.statement_timeout = std::time::Duration::ZERO;
+    let mut conn = dedicated_connection(&config)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let options = SeedOptions {
+        rows,
+        users,
+        projects,
+        days,
+        ..SeedOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let mut err = std::io::stderr().lock();
+    strata_analytics::seed::seed(&mut conn, options, |done, total| {
+        let _ = write!(err, "\r{}", progress_bar(done, total, started.elapsed()));
+        let _ = err.flush();
+    })
+    .await
+    .context("seeding usage")?;
+    let _ = writeln!(err);
+    drop(err);
+    let elapsed = started.elapsed();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "inserted {rows} usage rows in {:.1} s ({:.0} rows/s)",
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64().max(1e-9)
+    )?;
+    if !no_refresh {
+        drop(conn);
+        let refresher = Refresher::new(config, std::time::Duration::ZERO, "strata seed");
+        for view in ViewName::ALL {
+            match refresher
+                .refresh(view, Contention::Wait(std::time::Duration::from_secs(600)), None)
+                .await?
+            {
+                Outcome::Refreshed {
+                    row_count,
+                    duration,
+                    ..
+                } => writeln!(
+                    out,
+                    "refreshed {} in {:.1} s ({row_count} rows)",
+                    view.as_str(),
+                    duration.as_secs_f64()
+                )?,
+                other => writeln!(out, "{}: {other:?}", view.as_str())?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `[#####-----]  45.0%  4500000/10000000 rows  120000 rows/s  ETA 46 s`
+fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) -> String {
+    const WIDTH: u64 = 30;
+    let total = total.max(1);
+    let filled = usize::try_from(done.min(total) * WIDTH / total).unwrap_or(0);
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    let eta = (total - done.min(total)) as f64 / rate.max(1e-9);
+    format!(
+        "[{}{}] {:>5.1}%  {done}/{total} rows  {rate:.0} rows/s  ETA {eta:.0} s ",
+        "#".repeat(filled),
+        "-".repeat(usize::try_from(WIDTH).unwrap_or(0) - filled),
+        done as f64 * 100.0 / total as f64,
+    )
 }
 
 async fn migrate(action: MigrateAction) -> anyhow::Result<ExitCode> {

@@ -25,6 +25,13 @@ pub mod strata {
             include!(concat!(env!("OUT_DIR"), "/strata.auth.v1.rs"));
         }
     }
+    /// `strata.analytics.*`
+    pub mod analytics {
+        /// `strata.analytics.v1`: the LLM token-usage ledger and its summaries.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/strata.analytics.v1.rs"));
+        }
+    }
     /// `strata.admin.*`
     pub mod admin {
         /// `strata.admin.v1`: operational RPCs served by every process.
@@ -35,5 +42,6 @@ pub mod strata {
 }
 
 pub use strata::admin::v1 as admin;
+pub use strata::analytics::v1 as analytics;
 pub use strata::auth::v1 as auth;
 pub use strata::common::v1 as common;

@@ -120,6 +120,7 @@ fn sqlstate_from_message(message: &str) -> Option<&'static str> {
             "57P03",
         ),
         ("canceling statement due to statement timeout", "57014"),
+        ("canceling statement due to lock timeout", "55P03"),
         ("canceling statement due to user request", "57014"),
         ("connection closed", "08006"),
     ];

@@ -1,0 +1,91 @@
+//! The background work of every analytics replica: keeping partitions ahead of time and
+//! refreshing the views when due. Every replica may run it; the views' advisory locks and
+//! the "still due?" check under them make a view refresh once per interval whatever the
+//! number of replicas.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use strata_storage::Db;
+
+use crate::config::AnalyticsConfig;
+use crate::error::AnalyticsError;
+use crate::partitions::Partitions;
+use crate::views::{Contention, Outcome, Refresher, ViewName};
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    db: Db,
+    refresher: Refresher,
+    partitions: Arc<Partitions>,
+    config: AnalyticsConfig,
+}
+
+impl Scheduler {
+    /// A scheduler over `db`, refreshing with `refresher`.
+    pub fn new(
+        db: Db,
+        refresher: Refresher,
+        partitions: Arc<Partitions>,
+        config: AnalyticsConfig,
+    ) -> Self {
+        Self {
+            db,
+            refresher,
+            partitions,
+            config,
+        }
+    }
+
+    /// The configured interval of `view`.
+    pub fn interval(&self, view: ViewName) -> Duration {
+        match view {
+            ViewName::UserTokenSummary => self.config.summary_refresh,
+            ViewName::ProjectStats => self.config.project_stats_refresh,
+        }
+    }
+
+    /// One round: partitions ahead, then every due view. Returns what each view did; a
+    /// failed view does not stop the others.
+    pub async fn tick(&self) -> Vec<(ViewName, Result<Outcome, AnalyticsError>)> {
+        let partitions = async {
+            let mut conn = self.db.get().await?;
+            self.partitions
+                .ensure_ahead(&mut conn, Utc::now(), self.config.partitions_ahead)
+                .await?;
+            Ok::<_, AnalyticsError>(())
+        };
+        if let Err(e) = partitions.await {
+            tracing::warn!(error = %e, "could not create token_usage partitions ahead; will retry");
+        }
+        let mut outcomes = Vec::new();
+        for view in ViewName::ALL {
+            let outcome = self
+                .refresher
+                .refresh(view, Contention::Skip, Some(self.interval(view)))
+                .await;
+            if let Err(e) = &outcome {
+                tracing::warn!(view = view.as_str(), error = %e, "view refresh failed; will retry");
+            }
+            outcomes.push((view, outcome));
+        }
+        outcomes
+    }
+
+    /// Runs [`Scheduler::tick`] every tick interval while `alive` can be upgraded.
+    pub fn spawn<T: Send + Sync + 'static>(self, alive: Weak<T>) {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(self.config.tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if alive.upgrade().is_none() {
+                    return;
+                }
+                self.tick().await;
+            }
+        });
+    }
+}

@@ -1,0 +1,662 @@
+//! The `AnalyticsService` handlers: authorize, validate, call the store, convert to proto.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use diesel_async::AsyncPgConnection;
+use strata_proto::analytics::analytics_service_server::AnalyticsService;
+use strata_proto::analytics::{self as pb, usage_scope::Subject};
+use strata_proto::common::{Decimal, TimeRange, TokenCounts};
+use strata_runtime::auth::Principal;
+use strata_runtime::pagination::{Cursor, finish_page, page_size};
+use strata_runtime::server::AppContext;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::config::AnalyticsConfig;
+use crate::error::AnalyticsError;
+use crate::model::{self, NewUsage, check_batch, parse_uuid};
+use crate::partitions::{Partitions, month_of};
+use crate::scheduler::Scheduler;
+use crate::store::{self, Aggregate, Bucket, Group, Range, Rank, Scope, UsageFilter};
+use crate::views::{self, Contention, Refresher, ViewName};
+
+/// Scope an API key needs to record usage.
+pub const SCOPE_WRITE: &str = "usage:write";
+/// Scope an API key needs to read usage.
+pub const SCOPE_READ: &str = "usage:read";
+/// Scope an API key (of an admin) needs for the view RPCs.
+pub const SCOPE_ADMIN: &str = "usage:admin";
+/// Most buckets one summary may return.
+const MAX_BUCKETS: i64 = 1000;
+/// Default and largest `limit` of ListTopModels.
+const TOP_MODELS: (i64, i64) = (10, 100);
+/// How long RefreshViews waits for a refresh running elsewhere.
+const REFRESH_WAIT: Duration = Duration::from_secs(30);
+
+/// The handlers and what they share.
+pub struct AnalyticsHandlers {
+    ctx: Arc<AppContext>,
+    partitions: Arc<Partitions>,
+    refresher: Refresher,
+    scheduler: Scheduler,
+    // The scheduler task runs while this lives (it holds a weak reference).
+    _alive: Arc<()>,
+}
+
+impl std::fmt::Debug for AnalyticsHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnalyticsHandlers")
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnalyticsHandlers {
+    /// Handlers over `ctx`; starts the scheduler when `config.scheduler` says so.
+    pub fn new(ctx: Arc<AppContext>, config: AnalyticsConfig) -> Self {
+        let partitions = Arc::new(Partitions::default());
+        let refresher = Refresher::new(
+            ctx.config.db.clone(),
+            config.refresh_timeout,
+            format!(
+                "{}/{}",
+                ctx.config.db.application_name,
+                std::process::id()
+            ),
+        );
+        let scheduler = Scheduler::new(
+            ctx.db.clone(),
+            refresher.clone(),
+            Arc::clone(&partitions),
+            config.clone(),
+        );
+        let alive = Arc::new(());
+        if config.scheduler {
+            scheduler.clone().spawn(Arc::downgrade(&alive));
+        }
+        Self {
+            ctx,
+            partitions,
+            refresher,
+            scheduler,
+            _alive: alive,
+        }
+    }
+
+    /// The scheduler (for tests and tools that run a round by hand).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    async fn record(&self, producer: Uuid, rows: &[NewUsage]) -> Result<Vec<Uuid>, AnalyticsError> {
+        let months: HashSet<_> = rows.iter().map(|r| month_of(r.occurred_at)).collect();
+        let db = &self.ctx.db;
+        db.retrying("record_usage", || async {
+            let mut conn = db.get().await?;
+            self.partitions.ensure(&mut conn, months.iter().copied()).await?;
+            match store::insert_usage(&mut conn, producer, rows).await {
+                // The only CHECK a validated row can fail is "no partition for this row":
+                // someone dropped a partition this process thought it had.
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::CheckViolation,
+                    _,
+                )) => {
+                    self.partitions.forget();
+                    self.partitions.ensure(&mut conn, months.iter().copied()).await?;
+                    Ok(store::insert_usage(&mut conn, producer, rows).await?)
+                }
+                other => Ok::<_, AnalyticsError>(other?),
+            }
+        })
+        .await
+    }
+
+    /// Runs `read` in a REPEATABLE READ, READ ONLY transaction after reading `view`'s
+    /// watermark in it, so the view and the raw rows come from one snapshot.
+    async fn with_watermark<T: Send>(
+        &self,
+        view: ViewName,
+        read: impl for<'c> FnOnce(&'c mut AsyncPgConnection, DateTime<Utc>) -> Read<'c, T> + Send,
+    ) -> Result<(T, DateTime<Utc>), AnalyticsError> {
+        let mut conn = self.ctx.db.get().await?;
+        let result = conn
+            .build_transaction()
+            .repeatable_read()
+            .read_only()
+            .run(async |conn| {
+                let watermark = store::watermark(conn, view).await?;
+                let value = read(conn, watermark).await?;
+                Ok::<_, diesel::result::Error>((value, watermark))
+            })
+            .await?;
+        Ok(result)
+    }
+
+    async fn view_statuses(&self) -> Result<Vec<pb::ViewStatus>, AnalyticsError> {
+        let mut conn = self.ctx.db.get().await?;
+        let states = views::states(&mut conn).await?;
+        Ok(ViewName::ALL
+            .iter()
+            .filter_map(|view| {
+                let state = states.iter().find(|s| s.view_name == view.as_str())?;
+                Some(pb::ViewStatus {
+                    view: view_proto(*view).into(),
+                    watermark: state.refreshed.then(|| timestamp(state.watermark)),
+                    last_refresh_time: state.refreshed_at.map(timestamp),
+                    last_refresh_duration_ms: state.duration_ms.unwrap_or(0),
+                    row_count: state.row_count.unwrap_or(0),
+                    refresh_interval_seconds: i64::try_from(
+                        self.scheduler.interval(*view).as_secs(),
+                    )
+                    .unwrap_or(i64::MAX),
+                    refresh_count: state.refresh_count,
+                })
+            })
+            .collect())
+    }
+}
+
+/// A read run by [`AnalyticsHandlers::with_watermark`].
+type Read<'c, T> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<T, diesel::result::Error>> + Send + 'c>,
+>;
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+fn view_proto(view: ViewName) -> pb::View {
+    match view {
+        ViewName::UserTokenSummary => pb::View::UserTokenSummary,
+        ViewName::ProjectStats => pb::View::ProjectStats,
+    }
+}
+
+/// The caller, as verified by the auth layer.
+fn principal<T>(request: &Request<T>) -> Result<Principal, AnalyticsError> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or(AnalyticsError::Unauthenticated)
+}
+
+fn require_scope(principal: &Principal, scope: &str) -> Result<(), AnalyticsError> {
+    if principal.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(AnalyticsError::PermissionDenied(format!(
+            "the API key lacks the {scope} scope"
+        )))
+    }
+}
+
+fn require_admin(principal: &Principal) -> Result<(), AnalyticsError> {
+    require_scope(principal, SCOPE_ADMIN)?;
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(AnalyticsError::PermissionDenied(
+            "only admins may do this".into(),
+        ))
+    }
+}
+
+/// Whose usage a read covers, checked against who is asking. Naming another user is
+/// refused whether or not that user exists; a project the caller may not read is
+/// reported missing, exactly like a project that does not exist.
+fn resolve_scope(
+    principal: &Principal,
+    scope: Option<pb::UsageScope>,
+) -> Result<Scope, AnalyticsError> {
+    match scope.and_then(|s| s.subject) {
+        None | Some(Subject::AllUsers(false)) => Ok(Scope::User(principal.user_id)),
+        Some(Subject::UserId(id)) => {
+            let id = parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.user_id", e))?;
+            if id == principal.user_id || principal.is_admin() {
+                Ok(Scope::User(id))
+            } else {
+                Err(AnalyticsError::PermissionDenied(
+                    "only admins read other users' usage".into(),
+                ))
+            }
+        }
+        Some(Subject::ProjectId(id)) => {
+            let id =
+                parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.project_id", e))?;
+            // Until the content service can tell who owns a project, only admins read
+            // project usage; everyone else sees no project at all.
+            if principal.is_admin() {
+                Ok(Scope::Project(id))
+            } else {
+                Err(AnalyticsError::NotFound("project"))
+            }
+        }
+        Some(Subject::AllUsers(true)) => {
+            if principal.is_admin() {
+                Ok(Scope::All)
+            } else {
+                Err(AnalyticsError::PermissionDenied(
+                    "only admins read every user's usage".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The request's range widened to whole buckets, checked for order and size.
+fn bucket_range(range: Option<&TimeRange>, bucket: Bucket) -> Result<Range, AnalyticsError> {
+    let range = range.ok_or_else(|| AnalyticsError::invalid("time_range", "is required"))?;
+    let bound = |field: &'static str, t: Option<&prost_types::Timestamp>| {
+        t.ok_or_else(|| AnalyticsError::invalid(field, "is required"))
+            .and_then(|t| {
+                from_timestamp(t)
+                    .filter(|t| t.timestamp().abs() < 100 * 365 * 86_400 + 30 * 365 * 86_400)
+                    .ok_or_else(|| AnalyticsError::invalid(field, "is not a valid timestamp"))
+            })
+    };
+    let start = bound("time_range.start_time", range.start_time.as_ref())?;
+    let end = bound("time_range.end_time", range.end_time.as_ref())?;
+    if start >= end {
+        return Err(AnalyticsError::invalid(
+            "time_range.end_time",
+            "must be after start_time",
+        ));
+    }
+    let width = match bucket {
+        Bucket::Day => TimeDelta::days(1),
+        Bucket::Hour => TimeDelta::hours(1),
+    };
+    let invalid = || AnalyticsError::invalid("time_range", "is out of range");
+    let start = start.duration_trunc(width).map_err(|_| invalid())?;
+    let floor = end.duration_trunc(width).map_err(|_| invalid())?;
+    let end = if floor == end { end } else { floor + width };
+    let buckets = (end - start).num_seconds() / width.num_seconds();
+    if buckets > MAX_BUCKETS {
+        return Err(AnalyticsError::invalid(
+            "time_range",
+            format!("spans {buckets} buckets; at most {MAX_BUCKETS} are allowed"),
+        ));
+    }
+    Ok(Range { start, end })
+}
+
+fn totals(row: &Aggregate) -> pb::UsageTotals {
+    pb::UsageTotals {
+        request_count: row.request_count,
+        tokens: Some(TokenCounts {
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            total_tokens: row.total_tokens,
+        }),
+        cost: Some(Decimal {
+            value: row.cost.clone(),
+        }),
+    }
+}
+
+fn empty_totals() -> pb::UsageTotals {
+    pb::UsageTotals {
+        request_count: 0,
+        tokens: Some(TokenCounts::default()),
+        cost: Some(Decimal { value: "0".into() }),
+    }
+}
+
+fn time_range(range: Range) -> TimeRange {
+    TimeRange {
+        start_time: Some(timestamp(range.start)),
+        end_time: Some(timestamp(range.end)),
+    }
+}
+
+fn record_proto(row: store::UsageRow) -> pb::UsageRecord {
+    pb::UsageRecord {
+        id: row.id.to_string(),
+        total_tokens: row.total_tokens,
+        producer_id: row.producer_id.to_string(),
+        receive_time: Some(timestamp(row.received_at)),
+        event: Some(pb::UsageEvent {
+            idempotency_key: row.idempotency_key,
+            user_id: row.user_id.to_string(),
+            project_id: row.project_id.map(|p| p.to_string()).unwrap_or_default(),
+            conversation_id: row
+                .conversation_id
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            model: row.model,
+            provider: row.provider,
+            operation: model::operation_of(&row.operation).into(),
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            cost: Some(Decimal { value: row.cost }),
+            latency_ms: i64::from(row.latency_ms.unwrap_or(0)),
+            status: model::status_of(&row.status).into(),
+            occur_time: Some(timestamp(row.occurred_at)),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsHandlers {
+    async fn record_usage(
+        &self,
+        request: Request<pb::RecordUsageRequest>,
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        let principal = principal(&request)?;
+        require_scope(&principal, SCOPE_WRITE)?;
+        let req = request.into_inner();
+        let rows = check_batch(&req.events, Utc::now()).map_err(AnalyticsError::InvalidArgument)?;
+        if !principal.is_admin()
+            && let Some(index) = rows.iter().position(|r| r.user_id != principal.user_id)
+        {
+            return Err(AnalyticsError::PermissionDenied(format!(
+                "events[{index}].user_id: only admins and their service keys record usage for other users"
+            ))
+            .into());
+        }
+        let inserted: HashSet<Uuid> = self
+            .record(principal.user_id, &rows)
+            .await?
+            .into_iter()
+            .collect();
+        let duplicate_indexes: Vec<i32> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| !inserted.contains(&row.id))
+            .filter_map(|(i, _)| i32::try_from(i).ok())
+            .collect();
+        Ok(Response::new(pb::RecordUsageResponse {
+            recorded_count: i32::try_from(inserted.len()).unwrap_or(i32::MAX),
+            duplicate_indexes,
+        }))
+    }
+
+    async fn get_usage_summary(
+        &self,
+        request: Request<pb::GetUsageSummaryRequest>,
+    ) -> Result<Response<pb::GetUsageSummaryResponse>, Status> {
+        let principal = principal(&request)?;
+        require_scope(&principal, SCOPE_READ)?;
+        let req = request.into_inner();
+        let scope = resolve_scope(&principal, req.scope)?;
+        let bucket = match pb::BucketWidth::try_from(req.bucket_width) {
+            Ok(pb::BucketWidth::Unspecified | pb::BucketWidth::Day) => Bucket::Day,
+            Ok(pb::BucketWidth::Hour) => Bucket::Hour,
+            Err(_) => return Err(AnalyticsError::invalid("bucket_width", "unknown value").into()),
+        };
+        let group = match pb::GroupBy::try_from(req.group_by) {
+            Ok(pb::GroupBy::Unspecified) => Group::None,
+            Ok(pb::GroupBy::Model) => Group::Model,
+            Ok(pb::GroupBy::Operation) => Group::Operation,
+            Err(_) => return Err(AnalyticsError::invalid("group_by", "unknown value").into()),
+        };
+        let range = bucket_range(req.time_range.as_ref(), bucket)?;
+        // Day buckets of users come from the view (plus what arrived after it); hour
+        // buckets and projects, which the view does not hold, from the raw rows.
+        let (rows, watermark) = if bucket == Bucket::Day && !matches!(scope, Scope::Project(_)) {
+            let (rows, watermark) = self
+                .with_watermark(ViewName::UserTokenSummary, |conn, watermark| {
+                    Box::pin(store::summary(
+                        conn,
+                        scope,
+                        range,
+                        bucket,
+                        group,
+                        Some(watermark),
+                    ))
+                })
+                .await?;
+            (rows, Some(watermark))
+        } else {
+            let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
+            let rows = store::summary(&mut conn, scope, range, bucket, group, None)
+                .await
+                .map_err(AnalyticsError::from)?;
+            (rows, None)
+        };
+        let mut response = pb::GetUsageSummaryResponse {
+            buckets: Vec::new(),
+            totals: Some(empty_totals()),
+            time_range: Some(time_range(range)),
+            watermark: watermark
+                .filter(|w| *w > DateTime::<Utc>::MIN_UTC && w.timestamp() > 0)
+                .map(timestamp),
+        };
+        for row in &rows {
+            if row.total {
+                response.totals = Some(totals(row));
+                continue;
+            }
+            let Some(start) = row.bucket else { continue };
+            response.buckets.push(pb::UsageBucket {
+                start_time: Some(timestamp(start)),
+                model: if group == Group::Model {
+                    row.grp.clone()
+                } else {
+                    String::new()
+                },
+                operation: if group == Group::Operation {
+                    model::operation_of(&row.grp).into()
+                } else {
+                    pb::Operation::Unspecified.into()
+                },
+                totals: Some(totals(row)),
+            });
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn get_project_stats(
+        &self,
+        request: Request<pb::GetProjectStatsRequest>,
+    ) -> Result<Response<pb::GetProjectStatsResponse>, Status> {
+        let principal = principal(&request)?;
+        require_scope(&principal, SCOPE_READ)?;
+        let project = parse_uuid(&request.get_ref().project_id)
+            .map_err(|e| AnalyticsError::invalid("project_id", e))?;
+        let Scope::Project(project) = resolve_scope(
+            &principal,
+            Some(pb::UsageScope {
+                subject: Some(Subject::ProjectId(project.to_string())),
+            }),
+        )?
+        else {
+            return Err(AnalyticsError::NotFound("project").into());
+        };
+        let (stats, _) = self
+            .with_watermark(ViewName::ProjectStats, |conn, watermark| {
+                Box::pin(store::project_stats(conn, project, watermark))
+            })
+            .await?;
+        if stats.request_count == 0 {
+            return Err(AnalyticsError::NotFound("project").into());
+        }
+        Ok(Response::new(pb::GetProjectStatsResponse {
+            stats: Some(pb::ProjectStats {
+                project_id: project.to_string(),
+                totals: Some(pb::UsageTotals {
+                    request_count: stats.request_count,
+                    tokens: Some(TokenCounts {
+                        prompt_tokens: stats.prompt_tokens,
+                        completion_tokens: stats.completion_tokens,
+                        total_tokens: stats.total_tokens,
+                    }),
+                    cost: Some(Decimal { value: stats.cost }),
+                }),
+                first_activity_time: stats.first_activity_at.map(timestamp),
+                last_activity_time: stats.last_activity_at.map(timestamp),
+                models: stats.models,
+            }),
+        }))
+    }
+
+    async fn list_top_models(
+        &self,
+        request: Request<pb::ListTopModelsRequest>,
+    ) -> Result<Response<pb::ListTopModelsResponse>, Status> {
+        let principal = principal(&request)?;
+        require_scope(&principal, SCOPE_READ)?;
+        let req = request.into_inner();
+        let scope = resolve_scope(&principal, req.scope)?;
+        let rank = match pb::RankBy::try_from(req.rank_by) {
+            Ok(pb::RankBy::Unspecified | pb::RankBy::TotalTokens) => Rank::Tokens,
+            Ok(pb::RankBy::Cost) => Rank::Cost,
+            Err(_) => return Err(AnalyticsError::invalid("rank_by", "unknown value").into()),
+        };
+        let limit = match i64::from(req.limit) {
+            0 => TOP_MODELS.0,
+            n if n < 0 => {
+                return Err(AnalyticsError::invalid("limit", "must not be negative").into());
+            }
+            n => n.min(TOP_MODELS.1),
+        };
+        let range = bucket_range(req.time_range.as_ref(), Bucket::Day)?;
+        let rows = if matches!(scope, Scope::Project(_)) {
+            let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
+            store::top_models(&mut conn, scope, range, rank, limit, None)
+                .await
+                .map_err(AnalyticsError::from)?
+        } else {
+            self.with_watermark(ViewName::UserTokenSummary, |conn, watermark| {
+                Box::pin(store::top_models(
+                    conn,
+                    scope,
+                    range,
+                    rank,
+                    limit,
+                    Some(watermark),
+                ))
+            })
+            .await?
+            .0
+        };
+        Ok(Response::new(pb::ListTopModelsResponse {
+            models: rows
+                .iter()
+                .map(|row| pb::ModelUsage {
+                    model: row.grp.clone(),
+                    totals: Some(totals(row)),
+                })
+                .collect(),
+            time_range: Some(time_range(range)),
+        }))
+    }
+
+    async fn list_usage(
+        &self,
+        request: Request<pb::ListUsageRequest>,
+    ) -> Result<Response<pb::ListUsageResponse>, Status> {
+        let principal = principal(&request)?;
+        require_scope(&principal, SCOPE_READ)?;
+        let req = request.into_inner();
+        let scope = resolve_scope(&principal, req.scope)?;
+        let limit = page_size(req.page_size).map_err(AnalyticsError::from)?;
+        let after = Cursor::decode(&req.page_token)
+            .map_err(AnalyticsError::from)?
+            .map(|c| (c.time, c.id));
+        let bound = |field: &'static str, t: Option<&prost_types::Timestamp>| match t {
+            None => Ok(None),
+            Some(t) => from_timestamp(t)
+                .map(Some)
+                .ok_or_else(|| AnalyticsError::invalid(field, "is not a valid timestamp")),
+        };
+        let range = req.time_range.unwrap_or_default();
+        let operation = match pb::Operation::try_from(req.operation) {
+            Ok(op) => model::operation_name(op),
+            Err(_) => return Err(AnalyticsError::invalid("operation", "unknown value").into()),
+        };
+        let filter = UsageFilter {
+            start: bound("time_range.start_time", range.start_time.as_ref())?,
+            end: bound("time_range.end_time", range.end_time.as_ref())?,
+            model: Some(req.model.trim().to_owned()).filter(|m| !m.is_empty()),
+            operation,
+        };
+        let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
+        let rows = store::list_usage(&mut conn, scope, &filter, after, limit + 1)
+            .await
+            .map_err(AnalyticsError::from)?;
+        let (rows, next_page_token) = finish_page(rows, limit, |row| {
+            Cursor {
+                time: row.occurred_at,
+                id: row.id,
+            }
+            .encode()
+        });
+        Ok(Response::new(pb::ListUsageResponse {
+            records: rows.into_iter().map(record_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn refresh_views(
+        &self,
+        request: Request<pb::RefreshViewsRequest>,
+    ) -> Result<Response<pb::RefreshViewsResponse>, Status> {
+        let principal = principal(&request)?;
+        require_admin(&principal)?;
+        let mut wanted = Vec::new();
+        for (i, view) in request.get_ref().views.iter().enumerate() {
+            match pb::View::try_from(*view) {
+                Ok(pb::View::UserTokenSummary) => wanted.push(ViewName::UserTokenSummary),
+                Ok(pb::View::ProjectStats) => wanted.push(ViewName::ProjectStats),
+                _ => {
+                    return Err(AnalyticsError::invalid(
+                        format!("views[{i}]"),
+                        "must be a view",
+                    )
+                    .into());
+                }
+            }
+        }
+        if wanted.is_empty() {
+            wanted = ViewName::ALL.to_vec();
+        }
+        wanted.dedup();
+        for view in &wanted {
+            // Detached, so a refresh that outlives the caller's deadline still finishes
+            // and records its watermark instead of being cut off half-way.
+            let refresher = self.refresher.clone();
+            let view = *view;
+            tokio::spawn(async move {
+                refresher
+                    .refresh(view, Contention::Wait(REFRESH_WAIT), None)
+                    .await
+            })
+            .await
+            .map_err(|e| AnalyticsError::Internal(e.to_string()))??;
+        }
+        let views = self
+            .view_statuses()
+            .await?
+            .into_iter()
+            .filter(|s| {
+                wanted
+                    .iter()
+                    .any(|v| i32::from(view_proto(*v)) == s.view)
+            })
+            .collect();
+        Ok(Response::new(pb::RefreshViewsResponse { views }))
+    }
+
+    async fn get_view_status(
+        &self,
+        request: Request<pb::GetViewStatusRequest>,
+    ) -> Result<Response<pb::GetViewStatusResponse>, Status> {
+        let principal = principal(&request)?;
+        require_admin(&principal)?;
+        Ok(Response::new(pb::GetViewStatusResponse {
+            views: self.view_statuses().await?,
+        }))
+    }
+}
