@@ -96,7 +96,9 @@ impl AnalyticsSettings {
                 self.strata_analytics_project_stats_refresh_secs,
                 defaults.project_stats_refresh,
             )?,
-            scheduler: self.strata_analytics_scheduler.unwrap_or(defaults.scheduler),
+            scheduler: self
+                .strata_analytics_scheduler
+                .unwrap_or(defaults.scheduler),
             tick: secs(TICK_SECS, self.strata_analytics_tick_secs, defaults.tick)?,
             partitions_ahead,
             refresh_timeout: secs(

@@ -143,7 +143,9 @@ fn parse_optional_uuid(value: &str) -> Result<Option<Uuid>, &'static str> {
     if value.is_empty() {
         Ok(None)
     } else {
-        Uuid::try_parse(value).map(Some).map_err(|_| "must be a UUID")
+        Uuid::try_parse(value)
+            .map(Some)
+            .map_err(|_| "must be a UUID")
     }
 }
 
@@ -158,8 +160,7 @@ pub fn check_cost(value: &str) -> Result<String, String> {
     }
     let (int, frac) = value.split_once('.').unwrap_or((value, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || (value.contains('.') && frac.is_empty())
-    {
+    if int.is_empty() || !digits(int) || !digits(frac) || (value.contains('.') && frac.is_empty()) {
         return Err("must be a decimal number like \"0.00125\"".into());
     }
     if frac.len() > MAX_COST_SCALE {
@@ -231,9 +232,7 @@ fn check_event(
     {
         violations.add(
             field("provider"),
-            format!(
-                "must be 1 to {MAX_PROVIDER_LEN} lowercase letters, digits, '-', '_' or '.'"
-            ),
+            format!("must be 1 to {MAX_PROVIDER_LEN} lowercase letters, digits, '-', '_' or '.'"),
         );
     }
     let operation = match pb::Operation::try_from(event.operation) {
@@ -408,7 +407,14 @@ mod tests {
 
     #[test]
     fn costs_are_exact_decimals_in_range() {
-        for ok in ["0", "0.0000000001", "12.5", "1000000", "1000000.000", "007.1"] {
+        for ok in [
+            "0",
+            "0.0000000001",
+            "12.5",
+            "1000000",
+            "1000000.000",
+            "007.1",
+        ] {
             assert_eq!(check_cost(ok).unwrap(), ok, "{ok}");
         }
         for bad in [
@@ -455,7 +461,14 @@ mod tests {
         });
         future.user_id = "not-a-uuid".into();
         let violations = check_batch(
-            &[event("ok"), negative, unknown_enum, keyless, future, event("a")],
+            &[
+                event("ok"),
+                negative,
+                unknown_enum,
+                keyless,
+                future,
+                event("a"),
+            ],
             Utc::now(),
         )
         .unwrap_err();
@@ -472,7 +485,10 @@ mod tests {
                 "events[5].idempotency_key",
             ]
         );
-        assert_eq!(violations[7].description, "repeats events[1].idempotency_key");
+        assert_eq!(
+            violations[7].description,
+            "repeats events[1].idempotency_key"
+        );
     }
 
     #[test]

@@ -96,10 +96,7 @@ impl Partitions {
 
     /// Forgets what is known (after an insert found a partition missing).
     pub fn forget(&self) {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

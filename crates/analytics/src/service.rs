@@ -61,11 +61,7 @@ impl AnalyticsHandlers {
         let refresher = Refresher::new(
             ctx.config.db.clone(),
             config.refresh_timeout,
-            format!(
-                "{}/{}",
-                ctx.config.db.application_name,
-                std::process::id()
-            ),
+            format!("{}/{}", ctx.config.db.application_name, std::process::id()),
         );
         let scheduler = Scheduler::new(
             ctx.db.clone(),
@@ -96,7 +92,9 @@ impl AnalyticsHandlers {
         let db = &self.ctx.db;
         db.retrying("record_usage", || async {
             let mut conn = db.get().await?;
-            self.partitions.ensure(&mut conn, months.iter().copied()).await?;
+            self.partitions
+                .ensure(&mut conn, months.iter().copied())
+                .await?;
             match store::insert_usage(&mut conn, producer, rows).await {
                 // The only CHECK a validated row can fail is "no partition for this row":
                 // someone dropped a partition this process thought it had.
@@ -105,7 +103,9 @@ impl AnalyticsHandlers {
                     _,
                 )) => {
                     self.partitions.forget();
-                    self.partitions.ensure(&mut conn, months.iter().copied()).await?;
+                    self.partitions
+                        .ensure(&mut conn, months.iter().copied())
+                        .await?;
                     Ok(store::insert_usage(&mut conn, producer, rows).await?)
                 }
                 other => Ok::<_, AnalyticsError>(other?),
@@ -232,8 +232,7 @@ fn resolve_scope(
             }
         }
         Some(Subject::ProjectId(id)) => {
-            let id =
-                parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.project_id", e))?;
+            let id = parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.project_id", e))?;
             // Until the content service can tell who owns a project, only admins read
             // project usage; everyone else sees no project at all.
             if principal.is_admin() {
@@ -611,11 +610,9 @@ impl AnalyticsService for AnalyticsHandlers {
                 Ok(pb::View::UserTokenSummary) => wanted.push(ViewName::UserTokenSummary),
                 Ok(pb::View::ProjectStats) => wanted.push(ViewName::ProjectStats),
                 _ => {
-                    return Err(AnalyticsError::invalid(
-                        format!("views[{i}]"),
-                        "must be a view",
-                    )
-                    .into());
+                    return Err(
+                        AnalyticsError::invalid(format!("views[{i}]"), "must be a view").into(),
+                    );
                 }
             }
         }
@@ -640,11 +637,7 @@ impl AnalyticsService for AnalyticsHandlers {
             .view_statuses()
             .await?
             .into_iter()
-            .filter(|s| {
-                wanted
-                    .iter()
-                    .any(|v| i32::from(view_proto(*v)) == s.view)
-            })
+            .filter(|s| wanted.iter().any(|v| i32::from(view_proto(*v)) == s.view))
             .collect();
         Ok(Response::new(pb::RefreshViewsResponse { views }))
     }

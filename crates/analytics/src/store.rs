@@ -172,12 +172,14 @@ pub async fn insert_usage(
     )
     .bind::<SqlUuid, _>(producer)
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        rows.iter()
+            .map(|r| r.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
     .bind::<Array<Nullable<SqlUuid>>, _>(rows.iter().map(|r| r.project_id).collect::<Vec<_>>())
-    .bind::<Array<Nullable<SqlUuid>>, _>(
-        rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>(),
-    )
+    .bind::<Array<Nullable<SqlUuid>>, _>(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.model.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.operation).collect::<Vec<_>>())
@@ -257,7 +259,14 @@ pub struct Range {
 /// completion_tokens, total_tokens, cost)`, from the user view up to `watermark` plus the
 /// raw rows after it (`watermark` given, day buckets, user or all scope), or from raw rows
 /// alone.
-fn source(sql: &mut Sql, scope: Scope, range: Range, bucket: Bucket, group: Group, watermark: Option<DateTime<Utc>>) {
+fn source(
+    sql: &mut Sql,
+    scope: Scope,
+    range: Range,
+    bucket: Bucket,
+    group: Group,
+    watermark: Option<DateTime<Utc>>,
+) {
     match watermark {
         Some(watermark) => {
             sql.push(&format!(

@@ -256,7 +256,10 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
         bail!("--rows, --users and --projects must be positive and --days 1 to 366");
     }
     let settings = Settings::load().context("reading configuration")?;
-    let mut config = settings.db.resolve("strata-seed").context("configuration")?;
+    let mut config = settings
+        .db
+        .resolve("strata-seed")
+        .context("configuration")?;
     // Chunks of 50,000 rows with every index take seconds, not the pool's 30 s budget.
     config.statement_timeout = std::time::Duration::ZERO;
     let mut conn = dedicated_connection(&config)
@@ -292,7 +295,11 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
         let refresher = Refresher::new(config, std::time::Duration::ZERO, "strata seed");
         for view in ViewName::ALL {
             match refresher
-                .refresh(view, Contention::Wait(std::time::Duration::from_secs(600)), None)
+                .refresh(
+                    view,
+                    Contention::Wait(std::time::Duration::from_secs(600)),
+                    None,
+                )
                 .await?
             {
                 Outcome::Refreshed {

@@ -1,0 +1,1333 @@
+//! AnalyticsService through its generated client against a real server, PostgreSQL and
+//! Redis. The server also serves the auth service, which signs the callers' tokens and
+//! verifies their API keys, exactly as in production.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use rand::{Rng, SeedableRng};
+use strata_analytics::config::AnalyticsConfig;
+use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
+use strata_analytics::{AnalyticsHandlers, scheduler::Scheduler};
+use strata_auth::AuthHandlers;
+use strata_auth::config::AuthConfig;
+use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
+use strata_proto::analytics::{self as pb, usage_scope::Subject};
+use strata_proto::auth::auth_service_server::AuthServiceServer;
+use strata_proto::common::{Decimal, TimeRange};
+use strata_runtime::auth::Role;
+use strata_testkit::{TestDb, TestRedis, TestServer, bearer};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+type Client = AnalyticsServiceClient<Channel>;
+
+struct Harness {
+    db: TestDb,
+    _redis: TestRedis,
+    server: TestServer,
+    handlers: Arc<AnalyticsHandlers>,
+}
+
+/// A caller: a user with an access token.
+#[derive(Clone)]
+struct Caller {
+    id: Uuid,
+    token: String,
+}
+
+async fn start() -> Harness {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let mut config = db.server_config("analytics");
+    // Revocation is checked in Redis, so tokens minted for these tests need no session.
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
+    config.redis_prefix = redis.handle().prefix().to_owned();
+    let slot = Arc::new(Mutex::new(None));
+    let handlers_slot = Arc::clone(&slot);
+    let server = TestServer::start(config, move |builder| {
+        builder.add_service(AuthServiceServer::new(
+            AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),
+        ));
+        let analytics = Arc::new(AnalyticsHandlers::new(
+            builder.context(),
+            AnalyticsConfig {
+                scheduler: false,
+                ..AnalyticsConfig::default()
+            },
+        ));
+        *handlers_slot.lock().unwrap() = Some(Arc::clone(&analytics));
+        builder.add_service(AnalyticsServiceServer::from_arc(analytics));
+    })
+    .await;
+    let handlers = slot.lock().unwrap().take().unwrap();
+    Harness {
+        db,
+        _redis: redis,
+        server,
+        handlers,
+    }
+}
+
+impl Harness {
+    fn client(&self) -> Client {
+        AnalyticsServiceClient::new(self.server.channel())
+    }
+
+    async fn conn(&self) -> AsyncPgConnection {
+        self.db.connect().await
+    }
+
+    /// A user (an admin with `admin`) and an access token of theirs.
+    async fn user(&self, role: Role) -> Caller {
+        let mut conn = self.conn().await;
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let user = strata_auth::store::insert_user(&mut conn, &email, "not-a-hash", "Tester")
+            .await
+            .unwrap();
+        if role == Role::Admin {
+            strata_auth::store::grant_admin(&mut conn, &email, Utc::now())
+                .await
+                .unwrap();
+        }
+        let ring = strata_auth::keys::load_or_create(&mut conn, AuthConfig::default().access_ttl)
+            .await
+            .unwrap();
+        let (token, _) = strata_auth::tokens::issue_access_token(
+            &ring.signer,
+            &AuthConfig::default(),
+            user.id,
+            Uuid::now_v7(),
+            role,
+            Utc::now(),
+        )
+        .unwrap();
+        Caller { id: user.id, token }
+    }
+
+    /// An API key of `owner` with `scopes`.
+    async fn api_key(&self, owner: &Caller, scopes: &[&str]) -> String {
+        let (secret, prefix, hash) = strata_auth::tokens::new_api_key();
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        strata_auth::store::insert_api_key(
+            &mut self.conn().await,
+            strata_auth::store::NewApiKey {
+                user_id: owner.id,
+                name: "service",
+                prefix: &prefix,
+                hash: &hash,
+                scopes: &scopes,
+                expires_at: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        secret
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut self.conn().await)
+            .await
+            .unwrap()
+            .n
+    }
+
+    async fn refresh(&self, admin: &Caller) -> pb::RefreshViewsResponse {
+        self.client()
+            .refresh_views(bearer(pb::RefreshViewsRequest::default(), &admin.token))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap(),
+    }
+}
+
+fn range(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<TimeRange> {
+    Some(TimeRange {
+        start_time: Some(ts(start)),
+        end_time: Some(ts(end)),
+    })
+}
+
+fn event(
+    key: &str,
+    user: Uuid,
+    model: &str,
+    prompt: i64,
+    completion: i64,
+    cost: &str,
+    at: DateTime<Utc>,
+) -> pb::UsageEvent {
+    pb::UsageEvent {
+        idempotency_key: key.into(),
+        user_id: user.to_string(),
+        project_id: String::new(),
+        conversation_id: String::new(),
+        model: model.into(),
+        provider: "openai".into(),
+        operation: pb::Operation::Chat.into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cost: Some(Decimal { value: cost.into() }),
+        latency_ms: 420,
+        status: pb::CallStatus::Succeeded.into(),
+        occur_time: Some(ts(at)),
+    }
+}
+
+async fn record(
+    client: &mut Client,
+    token: &str,
+    events: Vec<pb::UsageEvent>,
+) -> Result<pb::RecordUsageResponse, tonic::Status> {
+    client
+        .record_usage(bearer(pb::RecordUsageRequest { events }, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn user_scope(id: Uuid) -> Option<pb::UsageScope> {
+    Some(pb::UsageScope {
+        subject: Some(Subject::UserId(id.to_string())),
+    })
+}
+
+fn project_scope(id: Uuid) -> Option<pb::UsageScope> {
+    Some(pb::UsageScope {
+        subject: Some(Subject::ProjectId(id.to_string())),
+    })
+}
+
+async fn summary(
+    client: &mut Client,
+    token: &str,
+    request: pb::GetUsageSummaryRequest,
+) -> Result<pb::GetUsageSummaryResponse, tonic::Status> {
+    client
+        .get_usage_summary(bearer(request, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `(request_count, prompt, completion, total, cost)` of totals.
+fn figures(totals: &Option<pb::UsageTotals>) -> (i64, i64, i64, i64, String) {
+    let t = totals.as_ref().unwrap();
+    let tokens = t.tokens.as_ref().unwrap();
+    (
+        t.request_count,
+        tokens.prompt_tokens,
+        tokens.completion_tokens,
+        tokens.total_tokens,
+        t.cost.as_ref().unwrap().value.clone(),
+    )
+}
+
+fn midnight(date: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap())
+}
+
+#[tokio::test]
+async fn ingest_and_summarize() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let today = midnight(Utc::now().date_naive());
+    let yesterday = today - Duration::days(1);
+    let events = vec![
+        event(
+            "a1",
+            ada.id,
+            "gpt-4o",
+            100,
+            20,
+            "0.0012",
+            yesterday + Duration::hours(3),
+        ),
+        event(
+            "a2",
+            ada.id,
+            "gpt-4o",
+            200,
+            40,
+            "0.0024",
+            yesterday + Duration::hours(9),
+        ),
+        event(
+            "a3",
+            ada.id,
+            "claude-3-haiku",
+            1000,
+            0,
+            "0.00025",
+            today + Duration::minutes(1),
+        ),
+    ];
+    let response = record(&mut client, &ada.token, events).await.unwrap();
+    assert_eq!(response.recorded_count, 3);
+    assert!(response.duplicate_indexes.is_empty());
+
+    let day = summary(
+        &mut client,
+        &ada.token,
+        pb::GetUsageSummaryRequest {
+            time_range: range(yesterday + Duration::hours(1), Utc::now()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The range is widened to whole days.
+    assert_eq!(day.time_range, range(yesterday, today + Duration::days(1)));
+    assert_eq!(day.buckets.len(), 2);
+    assert_eq!(day.buckets[0].start_time, Some(ts(yesterday)));
+    assert_eq!(
+        figures(&day.buckets[0].totals),
+        (2, 300, 60, 360, "0.0036".into())
+    );
+    assert_eq!(
+        figures(&day.buckets[1].totals),
+        (1, 1000, 0, 1000, "0.00025".into())
+    );
+    assert_eq!(figures(&day.totals), (3, 1300, 60, 1360, "0.00385".into()));
+    assert_eq!(day.watermark, None, "never refreshed: all from raw rows");
+
+    let by_model = summary(
+        &mut client,
+        &ada.token,
+        pb::GetUsageSummaryRequest {
+            time_range: range(yesterday, today + Duration::days(1)),
+            bucket_width: pb::BucketWidth::Hour.into(),
+            group_by: pb::GroupBy::Model.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let keys: Vec<_> = by_model
+        .buckets
+        .iter()
+        .map(|b| (b.start_time.unwrap().seconds, b.model.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ((yesterday + Duration::hours(3)).timestamp(), "gpt-4o"),
+            ((yesterday + Duration::hours(9)).timestamp(), "gpt-4o"),
+            (today.timestamp(), "claude-3-haiku"),
+        ]
+    );
+
+    let top = client
+        .list_top_models(bearer(
+            pb::ListTopModelsRequest {
+                time_range: range(yesterday, Utc::now()),
+                rank_by: pb::RankBy::Cost.into(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ranked: Vec<_> = top.models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(ranked, ["gpt-4o", "claude-3-haiku"]);
+
+    // ListUsage: newest first, two pages of two and one.
+    let mut token = String::new();
+    let mut keys = Vec::new();
+    loop {
+        let page = client
+            .list_usage(bearer(
+                pb::ListUsageRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &ada.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for record in &page.records {
+            let event = record.event.as_ref().unwrap();
+            assert_eq!(record.producer_id, ada.id.to_string());
+            assert_eq!(
+                record.total_tokens,
+                event.prompt_tokens + event.completion_tokens
+            );
+            keys.push(event.idempotency_key.clone());
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(keys, ["a3", "a2", "a1"]);
+    let filtered = client
+        .list_usage(bearer(
+            pb::ListUsageRequest {
+                model: "claude-3-haiku".into(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filtered.records.len(), 1);
+    assert_eq!(
+        filtered.records[0]
+            .event
+            .as_ref()
+            .unwrap()
+            .cost
+            .as_ref()
+            .unwrap()
+            .value,
+        "0.00025"
+    );
+}
+
+#[tokio::test]
+async fn replayed_batches_count_once_also_after_a_refresh() {
+    let h = start().await;
+    let mut client = h.client();
+    let admin = h.user(Role::Admin).await;
+    let ada = h.user(Role::User).await;
+    let now = Utc::now();
+    let batch: Vec<_> = (0..50)
+        .map(|i| {
+            event(
+                &format!("k{i}"),
+                ada.id,
+                "gpt-4o",
+                10,
+                5,
+                "0.001",
+                now - Duration::minutes(i),
+            )
+        })
+        .collect();
+    let whole_day = || pb::GetUsageSummaryRequest {
+        time_range: range(now - Duration::days(1), now + Duration::hours(1)),
+        ..Default::default()
+    };
+
+    let first = record(&mut client, &ada.token, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.recorded_count, 50);
+    let before = summary(&mut client, &ada.token, whole_day()).await.unwrap();
+    assert_eq!(figures(&before.totals), (50, 500, 250, 750, "0.05".into()));
+
+    let replay = record(&mut client, &ada.token, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(replay.recorded_count, 0);
+    assert_eq!(replay.duplicate_indexes, (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        summary(&mut client, &ada.token, whole_day())
+            .await
+            .unwrap()
+            .totals,
+        before.totals
+    );
+
+    let refreshed = h.refresh(&admin).await;
+    assert_eq!(refreshed.views.len(), 2);
+    assert!(
+        refreshed
+            .views
+            .iter()
+            .all(|v| v.watermark.is_some() && v.refresh_count == 1)
+    );
+    let after = summary(&mut client, &ada.token, whole_day()).await.unwrap();
+    assert!(after.watermark.is_some(), "read through the view");
+    assert_eq!(after.totals, before.totals);
+
+    // A replay after the refresh, mixed with one new event, still counts once.
+    let mut mixed = batch.clone();
+    mixed.push(event("new", ada.id, "gpt-4o", 1, 1, "0.5", now));
+    let replay = record(&mut client, &ada.token, mixed).await.unwrap();
+    assert_eq!(replay.recorded_count, 1);
+    assert_eq!(replay.duplicate_indexes.len(), 50);
+    let after = summary(&mut client, &ada.token, whole_day()).await.unwrap();
+    assert_eq!(figures(&after.totals), (51, 501, 251, 752, "0.55".into()));
+    h.refresh(&admin).await;
+    let after = summary(&mut client, &ada.token, whole_day()).await.unwrap();
+    assert_eq!(figures(&after.totals), (51, 501, 251, 752, "0.55".into()));
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.token_usage")
+            .await,
+        51
+    );
+
+    // Keys are per producer: another producer's "k0" is another event.
+    let service = h.user(Role::Admin).await;
+    let key = h.api_key(&service, &["usage:write"]).await;
+    let other = record(&mut client, &key, batch[..1].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(other.recorded_count, 1);
+}
+
+#[tokio::test]
+async fn concurrent_producers_lose_nothing_and_count_nothing_twice() {
+    let h = start().await;
+    let mut producers = Vec::new();
+    for _ in 0..4 {
+        let service = h.user(Role::Admin).await;
+        producers.push(h.api_key(&service, &["usage:write"]).await);
+    }
+    let users: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    let now = Utc::now();
+    let mut tasks = Vec::new();
+    for (p, key) in producers.iter().enumerate() {
+        // Each producer sends 10 batches of 100, and sends every batch twice from two
+        // tasks at once (a retry racing the original).
+        for copy in 0..2 {
+            let mut client = h.client();
+            let key = key.clone();
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..10 {
+                    let events = (0..100)
+                        .map(|i| {
+                            event(
+                                &format!("p{p}-b{b}-e{i}"),
+                                users[i % users.len()],
+                                "gpt-4o",
+                                3,
+                                2,
+                                "0.0001",
+                                now - Duration::seconds(i as i64),
+                            )
+                        })
+                        .collect();
+                    let _ = copy;
+                    record(&mut client, &key, events).await.unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.token_usage")
+            .await,
+        4000
+    );
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.usage_keys")
+            .await,
+        4000
+    );
+    let admin = h.user(Role::Admin).await;
+    let all = summary(
+        &mut h.client(),
+        &admin.token,
+        pb::GetUsageSummaryRequest {
+            scope: Some(pb::UsageScope {
+                subject: Some(Subject::AllUsers(true)),
+            }),
+            time_range: range(now - Duration::hours(1), now + Duration::hours(1)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        figures(&all.totals),
+        (4000, 12000, 8000, 20000, "0.4".into())
+    );
+}
+
+#[tokio::test]
+async fn batches_are_all_or_nothing_with_field_errors() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let now = Utc::now();
+    let good = |key: &str| event(key, ada.id, "gpt-4o", 1, 1, "0.1", now);
+    let mut negative = good("neg");
+    negative.completion_tokens = -5;
+    let mut bad_enum = good("enum");
+    bad_enum.status = 42;
+    let mut no_key = good("");
+    no_key.model = String::new();
+    let mut costly = good("costly");
+    costly.cost = Some(Decimal {
+        value: "1000000.5".into(),
+    });
+    let status = record(
+        &mut client,
+        &ada.token,
+        vec![good("ok1"), negative, bad_enum, no_key, costly, good("ok2")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("events[1].completion_tokens"),
+        "{}",
+        status.message()
+    );
+    let violations: Vec<_> = status
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            "events[1].completion_tokens",
+            "events[2].status",
+            "events[3].idempotency_key",
+            "events[3].model",
+            "events[4].cost.value",
+        ]
+    );
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.token_usage")
+            .await,
+        0
+    );
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.usage_keys")
+            .await,
+        0
+    );
+
+    // Too many events, or none.
+    let many: Vec<_> = (0..1001).map(|i| good(&format!("m{i}"))).collect();
+    let status = record(&mut client, &ada.token, many).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("events"));
+    let status = record(&mut client, &ada.token, Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // A user records only their own usage: one foreign event refuses the whole batch.
+    let other = Uuid::now_v7();
+    let status = record(
+        &mut client,
+        &ada.token,
+        vec![
+            good("mine"),
+            event("theirs", other, "gpt-4o", 1, 1, "0.1", now),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("events[1].user_id"));
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.token_usage")
+            .await,
+        0
+    );
+
+    // A batch of exactly 1000 is one statement and fine.
+    let full: Vec<_> = (0..1000).map(|i| good(&format!("f{i}"))).collect();
+    assert_eq!(
+        record(&mut client, &ada.token, full)
+            .await
+            .unwrap()
+            .recorded_count,
+        1000
+    );
+}
+
+/// Raw aggregation of one user's usage: `(bucket start, group) -> figures`, plus totals.
+async fn raw_aggregate(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    unit: &str,
+    group: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> BTreeMap<(i64, String), (i64, i64, i64, i64, String)> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Timestamptz)]
+        bucket: DateTime<Utc>,
+        #[diesel(sql_type = Text)]
+        grp: String,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+        #[diesel(sql_type = BigInt)]
+        prompt: i64,
+        #[diesel(sql_type = BigInt)]
+        completion: i64,
+        #[diesel(sql_type = BigInt)]
+        total: i64,
+        #[diesel(sql_type = Text)]
+        cost: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT date_trunc('{unit}', occurred_at, 'UTC') AS bucket, {group}::text AS grp, \
+           count(*) AS n, sum(prompt_tokens)::bigint AS prompt, \
+           sum(completion_tokens)::bigint AS completion, sum(total_tokens)::bigint AS total, \
+           trim_scale(sum(cost))::text AS cost \
+         FROM analytics.token_usage WHERE user_id = $1 AND occurred_at >= $2 AND occurred_at < $3 \
+         GROUP BY 1, 2"
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(user)
+    .bind::<Timestamptz, _>(start)
+    .bind::<Timestamptz, _>(end)
+    .load(conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            (
+                (r.bucket.timestamp(), r.grp),
+                (r.n, r.prompt, r.completion, r.total, r.cost),
+            )
+        })
+        .collect()
+}
+
+fn from_summary(
+    response: &pb::GetUsageSummaryResponse,
+    group: pb::GroupBy,
+) -> BTreeMap<(i64, String), (i64, i64, i64, i64, String)> {
+    response
+        .buckets
+        .iter()
+        .map(|b| {
+            let grp = match group {
+                pb::GroupBy::Model => b.model.clone(),
+                pb::GroupBy::Operation => strata_analytics::model::operation_name(b.operation())
+                    .unwrap()
+                    .to_owned(),
+                pb::GroupBy::Unspecified => String::new(),
+            };
+            ((b.start_time.unwrap().seconds, grp), figures(&b.totals))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn real_time_summaries_equal_raw_aggregation() {
+    let h = start().await;
+    let mut client = h.client();
+    let admin = h.user(Role::Admin).await;
+    let service_key = h.api_key(&admin, &["usage:write"]).await;
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let now = Utc::now();
+    let this_month = midnight(now.date_naive().with_day(1).unwrap());
+    // From 12 days before this month began until now: across a month boundary.
+    let first = this_month - Duration::days(12);
+    let span = (now - first).num_seconds();
+    let models = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude-3-5-sonnet",
+        "llama-3.1-70b",
+    ];
+    let operations = [
+        pb::Operation::Chat,
+        pb::Operation::Embedding,
+        pb::Operation::Completion,
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5747);
+    let mut next_key = 0;
+    let mut random_batch = |rng: &mut rand::rngs::StdRng, n: usize, late: bool| {
+        (0..n)
+            .map(|_| {
+                next_key += 1;
+                // Late events: occurred long before they arrive (after the refresh).
+                let at = if late {
+                    first + Duration::seconds(rng.random_range(0..span / 2))
+                } else {
+                    first + Duration::seconds(rng.random_range(0..span))
+                };
+                let mut e = event(
+                    &format!("r{next_key}"),
+                    users[rng.random_range(0..users.len())],
+                    models[rng.random_range(0..models.len())],
+                    rng.random_range(0..5000),
+                    rng.random_range(0..2000),
+                    &format!("0.{:010}", rng.random_range(0..10_000_000_000u64)),
+                    at,
+                );
+                e.operation = operations[rng.random_range(0..operations.len())].into();
+                e
+            })
+            .collect::<Vec<_>>()
+    };
+    // Rows before the watermark ...
+    for _ in 0..4 {
+        let batch = random_batch(&mut rng, 250, false);
+        record(&mut client, &service_key, batch).await.unwrap();
+    }
+    h.refresh(&admin).await;
+    // ... and after it, including late events for days the view already holds.
+    for late in [false, true] {
+        let batch = random_batch(&mut rng, 200, late);
+        record(&mut client, &service_key, batch).await.unwrap();
+    }
+    // Two partitions were written, split exactly at the month boundary.
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(DISTINCT tableoid) AS n FROM analytics.token_usage \
+             WHERE occurred_at >= '{}' AND occurred_at < '{}'",
+            this_month - Duration::days(1),
+            this_month + Duration::days(1)
+        ))
+        .await,
+        2
+    );
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) AS n FROM analytics.token_usage WHERE occurred_at < '{this_month}' \
+             AND tableoid::regclass::text <> 'analytics.token_usage_{}'",
+            (this_month - Duration::days(1)).format("%Y_%m")
+        ))
+        .await,
+        0
+    );
+
+    let mut conn = h.conn().await;
+    for (bucket, unit) in [
+        (pb::BucketWidth::Day, "day"),
+        (pb::BucketWidth::Hour, "hour"),
+    ] {
+        for (group, column) in [
+            (pb::GroupBy::Unspecified, "''"),
+            (pb::GroupBy::Model, "model"),
+            (pb::GroupBy::Operation, "operation"),
+        ] {
+            for user in &users {
+                // Hour buckets are bounded to 1000: take the last 30 days.
+                let start = if unit == "hour" {
+                    now - Duration::days(30)
+                } else {
+                    first
+                };
+                let response = summary(
+                    &mut client,
+                    &admin.token,
+                    pb::GetUsageSummaryRequest {
+                        scope: user_scope(*user),
+                        time_range: range(start, now + Duration::minutes(1)),
+                        bucket_width: bucket.into(),
+                        group_by: group.into(),
+                    },
+                )
+                .await
+                .unwrap();
+                let covered = response.time_range.as_ref().unwrap();
+                let (s, e) = (
+                    DateTime::from_timestamp(covered.start_time.unwrap().seconds, 0).unwrap(),
+                    DateTime::from_timestamp(covered.end_time.unwrap().seconds, 0).unwrap(),
+                );
+                let expected = raw_aggregate(&mut conn, *user, unit, column, s, e).await;
+                assert!(!expected.is_empty());
+                assert_eq!(
+                    from_summary(&response, group),
+                    expected,
+                    "{unit} by {column}"
+                );
+                if unit == "day" {
+                    assert!(response.watermark.is_some(), "day summaries read the view");
+                }
+                let n: i64 = expected.values().map(|v| v.0).sum();
+                assert_eq!(figures(&response.totals).0, n);
+            }
+        }
+    }
+
+    // Project statistics combine the view and the raw rows the same way.
+    let project = Uuid::now_v7();
+    let mut in_project = random_batch(&mut rng, 30, false);
+    for e in &mut in_project {
+        e.project_id = project.to_string();
+    }
+    let (before, after) = in_project.split_at(20);
+    record(&mut client, &service_key, before.to_vec())
+        .await
+        .unwrap();
+    h.refresh(&admin).await;
+    record(&mut client, &service_key, after.to_vec())
+        .await
+        .unwrap();
+    let stats = client
+        .get_project_stats(bearer(
+            pb::GetProjectStatsRequest {
+                project_id: project.to_string(),
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(stats.totals.as_ref().unwrap().request_count, 30);
+    let prompt: i64 = in_project.iter().map(|e| e.prompt_tokens).sum();
+    assert_eq!(
+        stats.totals.as_ref().unwrap().tokens.unwrap().prompt_tokens,
+        prompt
+    );
+    let mut models: Vec<_> = in_project.iter().map(|e| e.model.clone()).collect();
+    models.sort();
+    models.dedup();
+    assert_eq!(stats.models, models);
+    let first_at = in_project
+        .iter()
+        .map(|e| e.occur_time.unwrap().seconds)
+        .min()
+        .unwrap();
+    assert_eq!(stats.first_activity_time.unwrap().seconds, first_at);
+}
+
+#[tokio::test]
+async fn two_refreshers_take_turns() {
+    let h = start().await;
+    let ada = h.user(Role::User).await;
+    record(
+        &mut h.client(),
+        &ada.token,
+        vec![event("x", ada.id, "gpt-4o", 1, 1, "0.1", Utc::now())],
+    )
+    .await
+    .unwrap();
+    let db = h.db.server_config("analytics").db;
+    let interval = std::time::Duration::from_secs(3600);
+    let a = Refresher::new(db.clone(), interval, "replica-a");
+    let b = Refresher::new(db.clone(), interval, "replica-b");
+    // Both replicas find both views due at the same moment: each view refreshes once.
+    for view in ViewName::ALL {
+        let (x, y) = tokio::join!(
+            a.refresh(view, Contention::Skip, Some(interval)),
+            b.refresh(view, Contention::Skip, Some(interval))
+        );
+        let outcomes = [x.unwrap(), y.unwrap()];
+        let refreshed = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Refreshed { .. }))
+            .count();
+        assert_eq!(refreshed, 1, "{view:?}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::Locked | Outcome::NotDue))
+        );
+    }
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
+            .await,
+        2
+    );
+
+    // While another session holds a view's lock, a scheduler skips the view and a manual
+    // refresh waits, then fails cleanly.
+    let mut holder = h.conn().await;
+    holder
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock({})",
+            0x5354_5241_5441_0000_i64 + 1
+        ))
+        .await
+        .unwrap();
+    let skipped = a
+        .refresh(ViewName::UserTokenSummary, Contention::Skip, None)
+        .await
+        .unwrap();
+    assert_eq!(skipped, Outcome::Locked);
+    let busy = a
+        .refresh(
+            ViewName::UserTokenSummary,
+            Contention::Wait(std::time::Duration::from_millis(200)),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(tonic::Status::from(busy).code(), Code::Aborted);
+    drop(holder);
+    let done = a
+        .refresh(
+            ViewName::UserTokenSummary,
+            Contention::Wait(std::time::Duration::from_secs(5)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(done, Outcome::Refreshed { row_count: 1, .. }),
+        "{done:?}"
+    );
+
+    // Two schedulers ticking together: views refreshed at most once each (both were just
+    // refreshed, so with an hour's interval neither is due).
+    let config = AnalyticsConfig::default();
+    let s1 = Scheduler::new(
+        h.db.db().clone(),
+        a.clone(),
+        Default::default(),
+        config.clone(),
+    );
+    let s2 = Scheduler::new(h.db.db().clone(), b.clone(), Default::default(), config);
+    let (r1, r2) = tokio::join!(s1.tick(), s2.tick());
+    for (_, outcome) in r1.iter().chain(r2.iter()) {
+        assert!(
+            matches!(outcome, Ok(Outcome::NotDue | Outcome::Locked)),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
+            .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn partitions_are_made_ahead_and_on_demand() {
+    let h = start().await;
+    let partitions = "SELECT count(*) AS n FROM pg_inherits \
+                      WHERE inhparent = 'analytics.token_usage'::regclass";
+    let before = h.count(partitions).await;
+    h.handlers.scheduler().tick().await;
+    let months_ahead = h
+        .count(
+            "SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'analytics.token_usage'::regclass \
+               AND c.relname >= 'token_usage_' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')",
+        )
+        .await;
+    assert!(months_ahead >= 4, "this month and 3 ahead: {months_ahead}");
+    let after_tick = h.count(partitions).await;
+    assert!(after_tick >= before);
+
+    // A late event 11 months back gets its month's partition on demand.
+    let ada = h.user(Role::User).await;
+    let old = Utc::now() - Duration::days(330);
+    record(
+        &mut h.client(),
+        &ada.token,
+        vec![event("old", ada.id, "gpt-4o", 1, 1, "0.1", old)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) AS n FROM analytics.token_usage_{}",
+            old.format("%Y_%m")
+        ))
+        .await,
+        1
+    );
+    // Too old, or in the future: refused, nothing created.
+    let status = record(
+        &mut h.client(),
+        &ada.token,
+        vec![event(
+            "older",
+            ada.id,
+            "gpt-4o",
+            1,
+            1,
+            "0.1",
+            Utc::now() - Duration::days(400),
+        )],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("events[0].occur_time"));
+}
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let bob = h.user(Role::User).await;
+    let admin = h.user(Role::Admin).await;
+    let now = Utc::now();
+    let project = Uuid::now_v7();
+    let mut in_project = event("p1", ada.id, "gpt-4o", 10, 10, "0.01", now);
+    in_project.project_id = project.to_string();
+    record(&mut client, &ada.token, vec![in_project])
+        .await
+        .unwrap();
+    record(
+        &mut client,
+        &bob.token,
+        vec![event("b1", bob.id, "gpt-4o", 7, 7, "0.07", now)],
+    )
+    .await
+    .unwrap();
+    let day = || range(now - Duration::days(1), now + Duration::hours(1));
+    let ask = |scope: Option<pb::UsageScope>| pb::GetUsageSummaryRequest {
+        scope,
+        time_range: day(),
+        ..Default::default()
+    };
+
+    // Own usage: yes (implicitly and by id).
+    let own = summary(&mut client, &ada.token, ask(None)).await.unwrap();
+    assert_eq!(own.totals.unwrap().request_count, 1);
+    let own = summary(&mut client, &ada.token, ask(user_scope(ada.id)))
+        .await
+        .unwrap();
+    assert_eq!(own.totals.unwrap().request_count, 1);
+    // Another user's: refused, the same for a user that does not exist.
+    for other in [bob.id, Uuid::now_v7()] {
+        let status = summary(&mut client, &ada.token, ask(user_scope(other)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+    }
+    // A project: reported missing to non-admins, whether it exists or not, identically.
+    let existing = summary(&mut client, &bob.token, ask(project_scope(project)))
+        .await
+        .unwrap_err();
+    let missing = summary(&mut client, &bob.token, ask(project_scope(Uuid::now_v7())))
+        .await
+        .unwrap_err();
+    assert_eq!(existing.code(), Code::NotFound);
+    assert_eq!(
+        (existing.code(), existing.message()),
+        (missing.code(), missing.message())
+    );
+    for project_id in [project, Uuid::now_v7()] {
+        let status = client
+            .get_project_stats(bearer(
+                pb::GetProjectStatsRequest {
+                    project_id: project_id.to_string(),
+                },
+                &bob.token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "project not found")
+        );
+    }
+    // Everybody's: refused.
+    let all = Some(pb::UsageScope {
+        subject: Some(Subject::AllUsers(true)),
+    });
+    let status = summary(&mut client, &ada.token, ask(all.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = client
+        .list_usage(bearer(
+            pb::ListUsageRequest {
+                scope: user_scope(bob.id),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // Admins read everything.
+    let bobs = summary(&mut client, &admin.token, ask(user_scope(bob.id)))
+        .await
+        .unwrap();
+    assert_eq!(figures(&bobs.totals).4, "0.07");
+    let projects = summary(&mut client, &admin.token, ask(project_scope(project)))
+        .await
+        .unwrap();
+    assert_eq!(projects.totals.unwrap().request_count, 1);
+    let everyone = summary(&mut client, &admin.token, ask(all)).await.unwrap();
+    assert_eq!(everyone.totals.unwrap().request_count, 2);
+    let stats = client
+        .get_project_stats(bearer(
+            pb::GetProjectStatsRequest {
+                project_id: project.to_string(),
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.stats.unwrap().models, ["gpt-4o"]);
+    // A project without usage is missing, for admins too.
+    let status = client
+        .get_project_stats(bearer(
+            pb::GetProjectStatsRequest {
+                project_id: Uuid::now_v7().to_string(),
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // API keys act within their scopes.
+    let reader = h.api_key(&ada, &["usage:read"]).await;
+    let writer = h.api_key(&ada, &["usage:write"]).await;
+    assert!(summary(&mut client, &reader, ask(None)).await.is_ok());
+    let status = summary(&mut client, &writer, ask(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = record(
+        &mut client,
+        &reader,
+        vec![event("k", ada.id, "gpt-4o", 1, 1, "0.1", now)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // A non-admin's write key records only its owner's usage.
+    assert!(
+        record(
+            &mut client,
+            &writer,
+            vec![event("k", ada.id, "gpt-4o", 1, 1, "0.1", now)]
+        )
+        .await
+        .is_ok()
+    );
+    let status = record(
+        &mut client,
+        &writer,
+        vec![event("k2", bob.id, "gpt-4o", 1, 1, "0.1", now)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // View administration is for admins (with the usage:admin scope on keys).
+    let status = client
+        .refresh_views(bearer(pb::RefreshViewsRequest::default(), &ada.token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = client
+        .get_view_status(bearer(pb::GetViewStatusRequest {}, &ada.token))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let admin_key = h.api_key(&admin, &["usage:read"]).await;
+    let status = client
+        .get_view_status(bearer(pb::GetViewStatusRequest {}, &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let views = client
+        .get_view_status(bearer(pb::GetViewStatusRequest {}, &admin.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .views;
+    assert_eq!(views.len(), 2);
+    assert_eq!(views[0].refresh_interval_seconds, 3600);
+    assert_eq!(views[1].refresh_interval_seconds, 900);
+    assert!(views.iter().all(|v| v.watermark.is_none()));
+
+    // No credentials at all.
+    let status = client.get_usage_summary(ask(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn bad_reads_name_the_field() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let now = Utc::now();
+    let cases = [
+        (pb::GetUsageSummaryRequest::default(), "time_range"),
+        (
+            pb::GetUsageSummaryRequest {
+                time_range: range(now, now - Duration::days(1)),
+                ..Default::default()
+            },
+            "time_range.end_time",
+        ),
+        (
+            pb::GetUsageSummaryRequest {
+                time_range: range(now - Duration::days(60), now),
+                bucket_width: pb::BucketWidth::Hour.into(),
+                ..Default::default()
+            },
+            "time_range",
+        ),
+        (
+            pb::GetUsageSummaryRequest {
+                time_range: range(now - Duration::days(1), now),
+                group_by: 9,
+                ..Default::default()
+            },
+            "group_by",
+        ),
+        (
+            pb::GetUsageSummaryRequest {
+                scope: Some(pb::UsageScope {
+                    subject: Some(Subject::UserId("nope".into())),
+                }),
+                time_range: range(now - Duration::days(1), now),
+                ..Default::default()
+            },
+            "scope.user_id",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = summary(&mut client, &ada.token, request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            field
+        );
+    }
+    let status = client
+        .list_usage(bearer(
+            pb::ListUsageRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("page_token"));
+    let status = client
+        .get_project_stats(bearer(
+            pb::GetProjectStatsRequest {
+                project_id: "x".into(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("project_id"));
+}
