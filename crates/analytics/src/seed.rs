@@ -10,6 +10,9 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel::sql_types::{BigInt, Double, Integer, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::sync::atomic::{AtomicU64, Ordering};
+use strata_storage::config::DbConfig;
+use strata_storage::pool::dedicated_connection;
 use uuid::Uuid;
 
 use crate::partitions::{Partitions, month_of};
@@ -36,7 +39,7 @@ impl Default for SeedOptions {
     fn default() -> Self {
         Self {
             rows: 1_000_000,
-            users: 5_000,
+            users: 2_000,
             projects: 20_000,
             days: 90,
             chunk: 50_000,
@@ -54,30 +57,62 @@ pub fn seed_project(n: u32) -> Uuid {
     Uuid::from_u128(0x0000_0001_0000_4000_8000_0000_0000_0000 | u128::from(n))
 }
 
-/// Inserts `options.rows` rows, calling `progress(done, total)` after each chunk.
+/// Inserts `options.rows` rows over `workers` connections made with `db` (chunks are
+/// handed out in order, so time still advances roughly chunk by chunk), calling
+/// `progress(done, total)` about twice a second and at the end. Returns the rows
+/// inserted.
 pub async fn seed(
-    conn: &mut AsyncPgConnection,
+    db: &DbConfig,
     options: SeedOptions,
+    workers: usize,
     mut progress: impl FnMut(u64, u64),
-) -> Result<u64, diesel::result::Error> {
+) -> Result<u64, strata_storage::Error> {
     let now = Utc::now();
     let first = now - Duration::days(i64::from(options.days));
     let months: Vec<_> = (0..=i64::from(options.days) / 28 + 1)
         .map(|i| month_of(first + Duration::days(i * 28)))
         .chain([month_of(now)])
         .collect();
-    Partitions::default().ensure(conn, months).await?;
+    let mut config = db.clone();
+    // A chunk writes every index for tens of thousands of rows: no pool-sized timeout.
+    config.statement_timeout = std::time::Duration::ZERO;
+    let mut conn = dedicated_connection(&config).await?;
+    Partitions::default().ensure(&mut conn, months).await?;
+    drop(conn);
     // Keys must be unique per producer across runs too.
     let run = Uuid::new_v4().simple().to_string();
-    let mut done = 0;
-    while done < options.rows {
-        let n = options.chunk.min(options.rows - done);
-        let start = i64::try_from(done).unwrap_or(i64::MAX);
-        let end = i64::try_from(done + n - 1).unwrap_or(i64::MAX);
-        insert_chunk(conn, &options, &run, first, start, end).await?;
-        done += n;
-        progress(done, options.rows);
+    let next_chunk = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let chunks = options.rows.div_ceil(options.chunk.max(1));
+    let worker = async || -> Result<(), strata_storage::Error> {
+        let mut conn = dedicated_connection(&config).await?;
+        loop {
+            let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
+            if chunk >= chunks {
+                return Ok(());
+            }
+            let start = chunk * options.chunk;
+            let n = options.chunk.min(options.rows - start);
+            let first_n = i64::try_from(start).unwrap_or(i64::MAX);
+            let last_n = i64::try_from(start + n - 1).unwrap_or(i64::MAX);
+            insert_chunk(&mut conn, &options, &run, first, first_n, last_n).await?;
+            done.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
+    tokio::pin!(all);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            result = &mut all => {
+                result?;
+                break;
+            }
+            _ = ticker.tick() => progress(AtomicU64::load(&done, Ordering::Relaxed), options.rows),
+        }
     }
+    let done = AtomicU64::load(&done, Ordering::Relaxed);
+    progress(done, options.rows);
     Ok(done)
 }
 

@@ -320,19 +320,17 @@ pub async fn summary(
     watermark: Option<DateTime<Utc>>,
 ) -> Result<Vec<Aggregate>, diesel::result::Error> {
     let mut sql = Sql::default();
-    sql.push(&format!(
+    sql.push(
         "SELECT x.bucket, coalesce(x.grp, '') AS grp, GROUPING(x.bucket) = 1 AS total, \
            sum(x.request_count)::bigint AS request_count, \
            sum(x.prompt_tokens)::bigint AS prompt_tokens, \
            sum(x.completion_tokens)::bigint AS completion_tokens, \
            sum(x.total_tokens)::bigint AS total_tokens, \
            trim_scale(sum(x.cost))::text AS cost \
-         FROM ("
-    ));
+         FROM (",
+    );
     source(&mut sql, scope, range, bucket, group, watermark);
-    sql.push(&format!(
-        ") x GROUP BY GROUPING SETS ((x.bucket, x.grp), ()) ORDER BY total, x.bucket, 2",
-    ));
+    sql.push(") x GROUP BY GROUPING SETS ((x.bucket, x.grp), ()) ORDER BY total, x.bucket, 2");
     sql.build().load(conn).await
 }
 

@@ -2,7 +2,7 @@
 //! Redis. The server also serves the auth service, which signs the callers' tokens and
 //! verifies their API keys, exactly as in production.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,10 @@ use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
 type Client = AnalyticsServiceClient<Channel>;
+/// `(request_count, prompt, completion, total, cost)` of an aggregate.
+type Figures = (i64, i64, i64, i64, String);
+/// Figures per `(bucket start, group)`.
+type Buckets = BTreeMap<(i64, String), Figures>;
 
 struct Harness {
     db: TestDb,
@@ -232,7 +236,7 @@ async fn summary(
 }
 
 /// `(request_count, prompt, completion, total, cost)` of totals.
-fn figures(totals: &Option<pb::UsageTotals>) -> (i64, i64, i64, i64, String) {
+fn figures(totals: &Option<pb::UsageTotals>) -> Figures {
     let t = totals.as_ref().unwrap();
     let tokens = t.tokens.as_ref().unwrap();
     (
@@ -673,7 +677,7 @@ async fn raw_aggregate(
     group: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> BTreeMap<(i64, String), (i64, i64, i64, i64, String)> {
+) -> Buckets {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Timestamptz)]
@@ -715,10 +719,7 @@ async fn raw_aggregate(
         .collect()
 }
 
-fn from_summary(
-    response: &pb::GetUsageSummaryResponse,
-    group: pb::GroupBy,
-) -> BTreeMap<(i64, String), (i64, i64, i64, i64, String)> {
+fn from_summary(response: &pb::GetUsageSummaryResponse, group: pb::GroupBy) -> Buckets {
     response
         .buckets
         .iter()

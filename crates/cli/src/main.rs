@@ -74,7 +74,7 @@ enum SeedWhat {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
         /// Distinct users (power-law: user 0 is the heaviest).
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = 2_000)]
         users: u32,
         /// Distinct projects.
         #[arg(long, default_value_t = 20_000)]
@@ -256,15 +256,10 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
         bail!("--rows, --users and --projects must be positive and --days 1 to 366");
     }
     let settings = Settings::load().context("reading configuration")?;
-    let mut config = settings
+    let config = settings
         .db
         .resolve("strata-seed")
         .context("configuration")?;
-    // Chunks of 50,000 rows with every index take seconds, not the pool's 30 s budget.
-    config.statement_timeout = std::time::Duration::ZERO;
-    let mut conn = dedicated_connection(&config)
-        .await
-        .context("connecting to DATABASE_URL")?;
     let options = SeedOptions {
         rows,
         users,
@@ -274,7 +269,9 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let mut err = std::io::stderr().lock();
-    strata_analytics::seed::seed(&mut conn, options, |done, total| {
+    // One writer per core: index maintenance, not the network, is the bottleneck.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    strata_analytics::seed::seed(&config, options, workers, |done, total| {
         let _ = write!(err, "\r{}", progress_bar(done, total, started.elapsed()));
         let _ = err.flush();
     })
@@ -291,7 +288,6 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
         rows as f64 / elapsed.as_secs_f64().max(1e-9)
     )?;
     if !no_refresh {
-        drop(conn);
         let refresher = Refresher::new(config, std::time::Duration::ZERO, "strata seed");
         for view in ViewName::ALL {
             match refresher
