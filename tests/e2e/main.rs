@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use strata_proto::admin::admin_service_client::AdminServiceClient;
 use strata_proto::admin::{ComponentStatus, GetHealthRequest};
+use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use strata_proto::analytics::{
+    CallStatus, GetUsageSummaryRequest, Operation, RecordUsageRequest, UsageEvent,
+};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
-use strata_proto::auth::{LogoutRequest, RefreshTokenRequest, SignUpRequest};
+use strata_proto::auth::{GetProfileRequest, LogoutRequest, RefreshTokenRequest, SignUpRequest};
+use strata_proto::common::{Decimal, TimeRange};
 use strata_testkit::{TestDb, TestRedis, admin_request, bearer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -167,6 +172,37 @@ fn generate_writes_a_timestamped_folder() {
 }
 
 #[tokio::test]
+async fn seed_usage_fills_the_ledger_and_refreshes_the_views() {
+    let db = TestDb::new().await;
+    let output = strata(
+        Some(db.url()),
+        &[
+            "seed",
+            "usage",
+            "--rows",
+            "3000",
+            "--users",
+            "20",
+            "--projects",
+            "5",
+            "--days",
+            "40",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("inserted 3000 usage rows"), "{out}");
+    assert!(out.contains("refreshed user_token_summary"), "{out}");
+    assert!(out.contains("refreshed project_stats"), "{out}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("100.0%"),
+        "a progress bar"
+    );
+    let bad = strata(Some(db.url()), &["seed", "usage", "--rows", "0"]);
+    assert_eq!(bad.status.code(), Some(1));
+}
+
+#[tokio::test]
 async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     let db = TestDb::empty().await;
     let redis = TestRedis::new();
@@ -269,6 +305,71 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     assert!(migrations.applied > 0);
     assert_eq!(health.redis.unwrap().status, i32::from(ComponentStatus::Up));
     assert_eq!(health.service, "all");
+    // `serve all` includes the analytics service: the admin records and reads usage.
+    let mut analytics = AnalyticsServiceClient::new(channel.clone());
+    let now = chrono::Utc::now().timestamp();
+    let me = auth
+        .get_profile(bearer(
+            GetProfileRequest::default(),
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    let event = UsageEvent {
+        idempotency_key: "e2e-1".into(),
+        user_id: me,
+        model: "gpt-4o".into(),
+        provider: "openai".into(),
+        operation: Operation::Chat.into(),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cost: Some(Decimal {
+            value: "0.0001".into(),
+        }),
+        status: CallStatus::Succeeded.into(),
+        occur_time: Some(prost_types::Timestamp {
+            seconds: now,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let recorded = analytics
+        .record_usage(bearer(
+            RecordUsageRequest {
+                events: vec![event],
+            },
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recorded.recorded_count, 1);
+    let summary = analytics
+        .get_usage_summary(bearer(
+            GetUsageSummaryRequest {
+                time_range: Some(TimeRange {
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: now - 3600,
+                        nanos: 0,
+                    }),
+                    end_time: Some(prost_types::Timestamp {
+                        seconds: now + 60,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            },
+            &credentials.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.totals.unwrap().request_count, 1);
+
     // With an auth service, the static admin token no longer opens admin RPCs.
     let status = admin
         .get_health(admin_request(GetHealthRequest {}))
