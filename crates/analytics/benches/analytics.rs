@@ -445,7 +445,8 @@ async fn run() {
         }
     }
 
-    // The plans behind the numbers.
+    // The plans behind the numbers, at this size: each query shape of the store and the
+    // index it must use.
     #[derive(QueryableByName)]
     struct PlanLine {
         #[diesel(sql_type = Text)]
@@ -453,29 +454,89 @@ async fn run() {
         line: String,
     }
     let now = Utc::now();
-    let plan: Vec<PlanLine> = diesel::sql_query(format!(
-        "EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) \
-         SELECT s.day, sum(s.total_tokens) FROM analytics.user_token_summary s \
-         WHERE s.user_id = '{heavy}' AND s.day >= '{}' AND s.day < '{}' GROUP BY 1 \
-         UNION ALL \
-         SELECT date_trunc('day', u.occurred_at, 'UTC')::date, sum(u.total_tokens) \
-         FROM analytics.token_usage u WHERE u.user_id = '{heavy}' \
-           AND u.received_at > (SELECT watermark FROM analytics.view_state WHERE view_name = 'user_token_summary') - interval '1 minute' \
-           AND u.occurred_at >= '{}' GROUP BY 1",
-        (now - chrono::Duration::days(30)).date_naive(),
-        (now + chrono::Duration::days(1)).date_naive(),
-        now - chrono::Duration::days(30),
-    ))
-    .load(&mut conn)
-    .await
-    .unwrap();
-    println!("plan of a 30-day summary (view + rows after the watermark):");
-    for line in plan.iter().filter(|l| {
-        l.line.contains("Scan")
-            || l.line.contains("Execution Time")
-            || l.line.contains("Index Cond")
-    }) {
-        println!("    {}", line.line.trim_end());
+    let month_ago = now - chrono::Duration::days(30);
+    let project = strata_analytics::seed::seed_project(0);
+    let shapes = [
+        (
+            "summary: view rows of one user",
+            format!(
+                "SELECT s.day, sum(s.total_tokens) FROM analytics.user_token_summary s \
+                 WHERE s.user_id = '{heavy}' AND s.day >= '{}' AND s.day < '{}' GROUP BY 1",
+                month_ago.date_naive(),
+                now.date_naive()
+            ),
+            "user_token_summary_key",
+        ),
+        (
+            "summary: rows after the watermark",
+            format!(
+                "SELECT sum(u.total_tokens) FROM analytics.token_usage u \
+                 WHERE u.user_id = '{heavy}' AND u.received_at > '{}' \
+                 AND u.occurred_at >= '{month_ago}' AND u.occurred_at < '{now}'",
+                now - chrono::Duration::minutes(5)
+            ),
+            "user_id_received_at",
+        ),
+        (
+            "hour summary / ListUsage of one user",
+            format!(
+                "SELECT * FROM analytics.token_usage u WHERE u.user_id = '{typical}' \
+                 AND u.occurred_at <= '{now}' ORDER BY u.occurred_at DESC, u.id DESC LIMIT 50"
+            ),
+            "user_id_occurred_at_id",
+        ),
+        (
+            "ListUsage of one user and operation",
+            format!(
+                "SELECT * FROM analytics.token_usage u WHERE u.user_id = '{typical}' \
+                 AND u.operation = 'completion' ORDER BY u.occurred_at DESC, u.id DESC LIMIT 50"
+            ),
+            "user_id_operation_occurred_at",
+        ),
+        (
+            "summary / ListUsage of one project",
+            format!(
+                "SELECT count(*) FROM analytics.token_usage u WHERE u.project_id = '{project}' \
+                 AND u.occurred_at >= '{month_ago}'"
+            ),
+            "project_id_occurred_at",
+        ),
+        (
+            "ListUsage of one model (all users)",
+            "SELECT * FROM analytics.token_usage u WHERE u.model = 'mistral-large' \
+             ORDER BY u.occurred_at DESC, u.id DESC LIMIT 50"
+                .to_owned(),
+            "model_occurred_at",
+        ),
+        (
+            "ListUsage of all users",
+            "SELECT * FROM analytics.token_usage u ORDER BY u.occurred_at DESC, u.id DESC LIMIT 50"
+                .to_owned(),
+            "pkey",
+        ),
+    ];
+    println!("plans (EXPLAIN ANALYZE at {total_rows} rows):");
+    for (label, sql, index) in shapes {
+        let plan: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}"))
+            .load(&mut conn)
+            .await
+            .unwrap();
+        let text: Vec<&str> = plan.iter().map(|l| l.line.as_str()).collect();
+        let uses = text.iter().any(|l| l.contains(index));
+        let time = text
+            .iter()
+            .find(|l| l.starts_with("Execution Time"))
+            .map_or("", |l| l.trim_start_matches("Execution Time: "));
+        println!(
+            "    {label:<40} {:<34} {time:>12}  {}",
+            format!("*{index}*"),
+            if uses { "uses it" } else { "DOES NOT USE IT" }
+        );
+        if !uses {
+            for line in text {
+                println!("        {line}");
+            }
+        }
     }
     drop(server);
 }

@@ -539,14 +539,15 @@ pub async fn list_usage(
     }
     if let Some((time, id)) = after {
         // Spelled out rather than as a row comparison, which btree cannot match against
-        // DESC index columns.
-        sql.push(" AND (u.occurred_at < ")
+        // DESC index columns; the leading `<=` is what the index scan starts from (the
+        // planner draws no bound out of the OR), so a page costs its own rows only.
+        sql.push(" AND u.occurred_at <= ")
             .bind(Bind::Time(time))
-            .push(" OR (u.occurred_at = ")
+            .push(" AND (u.occurred_at < ")
             .bind(Bind::Time(time))
-            .push(" AND u.id < ")
+            .push(" OR u.id < ")
             .bind(Bind::Uuid(id))
-            .push("))");
+            .push(")");
     }
     sql.push(" ORDER BY u.occurred_at DESC, u.id DESC LIMIT ")
         .bind(Bind::BigInt(limit));

@@ -174,17 +174,17 @@ impl Refresher {
         }
         let started = Instant::now();
         let started_at = Utc::now();
-        let (cut, first) = set_cut(&mut conn, view).await?;
+        let cut = set_cut(&mut conn, view).await?;
         let mv = view.as_str();
         let refresher = self.name.clone();
         let row_count = conn
             .transaction::<_, AnalyticsError, _>(async |conn| {
-                // CONCURRENTLY keeps the view readable but diffs old and new contents;
-                // the first fill has nothing to diff against, and no reader can use the
-                // view before its watermark is set anyway, so it is filled directly.
-                let concurrently = if first { "" } else { "CONCURRENTLY " };
+                // Always CONCURRENTLY, the first fill too: it keeps the view readable, and
+                // its rows stay MVCC-visible only to snapshots after this commit. A plain
+                // REFRESH writes frozen rows that a reader holding the old (lower)
+                // watermark would count a second time from the raw table.
                 conn.batch_execute(&format!(
-                    "REFRESH MATERIALIZED VIEW {concurrently}analytics.{mv}"
+                    "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.{mv}"
                 ))
                 .await?;
                 #[derive(QueryableByName)]
@@ -298,17 +298,14 @@ async fn is_due(
 
 /// Sets the view's cut under a brief SHARE lock on `token_usage` (see the module docs),
 /// retrying when in-flight inserts hold the lock too long.
-/// Returns the cut and whether the view was never refreshed.
 async fn set_cut(
     conn: &mut AsyncPgConnection,
     view: ViewName,
-) -> Result<(DateTime<Utc>, bool), AnalyticsError> {
+) -> Result<DateTime<Utc>, AnalyticsError> {
     #[derive(QueryableByName)]
     struct Cut {
         #[diesel(sql_type = Timestamptz)]
         cut: DateTime<Utc>,
-        #[diesel(sql_type = Bool)]
-        first: bool,
     }
     let mut attempt = 0;
     loop {
@@ -322,7 +319,7 @@ async fn set_cut(
                 .await?;
                 diesel::sql_query(
                     "UPDATE analytics.view_state SET cut = clock_timestamp() \
-                     WHERE view_name = $1 RETURNING cut, watermark = '-infinity' AS first",
+                     WHERE view_name = $1 RETURNING cut",
                 )
                 .bind::<Text, _>(view.as_str())
                 .get_result::<Cut>(conn)
@@ -330,7 +327,7 @@ async fn set_cut(
             })
             .await;
         match result.map_err(strata_storage::Error::from) {
-            Ok(cut) => return Ok((cut.cut, cut.first)),
+            Ok(cut) => return Ok(cut.cut),
             Err(e) if is_lock_timeout(&e) && attempt < CUT_ATTEMPTS => {
                 tracing::warn!(
                     view = view.as_str(),
