@@ -1332,3 +1332,58 @@ async fn bad_reads_name_the_field() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("project_id"));
 }
+
+#[tokio::test]
+async fn list_usage_pages_through_equal_timestamps() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let at = Utc::now() - Duration::minutes(5);
+    let events: Vec<_> = (0..7)
+        .map(|i| event(&format!("tie{i}"), ada.id, "gpt-4o", 1, 1, "0.1", at))
+        .chain([event(
+            "later",
+            ada.id,
+            "gpt-4o",
+            1,
+            1,
+            "0.1",
+            at + Duration::seconds(1),
+        )])
+        .collect();
+    record(&mut client, &ada.token, events).await.unwrap();
+    let mut token = String::new();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_usage(bearer(
+                pb::ListUsageRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                    operation: pb::Operation::Chat.into(),
+                    ..Default::default()
+                },
+                &ada.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(page.records.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 8);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "no event twice across pages");
+    // Newest first, then by id descending among equal times.
+    let mut sorted = seen[1..].to_vec();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen[1..], sorted[..]);
+}
