@@ -28,6 +28,9 @@ CREATE TABLE analytics.token_usage (
     -- table lock), never a client value: the views' watermark relies on it (see
     -- view_state below).
     received_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- Set by the insert: the call occurred more than a day before it arrived
+    -- (occurred_at < clock_timestamp() - 1 day). See the late-arrival indexes below.
+    late              boolean NOT NULL DEFAULT false,
     -- occurred_at first: the primary key doubles as the time-only index that global
     -- aggregations and the admin's ListUsage (occurred_at DESC, id DESC) scan.
     PRIMARY KEY (occurred_at, id)
@@ -37,23 +40,25 @@ CREATE TABLE analytics.token_usage (
 CREATE INDEX token_usage_user_time_idx
     ON analytics.token_usage (user_id, occurred_at DESC, id DESC);
 -- A user's usage of one operation (endpoint) over time: ListUsage filtered by operation.
--- Every index costs ingest throughput, so the secondary ones carry no id tie-breaker:
--- the few rows sharing a timestamp are sorted after the index scan.
 CREATE INDEX token_usage_user_operation_time_idx
-    ON analytics.token_usage (user_id, operation, occurred_at DESC);
+    ON analytics.token_usage (user_id, operation, occurred_at DESC, id DESC);
 -- A project's usage over time: project summaries and listings.
 CREATE INDEX token_usage_project_time_idx
     ON analytics.token_usage (project_id, occurred_at DESC, id DESC)
     WHERE project_id IS NOT NULL;
 -- One model's usage over time: listings filtered by model across users.
 CREATE INDEX token_usage_model_time_idx
-    ON analytics.token_usage (model, occurred_at DESC);
--- Real-time summaries add a user's rows received after the view's watermark; received_at,
--- not occurred_at, because late events land in any day.
-CREATE INDEX token_usage_user_received_idx
-    ON analytics.token_usage (user_id, received_at);
--- The same for project and all-user reads, and for the refresh scan. Rows arrive in
--- received_at order, so a BRIN index is tiny and nearly free to maintain.
+    ON analytics.token_usage (model, occurred_at DESC, id DESC);
+-- Real-time reads add the rows received after a view's watermark W. Those that are not
+-- late occurred after W - 2 days (they arrived after W, within a day of occurring), so
+-- the time indexes above find them in a short range. Late ones can belong to any day;
+-- these partial indexes find them by arrival, and cost nothing for on-time ingest.
+CREATE INDEX token_usage_late_user_idx
+    ON analytics.token_usage (user_id, received_at) WHERE late;
+CREATE INDEX token_usage_late_project_idx
+    ON analytics.token_usage (project_id, received_at) WHERE late AND project_id IS NOT NULL;
+-- All-user reads after the watermark, and the refresh scan. Rows arrive in received_at
+-- order, so a BRIN index is tiny and nearly free to maintain.
 CREATE INDEX token_usage_received_brin
     ON analytics.token_usage USING brin (received_at) WITH (pages_per_range = 32, autosummarize = on);
 

@@ -168,11 +168,12 @@ async fn insert_chunk(
          ) \
          INSERT INTO analytics.token_usage (id, producer_id, idempotency_key, user_id, \
              project_id, conversation_id, model, provider, operation, prompt_tokens, \
-             completion_tokens, cost, latency_ms, status, occurred_at) \
+             completion_tokens, cost, latency_ms, status, occurred_at, late) \
          SELECT r.id, $1, r.idempotency_key, r.user_id, r.project_id, r.conversation_id, \
                 r.model, r.provider, r.operation, r.prompt_tokens, r.completion_tokens, \
                 round(r.prompt_tokens * r.price_in + r.completion_tokens * r.price_out, 10), \
-                r.latency_ms, r.status, r.occurred_at \
+                r.latency_ms, r.status, r.occurred_at, \
+                r.occurred_at < clock_timestamp() - interval '1 day' \
          FROM rows r JOIN fresh f ON f.usage_id = r.id",
     )
     .bind::<SqlUuid, _>(SEED_PRODUCER)

@@ -21,6 +21,11 @@ use uuid::Uuid;
 use crate::model::NewUsage;
 use crate::views::ViewName;
 
+/// A row that is not late arrived within a day of occurring (the insert flags the rest),
+/// so one received after a watermark W occurred after W minus this (one more day of
+/// margin keeps the bound safe from clock steps between the two timestamps).
+const ON_TIME_WINDOW: chrono::Duration = chrono::Duration::days(2);
+
 /// Whose usage a read covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -163,10 +168,11 @@ pub async fn insert_usage(
          ) \
          INSERT INTO analytics.token_usage (id, producer_id, idempotency_key, user_id, \
              project_id, conversation_id, model, provider, operation, prompt_tokens, \
-             completion_tokens, cost, latency_ms, status, occurred_at) \
+             completion_tokens, cost, latency_ms, status, occurred_at, late) \
          SELECT i.id, $1, i.idempotency_key, i.user_id, i.project_id, i.conversation_id, \
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
-                i.cost::numeric, i.latency_ms, i.status, i.occurred_at \
+                i.cost::numeric, i.latency_ms, i.status, i.occurred_at, \
+                i.occurred_at < clock_timestamp() - interval '1 day' \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
          RETURNING id",
     )
@@ -279,19 +285,8 @@ fn source(
             .push(" AND s.day < ")
             .bind(Bind::Date(range.end.date_naive()))
             .scope("s", scope)
-            .push(&format!(
-                " UNION ALL \
-                 SELECT date_trunc('day', u.occurred_at, 'UTC'), {grp_u}, 1, u.prompt_tokens, \
-                   u.completion_tokens, u.total_tokens, u.cost \
-                 FROM analytics.token_usage u WHERE u.received_at > ",
-                grp_u = group.expr("u"),
-            ))
-            .bind(Bind::Time(watermark))
-            .push(" AND u.occurred_at >= ")
-            .bind(Bind::Time(range.start))
-            .push(" AND u.occurred_at < ")
-            .bind(Bind::Time(range.end))
-            .scope("u", scope);
+            .push(" UNION ALL ");
+            fresh_rows(sql, scope, range, group, watermark);
         }
         None => {
             sql.push(&format!(
@@ -307,6 +302,36 @@ fn source(
             .scope("u", scope);
         }
     }
+}
+
+/// Rows received after `watermark` that occurred in `range`, as `(bucket, grp, 1, prompt,
+/// completion, total, cost)`, in two disjoint parts: on-time rows, found by occurrence
+/// time (they occurred after `watermark - ON_TIME_WINDOW`, see the migration), and
+/// late rows, found by arrival through the partial `late` indexes.
+fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: DateTime<Utc>) {
+    let select = format!(
+        "SELECT date_trunc('day', u.occurred_at, 'UTC'), {grp_u}, 1, u.prompt_tokens, \
+           u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u WHERE ",
+        grp_u = group.expr("u"),
+    );
+    let on_time_from = range.start.max(watermark - ON_TIME_WINDOW);
+    sql.push(&select)
+        .push("NOT u.late AND u.received_at > ")
+        .bind(Bind::Time(watermark))
+        .push(" AND u.occurred_at >= ")
+        .bind(Bind::Time(on_time_from))
+        .push(" AND u.occurred_at < ")
+        .bind(Bind::Time(range.end))
+        .scope("u", scope)
+        .push(" UNION ALL ")
+        .push(&select)
+        .push("u.late AND u.received_at > ")
+        .bind(Bind::Time(watermark))
+        .push(" AND u.occurred_at >= ")
+        .bind(Bind::Time(range.start))
+        .push(" AND u.occurred_at < ")
+        .bind(Bind::Time(range.end))
+        .scope("u", scope);
 }
 
 /// Bucketed (and grouped) usage plus a grand-total row (`total = true`), ordered by
@@ -404,7 +429,7 @@ pub struct ProjectStatsRow {
 }
 
 /// The project's row of `project_stats` (rows received up to `watermark`) combined with
-/// its raw rows received after it.
+/// its raw rows received after it (on-time and late found apart, as in summaries).
 pub async fn project_stats(
     conn: &mut AsyncPgConnection,
     project: Uuid,
@@ -419,7 +444,13 @@ pub async fn project_stats(
            SELECT count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, \
                   sum(total_tokens)::bigint, sum(cost), min(occurred_at), max(occurred_at), \
                   array_agg(DISTINCT model) \
-           FROM analytics.token_usage WHERE project_id = $1 AND received_at > $2 \
+           FROM ( \
+             SELECT * FROM analytics.token_usage WHERE project_id = $1 AND NOT late \
+               AND received_at > $2 AND occurred_at >= $3 \
+             UNION ALL \
+             SELECT * FROM analytics.token_usage WHERE project_id = $1 AND late \
+               AND received_at > $2 \
+           ) fresh \
          ) \
          SELECT coalesce(sum(request_count), 0)::bigint AS request_count, \
                 coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens, \
@@ -434,6 +465,7 @@ pub async fn project_stats(
     )
     .bind::<SqlUuid, _>(project)
     .bind::<Timestamptz, _>(watermark)
+    .bind::<Timestamptz, _>(watermark - ON_TIME_WINDOW)
     .get_result(conn)
     .await
 }

@@ -796,6 +796,17 @@ async fn real_time_summaries_equal_raw_aggregation() {
         let batch = random_batch(&mut rng, 200, late);
         record(&mut client, &service_key, batch).await.unwrap();
     }
+    // Both kinds of rows after the watermark exist: on time (found by occurrence) and late
+    // (found by arrival).
+    for late in ["late", "NOT late"] {
+        let after_watermark = h
+            .count(&format!(
+                "SELECT count(*) AS n FROM analytics.token_usage WHERE {late} AND received_at > \
+                 (SELECT watermark FROM analytics.view_state WHERE view_name = 'user_token_summary')"
+            ))
+            .await;
+        assert!(after_watermark > 0, "{late}");
+    }
     // Two partitions were written, split exactly at the month boundary.
     assert_eq!(
         h.count(&format!(
