@@ -321,9 +321,13 @@ fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) -> String {
     let total = total.max(1);
     let filled = usize::try_from(done.min(total) * WIDTH / total).unwrap_or(0);
     let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
-    let eta = (total - done.min(total)) as f64 / rate.max(1e-9);
+    let eta = if done == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.0}", (total - done.min(total)) as f64 / rate)
+    };
     format!(
-        "[{}{}] {:>5.1}%  {done}/{total} rows  {rate:.0} rows/s  ETA {eta:.0} s ",
+        "[{}{}] {:>5.1}%  {done}/{total} rows  {rate:.0} rows/s  ETA {eta} s ",
         "#".repeat(filled),
         "-".repeat(usize::try_from(WIDTH).unwrap_or(0) - filled),
         done as f64 * 100.0 / total as f64,
