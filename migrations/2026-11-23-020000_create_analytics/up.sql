@@ -28,8 +28,8 @@ CREATE TABLE analytics.token_usage (
     -- table lock), never a client value: the views' watermark relies on it (see
     -- view_state below).
     received_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
-    -- Set by the insert: the call occurred more than a day before it arrived
-    -- (occurred_at < clock_timestamp() - 1 day). See the late-arrival indexes below.
+    -- Set by the insert: the call occurred more than an hour before it arrived
+    -- (occurred_at < clock_timestamp() - 1 hour). See the late-arrival indexes below.
     late              boolean NOT NULL DEFAULT false,
     -- occurred_at first: the primary key doubles as the time-only index that global
     -- aggregations and the admin's ListUsage (occurred_at DESC, id DESC) scan.
@@ -50,8 +50,8 @@ CREATE INDEX token_usage_project_time_idx
 CREATE INDEX token_usage_model_time_idx
     ON analytics.token_usage (model, occurred_at DESC, id DESC);
 -- Real-time reads add the rows received after a view's watermark W. Those that are not
--- late occurred after W - 2 days (they arrived after W, within a day of occurring), so
--- the time indexes above find them in a short range. Late ones can belong to any day;
+-- late occurred after W - 2 hours (they arrived after W, within an hour of occurring, plus
+-- an hour of margin), so the time indexes above find them in a short range. Late ones can belong to any day;
 -- these partial indexes find them by arrival, and cost nothing for on-time ingest.
 CREATE INDEX token_usage_late_user_idx
     ON analytics.token_usage (user_id, received_at) WHERE late;

@@ -473,7 +473,7 @@ async fn run() {
                 "SELECT sum(u.total_tokens) FROM analytics.token_usage u \
                  WHERE u.user_id = '{heavy}' AND NOT u.late AND u.received_at > '{w}' \
                  AND u.occurred_at >= '{}' AND u.occurred_at < '{now}'",
-                now - chrono::Duration::days(2),
+                now - chrono::Duration::hours(2),
                 w = now - chrono::Duration::minutes(5),
             ),
             "user_id_occurred_at_id",

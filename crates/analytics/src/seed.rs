@@ -173,7 +173,7 @@ async fn insert_chunk(
                 r.model, r.provider, r.operation, r.prompt_tokens, r.completion_tokens, \
                 round(r.prompt_tokens * r.price_in + r.completion_tokens * r.price_out, 10), \
                 r.latency_ms, r.status, r.occurred_at, \
-                r.occurred_at < clock_timestamp() - interval '1 day' \
+                r.occurred_at < clock_timestamp() - interval '1 hour' \
          FROM rows r JOIN fresh f ON f.usage_id = r.id",
     )
     .bind::<SqlUuid, _>(SEED_PRODUCER)

@@ -21,10 +21,11 @@ use uuid::Uuid;
 use crate::model::NewUsage;
 use crate::views::ViewName;
 
-/// A row that is not late arrived within a day of occurring (the insert flags the rest),
-/// so one received after a watermark W occurred after W minus this (one more day of
-/// margin keeps the bound safe from clock steps between the two timestamps).
-const ON_TIME_WINDOW: chrono::Duration = chrono::Duration::days(2);
+/// A row that is not late arrived within an hour of occurring (the insert flags the rest),
+/// so one received after a watermark W occurred after W minus this (one more hour of
+/// margin keeps the bound safe from clock steps between the two timestamps). Short, so
+/// the on-time rows after a watermark cost a few hours of one user's rows to find.
+const ON_TIME_WINDOW: chrono::Duration = chrono::Duration::hours(2);
 
 /// Whose usage a read covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +173,7 @@ pub async fn insert_usage(
          SELECT i.id, $1, i.idempotency_key, i.user_id, i.project_id, i.conversation_id, \
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
                 i.cost::numeric, i.latency_ms, i.status, i.occurred_at, \
-                i.occurred_at < clock_timestamp() - interval '1 day' \
+                i.occurred_at < clock_timestamp() - interval '1 hour' \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
          RETURNING id",
     )

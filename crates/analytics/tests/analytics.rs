@@ -765,11 +765,12 @@ async fn real_time_summaries_equal_raw_aggregation() {
         (0..n)
             .map(|_| {
                 next_key += 1;
-                // Late events: occurred long before they arrive (after the refresh).
+                // Late events occurred long before they arrive; the others arrive
+                // within the hour.
                 let at = if late {
-                    first + Duration::seconds(rng.random_range(0..span / 2))
-                } else {
                     first + Duration::seconds(rng.random_range(0..span))
+                } else {
+                    now - Duration::seconds(rng.random_range(0..3000))
                 };
                 let mut e = event(
                     &format!("r{next_key}"),
@@ -786,8 +787,8 @@ async fn real_time_summaries_equal_raw_aggregation() {
             .collect::<Vec<_>>()
     };
     // Rows before the watermark ...
-    for _ in 0..4 {
-        let batch = random_batch(&mut rng, 250, false);
+    for late in [true, true, true, false] {
+        let batch = random_batch(&mut rng, 250, late);
         record(&mut client, &service_key, batch).await.unwrap();
     }
     h.refresh(&admin).await;
@@ -880,7 +881,13 @@ async fn real_time_summaries_equal_raw_aggregation() {
 
     // Project statistics combine the view and the raw rows the same way.
     let project = Uuid::now_v7();
-    let mut in_project = random_batch(&mut rng, 30, false);
+    let late = random_batch(&mut rng, 15, true);
+    let on_time = random_batch(&mut rng, 15, false);
+    let mut in_project: Vec<_> = late
+        .into_iter()
+        .zip(on_time)
+        .flat_map(|(a, b)| [a, b])
+        .collect();
     for e in &mut in_project {
         e.project_id = project.to_string();
     }
