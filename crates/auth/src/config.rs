@@ -2,12 +2,12 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//!
-//! Issuer and audience (`STRATA_AUTH_ISSUER`, `STRATA_AUTH_AUDIENCE`) are read by the
-//! runtime's config, since every service verifies tokens with them.
 //! | `STRATA_AUTH_ACCESS_TTL_SECS` | 900 | access-token lifetime |
 //! | `STRATA_AUTH_REFRESH_IDLE_SECS` | 604800 (7 days) | a session ends if not refreshed for this long |
 //! | `STRATA_AUTH_REFRESH_ABSOLUTE_SECS` | 2592000 (30 days) | a session ends this long after sign-in, whatever happens |
+//!
+//! Issuer and audience (`STRATA_AUTH_ISSUER`, `STRATA_AUTH_AUDIENCE`) are read by the
+//! runtime's config, since every service verifies tokens with them.
 
 use std::time::Duration;
 
