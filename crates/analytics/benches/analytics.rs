@@ -45,6 +45,12 @@ const BENCH_DB: &str = "strata_bench_analytics";
 const INGEST_SECONDS: u64 = 15;
 const INGEST_PRODUCERS: usize = 4;
 const SUMMARY_CALLS: usize = 400;
+const INGEST_MODELS: [&str; 4] = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "claude-3-5-sonnet",
+    "mistral-large",
+];
 
 fn pct(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -365,7 +371,9 @@ async fn run() {
                         .to_string(),
                         project_id: String::new(),
                         conversation_id: String::new(),
-                        model: "gpt-4o-mini".into(),
+                        // A mix of models, as real traffic has: a single one piles up at
+                        // the newest end of the ledger and skews the model plans below.
+                        model: INGEST_MODELS[i as usize % INGEST_MODELS.len()].into(),
                         provider: "openai".into(),
                         operation: pb::Operation::Chat.into(),
                         prompt_tokens: 1200,
