@@ -29,6 +29,9 @@ pub const SCOPE_WRITE: &str = "usage:write";
 pub const SCOPE_READ: &str = "usage:read";
 /// Scope an API key (of an admin) needs for the view RPCs.
 pub const SCOPE_ADMIN: &str = "usage:admin";
+/// Bounds of a readable range, in seconds either side of the epoch (about 1840 to 2100):
+/// far beyond any usage, and far from where bucket arithmetic could overflow.
+const MAX_RANGE_SECONDS: i64 = 130 * 365 * 86_400;
 /// Most buckets one summary may return.
 const MAX_BUCKETS: i64 = 1000;
 /// Default and largest `limit` of ListTopModels.
@@ -260,7 +263,7 @@ fn bucket_range(range: Option<&TimeRange>, bucket: Bucket) -> Result<Range, Anal
         t.ok_or_else(|| AnalyticsError::invalid(field, "is required"))
             .and_then(|t| {
                 from_timestamp(t)
-                    .filter(|t| t.timestamp().abs() < 100 * 365 * 86_400 + 30 * 365 * 86_400)
+                    .filter(|t| t.timestamp().abs() < MAX_RANGE_SECONDS)
                     .ok_or_else(|| AnalyticsError::invalid(field, "is not a valid timestamp"))
             })
     };
