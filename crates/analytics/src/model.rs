@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use strata_proto::analytics as pb;
+use strata_runtime::time::from_timestamp;
 use uuid::Uuid;
 
 use crate::error::{MAX_VIOLATIONS, Violation};
@@ -181,11 +182,6 @@ pub fn check_cost(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-fn timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(t.nanos).ok()?;
-    DateTime::from_timestamp(t.seconds, nanos)
-}
-
 /// Validates one event; problems are added to `violations` under `events[index]`.
 fn check_event(
     index: usize,
@@ -291,7 +287,7 @@ fn check_event(
             .map_err(|e| violations.add(field("cost.value"), e))
             .ok(),
     };
-    let occurred_at = match event.occur_time.as_ref().map(timestamp) {
+    let occurred_at = match event.occur_time.as_ref().map(from_timestamp) {
         None => {
             violations.add(field("occur_time"), "is required");
             None

@@ -12,6 +12,7 @@ use strata_proto::common::{Decimal, TimeRange, TokenCounts};
 use strata_runtime::auth::Principal;
 use strata_runtime::pagination::{Cursor, finish_page, page_size};
 use strata_runtime::server::AppContext;
+use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -166,17 +167,6 @@ impl AnalyticsHandlers {
 type Read<'c, T> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<T, diesel::result::Error>> + Send + 'c>,
 >;
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-}
 
 fn view_proto(view: ViewName) -> pb::View {
     match view {

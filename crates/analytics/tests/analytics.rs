@@ -23,6 +23,7 @@ use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::common::{Decimal, TimeRange};
 use strata_runtime::auth::Role;
+use strata_runtime::time::timestamp as ts;
 use strata_testkit::{TestDb, TestRedis, TestServer, bearer};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -158,13 +159,6 @@ impl Harness {
             .await
             .unwrap()
             .into_inner()
-    }
-}
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap(),
     }
 }
 

@@ -12,6 +12,7 @@ use strata_runtime::authn::revoked_session_key;
 use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, IdCursor, finish_page, page_size};
 use strata_runtime::server::AppContext;
+use strata_runtime::time::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -61,13 +62,6 @@ impl std::fmt::Debug for AuthHandlers {
         f.debug_struct("AuthHandlers")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::config::Secret;
 use crate::error::{Error, invalid_argument, storage_status};
 use crate::server::AppContext;
+use crate::time::timestamp;
 
 const DEFAULT_SLOW_QUERIES: i32 = 20;
 const MAX_SLOW_QUERIES: i32 = 500;
@@ -118,13 +119,6 @@ fn check_identifier(field: &str, value: &str) -> Result<(), Status> {
 
 fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap_or_default()
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn index_usage(i: stats::IndexStats) -> pb::IndexUsage {

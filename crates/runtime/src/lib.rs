@@ -18,6 +18,7 @@ pub mod pagination;
 pub mod redis;
 pub mod server;
 pub mod telemetry;
+pub mod time;
 
 pub use config::{ServerConfig, Settings};
 pub use error::Error;
