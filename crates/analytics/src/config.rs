@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_runtime::config::positive_duration;
 use strata_storage::config::ConfigError;
 
 /// `STRATA_ANALYTICS_SUMMARY_REFRESH_SECS`
@@ -67,13 +68,8 @@ impl AnalyticsSettings {
     /// Resolves defaults and checks the values.
     pub fn resolve(&self) -> Result<AnalyticsConfig, ConfigError> {
         let defaults = AnalyticsConfig::default();
-        let secs = |variable: &'static str, value: Option<u64>, default: Duration| match value {
-            Some(0) => Err(ConfigError {
-                variable,
-                problem: "must be positive".into(),
-            }),
-            Some(v) => Ok(Duration::from_secs(v)),
-            None => Ok(default),
+        let secs = |variable, value, default| {
+            positive_duration(variable, value, Duration::from_secs, default)
         };
         let partitions_ahead = match self.strata_analytics_partitions_ahead {
             Some(n) if n > MAX_PARTITIONS_AHEAD => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_runtime::auth::TokenSettings;
+use strata_runtime::config::positive_duration;
 use strata_storage::config::ConfigError;
 
 /// `STRATA_AUTH_ACCESS_TTL_SECS`
@@ -46,13 +47,8 @@ impl AuthSettings {
     /// Resolves defaults and checks the values; `tokens` comes from the server config.
     pub fn resolve(&self, tokens: TokenSettings) -> Result<AuthConfig, ConfigError> {
         let defaults = AuthConfig::default();
-        let secs = |variable: &'static str, value: Option<u64>, default: Duration| match value {
-            Some(0) => Err(ConfigError {
-                variable,
-                problem: "must be positive".into(),
-            }),
-            Some(v) => Ok(Duration::from_secs(v)),
-            None => Ok(default),
+        let secs = |variable, value, default| {
+            positive_duration(variable, value, Duration::from_secs, default)
         };
         let config = AuthConfig {
             tokens,

@@ -108,6 +108,24 @@ pub fn figment(known: &'static [&'static str]) -> Figment {
         .merge(Env::raw().filter(|key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
 }
 
+/// A duration setting that must be positive: `value` in the unit `unit` makes (e.g.
+/// `Duration::from_secs`), or `default` when the variable is unset.
+pub fn positive_duration(
+    variable: &'static str,
+    value: Option<u64>,
+    unit: fn(u64) -> Duration,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError {
+            variable,
+            problem: "must be positive".into(),
+        }),
+        Some(v) => Ok(unit(v)),
+        None => Ok(default),
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,12 +215,13 @@ impl Settings {
             variable: LISTEN_ADDR,
             problem: format!("{listen:?} is not an IP:port address"),
         })?;
-        let positive = |variable: &'static str, value: Option<u64>, default: u64| match value {
-            Some(0) => Err(ConfigError {
+        let positive = |variable: &'static str, value: Option<u64>, default: u64| {
+            positive_duration(
                 variable,
-                problem: "must be positive".into(),
-            }),
-            v => Ok(Duration::from_millis(v.unwrap_or(default))),
+                value,
+                Duration::from_millis,
+                Duration::from_millis(default),
+            )
         };
         Ok(ServerConfig {
             service: service.to_owned(),
