@@ -24,6 +24,14 @@ pub fn month_of(t: DateTime<Utc>) -> NaiveDate {
     date.with_day(1).unwrap_or(date)
 }
 
+/// The month of `now` and the `ahead` months after it.
+pub fn months_ahead(now: DateTime<Utc>, ahead: u32) -> Vec<NaiveDate> {
+    let first = month_of(now);
+    (0..=ahead)
+        .filter_map(|n| first.checked_add_months(Months::new(n)))
+        .collect()
+}
+
 /// Creates the partition of `month` unless it exists; returns whether it was created.
 pub async fn create(
     conn: &mut AsyncPgConnection,
@@ -57,20 +65,23 @@ pub struct Partitions {
 }
 
 impl Partitions {
+    /// Which of `months` are not known to exist, sorted, without repeats. Asks nothing of
+    /// the database, so callers check out a connection only when there is work.
+    pub fn unknown(&self, months: impl IntoIterator<Item = NaiveDate>) -> Vec<NaiveDate> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unknown: Vec<_> = months.into_iter().filter(|m| !known.contains(m)).collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    }
+
     /// Makes sure the partitions of `months` exist, creating the missing ones.
     pub async fn ensure(
         &self,
         conn: &mut AsyncPgConnection,
         months: impl IntoIterator<Item = NaiveDate>,
     ) -> Result<(), diesel::result::Error> {
-        let missing: Vec<NaiveDate> = {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            let mut missing: Vec<_> = months.into_iter().filter(|m| !known.contains(m)).collect();
-            missing.sort();
-            missing.dedup();
-            missing
-        };
-        for month in missing {
+        for month in self.unknown(months) {
             if create(conn, month).await? {
                 tracing::info!(partition.month = %month, "created token_usage partition");
             }
@@ -80,18 +91,6 @@ impl Partitions {
                 .insert(month);
         }
         Ok(())
-    }
-
-    /// Makes sure the months from `now`'s to `ahead` months later exist.
-    pub async fn ensure_ahead(
-        &self,
-        conn: &mut AsyncPgConnection,
-        now: DateTime<Utc>,
-        ahead: u32,
-    ) -> Result<(), diesel::result::Error> {
-        let first = month_of(now);
-        let months = (0..=ahead).filter_map(|n| first.checked_add_months(Months::new(n)));
-        self.ensure(conn, months.collect::<Vec<_>>()).await
     }
 
     /// Forgets what is known (after an insert found a partition missing).

@@ -11,8 +11,8 @@ use strata_storage::Db;
 
 use crate::config::AnalyticsConfig;
 use crate::error::AnalyticsError;
-use crate::partitions::Partitions;
-use crate::views::{Contention, Outcome, Refresher, ViewName};
+use crate::partitions::{Partitions, months_ahead};
+use crate::views::{self, Contention, Outcome, Refresher, ViewName};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -49,29 +49,46 @@ impl Scheduler {
 
     /// One round: partitions ahead, then every due view. Returns what each view did; a
     /// failed view does not stop the others.
+    ///
+    /// Most rounds find nothing to do, and then cost one pooled query per view: months
+    /// known to exist are not asked about, and a refresh connection is only opened for a
+    /// view that is due (and checked again under its lock).
     pub async fn tick(&self) -> Vec<(ViewName, Result<Outcome, AnalyticsError>)> {
-        let partitions = async {
-            let mut conn = self.db.get().await?;
-            self.partitions
-                .ensure_ahead(&mut conn, Utc::now(), self.config.partitions_ahead)
-                .await?;
-            Ok::<_, AnalyticsError>(())
-        };
-        if let Err(e) = partitions.await {
-            tracing::warn!(error = %e, "could not create token_usage partitions ahead; will retry");
+        let months = self
+            .partitions
+            .unknown(months_ahead(Utc::now(), self.config.partitions_ahead));
+        if !months.is_empty() {
+            let created = async {
+                let mut conn = self.db.get().await?;
+                self.partitions.ensure(&mut conn, months).await?;
+                Ok::<_, AnalyticsError>(())
+            };
+            if let Err(e) = created.await {
+                tracing::warn!(error = %e, "could not create token_usage partitions ahead; will retry");
+            }
         }
         let mut outcomes = Vec::new();
         for view in ViewName::ALL {
-            let outcome = self
-                .refresher
-                .refresh(view, Contention::Skip, Some(self.interval(view)))
-                .await;
+            let outcome = match self.due(view).await {
+                Ok(false) => Ok(Outcome::NotDue),
+                Ok(true) => {
+                    self.refresher
+                        .refresh(view, Contention::Skip, Some(self.interval(view)))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = &outcome {
                 tracing::warn!(view = view.as_str(), error = %e, "view refresh failed; will retry");
             }
             outcomes.push((view, outcome));
         }
         outcomes
+    }
+
+    async fn due(&self, view: ViewName) -> Result<bool, AnalyticsError> {
+        let mut conn = self.db.get().await?;
+        views::is_due(&mut conn, view, self.interval(view)).await
     }
 
     /// Runs [`Scheduler::tick`] every tick interval while `alive` can be upgraded.

@@ -16,6 +16,7 @@ use strata_storage::pool::dedicated_connection;
 use uuid::Uuid;
 
 use crate::partitions::{Partitions, month_of};
+use crate::store::late_flag;
 
 /// Producer id of seeded rows.
 pub const SEED_PRODUCER: Uuid = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000);
@@ -131,7 +132,7 @@ async fn insert_chunk(
         .num_microseconds()
         .unwrap_or(i64::MAX) as f64;
     let step_micros = span / options.rows.max(1) as f64;
-    diesel::sql_query(
+    diesel::sql_query(format!(
         "WITH models(i, model, provider, price_in, price_out) AS (VALUES \
            (0, 'gpt-4o-mini', 'openai', 0.00000015, 0.0000006), \
            (1, 'gpt-4o', 'openai', 0.0000025, 0.00001), \
@@ -173,9 +174,10 @@ async fn insert_chunk(
                 r.model, r.provider, r.operation, r.prompt_tokens, r.completion_tokens, \
                 round(r.prompt_tokens * r.price_in + r.completion_tokens * r.price_out, 10), \
                 r.latency_ms, r.status, r.occurred_at, \
-                r.occurred_at < clock_timestamp() - interval '1 hour' \
+                {late} \
          FROM rows r JOIN fresh f ON f.usage_id = r.id",
-    )
+        late = late_flag("r.occurred_at"),
+    ))
     .bind::<SqlUuid, _>(SEED_PRODUCER)
     .bind::<Text, _>(run)
     .bind::<Integer, _>(i32::try_from(options.users.max(1)).unwrap_or(i32::MAX))

@@ -612,7 +612,8 @@ impl AnalyticsService for AnalyticsHandlers {
         if wanted.is_empty() {
             wanted = ViewName::ALL.to_vec();
         }
-        wanted.dedup();
+        let mut seen = HashSet::new();
+        wanted.retain(|view| seen.insert(*view));
         for view in &wanted {
             // Detached, so a refresh that outlives the caller's deadline still finishes
             // and records its watermark instead of being cut off half-way.

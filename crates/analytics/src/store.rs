@@ -21,11 +21,25 @@ use uuid::Uuid;
 use crate::model::NewUsage;
 use crate::views::ViewName;
 
-/// A row that is not late arrived within an hour of occurring (the insert flags the rest),
-/// so one received after a watermark W occurred after W minus this (one more hour of
-/// margin keeps the bound safe from clock steps between the two timestamps). Short, so
-/// the on-time rows after a watermark cost a few hours of one user's rows to find.
-const ON_TIME_WINDOW: chrono::Duration = chrono::Duration::hours(2);
+/// A row is flagged `late` when it arrives more than this after it occurred. Short, so the
+/// on-time rows after a watermark cost a few hours of one user's rows to find.
+pub const LATE_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
+/// The `late` flag of a row being inserted whose occurrence time is `occurred_at` (a SQL
+/// expression), for every writer of the ledger.
+pub fn late_flag(occurred_at: &str) -> String {
+    format!(
+        "{occurred_at} < clock_timestamp() - make_interval(secs => {})",
+        LATE_AFTER.num_seconds()
+    )
+}
+
+/// A row that is not late and was received after `watermark` occurred after this: it
+/// arrived within [`LATE_AFTER`] of occurring, and as much again of margin keeps the bound
+/// safe from clock steps between the two timestamps.
+fn on_time_since(watermark: DateTime<Utc>) -> DateTime<Utc> {
+    watermark - LATE_AFTER * 2
+}
 
 /// Whose usage a read covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +167,7 @@ pub async fn insert_usage(
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
-    let inserted: Vec<Inserted> = diesel::sql_query(
+    let inserted: Vec<Inserted> = diesel::sql_query(format!(
         "WITH input AS ( \
            SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
                                 $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], \
@@ -173,10 +187,11 @@ pub async fn insert_usage(
          SELECT i.id, $1, i.idempotency_key, i.user_id, i.project_id, i.conversation_id, \
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
                 i.cost::numeric, i.latency_ms, i.status, i.occurred_at, \
-                i.occurred_at < clock_timestamp() - interval '1 hour' \
+                {late} \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
          RETURNING id",
-    )
+        late = late_flag("i.occurred_at"),
+    ))
     .bind::<SqlUuid, _>(producer)
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(
@@ -307,7 +322,7 @@ fn source(
 
 /// Rows received after `watermark` that occurred in `range`, as `(bucket, grp, 1, prompt,
 /// completion, total, cost)`, in two disjoint parts: on-time rows, found by occurrence
-/// time (they occurred after `watermark - ON_TIME_WINDOW`, see the migration), and
+/// time (they occurred after [`on_time_since`] the watermark, see the migration), and
 /// late rows, found by arrival through the partial `late` indexes.
 fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: DateTime<Utc>) {
     let select = format!(
@@ -315,7 +330,7 @@ fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark
            u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u WHERE ",
         grp_u = group.expr("u"),
     );
-    let on_time_from = range.start.max(watermark - ON_TIME_WINDOW);
+    let on_time_from = range.start.max(on_time_since(watermark));
     sql.push(&select)
         .push("NOT u.late AND u.received_at > ")
         .bind(Bind::Time(watermark))
@@ -466,7 +481,7 @@ pub async fn project_stats(
     )
     .bind::<SqlUuid, _>(project)
     .bind::<Timestamptz, _>(watermark)
-    .bind::<Timestamptz, _>(watermark - ON_TIME_WINDOW)
+    .bind::<Timestamptz, _>(on_time_since(watermark))
     .get_result(conn)
     .await
 }

@@ -275,7 +275,8 @@ fn is_lock_timeout(err: &strata_storage::Error) -> bool {
     err.sqlstate() == Some("55P03")
 }
 
-async fn is_due(
+/// Whether `view` was last refreshed more than `interval` ago (or never).
+pub async fn is_due(
     conn: &mut AsyncPgConnection,
     view: ViewName,
     interval: Duration,
