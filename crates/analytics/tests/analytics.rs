@@ -461,6 +461,23 @@ async fn replayed_batches_count_once_also_after_a_refresh() {
             .iter()
             .all(|v| v.watermark.is_some() && v.refresh_count == 1)
     );
+    // A view named twice is refreshed once.
+    let twice = client
+        .refresh_views(bearer(
+            pb::RefreshViewsRequest {
+                views: vec![
+                    pb::View::UserTokenSummary.into(),
+                    pb::View::ProjectStats.into(),
+                    pb::View::UserTokenSummary.into(),
+                ],
+            },
+            &admin.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let counts: Vec<_> = twice.views.iter().map(|v| v.refresh_count).collect();
+    assert_eq!(counts, [2, 2]);
     let after = summary(&mut client, &ada.token, whole_day()).await.unwrap();
     assert!(after.watermark.is_some(), "read through the view");
     assert_eq!(after.totals, before.totals);
