@@ -38,6 +38,7 @@ use strata_proto::common::{Decimal, TimeRange};
 use strata_runtime::auth::Role;
 use strata_runtime::config::Secret;
 use strata_storage::migrate::Migrations;
+use strata_testkit::bench::{health_floor, ms, percentile as pct};
 use strata_testkit::{TestRedis, TestServer, bearer, env_or_infra, with_database};
 use uuid::Uuid;
 
@@ -51,16 +52,6 @@ const INGEST_MODELS: [&str; 4] = [
     "claude-3-5-sonnet",
     "mistral-large",
 ];
-
-fn pct(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() - 1) as f64 * p).round() as usize;
-    samples[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn report(what: &str, value: f64, unit: &str, target: &str, ok: Option<bool>) {
     let verdict = match ok {
@@ -215,19 +206,9 @@ async fn run() {
     })
     .await;
     let client = AnalyticsServiceClient::new(server.channel());
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
 
     // Limits measured now, on this machine.
-    let mut floor = Vec::new();
-    for _ in 0..2000 {
-        let started = Instant::now();
-        health
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .unwrap();
-        floor.push(started.elapsed());
-    }
-    let floor_p50 = pct(&mut floor, 0.5);
+    let floor_p50 = health_floor(server.channel(), 2000).await;
     report(
         "floor: gRPC health check p50",
         ms(floor_p50),

@@ -18,19 +18,10 @@ use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb};
 use strata_runtime::auth::{PublicKeys, TokenSettings, verify_access_token};
+use strata_testkit::bench::{health_floor, ms, percentile as pct};
 use strata_testkit::{TestDb, TestRedis, TestServer};
 
 const PASSWORD: &str = "a long benchmark passphrase";
-
-fn pct(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() - 1) as f64 * p).round() as usize;
-    samples[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 fn report(what: &str, value: f64, unit: &str, target: &str, ok: bool) {
     println!(
@@ -61,19 +52,7 @@ async fn run() {
     })
     .await;
     let mut client = AuthServiceClient::new(server.channel());
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel());
-
-    // Floor: a unary RPC that touches nothing.
-    let mut floor = Vec::new();
-    for _ in 0..2000 {
-        let started = Instant::now();
-        health
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .unwrap();
-        floor.push(started.elapsed());
-    }
-    let floor_p50 = pct(&mut floor, 0.5);
+    let floor_p50 = health_floor(server.channel(), 2000).await;
 
     let mut signups = Vec::new();
     for i in 0..20 {

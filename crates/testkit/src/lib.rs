@@ -12,6 +12,8 @@
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
 //! This crate panics on setup failures: it is only ever used from tests.
 
+pub mod bench;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
