@@ -229,6 +229,33 @@ async fn summary(
         .map(tonic::Response::into_inner)
 }
 
+async fn project_stats(
+    client: &mut Client,
+    token: &str,
+    project: impl ToString,
+) -> Result<pb::GetProjectStatsResponse, tonic::Status> {
+    client
+        .get_project_stats(bearer(
+            pb::GetProjectStatsRequest {
+                project_id: project.to_string(),
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list_usage(
+    client: &mut Client,
+    token: &str,
+    request: pb::ListUsageRequest,
+) -> Result<pb::ListUsageResponse, tonic::Status> {
+    client
+        .list_usage(bearer(request, token))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// `(request_count, prompt, completion, total, cost)` of totals.
 fn figures(totals: &Option<pb::UsageTotals>) -> Figures {
     let t = totals.as_ref().unwrap();
@@ -356,18 +383,17 @@ async fn ingest_and_summarize() {
     let mut token = String::new();
     let mut keys = Vec::new();
     loop {
-        let page = client
-            .list_usage(bearer(
-                pb::ListUsageRequest {
-                    page_size: 2,
-                    page_token: token.clone(),
-                    ..Default::default()
-                },
-                &ada.token,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let page = list_usage(
+            &mut client,
+            &ada.token,
+            pb::ListUsageRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         for record in &page.records {
             let event = record.event.as_ref().unwrap();
             assert_eq!(record.producer_id, ada.id.to_string());
@@ -383,17 +409,16 @@ async fn ingest_and_summarize() {
         token = page.next_page_token;
     }
     assert_eq!(keys, ["a3", "a2", "a1"]);
-    let filtered = client
-        .list_usage(bearer(
-            pb::ListUsageRequest {
-                model: "claude-3-haiku".into(),
-                ..Default::default()
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let filtered = list_usage(
+        &mut client,
+        &ada.token,
+        pb::ListUsageRequest {
+            model: "claude-3-haiku".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(filtered.records.len(), 1);
     assert_eq!(
         filtered.records[0]
@@ -910,16 +935,9 @@ async fn real_time_summaries_equal_raw_aggregation() {
     record(&mut client, &service_key, after.to_vec())
         .await
         .unwrap();
-    let stats = client
-        .get_project_stats(bearer(
-            pb::GetProjectStatsRequest {
-                project_id: project.to_string(),
-            },
-            &admin.token,
-        ))
+    let stats = project_stats(&mut client, &admin.token, project)
         .await
         .unwrap()
-        .into_inner()
         .stats
         .unwrap();
     assert_eq!(stats.totals.as_ref().unwrap().request_count, 30);
@@ -1152,13 +1170,7 @@ async fn authorization_matrix() {
         (missing.code(), missing.message())
     );
     for project_id in [project, Uuid::now_v7()] {
-        let status = client
-            .get_project_stats(bearer(
-                pb::GetProjectStatsRequest {
-                    project_id: project_id.to_string(),
-                },
-                &bob.token,
-            ))
+        let status = project_stats(&mut client, &bob.token, project_id)
             .await
             .unwrap_err();
         assert_eq!(
@@ -1174,16 +1186,16 @@ async fn authorization_matrix() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = client
-        .list_usage(bearer(
-            pb::ListUsageRequest {
-                scope: user_scope(bob.id),
-                ..Default::default()
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap_err();
+    let status = list_usage(
+        &mut client,
+        &ada.token,
+        pb::ListUsageRequest {
+            scope: user_scope(bob.id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // Admins read everything.
@@ -1197,25 +1209,12 @@ async fn authorization_matrix() {
     assert_eq!(projects.totals.unwrap().request_count, 1);
     let everyone = summary(&mut client, &admin.token, ask(all)).await.unwrap();
     assert_eq!(everyone.totals.unwrap().request_count, 2);
-    let stats = client
-        .get_project_stats(bearer(
-            pb::GetProjectStatsRequest {
-                project_id: project.to_string(),
-            },
-            &admin.token,
-        ))
+    let stats = project_stats(&mut client, &admin.token, project)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(stats.stats.unwrap().models, ["gpt-4o"]);
     // A project without usage is missing, for admins too.
-    let status = client
-        .get_project_stats(bearer(
-            pb::GetProjectStatsRequest {
-                project_id: Uuid::now_v7().to_string(),
-            },
-            &admin.token,
-        ))
+    let status = project_stats(&mut client, &admin.token, Uuid::now_v7())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -1337,25 +1336,19 @@ async fn bad_reads_name_the_field() {
             field
         );
     }
-    let status = client
-        .list_usage(bearer(
-            pb::ListUsageRequest {
-                page_token: "garbage".into(),
-                ..Default::default()
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap_err();
+    let status = list_usage(
+        &mut client,
+        &ada.token,
+        pb::ListUsageRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("page_token"));
-    let status = client
-        .get_project_stats(bearer(
-            pb::GetProjectStatsRequest {
-                project_id: "x".into(),
-            },
-            &ada.token,
-        ))
+    let status = project_stats(&mut client, &ada.token, "x")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -1385,19 +1378,18 @@ async fn list_usage_pages_through_equal_timestamps() {
     let mut seen = Vec::new();
     let mut pages = 0;
     loop {
-        let page = client
-            .list_usage(bearer(
-                pb::ListUsageRequest {
-                    page_size: 3,
-                    page_token: token.clone(),
-                    operation: pb::Operation::Chat.into(),
-                    ..Default::default()
-                },
-                &ada.token,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let page = list_usage(
+            &mut client,
+            &ada.token,
+            pb::ListUsageRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                operation: pb::Operation::Chat.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         pages += 1;
         seen.extend(page.records.into_iter().map(|r| r.id));
         if page.next_page_token.is_empty() {
