@@ -21,7 +21,7 @@ use crate::error::AnalyticsError;
 use crate::model::{self, NewUsage, check_batch, parse_uuid};
 use crate::partitions::{Partitions, month_of};
 use crate::scheduler::Scheduler;
-use crate::store::{self, Aggregate, Bucket, Group, Range, Rank, Scope, UsageFilter};
+use crate::store::{self, Bucket, Group, Range, Rank, Scope, Totals, UsageFilter};
 use crate::views::{self, Contention, Refresher, ViewName};
 
 /// Scope an API key needs to record usage.
@@ -283,16 +283,16 @@ fn bucket_range(range: Option<&TimeRange>, bucket: Bucket) -> Result<Range, Anal
     Ok(Range { start, end })
 }
 
-fn totals(row: &Aggregate) -> pb::UsageTotals {
+fn totals(t: &Totals) -> pb::UsageTotals {
     pb::UsageTotals {
-        request_count: row.request_count,
+        request_count: t.request_count,
         tokens: Some(TokenCounts {
-            prompt_tokens: row.prompt_tokens,
-            completion_tokens: row.completion_tokens,
-            total_tokens: row.total_tokens,
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            total_tokens: t.total_tokens,
         }),
         cost: Some(Decimal {
-            value: row.cost.clone(),
+            value: t.cost.clone(),
         }),
     }
 }
@@ -427,7 +427,7 @@ impl AnalyticsService for AnalyticsHandlers {
         };
         for row in &rows {
             if row.total {
-                response.totals = Some(totals(row));
+                response.totals = Some(totals(&row.totals));
                 continue;
             }
             let Some(start) = row.bucket else { continue };
@@ -443,7 +443,7 @@ impl AnalyticsService for AnalyticsHandlers {
                 } else {
                     pb::Operation::Unspecified.into()
                 },
-                totals: Some(totals(row)),
+                totals: Some(totals(&row.totals)),
             });
         }
         Ok(Response::new(response))
@@ -471,21 +471,13 @@ impl AnalyticsService for AnalyticsHandlers {
                 Box::pin(store::project_stats(conn, project, watermark))
             })
             .await?;
-        if stats.request_count == 0 {
+        if stats.totals.request_count == 0 {
             return Err(AnalyticsError::NotFound("project").into());
         }
         Ok(Response::new(pb::GetProjectStatsResponse {
             stats: Some(pb::ProjectStats {
                 project_id: project.to_string(),
-                totals: Some(pb::UsageTotals {
-                    request_count: stats.request_count,
-                    tokens: Some(TokenCounts {
-                        prompt_tokens: stats.prompt_tokens,
-                        completion_tokens: stats.completion_tokens,
-                        total_tokens: stats.total_tokens,
-                    }),
-                    cost: Some(Decimal { value: stats.cost }),
-                }),
+                totals: Some(totals(&stats.totals)),
                 first_activity_time: stats.first_activity_at.map(timestamp),
                 last_activity_time: stats.last_activity_at.map(timestamp),
                 models: stats.models,
@@ -538,7 +530,7 @@ impl AnalyticsService for AnalyticsHandlers {
                 .iter()
                 .map(|row| pb::ModelUsage {
                     model: row.grp.clone(),
-                    totals: Some(totals(row)),
+                    totals: Some(totals(&row.totals)),
                 })
                 .collect(),
             time_range: Some(time_range(range)),

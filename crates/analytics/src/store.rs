@@ -239,18 +239,9 @@ pub async fn watermark(
     Ok(row.watermark)
 }
 
-/// One row of an aggregate: a bucket and group, or (with `total`) the grand total.
+/// Summed usage: what every aggregate row and the project statistics carry.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
-pub struct Aggregate {
-    /// Start of the bucket (none for totals and rankings).
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub bucket: Option<DateTime<Utc>>,
-    /// Model or operation, or empty when not grouped.
-    #[diesel(sql_type = Text)]
-    pub grp: String,
-    /// Whether this is the grand-total row.
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    pub total: bool,
+pub struct Totals {
     /// Calls.
     #[diesel(sql_type = BigInt)]
     pub request_count: i64,
@@ -266,6 +257,23 @@ pub struct Aggregate {
     /// Cost, exact decimal text without trailing zeros.
     #[diesel(sql_type = Text)]
     pub cost: String,
+}
+
+/// One row of an aggregate: a bucket and group, or (with `total`) the grand total.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Aggregate {
+    /// Start of the bucket (none for totals and rankings).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub bucket: Option<DateTime<Utc>>,
+    /// Model or operation, or empty when not grouped.
+    #[diesel(sql_type = Text)]
+    pub grp: String,
+    /// Whether this is the grand-total row.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub total: bool,
+    /// The usage summed.
+    #[diesel(embed)]
+    pub totals: Totals,
 }
 
 /// What an aggregation reads.
@@ -418,21 +426,9 @@ pub async fn top_models(
 /// All-time statistics of a project.
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct ProjectStatsRow {
-    /// Calls.
-    #[diesel(sql_type = BigInt)]
-    pub request_count: i64,
-    /// Prompt tokens.
-    #[diesel(sql_type = BigInt)]
-    pub prompt_tokens: i64,
-    /// Completion tokens.
-    #[diesel(sql_type = BigInt)]
-    pub completion_tokens: i64,
-    /// Total tokens.
-    #[diesel(sql_type = BigInt)]
-    pub total_tokens: i64,
-    /// Cost, exact decimal text.
-    #[diesel(sql_type = Text)]
-    pub cost: String,
+    /// The usage summed.
+    #[diesel(embed)]
+    pub totals: Totals,
     /// First call.
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub first_activity_at: Option<DateTime<Utc>>,
