@@ -131,7 +131,7 @@ impl AnalyticsHandlers {
             .repeatable_read()
             .read_only()
             .run(async |conn| {
-                let watermark = store::watermark(conn, view).await?;
+                let watermark = views::watermark(conn, view).await?;
                 let value = read(conn, watermark).await?;
                 Ok::<_, diesel::result::Error>((value, watermark))
             })
@@ -148,7 +148,7 @@ impl AnalyticsHandlers {
                 let state = states.iter().find(|s| s.view_name == view.as_str())?;
                 Some(pb::ViewStatus {
                     view: view_proto(*view).into(),
-                    watermark: state.refreshed.then(|| timestamp(state.watermark)),
+                    watermark: (state.refresh_count > 0).then(|| timestamp(state.watermark)),
                     last_refresh_time: state.refreshed_at.map(timestamp),
                     last_refresh_duration_ms: state.duration_ms.unwrap_or(0),
                     row_count: state.row_count.unwrap_or(0),
@@ -421,9 +421,7 @@ impl AnalyticsService for AnalyticsHandlers {
             buckets: Vec::new(),
             totals: Some(empty_totals()),
             time_range: Some(time_range(range)),
-            watermark: watermark
-                .filter(|w| *w > DateTime::<Utc>::MIN_UTC && w.timestamp() > 0)
-                .map(timestamp),
+            watermark: watermark.filter(|w| w.timestamp() > 0).map(timestamp),
         };
         for row in &rows {
             if row.total {

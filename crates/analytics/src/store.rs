@@ -19,7 +19,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::model::NewUsage;
-use crate::views::ViewName;
 
 /// A row is flagged `late` when it arrives more than this after it occurred. Short, so the
 /// on-time rows after a watermark cost a few hours of one user's rows to find.
@@ -214,29 +213,6 @@ pub async fn insert_usage(
     .load(conn)
     .await?;
     Ok(inserted.into_iter().map(|r| r.id).collect())
-}
-
-/// The committed watermark of `view`: rows received up to it are in the view.
-pub async fn watermark(
-    conn: &mut AsyncPgConnection,
-    view: ViewName,
-) -> Result<DateTime<Utc>, diesel::result::Error> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Timestamptz)]
-        watermark: DateTime<Utc>,
-    }
-    let row: Row =
-        // Before the first refresh the watermark is -infinity, which chrono cannot hold;
-        // the epoch is equivalent (no row was received before it).
-        diesel::sql_query(
-            "SELECT greatest(watermark, 'epoch') AS watermark FROM analytics.view_state \
-             WHERE view_name = $1",
-        )
-            .bind::<Text, _>(view.as_str())
-            .get_result(conn)
-            .await?;
-    Ok(row.watermark)
 }
 
 /// Summed usage: what every aggregate row and the project statistics carry.

@@ -31,6 +31,10 @@ const REFRESH_WORK_MEM: &str = "256MB";
 /// Attempts at setting the cut before the refresh gives up.
 const CUT_ATTEMPTS: u32 = 5;
 
+/// The stored watermark as chrono can hold it: before the first refresh it is
+/// `-infinity`, which reads as the epoch (equivalent: no row was received before it).
+const WATERMARK: &str = "greatest(watermark, 'epoch')";
+
 /// A materialized view of the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ViewName {
@@ -68,12 +72,9 @@ pub struct ViewState {
     /// View name.
     #[diesel(sql_type = Text)]
     pub view_name: String,
-    /// Rows received up to here are in the view (`-infinity` before the first refresh).
+    /// Rows received up to here are in the view (the epoch before the first refresh).
     #[diesel(sql_type = Timestamptz)]
     pub watermark: DateTime<Utc>,
-    /// Whether the view was ever refreshed.
-    #[diesel(sql_type = Bool)]
-    pub refreshed: bool,
     /// End of the last refresh.
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub refreshed_at: Option<DateTime<Utc>>,
@@ -88,14 +89,32 @@ pub struct ViewState {
     pub refresh_count: i64,
 }
 
+/// The committed watermark of `view`: rows received up to it are in the view.
+pub async fn watermark(
+    conn: &mut AsyncPgConnection,
+    view: ViewName,
+) -> Result<DateTime<Utc>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Timestamptz)]
+        watermark: DateTime<Utc>,
+    }
+    let row: Row = diesel::sql_query(format!(
+        "SELECT {WATERMARK} AS watermark FROM analytics.view_state WHERE view_name = $1"
+    ))
+    .bind::<Text, _>(view.as_str())
+    .get_result(conn)
+    .await?;
+    Ok(row.watermark)
+}
+
 /// The state of every view.
 pub async fn states(conn: &mut AsyncPgConnection) -> Result<Vec<ViewState>, AnalyticsError> {
-    Ok(diesel::sql_query(
-        "SELECT view_name, \
-           CASE WHEN watermark = '-infinity' THEN 'epoch'::timestamptz ELSE watermark END AS watermark, \
-           watermark <> '-infinity' AS refreshed, refreshed_at, duration_ms, row_count, refresh_count \
-         FROM analytics.view_state ORDER BY view_name",
-    )
+    Ok(diesel::sql_query(format!(
+        "SELECT view_name, {WATERMARK} AS watermark, refreshed_at, duration_ms, row_count, \
+           refresh_count \
+         FROM analytics.view_state ORDER BY view_name"
+    ))
     .load(conn)
     .await?)
 }
