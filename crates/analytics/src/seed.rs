@@ -70,10 +70,14 @@ pub async fn seed(
 ) -> Result<u64, strata_storage::Error> {
     let now = Utc::now();
     let first = now - Duration::days(i64::from(options.days));
-    let months: Vec<_> = (0..=i64::from(options.days) / 28 + 1)
-        .map(|i| month_of(first + Duration::days(i * 28)))
-        .chain([month_of(now)])
-        .collect();
+    let mut months = vec![month_of(first)];
+    while let Some(next) = months
+        .last()
+        .and_then(|m| m.checked_add_months(chrono::Months::new(1)))
+        .filter(|m| *m <= month_of(now))
+    {
+        months.push(next);
+    }
     let mut config = db.clone();
     // A chunk writes every index for tens of thousands of rows: no pool-sized timeout.
     config.statement_timeout = std::time::Duration::ZERO;

@@ -1065,7 +1065,27 @@ async fn partitions_are_made_ahead_and_on_demand() {
     let partitions = "SELECT count(*) AS n FROM pg_inherits \
                       WHERE inhparent = 'analytics.token_usage'::regclass";
     let before = h.count(partitions).await;
-    h.handlers.scheduler().tick().await;
+    // A round on a fresh ledger: partitions ahead, and both views (never refreshed) due.
+    let outcomes = h.handlers.scheduler().tick().await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(Outcome::Refreshed { .. }))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
+            .await,
+        2
+    );
+    // The next round finds nothing due.
+    let outcomes = h.handlers.scheduler().tick().await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(Outcome::NotDue))),
+        "{outcomes:?}"
+    );
     let months_ahead = h
         .count(
             "SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
