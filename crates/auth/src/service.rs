@@ -641,6 +641,9 @@ impl AuthService for AuthHandlers {
                 Ok::<_, AuthError>((user, session))
             })
             .await?;
+        // Signing may load the key ring through the pool: never hold a connection meanwhile,
+        // or a full pool waits on itself.
+        drop(conn);
         let credentials = self.credentials(&user, &session, now).await?;
         tracing::info!(user.id = %user.id, session.id = %session.session_id, "signed up");
         Ok(Response::new(pb::SignUpResponse {
@@ -689,6 +692,7 @@ impl AuthService for AuthHandlers {
             store::create_session(&mut conn, &self.config, user.id, &user_agent, &ip, now)
                 .await
                 .map_err(AuthError::from)?;
+        drop(conn);
         let credentials = self.credentials(&user, &session, now).await?;
         tracing::info!(user.id = %user.id, session.id = %session.session_id, "logged in");
         Ok(Response::new(pb::LoginResponse {
@@ -714,6 +718,7 @@ impl AuthService for AuthHandlers {
             store::rotate_refresh_token(&mut conn, &self.config, &hash_token(&token), now)
                 .await
                 .map_err(AuthError::from)?;
+        drop(conn);
         match outcome {
             RefreshOutcome::Rotated {
                 user,
