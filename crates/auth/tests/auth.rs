@@ -2123,3 +2123,6 @@ async fn hot_queries_use_their_indexes() {
         assert!(!plan.contains("Seq Scan"), "{what}:\n{plan}");
     }
 }
+
+#[path = "auth/accounting.rs"]
+mod accounting;

@@ -7,9 +7,8 @@
 //! the count and time of exactly that request's queries, whichever connection ran them.
 //! The slow-query log prints the SQL text (with `$n` placeholders) and never bind values:
 //! it reads the statement from the finish event, which diesel-async builds from the SQL
-//! alone.
+//! alone. The same text goes into one `db.query` span per statement.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,12 +58,32 @@ pub async fn unscoped<F: Future>(fut: F) -> F::Output {
     SCOPE.scope(None, fut).await
 }
 
+/// Most queries one connection tracks as started but not finished. Only a query whose
+/// future was dropped mid-flight (a cancelled call) is never finished; beyond this many,
+/// the oldest such leftover is closed as abandoned.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// A query that started on a connection and has not finished yet.
+#[derive(Debug)]
+struct InFlight {
+    started: Instant,
+    span: tracing::Span,
+}
+
 /// The instrumentation installed on every pooled connection.
+///
+/// Start events push onto a stack and finish events pop its top. A connection runs one
+/// query at a time here (nothing pipelines), so the top is always the query finishing;
+/// a query whose future was dropped between start and finish (the call was cancelled by
+/// its deadline) leaves its start below, where it can never be mistaken for a later
+/// query's. Pipelined queries would still sum to the right total.
+///
+/// Each query gets a `db.query` span (OpenTelemetry database conventions: `db.system`,
+/// `db.operation`, `db.statement` as SQL text with `$n` placeholders, never values), a
+/// child of whatever span is current when the query starts, i.e. the request's.
 #[derive(Debug)]
 pub struct QueryInstrumentation {
-    // diesel-async can pipeline several queries on one connection; PostgreSQL answers in
-    // order, so start times queue FIFO.
-    started: VecDeque<Instant>,
+    in_flight: Vec<InFlight>,
     thresholds: SlowQueryThresholds,
 }
 
@@ -72,8 +91,68 @@ impl QueryInstrumentation {
     /// Instrumentation logging queries slower than `thresholds`.
     pub fn new(thresholds: SlowQueryThresholds) -> Self {
         Self {
-            started: VecDeque::new(),
+            in_flight: Vec::new(),
             thresholds,
+        }
+    }
+
+    fn start(&mut self) {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            let abandoned = self.in_flight.remove(0);
+            abandoned.span.record("db.abandoned", true);
+        }
+        let span = tracing::info_span!(
+            target: "strata_storage::query",
+            "db.query",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system = "postgresql",
+            db.operation = tracing::field::Empty,
+            db.statement = tracing::field::Empty,
+            db.abandoned = tracing::field::Empty,
+        );
+        self.in_flight.push(InFlight {
+            started: Instant::now(),
+            span,
+        });
+    }
+
+    fn finish(&mut self, sql: &str, failed: bool) {
+        let Some(InFlight { started, span }) = self.in_flight.pop() else {
+            return;
+        };
+        let elapsed = started.elapsed();
+        let operation = operation_of(sql);
+        span.record("otel.name", operation);
+        span.record("db.operation", operation);
+        span.record("db.statement", sql);
+        if failed {
+            span.record("otel.status_code", "ERROR");
+        }
+        let _ = SCOPE.try_with(|scope| {
+            if let Some(stats) = scope {
+                stats.record(elapsed);
+            }
+        });
+        if elapsed >= self.thresholds.warn {
+            let _entered = span.enter();
+            let ms = elapsed.as_secs_f64() * 1e3;
+            if elapsed >= self.thresholds.error {
+                tracing::error!(
+                    db.statement = sql,
+                    db.duration_ms = ms,
+                    db.failed = failed,
+                    "slow query"
+                );
+            } else {
+                tracing::warn!(
+                    db.statement = sql,
+                    db.duration_ms = ms,
+                    db.failed = failed,
+                    "slow query"
+                );
+            }
         }
     }
 }
@@ -81,42 +160,52 @@ impl QueryInstrumentation {
 impl Instrumentation for QueryInstrumentation {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
-            InstrumentationEvent::StartQuery { .. } => self.started.push_back(Instant::now()),
+            InstrumentationEvent::StartQuery { .. } => self.start(),
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                let Some(started) = self.started.pop_front() else {
-                    return;
-                };
-                let elapsed = started.elapsed();
-                let _ = SCOPE.try_with(|scope| {
-                    if let Some(stats) = scope {
-                        stats.record(elapsed);
-                    }
-                });
-                if elapsed >= self.thresholds.warn {
-                    let rendered = query.to_string();
-                    let sql = statement_text(&rendered);
-                    let ms = elapsed.as_secs_f64() * 1e3;
-                    let failed = error.is_some();
-                    if elapsed >= self.thresholds.error {
-                        tracing::error!(
-                            db.statement = sql,
-                            db.duration_ms = ms,
-                            db.failed = failed,
-                            "slow query"
-                        );
-                    } else {
-                        tracing::warn!(
-                            db.statement = sql,
-                            db.duration_ms = ms,
-                            db.failed = failed,
-                            "slow query"
-                        );
-                    }
-                }
+                let rendered = query.to_string();
+                self.finish(statement_text(&rendered), error.is_some());
             }
             _ => {}
         }
     }
+}
+
+/// The operation of a statement, for span names: its first keyword, upper-cased
+/// (`SELECT`, `INSERT`, `WITH`, `BEGIN`, …), or `SQL` when there is none.
+pub fn operation_of(sql: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "WITH",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SET",
+        "LOCK",
+        "REFRESH",
+        "CREATE",
+        "ALTER",
+        "DROP",
+        "EXPLAIN",
+        "SAVEPOINT",
+        "RELEASE",
+        "SHOW",
+        "VALUES",
+        "CALL",
+        "DO",
+    ];
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(first))
+        .copied()
+        .unwrap_or("SQL")
 }
 
 /// The SQL of a rendered diesel query without its bind values. Finish events already
@@ -162,5 +251,45 @@ mod tests {
         })
         .await;
         assert_eq!(stats.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_start_left_by_a_dropped_query_never_times_a_later_one() {
+        let stats = Arc::new(QueryStats::default());
+        let mut inst = QueryInstrumentation::new(SlowQueryThresholds {
+            warn: Duration::from_secs(10),
+            error: Duration::from_secs(20),
+        });
+        let q = diesel::connection::StrQueryHelper::new("SELECT 1");
+        // A query starts and its future is dropped: no finish ever comes.
+        inst.on_connection_event(InstrumentationEvent::start_query(&q));
+        std::thread::sleep(Duration::from_millis(200));
+        scope(stats.clone(), async {
+            inst.on_connection_event(InstrumentationEvent::start_query(&q));
+            inst.on_connection_event(InstrumentationEvent::finish_query(&q, None));
+        })
+        .await;
+        assert_eq!(stats.count(), 1);
+        assert!(
+            stats.total() < Duration::from_millis(100),
+            "{:?}",
+            stats.total()
+        );
+        // Leftovers are bounded.
+        for _ in 0..100 {
+            inst.on_connection_event(InstrumentationEvent::start_query(&q));
+        }
+        assert_eq!(inst.in_flight.len(), MAX_IN_FLIGHT);
+    }
+
+    #[test]
+    fn operations_are_first_keywords() {
+        assert_eq!(operation_of("SELECT 1"), "SELECT");
+        assert_eq!(operation_of("  (select 1)"), "SELECT");
+        assert_eq!(operation_of("with x as (select 1) select * from x"), "WITH");
+        assert_eq!(operation_of("INSERT INTO t VALUES ($1)"), "INSERT");
+        assert_eq!(operation_of("\nUPDATE t"), "UPDATE");
+        assert_eq!(operation_of(""), "SQL");
+        assert_eq!(operation_of("frobnicate"), "SQL");
     }
 }
