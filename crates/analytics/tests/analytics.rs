@@ -1428,3 +1428,6 @@ async fn list_usage_pages_through_equal_timestamps() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(seen[1..], sorted[..]);
 }
+
+#[path = "analytics/cross_user.rs"]
+mod cross_user;

@@ -337,6 +337,11 @@ pub async fn revoke_session(
         .set(sessions::revoked_at.eq(now))
         .execute(conn)
         .await?;
+        // Not the caller's live session (another user's, an ended or a missing one):
+        // nothing else may change either.
+        if revoked == 0 {
+            return Ok(false);
+        }
         diesel::update(
             refresh_tokens::table.filter(
                 refresh_tokens::session_id
@@ -347,7 +352,7 @@ pub async fn revoke_session(
         .set(refresh_tokens::revoked_at.eq(now))
         .execute(conn)
         .await?;
-        Ok(revoked == 1)
+        Ok(true)
     })
     .await
 }

@@ -2126,3 +2126,6 @@ async fn hot_queries_use_their_indexes() {
 
 #[path = "auth/accounting.rs"]
 mod accounting;
+
+#[path = "auth/cross_user.rs"]
+mod cross_user;
