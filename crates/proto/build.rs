@@ -1,6 +1,10 @@
 //! Compiles every `proto/strata/**/*.proto` with protox (pure Rust, no system protoc) and
 //! generates prost messages plus tonic clients and servers. The encoded descriptor set,
-//! imports included, is written next to the generated code for server reflection.
+//! imports included, is written next to the generated code for server reflection and the
+//! request checks of `src/wire.rs`.
+//!
+//! Every message implements `prost::Name` (its full proto name), and every client and
+//! server uses `crate::codec::StrictCodec`, which checks requests before decoding them.
 
 use std::path::{Path, PathBuf};
 
@@ -22,11 +26,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
 
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .emit_rerun_if_changed(false)
-        .compile_fds(descriptors)?;
+        .codec_path("crate::codec::StrictCodec")
+        .compile_fds_with_config(descriptors, config)?;
     Ok(())
 }
 

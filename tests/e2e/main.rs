@@ -202,12 +202,19 @@ async fn seed_usage_fills_the_ledger_and_refreshes_the_views() {
     assert_eq!(bad.status.code(), Some(1));
 }
 
-#[tokio::test]
-async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
-    let db = TestDb::empty().await;
-    let redis = TestRedis::new();
-    let mut child = tokio::process::Command::new(STRATA)
-        .args(["serve", "all"])
+/// A running `strata serve` child process.
+struct Served {
+    child: tokio::process::Child,
+    addr: String,
+    channel: tonic::transport::Channel,
+}
+
+/// Starts `strata serve <service>` on `db` and `redis` (plus `env`), waits until it listens
+/// and connects a channel. Stderr (the logs) stays piped for the test to read.
+async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str)]) -> Served {
+    let mut command = tokio::process::Command::new(STRATA);
+    command
+        .args(["serve", service])
         .env("DATABASE_URL", db.url())
         .env("REDIS_URL", redis.url())
         .env("STRATA_REDIS_PREFIX", redis.handle().prefix())
@@ -218,9 +225,11 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         .env_remove("STRATA_CONFIG_FILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -232,13 +241,31 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     })
     .await
     .expect("strata starts listening");
-    assert!(!addr.ends_with(":0"));
-
+    // Keep reading stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
+    Served {
+        child,
+        addr,
+        channel,
+    }
+}
+
+#[tokio::test]
+async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
+    let db = TestDb::empty().await;
+    let redis = TestRedis::new();
+    let Served {
+        mut child,
+        addr,
+        channel,
+    } = serve("all", &db, &redis, &[]).await;
+    assert!(!addr.ends_with(":0"));
+
     let mut health_client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -409,3 +436,6 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
         "no secrets in logs"
     );
 }
+
+#[path = "hostile.rs"]
+mod hostile;

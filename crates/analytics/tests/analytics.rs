@@ -614,8 +614,6 @@ async fn batches_are_all_or_nothing_with_field_errors() {
     let good = |key: &str| event(key, ada.id, "gpt-4o", 1, 1, "0.1", now);
     let mut negative = good("neg");
     negative.completion_tokens = -5;
-    let mut bad_enum = good("enum");
-    bad_enum.status = 42;
     let mut no_key = good("");
     no_key.model = String::new();
     let mut costly = good("costly");
@@ -625,7 +623,7 @@ async fn batches_are_all_or_nothing_with_field_errors() {
     let status = record(
         &mut client,
         &ada.token,
-        vec![good("ok1"), negative, bad_enum, no_key, costly, good("ok2")],
+        vec![good("ok1"), negative, no_key, costly, good("ok2")],
     )
     .await
     .unwrap_err();
@@ -647,10 +645,41 @@ async fn batches_are_all_or_nothing_with_field_errors() {
         violations,
         [
             "events[1].completion_tokens",
-            "events[2].status",
-            "events[3].idempotency_key",
-            "events[3].model",
-            "events[4].cost.value",
+            "events[2].idempotency_key",
+            "events[2].model",
+            "events[3].cost.value",
+        ]
+    );
+    // Values no field can hold at all (an enum's unknown number) are refused before the
+    // handler runs, every one of them named.
+    let mut bad_enum = good("enum");
+    bad_enum.status = 42;
+    let mut bad_operation = good("op");
+    bad_operation.operation = -3;
+    let status = record(
+        &mut client,
+        &ada.token,
+        vec![good("ok1"), bad_enum, bad_operation],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations: Vec<_> = status
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            ("events[1].status".to_owned(), "unknown value 42".to_owned()),
+            (
+                "events[2].operation".to_owned(),
+                "unknown value -3".to_owned()
+            ),
         ]
     );
     assert_eq!(

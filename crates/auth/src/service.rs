@@ -12,7 +12,7 @@ use strata_runtime::authn::revoked_session_key;
 use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, IdCursor, finish_page, page_size};
 use strata_runtime::server::AppContext;
-use strata_runtime::time::timestamp;
+use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -1088,10 +1088,9 @@ impl AuthService for AuthHandlers {
         let expires_at = match req.expire_time {
             None => None,
             Some(t) => {
-                let at =
-                    DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                        .filter(|at| *at > now)
-                        .ok_or(AuthError::invalid("expire_time", "must be in the future"))?;
+                let at = from_timestamp(&t)
+                    .filter(|at| *at > now)
+                    .ok_or(AuthError::invalid("expire_time", "must be in the future"))?;
                 Some(at)
             }
         };

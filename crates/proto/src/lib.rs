@@ -1,8 +1,15 @@
 //! Generated protobuf messages and gRPC clients/servers for every `strata.*.v1` package.
 //!
-//! This crate owns nothing but generated code and the reflection descriptor set; it must
-//! not grow hand-written logic. Packages are re-exported along their proto path, so
-//! `strata.admin.v1` is [`strata::admin::v1`], with shorter aliases at the crate root.
+//! This crate owns the generated code, the descriptor set (reflection), and the codec the
+//! generated code is served with ([`codec`]), whose request checks ([`wire`]) read that
+//! descriptor set: a request that breaks a wire rule (NUL or invalid UTF-8 in a string, an
+//! unknown enum value, an impossible timestamp) or does not decode is `INVALID_ARGUMENT`
+//! before any handler runs. It must not grow service logic. Packages are re-exported along
+//! their proto path, so `strata.admin.v1` is [`strata::admin::v1`], with shorter aliases at
+//! the crate root.
+
+pub mod codec;
+pub mod wire;
 
 /// Encoded `FileDescriptorSet` of every Strata proto file and its imports, for
 /// `tonic-reflection`.

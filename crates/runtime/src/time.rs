@@ -12,9 +12,11 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 /// The time of a protobuf timestamp; `None` when it is out of range or its nanos are
-/// negative (not a valid `Timestamp`).
+/// outside 0..=999,999,999 (not a valid `Timestamp`; chrono would read 1e9 and above as a
+/// leap second).
 pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    DateTime::from_timestamp(t.seconds, nanos)
 }
 
 #[cfg(test)]
@@ -31,6 +33,11 @@ mod tests {
             nanos: -1,
         };
         assert_eq!(from_timestamp(&negative_nanos), None);
+        let leap = prost_types::Timestamp {
+            seconds: 1,
+            nanos: 1_000_000_000,
+        };
+        assert_eq!(from_timestamp(&leap), None);
         let far = prost_types::Timestamp {
             seconds: i64::MAX,
             nanos: 0,

@@ -7,12 +7,14 @@
 //! - [`TestServer`]: any set of services on `127.0.0.1:0` with a connected channel.
 //! - [`TcpProxy`]: a proxy in front of PostgreSQL that a test can cut, to see what the
 //!   services do while the database is unreachable.
+//! - [`raw`]: calls with hand-made request bytes (invalid UTF-8, malformed protobuf).
 //!
 //! Connection details come from `DATABASE_URL` / `REDIS_URL`, or from
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
 //! This crate panics on setup failures: it is only ever used from tests.
 
 pub mod bench;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

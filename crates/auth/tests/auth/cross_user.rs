@@ -52,7 +52,7 @@ async fn another_users_sessions_and_keys_are_untouched_and_look_missing() {
     assert_eq!(before.len(), 3, "a session, its refresh token, a key");
 
     let missing = uuid::Uuid::now_v7().to_string();
-    let mut revoke_session = |id: String| {
+    let revoke_session = |id: String| {
         let mut client = h.client.clone();
         let token = mallory.access_token.clone();
         async move {
@@ -66,7 +66,7 @@ async fn another_users_sessions_and_keys_are_untouched_and_look_missing() {
     let absent = revoke_session(missing.clone()).await;
     assert_eq!(answer(theirs), answer(absent));
 
-    let mut revoke_key = |id: String| {
+    let revoke_key = |id: String| {
         let mut client = h.client.clone();
         let token = mallory.access_token.clone();
         async move {
