@@ -346,12 +346,14 @@ pub async fn summary(
 ) -> Result<Vec<Aggregate>, diesel::result::Error> {
     let mut sql = Sql::default();
     sql.push(
+        // The grand-total grouping set yields a row even over no rows at all, whose sums
+        // are NULL: a range without usage is all zeros.
         "SELECT x.bucket, coalesce(x.grp, '') AS grp, GROUPING(x.bucket) = 1 AS total, \
-           sum(x.request_count)::bigint AS request_count, \
-           sum(x.prompt_tokens)::bigint AS prompt_tokens, \
-           sum(x.completion_tokens)::bigint AS completion_tokens, \
-           sum(x.total_tokens)::bigint AS total_tokens, \
-           trim_scale(sum(x.cost))::text AS cost \
+           coalesce(sum(x.request_count), 0)::bigint AS request_count, \
+           coalesce(sum(x.prompt_tokens), 0)::bigint AS prompt_tokens, \
+           coalesce(sum(x.completion_tokens), 0)::bigint AS completion_tokens, \
+           coalesce(sum(x.total_tokens), 0)::bigint AS total_tokens, \
+           coalesce(trim_scale(sum(x.cost)), 0)::text AS cost \
          FROM (",
     );
     source(&mut sql, scope, range, bucket, group, watermark);

@@ -1460,3 +1460,6 @@ async fn list_usage_pages_through_equal_timestamps() {
 
 #[path = "analytics/cross_user.rs"]
 mod cross_user;
+
+#[path = "analytics/empty.rs"]
+mod empty;

@@ -2129,3 +2129,6 @@ mod accounting;
 
 #[path = "auth/cross_user.rs"]
 mod cross_user;
+
+#[path = "auth/empty.rs"]
+mod empty;

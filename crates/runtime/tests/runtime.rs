@@ -793,3 +793,6 @@ async fn trace_context_crosses_the_hop_from_client_span_to_server_span() {
         "parented on the caller's span"
     );
 }
+
+#[path = "runtime/empty.rs"]
+mod empty;
