@@ -10,7 +10,7 @@ use strata_proto::analytics::analytics_service_server::AnalyticsService;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::common::{Decimal, TimeRange, TokenCounts};
 use strata_runtime::auth::Principal;
-use strata_runtime::pagination::{Cursor, finish_page, page_size};
+use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
 use strata_runtime::server::AppContext;
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
@@ -37,6 +37,8 @@ const MAX_RANGE_SECONDS: i64 = 130 * 365 * 86_400;
 const MAX_BUCKETS: i64 = 1000;
 /// Default and largest `limit` of ListTopModels.
 const TOP_MODELS: (i64, i64) = (10, 100);
+/// ListUsage, whose page tokens are bound to it.
+const LIST_USAGE: &str = "strata.analytics.v1.AnalyticsService/ListUsage";
 /// How long RefreshViews waits for a refresh running elsewhere.
 const REFRESH_WAIT: Duration = Duration::from_secs(30);
 
@@ -544,9 +546,6 @@ impl AnalyticsService for AnalyticsHandlers {
         let req = request.into_inner();
         let scope = resolve_scope(&principal, req.scope)?;
         let limit = page_size(req.page_size).map_err(AnalyticsError::from)?;
-        let after = Cursor::decode(&req.page_token)
-            .map_err(AnalyticsError::from)?
-            .map(|c| (c.time, c.id));
         let bound = |field: &'static str, t: Option<&prost_types::Timestamp>| match t {
             None => Ok(None),
             Some(t) => from_timestamp(t)
@@ -564,6 +563,20 @@ impl AnalyticsService for AnalyticsHandlers {
             model: Some(req.model.trim().to_owned()).filter(|m| !m.is_empty()),
             operation,
         };
+        let context = PageContext::new(
+            LIST_USAGE,
+            &principal.user_id,
+            &[
+                &format!("{scope:?}"),
+                &format!("{:?}", filter.start),
+                &format!("{:?}", filter.end),
+                filter.model.as_deref().unwrap_or_default(),
+                filter.operation.unwrap_or_default(),
+            ],
+        );
+        let after = Cursor::decode(&req.page_token, &context)
+            .map_err(AnalyticsError::from)?
+            .map(|c| (c.time, c.id));
         let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
         let rows = store::list_usage(&mut conn, scope, &filter, after, limit + 1)
             .await
@@ -573,7 +586,7 @@ impl AnalyticsService for AnalyticsHandlers {
                 time: row.occurred_at,
                 id: row.id,
             }
-            .encode()
+            .encode(&context)
         });
         Ok(Response::new(pb::ListUsageResponse {
             records: rows.into_iter().map(record_proto).collect(),

@@ -1448,6 +1448,56 @@ async fn list_usage_pages_through_equal_timestamps() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen.len(), 8);
+    // A token works only with the filters and caller it came from.
+    let first = list_usage(
+        &mut client,
+        &ada.token,
+        pb::ListUsageRequest {
+            page_size: 3,
+            operation: pb::Operation::Chat.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .next_page_token;
+    let admin = h.user(Role::Admin).await;
+    for (token, request) in [
+        (
+            &ada.token,
+            pb::ListUsageRequest {
+                page_size: 3,
+                page_token: first.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            &ada.token,
+            pb::ListUsageRequest {
+                page_size: 3,
+                page_token: first.clone(),
+                operation: pb::Operation::Chat.into(),
+                model: "gpt-4o".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            &admin.token,
+            pb::ListUsageRequest {
+                page_size: 3,
+                page_token: first.clone(),
+                operation: pb::Operation::Chat.into(),
+                scope: user_scope(ada.id),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let status = list_usage(&mut client, token, request).await.unwrap_err();
+        assert!(
+            status.code() == Code::InvalidArgument && status.message().contains("page_token"),
+            "{status:?}"
+        );
+    }
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();

@@ -10,7 +10,7 @@ use strata_runtime::auth::{
 };
 use strata_runtime::authn::revoked_session_key;
 use strata_runtime::clock::{Clock, SystemClock};
-use strata_runtime::pagination::{Cursor, IdCursor, finish_page, page_size};
+use strata_runtime::pagination::{Cursor, IdCursor, PageContext, finish_page, page_size};
 use strata_runtime::server::AppContext;
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
@@ -188,6 +188,11 @@ const CLEANUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600
 const KEY_USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most scopes one API key may carry.
 const MAX_SCOPES: usize = 20;
+
+/// The list RPCs, whose page tokens are bound to them.
+const LIST_SESSIONS: &str = "strata.auth.v1.AuthService/ListSessions";
+const LIST_USERS: &str = "strata.auth.v1.AuthService/ListUsers";
+const LIST_API_KEYS: &str = "strata.auth.v1.AuthService/ListApiKeys";
 
 /// Fields UpdateProfile may change.
 const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale", "time_zone"];
@@ -852,7 +857,8 @@ impl AuthService for AuthHandlers {
         require_session(&principal)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
-        let after = Cursor::decode(&req.page_token)?;
+        let context = PageContext::new(LIST_SESSIONS, &principal.user_id, &[]);
+        let after = Cursor::decode(&req.page_token, &context)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let rows = store::live_sessions(&mut conn, principal.user_id, db_now(), after, limit + 1)
             .await
@@ -862,7 +868,7 @@ impl AuthService for AuthHandlers {
                 time: last.created_at,
                 id: last.id,
             }
-            .encode()
+            .encode(&context)
         });
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: rows
@@ -968,7 +974,6 @@ impl AuthService for AuthHandlers {
         require_admin(&principal)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
-        let after = IdCursor::decode(&req.page_token)?;
         if req.email_prefix.len() > MAX_EMAIL_LEN {
             return Err(
                 AuthError::invalid("email_prefix", "must be at most 254 characters").into(),
@@ -979,11 +984,22 @@ impl AuthService for AuthHandlers {
             status: stored_status("status", req.status, true)?,
             email_prefix: (!req.email_prefix.is_empty()).then_some(req.email_prefix),
         };
+        let context = PageContext::new(
+            LIST_USERS,
+            &principal.user_id,
+            &[
+                filter.role.unwrap_or_default(),
+                filter.status.unwrap_or_default(),
+                filter.email_prefix.as_deref().unwrap_or_default(),
+            ],
+        );
+        let after = IdCursor::decode(&req.page_token, &context)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let rows = store::list_users(&mut conn, &filter, after.map(|c| c.0), limit + 1)
             .await
             .map_err(AuthError::from)?;
-        let (rows, next_page_token) = finish_page(rows, limit, |last| IdCursor(last.id).encode());
+        let (rows, next_page_token) =
+            finish_page(rows, limit, |last| IdCursor(last.id).encode(&context));
         Ok(Response::new(pb::ListUsersResponse {
             users: rows.iter().map(user_proto).collect(),
             next_page_token,
@@ -1125,7 +1141,8 @@ impl AuthService for AuthHandlers {
         require_session(&principal)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
-        let after = Cursor::decode(&req.page_token)?;
+        let context = PageContext::new(LIST_API_KEYS, &principal.user_id, &[]);
+        let after = Cursor::decode(&req.page_token, &context)?;
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let rows = store::list_api_keys(&mut conn, principal.user_id, after, limit + 1)
             .await
@@ -1135,7 +1152,7 @@ impl AuthService for AuthHandlers {
                 time: last.created_at,
                 id: last.id,
             }
-            .encode()
+            .encode(&context)
         });
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: rows.iter().map(api_key_proto).collect(),

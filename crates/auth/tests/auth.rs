@@ -2132,3 +2132,6 @@ mod cross_user;
 
 #[path = "auth/empty.rs"]
 mod empty;
+
+#[path = "auth/page_tokens.rs"]
+mod page_tokens;

@@ -1,10 +1,12 @@
 //! List conventions shared by every service (AIP-158): `page_size` defaults to 50 and is
 //! clamped to 1000, negative is an error; `page_token` is an opaque keyset cursor (never
-//! an offset), here the base64url of the last row's sort key and id.
+//! an offset): the base64url of the last row's sort key and id, followed by a fingerprint
+//! of the list, caller and filters it belongs to ([`PageContext`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -40,6 +42,64 @@ pub fn finish_page<T>(
     (rows, next)
 }
 
+/// What a page token is bound to: the list RPC, the caller, and the filters of the request
+/// that produced it. A token presented with anything else is refused (`INVALID_ARGUMENT`),
+/// rather than silently paging through a different list from the wrong place. The binding
+/// is a fingerprint, not a secret: what a caller may see is decided by the query, never by
+/// the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageContext([u8; FINGERPRINT_LEN]);
+
+const FINGERPRINT_LEN: usize = 8;
+
+impl PageContext {
+    /// The context of `list` (the RPC's full name) called by `caller` with `filters` (every
+    /// request field that selects or orders rows, rendered as text; `page_size` excluded).
+    pub fn new(list: &str, caller: &Uuid, filters: &[&str]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(list.as_bytes());
+        hasher.update([0]);
+        hasher.update(caller.as_bytes());
+        for filter in filters {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            hasher.update((filter.len() as u64).to_be_bytes());
+            hasher.update(filter.as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut fingerprint = [0u8; FINGERPRINT_LEN];
+        fingerprint.copy_from_slice(&digest[..FINGERPRINT_LEN]);
+        Self(fingerprint)
+    }
+
+    fn seal(&self, position: &[u8]) -> String {
+        let mut bytes = Vec::with_capacity(position.len() + FINGERPRINT_LEN);
+        bytes.extend_from_slice(position);
+        bytes.extend_from_slice(&self.0);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The position inside `token` (`len` bytes), if the token is well-formed and was made
+    /// for this context.
+    fn open(&self, token: &str, len: usize) -> Result<Vec<u8>, Error> {
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .filter(|b| b.len() == len + FINGERPRINT_LEN)
+            .ok_or_else(|| {
+                Error::invalid("page_token", "is not a token from a previous response")
+            })?;
+        if bytes[len..] != self.0 {
+            return Err(Error::invalid(
+                "page_token",
+                "was issued for another list, caller or filter; repeat the request that \
+                 produced it, or start again without a token",
+            ));
+        }
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+}
+
 /// Position after the last row of a page ordered by `(time DESC, id DESC)` or ascending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -50,28 +110,28 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The opaque token for this position.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.time.timestamp_micros(), self.id))
+    /// The opaque token for this position in the list of `context`.
+    pub fn encode(&self, context: &PageContext) -> String {
+        let mut position = [0u8; 24];
+        position[..8].copy_from_slice(&self.time.timestamp_micros().to_be_bytes());
+        position[8..].copy_from_slice(self.id.as_bytes());
+        context.seal(&position)
     }
 
-    /// Parses a request's `page_token`; empty means the first page.
-    pub fn decode(token: &str) -> Result<Option<Self>, Error> {
+    /// Parses a request's `page_token` for the list of `context`; empty means the first
+    /// page.
+    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, Error> {
         if token.is_empty() {
             return Ok(None);
         }
-        let invalid = || Error::invalid("page_token", "is not a token from a previous response");
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let text = String::from_utf8(raw).map_err(|_| invalid())?;
-        let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-        let time = micros
-            .parse::<i64>()
-            .ok()
-            .and_then(DateTime::<Utc>::from_timestamp_micros)
-            .ok_or_else(invalid)?;
+        let position = context.open(token, 24)?;
+        let micros = i64::from_be_bytes(position[..8].try_into().unwrap_or_default());
+        let time = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| {
+            Error::invalid("page_token", "is not a token from a previous response")
+        })?;
         Ok(Some(Self {
             time,
-            id: Uuid::parse_str(id).map_err(|_| invalid())?,
+            id: Uuid::from_slice(&position[8..]).unwrap_or_default(),
         }))
     }
 }
@@ -81,22 +141,19 @@ impl Cursor {
 pub struct IdCursor(pub Uuid);
 
 impl IdCursor {
-    /// The opaque token for this position.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    /// The opaque token for this position in the list of `context`.
+    pub fn encode(&self, context: &PageContext) -> String {
+        context.seal(self.0.as_bytes())
     }
 
-    /// Parses a request's `page_token`; empty means the first page.
-    pub fn decode(token: &str) -> Result<Option<Self>, Error> {
+    /// Parses a request's `page_token` for the list of `context`; empty means the first
+    /// page.
+    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, Error> {
         if token.is_empty() {
             return Ok(None);
         }
-        URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
-            .map(|id| Some(Self(id)))
-            .ok_or_else(|| Error::invalid("page_token", "is not a token from a previous response"))
+        let position = context.open(token, 16)?;
+        Ok(Some(Self(Uuid::from_slice(&position).unwrap_or_default())))
     }
 }
 
@@ -125,17 +182,46 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
+        let me = Uuid::now_v7();
+        let context = PageContext::new("svc/List", &me, &["a"]);
         let cursor = Cursor {
             time: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
             id: Uuid::now_v7(),
         };
-        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), Some(cursor));
-        assert_eq!(Cursor::decode("").unwrap(), None);
-        for bad in ["!!!", "bm9wZQ", "MTp4"] {
-            assert!(Cursor::decode(bad).is_err(), "{bad}");
-            assert!(IdCursor::decode(bad).is_err(), "{bad}");
+        assert_eq!(
+            Cursor::decode(&cursor.encode(&context), &context).unwrap(),
+            Some(cursor)
+        );
+        assert_eq!(Cursor::decode("", &context).unwrap(), None);
+        for bad in ["!!!", "bm9wZQ", "MTp4", &"A".repeat(43)] {
+            assert!(Cursor::decode(bad, &context).is_err(), "{bad}");
+            assert!(IdCursor::decode(bad, &context).is_err(), "{bad}");
         }
         let id = IdCursor(Uuid::now_v7());
-        assert_eq!(IdCursor::decode(&id.encode()).unwrap(), Some(id));
+        assert_eq!(
+            IdCursor::decode(&id.encode(&context), &context).unwrap(),
+            Some(id)
+        );
+    }
+
+    #[test]
+    fn tokens_work_only_in_their_context() {
+        let me = Uuid::now_v7();
+        let token = IdCursor(Uuid::now_v7()).encode(&PageContext::new("svc/List", &me, &["a"]));
+        let others = [
+            PageContext::new("svc/Other", &me, &["a"]),
+            PageContext::new("svc/List", &Uuid::now_v7(), &["a"]),
+            PageContext::new("svc/List", &me, &["b"]),
+            PageContext::new("svc/List", &me, &["a", ""]),
+            PageContext::new("svc/List", &me, &[]),
+        ];
+        for other in others {
+            let err = IdCursor::decode(&token, &other).unwrap_err();
+            assert!(err.to_string().contains("another list"), "{err}");
+        }
+        assert_ne!(
+            PageContext::new("l", &me, &["ab", "c"]),
+            PageContext::new("l", &me, &["a", "bc"])
+        );
     }
 }
