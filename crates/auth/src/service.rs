@@ -340,15 +340,14 @@ fn profile_changes(
                 changes.locale = Some(user.locale.clone());
             }
             "time_zone" => {
-                let ok = user.time_zone.len() <= 64
-                    && user
-                        .time_zone
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-                if !ok {
+                // Empty clears it; anything else must name a zone of the IANA database
+                // (as spelled there: `Europe/Paris`, `America/Argentina/Buenos_Aires`, `UTC`).
+                let known =
+                    user.time_zone.is_empty() || user.time_zone.parse::<chrono_tz::Tz>().is_ok();
+                if !known {
                     return Err(AuthError::invalid(
                         "user.time_zone",
-                        "must be an IANA time zone such as Europe/Paris",
+                        "must be empty or an IANA time zone such as Europe/Paris",
                     ));
                 }
                 changes.time_zone = Some(user.time_zone.clone());

@@ -1002,6 +1002,23 @@ async fn profile_updates_follow_the_mask() {
             vec!["time_zone"],
             "time_zone",
         ),
+        // Well-formed, but in no time-zone database.
+        (
+            pb::User {
+                time_zone: "Mars/Olympus_Mons".into(),
+                ..Default::default()
+            },
+            vec!["time_zone"],
+            "time_zone",
+        ),
+        (
+            pb::User {
+                time_zone: "europe/paris".into(),
+                ..Default::default()
+            },
+            vec!["time_zone"],
+            "time_zone",
+        ),
     ] {
         let status = h
             .client
