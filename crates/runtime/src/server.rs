@@ -25,8 +25,14 @@ use crate::authn::{AuthLayer, Authenticator};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::health;
-use crate::layers::RequestLayer;
+use crate::layers::{MetadataLimitLayer, RequestLayer};
 use crate::redis::RedisHandle;
+
+/// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: far above [`crate::layers::MAX_METADATA_BYTES`]
+/// (see `serve`). With the concurrent-stream limit it bounds header memory per connection.
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+/// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls in flight on one connection.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
 /// gRPC name of the auth service, whose presence makes this process its own verifier.
 const AUTH_SERVICE: &str = "strata.auth.v1.AuthService";
@@ -259,9 +265,19 @@ impl BoundServer {
         let server = tonic::transport::Server::builder()
             // Deadline of every call; a shorter client `grpc-timeout` wins.
             .timeout(config.request_timeout)
+            // HTTP/2 limits, set deliberately. h2 answers a header list over its limit with a
+            // bare HTTP 431, and one whose single value exceeds the limit with GOAWAY, which
+            // fails every call on the connection; so the limit sits far above what the
+            // metadata layer below accepts, and an oversized header fails only its own call,
+            // with a gRPC status naming it. Above this, h2's abuse protection still applies.
+            .http2_max_header_list_size(Some(HTTP2_MAX_HEADER_LIST_BYTES))
+            .max_concurrent_streams(Some(HTTP2_MAX_CONCURRENT_STREAMS))
             // Outermost: span + trace context, query accounting, panic → INTERNAL, and the
             // profiling metadata, which must see the whole call including every inner layer.
             .layer(RequestLayer)
+            // Oversized metadata is refused before anything reads it (authentication
+            // included), inside the request span so the refusal is traced and profiled.
+            .layer(MetadataLimitLayer)
             // Then authentication, inside the span so its refusals are traced and profiled
             // too; absent when no auth service is known (admin RPCs then take the token).
             .layer(tower::util::option_layer(

@@ -796,3 +796,6 @@ async fn trace_context_crosses_the_hop_from_client_span_to_server_span() {
 
 #[path = "runtime/empty.rs"]
 mod empty;
+
+#[path = "runtime/metadata.rs"]
+mod metadata;
