@@ -7,8 +7,10 @@ use std::time::Duration;
 use strata_proto::admin::admin_service_server::AdminService;
 use strata_proto::admin::{self as pb, ComponentStatus};
 use strata_proto::common::PoolState;
-use strata_storage::stats::{self, ExplainOptions, SlowQueryOrder};
-use tonic::{Request, Response, Status};
+use strata_storage::explain::{self, ExplainError, ExplainOptions, Failure};
+use strata_storage::stats::{self, SlowQueryOrder};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::config::Secret;
 use crate::error::{Error, invalid_argument, storage_status};
@@ -20,6 +22,8 @@ const MAX_SLOW_QUERIES: i32 = 500;
 const DEFAULT_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
+/// `ErrorInfo.domain` of failed statements.
+const EXPLAIN_DOMAIN: &str = "strata.admin.v1";
 
 /// Guards the admin RPCs (a cheap synchronous check, so an interceptor). A caller
 /// authenticated by the auth layer must have the ADMIN role (and, with an API key, the
@@ -136,20 +140,32 @@ fn index_usage(i: stats::IndexStats) -> pb::IndexUsage {
     }
 }
 
-/// Errors of a statement the caller wrote: their own mistakes are theirs to see.
-fn explain_status(err: strata_storage::Error) -> Status {
-    match err.sqlstate() {
-        Some("57014") => Status::deadline_exceeded("statement timed out"),
-        Some("25006") => invalid_argument("sql", "must not modify data"),
-        _ => match &err {
-            strata_storage::Error::Query(diesel::result::Error::DatabaseError(_, info))
-                if !err.is_unavailable() =>
-            {
-                invalid_argument("sql", info.message())
-            }
-            _ => storage_status(&err),
-        },
+/// The status of a failed `ExplainQuery`. The caller's statement is described by its
+/// SQLSTATE, its position and a phrase of a fixed vocabulary (also as `ErrorInfo`
+/// metadata), never by PostgreSQL's message, which can quote database values.
+fn explain_status(err: ExplainError) -> Status {
+    let statement = match err {
+        ExplainError::Storage(e) => return storage_status(&e),
+        ExplainError::Statement(statement) => statement,
+    };
+    let code = match statement.failure {
+        Failure::Invalid | Failure::ReadOnly => Code::InvalidArgument,
+        Failure::PermissionDenied => Code::PermissionDenied,
+        Failure::Timeout => Code::DeadlineExceeded,
+        Failure::Unavailable => Code::Unavailable,
+    };
+    let description = statement.to_string();
+    let mut metadata =
+        std::collections::HashMap::from([("sqlstate".to_owned(), statement.sqlstate.clone())]);
+    if let Some(position) = statement.position {
+        metadata.insert("position".to_owned(), position.to_string());
     }
+    let mut details =
+        ErrorDetails::with_error_info("SQL_STATEMENT_FAILED", EXPLAIN_DOMAIN, metadata);
+    if code == Code::InvalidArgument {
+        details.add_bad_request_violation("sql", &description);
+    }
+    Status::with_error_details(code, format!("sql: {description}"), details)
 }
 
 #[tonic::async_trait]
@@ -355,7 +371,7 @@ impl AdminService for Admin {
         request: Request<pb::ExplainQueryRequest>,
     ) -> Result<Response<pb::ExplainQueryResponse>, Status> {
         let req = request.into_inner();
-        let select = stats::check_select(&req.sql)
+        let select = explain::check_select(&req.sql)
             .map_err(|refusal| invalid_argument("sql", &refusal.to_string()))?;
         let json = match pb::ExplainFormat::try_from(req.format) {
             Ok(pb::ExplainFormat::Unspecified | pb::ExplainFormat::Text) => false,
@@ -381,8 +397,7 @@ impl AdminService for Admin {
                 .unwrap_or(u64::MAX)
                 .max(1),
         };
-        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
-        let plan = stats::explain(&mut conn, select, options)
+        let plan = explain::explain(&self.ctx.config.db, &req.sql, select, options)
             .await
             .map_err(explain_status)?;
         Ok(Response::new(pb::ExplainQueryResponse {

@@ -40,11 +40,21 @@ impl QueryStats {
         Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
     }
 
-    fn record(&self, elapsed: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
+    fn add(&self, queries: u64, elapsed: Duration) {
+        self.count.fetch_add(queries, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
     }
+}
+
+/// Counts `queries` statements that took `elapsed` in all toward the current scope: for
+/// work on a connection outside the pool, which has no instrumentation of its own.
+pub fn record(elapsed: Duration, queries: u64) {
+    let _ = SCOPE.try_with(|scope| {
+        if let Some(stats) = scope {
+            stats.add(queries, elapsed);
+        }
+    });
 }
 
 /// Runs `fut` with `stats` collecting every query it runs.
@@ -132,7 +142,7 @@ impl QueryInstrumentation {
         }
         let _ = SCOPE.try_with(|scope| {
             if let Some(stats) = scope {
-                stats.record(elapsed);
+                stats.add(1, elapsed);
             }
         });
         if elapsed >= self.thresholds.warn {

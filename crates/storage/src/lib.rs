@@ -2,13 +2,15 @@
 //!
 //! This crate owns the bb8 pool of diesel-async connections ([`Db`]), the embedded
 //! migrations and their runner ([`migrate`]), retry of transient errors ([`retry`]),
-//! per-request query instrumentation ([`instrument`]) and the catalog/statistics queries
-//! behind the admin RPCs ([`stats`]). It knows nothing about gRPC, Redis or any service's
+//! per-request query instrumentation ([`instrument`]), the catalog/statistics queries
+//! behind the admin RPCs ([`stats`]) and the guarded `EXPLAIN` of `ExplainQuery`
+//! ([`explain`]). It knows nothing about gRPC, Redis or any service's
 //! tables: services bring their own schema modules and call plain async functions that
 //! take `&mut AsyncPgConnection`.
 
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod instrument;
 pub mod migrate;
 pub mod pool;
