@@ -15,6 +15,15 @@ INFRA := deploy/local/infra.sh
 # with DATABASE_URL and REDIS_URL from .strata/infra.env in its environment.
 WITH_INFRA = $(INFRA) up && set -a && . ./.strata/infra.env && set +a &&
 
+# The key-encryption key sealing the auth service's signing keys (STRATA_AUTH_KEY_ENCRYPTION_KEY):
+# generated once into .strata/kek (readable by its owner only) and reused, unless the
+# environment sets one. Prefix for a recipe line, like WITH_INFRA.
+KEK_FILE := .strata/kek
+WITH_KEK = if [ -z "$${STRATA_AUTH_KEY_ENCRYPTION_KEY:-}" ]; then \
+		if [ ! -s $(KEK_FILE) ]; then (umask 077 && mkdir -p .strata && head -c 32 /dev/urandom | base64 > $(KEK_FILE)); fi; \
+		STRATA_AUTH_KEY_ENCRYPTION_KEY=$$(cat $(KEK_FILE)); export STRATA_AUTH_KEY_ENCRYPTION_KEY; \
+	fi &&
+
 # Defaults for running the server and the migrations locally; the environment wins.
 APP_TARGETS := run db-migrate db-status db-revert db-generate
 $(APP_TARGETS): export STRATA_ENV ?= development
@@ -41,7 +50,7 @@ build: ## build the workspace (debug)
 
 run: ## start the infrastructure, apply migrations, serve all services
 	$(WITH_INFRA) $(CARGO) build -j$(JOBS) -p strata-cli && \
-		$(STRATA) migrate run && \
+		$(WITH_KEK) $(STRATA) migrate run && \
 		exec $(STRATA) serve all
 
 # Doctests are not run: nextest does not run them, and `cargo test --doc` links one binary per

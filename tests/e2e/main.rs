@@ -439,3 +439,24 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
 
 #[path = "hostile.rs"]
 mod hostile;
+
+#[tokio::test]
+async fn production_refuses_to_serve_auth_without_a_key_encryption_key() {
+    let db = TestDb::new().await;
+    let output = Command::new(STRATA)
+        .args(["serve", "all"])
+        .env("DATABASE_URL", db.url())
+        .env("STRATA_ENV", "production")
+        .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
+        .env_remove("STRATA_AUTH_KEY_ENCRYPTION_KEY")
+        .env_remove("STRATA_CONFIG_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("STRATA_AUTH_KEY_ENCRYPTION_KEY"),
+        "{}",
+        text(&output)
+    );
+    assert!(!text(&output).contains("listening"));
+}

@@ -228,9 +228,13 @@ async fn run() {
     }
 
     // Tokens: an admin (to read any user's usage) and a service account for ingest.
-    let ring = strata_auth::keys::load_or_create(&mut conn, AuthConfig::default().access_ttl)
-        .await
-        .unwrap();
+    let ring = strata_auth::keys::load_or_create(
+        &mut conn,
+        AuthConfig::default().access_ttl,
+        &AuthConfig::default().key_encryption,
+    )
+    .await
+    .unwrap();
     let token = |role: Role, user: Uuid| {
         strata_auth::tokens::issue_access_token(
             &ring.signer,

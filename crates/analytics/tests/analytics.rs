@@ -104,9 +104,13 @@ impl Harness {
                 .await
                 .unwrap();
         }
-        let ring = strata_auth::keys::load_or_create(&mut conn, AuthConfig::default().access_ttl)
-            .await
-            .unwrap();
+        let ring = strata_auth::keys::load_or_create(
+            &mut conn,
+            AuthConfig::default().access_ttl,
+            &AuthConfig::default().key_encryption,
+        )
+        .await
+        .unwrap();
         let (token, _) = strata_auth::tokens::issue_access_token(
             &ring.signer,
             &AuthConfig::default(),

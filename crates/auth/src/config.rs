@@ -5,6 +5,8 @@
 //! | `STRATA_AUTH_ACCESS_TTL_SECS` | 900 | access-token lifetime |
 //! | `STRATA_AUTH_REFRESH_IDLE_SECS` | 604800 (7 days) | a session ends if not refreshed for this long |
 //! | `STRATA_AUTH_REFRESH_ABSOLUTE_SECS` | 2592000 (30 days) | a session ends this long after sign-in, whatever happens |
+//! | `STRATA_AUTH_KEY_ENCRYPTION_KEY` | required in production | base64 of 32 random bytes: the key-encryption key sealing the signing keys at rest (development: a built-in, publicly known key, with a warning) |
+//! | `STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS` | unset | comma-separated earlier KEKs, accepted to open keys they sealed (rotation) |
 //!
 //! Issuer and audience (`STRATA_AUTH_ISSUER`, `STRATA_AUTH_AUDIENCE`) are read by the
 //! runtime's config, since every service verifies tokens with them.
@@ -13,8 +15,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_runtime::auth::TokenSettings;
-use strata_runtime::config::positive_duration;
+use strata_runtime::config::{Secret, positive_duration};
+use strata_storage::Environment;
 use strata_storage::config::ConfigError;
+
+use crate::kek::{self, Kek, KeyEncryption};
 
 /// `STRATA_AUTH_ACCESS_TTL_SECS`
 pub const ACCESS_TTL_SECS: &str = "STRATA_AUTH_ACCESS_TTL_SECS";
@@ -22,8 +27,18 @@ pub const ACCESS_TTL_SECS: &str = "STRATA_AUTH_ACCESS_TTL_SECS";
 pub const REFRESH_IDLE_SECS: &str = "STRATA_AUTH_REFRESH_IDLE_SECS";
 /// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
 pub const REFRESH_ABSOLUTE_SECS: &str = "STRATA_AUTH_REFRESH_ABSOLUTE_SECS";
+/// `STRATA_AUTH_KEY_ENCRYPTION_KEY`
+pub const KEY_ENCRYPTION_KEY: &str = "STRATA_AUTH_KEY_ENCRYPTION_KEY";
+/// `STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS`
+pub const PREVIOUS_KEY_ENCRYPTION_KEYS: &str = "STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS";
 
-const KNOWN: &[&str] = &[ACCESS_TTL_SECS, REFRESH_IDLE_SECS, REFRESH_ABSOLUTE_SECS];
+const KNOWN: &[&str] = &[
+    ACCESS_TTL_SECS,
+    REFRESH_IDLE_SECS,
+    REFRESH_ABSOLUTE_SECS,
+    KEY_ENCRYPTION_KEY,
+    PREVIOUS_KEY_ENCRYPTION_KEYS,
+];
 
 /// Raw settings; field names are the lower-cased variable names.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +49,10 @@ pub struct AuthSettings {
     pub strata_auth_refresh_idle_secs: Option<u64>,
     /// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
     pub strata_auth_refresh_absolute_secs: Option<u64>,
+    /// `STRATA_AUTH_KEY_ENCRYPTION_KEY`
+    pub strata_auth_key_encryption_key: Option<Secret<String>>,
+    /// `STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS`
+    pub strata_auth_previous_key_encryption_keys: Option<Secret<String>>,
 }
 
 impl AuthSettings {
@@ -44,8 +63,13 @@ impl AuthSettings {
             .map_err(Box::new)
     }
 
-    /// Resolves defaults and checks the values; `tokens` comes from the server config.
-    pub fn resolve(&self, tokens: TokenSettings) -> Result<AuthConfig, ConfigError> {
+    /// Resolves defaults and checks the values; `tokens` and `environment` come from the
+    /// server config.
+    pub fn resolve(
+        &self,
+        tokens: TokenSettings,
+        environment: Environment,
+    ) -> Result<AuthConfig, ConfigError> {
         let defaults = AuthConfig::default();
         let secs = |variable, value, default| {
             positive_duration(variable, value, Duration::from_secs, default)
@@ -67,6 +91,7 @@ impl AuthSettings {
                 self.strata_auth_refresh_absolute_secs,
                 defaults.refresh_absolute,
             )?,
+            key_encryption: self.key_encryption(environment)?,
         };
         if config.refresh_idle > config.refresh_absolute {
             return Err(ConfigError {
@@ -75,6 +100,48 @@ impl AuthSettings {
             });
         }
         Ok(config)
+    }
+}
+
+impl AuthSettings {
+    /// The KEKs: the configured one (required in production), the previous ones, and in
+    /// development the built-in key as a previous one (so configuring a real key re-seals
+    /// what ran without one).
+    fn key_encryption(&self, environment: Environment) -> Result<KeyEncryption, ConfigError> {
+        let parse = |variable: &'static str, text: &str| {
+            Kek::parse(text).map_err(|problem| ConfigError { variable, problem })
+        };
+        let development = kek::development_kek();
+        let current = match (&self.strata_auth_key_encryption_key, environment) {
+            (Some(text), _) if !text.expose().trim().is_empty() => {
+                parse(KEY_ENCRYPTION_KEY, text.expose())?
+            }
+            (_, Environment::Production) => {
+                return Err(ConfigError {
+                    variable: KEY_ENCRYPTION_KEY,
+                    problem: "is required in production: the key-encryption key of the \
+                              signing keys (generate one with `head -c 32 /dev/urandom | base64`)"
+                        .into(),
+                });
+            }
+            (_, Environment::Development) => development.clone(),
+        };
+        if environment == Environment::Production && current.id() == development.id() {
+            return Err(ConfigError {
+                variable: KEY_ENCRYPTION_KEY,
+                problem: "must not be the built-in development key in production".into(),
+            });
+        }
+        let mut previous = Vec::new();
+        if let Some(list) = &self.strata_auth_previous_key_encryption_keys {
+            for text in list.expose().split(',').filter(|t| !t.trim().is_empty()) {
+                previous.push(parse(PREVIOUS_KEY_ENCRYPTION_KEYS, text)?);
+            }
+        }
+        if environment == Environment::Development && current.id() != development.id() {
+            previous.push(development);
+        }
+        Ok(KeyEncryption::new(current, previous))
     }
 }
 
@@ -89,6 +156,15 @@ pub struct AuthConfig {
     pub refresh_idle: Duration,
     /// Absolute expiry of sessions.
     pub refresh_absolute: Duration,
+    /// The key-encryption keys of the signing keys.
+    pub key_encryption: KeyEncryption,
+}
+
+impl AuthConfig {
+    /// Whether the signing keys are sealed with the built-in development KEK.
+    pub fn uses_development_kek(&self) -> bool {
+        self.key_encryption.current().id() == kek::development_kek().id()
+    }
 }
 
 impl Default for AuthConfig {
@@ -98,6 +174,51 @@ impl Default for AuthConfig {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_idle: Duration::from_secs(7 * 24 * 3600),
             refresh_absolute: Duration::from_secs(30 * 24 * 3600),
+            key_encryption: KeyEncryption::new(kek::development_kek(), Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn settings(current: Option<&str>, previous: Option<&str>) -> AuthSettings {
+        AuthSettings {
+            strata_auth_key_encryption_key: current.map(|c| Secret::new(c.to_owned())),
+            strata_auth_previous_key_encryption_keys: previous.map(|p| Secret::new(p.to_owned())),
+            ..AuthSettings::default()
+        }
+    }
+
+    #[test]
+    fn production_requires_a_real_kek_and_errors_never_echo_it() {
+        let resolve = |s: &AuthSettings, env| s.resolve(TokenSettings::default(), env);
+        let err = resolve(&settings(None, None), Environment::Production).unwrap_err();
+        assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
+        let development =
+            base64::engine::general_purpose::STANDARD.encode(b"strata development KEK: NOT SAFE");
+        let err =
+            resolve(&settings(Some(&development), None), Environment::Production).unwrap_err();
+        assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
+        let short = "c2hvcnQ=";
+        let err = resolve(&settings(Some(short), None), Environment::Production).unwrap_err();
+        assert!(!err.to_string().contains(short), "{err}");
+        let real = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let config = resolve(&settings(Some(&real), None), Environment::Production).unwrap();
+        assert!(!config.uses_development_kek());
+        let err = resolve(
+            &settings(Some(&real), Some("nope,")),
+            Environment::Production,
+        )
+        .unwrap_err();
+        assert_eq!(err.variable, PREVIOUS_KEY_ENCRYPTION_KEYS);
+        // Development runs without one, on the built-in key, with a warning at start.
+        let config = resolve(&settings(None, None), Environment::Development).unwrap();
+        assert!(config.uses_development_kek());
+        assert!(!format!("{config:?}").contains("7, 7"));
     }
 }

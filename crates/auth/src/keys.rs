@@ -3,7 +3,9 @@
 //! The current key signs; retired keys stay published (and accepted) until every token
 //! they signed has expired, i.e. for one access-token lifetime after retirement. A
 //! partial unique index allows one current key, so replicas starting together create
-//! exactly one.
+//! exactly one. Private keys are stored sealed with the configured key-encryption key
+//! ([`crate::kek`]); loading re-seals any key sealed with a previous one (or stored in
+//! the clear) under the current one. Only the current key's private half is ever opened.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +18,7 @@ use strata_proto::strata::auth::v1::Jwk;
 use strata_runtime::auth::PublicKeys;
 
 use crate::error::AuthError;
+use crate::kek::KeyEncryption;
 use crate::schema::signing_keys;
 
 /// DER prefix of a PKCS#8 v1 Ed25519 private key; the 32-byte seed follows it.
@@ -30,6 +33,7 @@ struct KeyRow {
     private_key: Vec<u8>,
     public_key: Vec<u8>,
     retired_at: Option<DateTime<Utc>>,
+    kek_id: Option<String>,
 }
 
 /// The key that signs new tokens.
@@ -83,24 +87,27 @@ fn new_key_row() -> (String, [u8; 32], [u8; 32]) {
 pub async fn load_or_create(
     conn: &mut AsyncPgConnection,
     access_ttl: std::time::Duration,
+    sealing: &KeyEncryption,
 ) -> Result<KeyRing, AuthError> {
     let (kid, seed, public) = new_key_row();
     // Does nothing when a current key exists (the partial unique index on retired_at).
     diesel::sql_query(
-        "INSERT INTO auth.signing_keys (kid, private_key, public_key) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO auth.signing_keys (kid, private_key, public_key, kek_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind::<diesel::sql_types::Text, _>(&kid)
-    .bind::<diesel::sql_types::Bytea, _>(&seed[..])
+    .bind::<diesel::sql_types::Bytea, _>(sealing.seal(&kid, &seed)?)
     .bind::<diesel::sql_types::Bytea, _>(&public[..])
+    .bind::<diesel::sql_types::Text, _>(sealing.current().id())
     .execute(conn)
     .await?;
-    load(conn, access_ttl).await
+    load(conn, access_ttl, sealing).await
 }
 
 /// Retires the current key and creates a new one, atomically.
 pub async fn rotate(
     conn: &mut AsyncPgConnection,
     access_ttl: std::time::Duration,
+    sealing: &KeyEncryption,
 ) -> Result<KeyRing, AuthError> {
     conn.transaction(async |conn| {
         diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
@@ -111,20 +118,70 @@ pub async fn rotate(
         diesel::insert_into(signing_keys::table)
             .values((
                 signing_keys::kid.eq(&kid),
-                signing_keys::private_key.eq(&seed[..]),
+                signing_keys::private_key.eq(sealing.seal(&kid, &seed)?),
                 signing_keys::public_key.eq(&public[..]),
+                signing_keys::kek_id.eq(sealing.current().id()),
             ))
             .execute(conn)
             .await?;
         Ok::<_, AuthError>(())
     })
     .await?;
-    load(conn, access_ttl).await
+    load(conn, access_ttl, sealing).await
+}
+
+/// Seals again, under the current KEK, every key that another KEK sealed (or none did);
+/// returns how many. Keys that open with no configured KEK are left as they are.
+pub async fn reseal(
+    conn: &mut AsyncPgConnection,
+    sealing: &KeyEncryption,
+) -> Result<usize, AuthError> {
+    let current = sealing.current().id();
+    let rows: Vec<KeyRow> = signing_keys::table
+        .filter(
+            signing_keys::kek_id
+                .is_null()
+                .or(signing_keys::kek_id.ne(current)),
+        )
+        .select(KeyRow::as_select())
+        .load(conn)
+        .await?;
+    let mut resealed = 0;
+    for row in rows {
+        let seed = match sealing.open(&row.kid, row.kek_id.as_deref(), &row.private_key) {
+            Ok(seed) => seed,
+            Err(e) => {
+                tracing::warn!(signing_key.kid = %row.kid, error = %e, "cannot re-seal a signing key");
+                continue;
+            }
+        };
+        // Only if nobody re-sealed it meanwhile (another replica, the same KEK).
+        resealed += diesel::update(
+            signing_keys::table
+                .find(&row.kid)
+                .filter(signing_keys::kek_id.is_not_distinct_from(row.kek_id.as_deref())),
+        )
+        .set((
+            signing_keys::private_key.eq(sealing.seal(&row.kid, &seed)?),
+            signing_keys::kek_id.eq(current),
+        ))
+        .execute(conn)
+        .await?;
+    }
+    if resealed > 0 {
+        tracing::info!(
+            signing_keys.resealed = resealed,
+            kek.id = current,
+            "sealed signing keys under the current key-encryption key"
+        );
+    }
+    Ok(resealed)
 }
 
 async fn load(
     conn: &mut AsyncPgConnection,
     access_ttl: std::time::Duration,
+    sealing: &KeyEncryption,
 ) -> Result<KeyRing, AuthError> {
     let oldest_valid = Utc::now() - chrono::Duration::from_std(access_ttl).unwrap_or_default();
     let rows: Vec<KeyRow> = signing_keys::table
@@ -140,10 +197,21 @@ async fn load(
         .select(KeyRow::as_select())
         .load(conn)
         .await?;
+    if rows
+        .iter()
+        .any(|r| r.kek_id.as_deref() != Some(sealing.current().id()))
+    {
+        reseal(conn, sealing).await?;
+    }
     let current = rows
         .iter()
         .find(|r| r.retired_at.is_none())
         .ok_or_else(|| AuthError::Signing("no current signing key".into()))?;
+    let seed = sealing.open(
+        &current.kid,
+        current.kek_id.as_deref(),
+        &current.private_key,
+    )?;
     let mut public = PublicKeys::default();
     let mut jwks = Vec::new();
     for row in &rows {
@@ -158,7 +226,7 @@ async fn load(
         });
     }
     Ok(KeyRing {
-        signer: signer_from_seed(&current.kid, &current.private_key),
+        signer: signer_from_seed(&current.kid, &seed),
         public,
         jwks,
     })

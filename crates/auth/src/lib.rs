@@ -1,7 +1,8 @@
 //! `strata.auth.v1.AuthService`: accounts, sessions, refresh tokens and token signing.
 //!
 //! This crate owns the `auth` schema and is the only code that reads or writes it. It
-//! hashes passwords ([`password`]), keeps the Ed25519 signing keys ([`keys`]), issues
+//! hashes passwords ([`password`]), keeps the Ed25519 signing keys ([`keys`]) sealed at
+//! rest with the configured key-encryption key ([`kek`]), issues
 //! access and refresh tokens ([`tokens`]) and serves the RPCs ([`service`]). Verifying
 //! access tokens is shared with every service and lives in `strata_runtime::auth`; this
 //! crate must not grow verification logic of its own.
@@ -9,6 +10,7 @@
 pub mod cleanup;
 pub mod config;
 pub mod error;
+pub mod kek;
 pub mod keys;
 pub mod password;
 pub mod schema;

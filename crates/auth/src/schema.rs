@@ -70,6 +70,7 @@ diesel::table! {
         public_key -> Bytea,
         created_at -> Timestamptz,
         retired_at -> Nullable<Timestamptz>,
+        kek_id -> Nullable<Text>,
     }
 }
 

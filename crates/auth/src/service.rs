@@ -390,6 +390,12 @@ impl AuthHandlers {
         clock: Arc<dyn Clock>,
         policy: ThrottlePolicy,
     ) -> Result<Self, AuthError> {
+        if config.uses_development_kek() {
+            tracing::warn!(
+                "signing keys are sealed with the built-in development key-encryption key, \
+                 which is public: set STRATA_AUTH_KEY_ENCRYPTION_KEY (make run does)"
+            );
+        }
         let throttle = LoginThrottle::new(ctx.redis.clone(), clock, policy);
         let key_usage = KeyUsage::start(ctx.db.clone(), KEY_USAGE_FLUSH);
         crate::cleanup::spawn(ctx.db.clone(), CLEANUP_INTERVAL, Arc::downgrade(&key_usage));
@@ -415,7 +421,12 @@ impl AuthHandlers {
         }
         let loaded = async {
             let mut conn = self.ctx.db.get().await?;
-            keys::load_or_create(&mut conn, self.config.access_ttl).await
+            keys::load_or_create(
+                &mut conn,
+                self.config.access_ttl,
+                &self.config.key_encryption,
+            )
+            .await
         }
         .await;
         match (loaded, cached) {
@@ -439,7 +450,12 @@ impl AuthHandlers {
     /// Retires the signing key and starts signing with a new one.
     pub async fn rotate_keys(&self) -> Result<(), AuthError> {
         let mut conn = self.ctx.db.get().await?;
-        let ring = keys::rotate(&mut conn, self.config.access_ttl).await?;
+        let ring = keys::rotate(
+            &mut conn,
+            self.config.access_ttl,
+            &self.config.key_encryption,
+        )
+        .await?;
         self.store_ring(ring);
         Ok(())
     }

@@ -502,6 +502,8 @@ struct KeyRow {
     kid: String,
     #[diesel(sql_type = Bytea)]
     private_key: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    kek_id: Option<String>,
 }
 
 fn claims_for(user: &str, session: &str) -> AccessClaims {
@@ -560,11 +562,21 @@ async fn verify_token_refuses_every_forgery() {
     assert_eq!(header.kid.as_deref(), Some(jwks[0].kid.as_str()));
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
 
-    let keys: Vec<KeyRow> = diesel::sql_query("SELECT kid, private_key FROM auth.signing_keys")
-        .load(&mut h.db.connect().await)
-        .await
+    let keys: Vec<KeyRow> =
+        diesel::sql_query("SELECT kid, private_key, kek_id FROM auth.signing_keys")
+            .load(&mut h.db.connect().await)
+            .await
+            .unwrap();
+    // The seed as only the auth service (holding the key-encryption key) can open it.
+    let seed = AuthConfig::default()
+        .key_encryption
+        .open(
+            &keys[0].kid,
+            keys[0].kek_id.as_deref(),
+            &keys[0].private_key,
+        )
         .unwrap();
-    let signer = signer_from_seed(&keys[0].kid, &keys[0].private_key);
+    let signer = signer_from_seed(&keys[0].kid, &seed);
     let sign = |header: &Header, claims: &AccessClaims, key: &EncodingKey| {
         jsonwebtoken::encode(header, claims, key).unwrap()
     };
@@ -2152,3 +2164,6 @@ mod empty;
 
 #[path = "auth/page_tokens.rs"]
 mod page_tokens;
+
+#[path = "auth/sealing.rs"]
+mod sealing;

@@ -99,6 +99,10 @@ enum AuthAction {
     /// Retire the current token-signing key and create a new one; replicas switch within a
     /// minute, and tokens signed with the old key stay valid until they expire.
     RotateKeys,
+    /// Seal every signing key again under the current key-encryption key
+    /// (STRATA_AUTH_KEY_ENCRYPTION_KEY), opening those sealed with a previous one
+    /// (STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS): the last step of a KEK rotation.
+    ResealKeys,
 }
 
 #[derive(Subcommand)]
@@ -175,7 +179,10 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     if matches!(service, "all" | "auth") {
         let auth_config = AuthSettings::load()
             .context("reading configuration")?
-            .resolve(builder.context().config.tokens.clone())
+            .resolve(
+                builder.context().config.tokens.clone(),
+                builder.context().config.environment,
+            )
             .context("configuration")?;
         let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
         builder.add_service(
@@ -233,15 +240,38 @@ async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
             )?;
         }
         AuthAction::RotateKeys => {
-            let auth_config = AuthSettings::load()
-                .context("reading configuration")?
-                .resolve(strata_runtime::auth::TokenSettings::default())
-                .context("configuration")?;
-            let ring = strata_auth::keys::rotate(&mut conn, auth_config.access_ttl).await?;
+            let auth_config = auth_config(&settings)?;
+            let ring = strata_auth::keys::rotate(
+                &mut conn,
+                auth_config.access_ttl,
+                &auth_config.key_encryption,
+            )
+            .await?;
             writeln!(out, "signing with key {} from now on", ring.signer.kid)?;
+        }
+        AuthAction::ResealKeys => {
+            let auth_config = auth_config(&settings)?;
+            let resealed =
+                strata_auth::keys::reseal(&mut conn, &auth_config.key_encryption).await?;
+            writeln!(
+                out,
+                "{resealed} signing keys sealed again under key-encryption key {}",
+                auth_config.key_encryption.current().id()
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The auth settings for a command run outside a server.
+fn auth_config(settings: &Settings) -> anyhow::Result<strata_auth::AuthConfig> {
+    AuthSettings::load()
+        .context("reading configuration")?
+        .resolve(
+            strata_runtime::auth::TokenSettings::default(),
+            settings.db.strata_env.unwrap_or_default(),
+        )
+        .context("configuration")
 }
 
 async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
