@@ -205,6 +205,11 @@ async fn run() {
         )));
     })
     .await;
+    // The tokens below name sessions the database does not have: verifiers accept them
+    // once the auth service vouches for Redis's revocations.
+    redis
+        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .await;
     let client = AnalyticsServiceClient::new(server.channel());
 
     // Limits measured now, on this machine.

@@ -54,7 +54,8 @@ async fn start() -> Harness {
     let db = TestDb::new().await;
     let redis = TestRedis::new();
     let mut config = db.server_config("analytics");
-    // Revocation is checked in Redis, so tokens minted for these tests need no session.
+    // Revocation is checked in Redis (once the auth service vouches for it, below), so
+    // tokens minted for these tests need no session.
     config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
     config.redis_prefix = redis.handle().prefix().to_owned();
     let slot = Arc::new(Mutex::new(None));
@@ -75,6 +76,12 @@ async fn start() -> Harness {
     })
     .await;
     let handlers = slot.lock().unwrap().take().unwrap();
+    // Tokens minted below name sessions the database does not have: verifiers accept them
+    // only while Redis vouches for its revocations, which the auth service starts doing
+    // at once.
+    redis
+        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .await;
     Harness {
         db,
         _redis: redis,

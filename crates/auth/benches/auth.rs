@@ -51,6 +51,10 @@ async fn run() {
         ));
     })
     .await;
+    // Verification answers from Redis once the auth service vouches for it.
+    redis
+        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .await;
     let mut client = AuthServiceClient::new(server.channel());
     let floor_p50 = health_floor(server.channel(), 2000).await;
 

@@ -47,6 +47,9 @@ pub enum AuthError {
     /// Token signing failed.
     #[error("token signing: {0}")]
     Signing(String),
+    /// Redis failed (background publishing only; calls never depend on it).
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 impl From<diesel::result::Error> for AuthError {

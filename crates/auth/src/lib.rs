@@ -13,6 +13,7 @@ pub mod error;
 pub mod kek;
 pub mod keys;
 pub mod password;
+pub mod revocations;
 pub mod schema;
 pub mod service;
 pub mod store;

@@ -8,7 +8,7 @@ use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::auth::{
     API_KEY_PREFIX, Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token,
 };
-use strata_runtime::authn::revoked_session_key;
+use strata_runtime::authn::redis_revocation;
 use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::pagination::{Cursor, IdCursor, PageContext, finish_page, page_size};
 use strata_runtime::server::AppContext;
@@ -20,6 +20,7 @@ use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::keys::{self, KeyRing};
 use crate::password::Passwords;
+use crate::revocations::Revocations;
 use crate::store::{self, ACTIVE, DISABLED, ProfileChanges, RefreshOutcome, UserFilter, UserRow};
 use crate::throttle::{LoginThrottle, ThrottlePolicy};
 use crate::tokens::{hash_token, issue_access_token, new_api_key};
@@ -52,6 +53,7 @@ pub struct AuthHandlers {
     passwords: Passwords,
     throttle: LoginThrottle,
     key_usage: Arc<KeyUsage>,
+    revocations: Arc<Revocations>,
     // Loaded on first use (the schema may not be migrated yet when the handlers are built)
     // and replaced on rotation.
     keys: RwLock<Option<(std::time::Instant, Arc<KeyRing>)>>,
@@ -399,12 +401,19 @@ impl AuthHandlers {
         let throttle = LoginThrottle::new(ctx.redis.clone(), clock, policy);
         let key_usage = KeyUsage::start(ctx.db.clone(), KEY_USAGE_FLUSH);
         crate::cleanup::spawn(ctx.db.clone(), CLEANUP_INTERVAL, Arc::downgrade(&key_usage));
+        let revocations = Arc::new(Revocations::new(
+            ctx.db.clone(),
+            ctx.redis.clone(),
+            config.access_ttl,
+        ));
+        Arc::clone(&revocations).spawn(Arc::downgrade(&key_usage));
         Ok(Self {
             ctx,
             config,
             passwords: Passwords::new()?,
             throttle,
             key_usage,
+            revocations,
             keys: RwLock::new(None),
         })
     }
@@ -461,31 +470,15 @@ impl AuthHandlers {
     }
 
     /// Tells every verifier of the suite, through Redis, that `sessions` ended; their
-    /// access tokens are refused from now on rather than when they expire.
+    /// access tokens are refused from now on rather than when they expire. If Redis cannot
+    /// take it now, the outbox keeps it (see [`crate::revocations`]).
     async fn publish_revoked(&self, sessions: &[Uuid]) {
-        let Some(redis) = &self.ctx.redis else {
-            return;
-        };
-        if sessions.is_empty() {
-            return;
-        }
-        let ttl = self.config.access_ttl.as_secs().max(1);
-        let mut pipe = redis::pipe();
-        for session in sessions {
-            pipe.cmd("SET")
-                .arg(redis.key(&revoked_session_key(session)))
-                .arg(1)
-                .arg("EX")
-                .arg(ttl)
-                .ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut redis.connection()).await {
-            tracing::error!(
-                error = %e,
-                sessions = sessions.len(),
-                "could not publish revoked sessions; verifiers relying on Redis accept their access tokens until they expire"
-            );
-        }
+        self.revocations.publish(sessions).await;
+    }
+
+    /// The revocation publisher (tests run its rounds by hand).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Writes pending API key uses now (they are otherwise written every 30 s).
@@ -551,17 +544,10 @@ impl AuthHandlers {
             return Ok(None);
         }
         let principal = self.token_principal(token).await?;
-        let key = redis.key(&revoked_session_key(
-            &principal.session_id.unwrap_or_default(),
-        ));
-        let revoked: Result<bool, _> = redis::cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut redis.connection())
-            .await;
-        match revoked {
-            Ok(false) => Ok(Some(principal)),
-            Ok(true) => Err(AuthError::Unauthenticated("session has ended")),
-            Err(_) => Ok(None),
+        match redis_revocation(redis, &principal.session_id.unwrap_or_default()).await {
+            Some(false) => Ok(Some(principal)),
+            Some(true) => Err(AuthError::Unauthenticated("session has ended")),
+            None => Ok(None),
         }
     }
 

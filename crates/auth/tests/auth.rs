@@ -2167,3 +2167,6 @@ mod page_tokens;
 
 #[path = "auth/sealing.rs"]
 mod sealing;
+
+#[path = "auth/revocation.rs"]
+mod revocation;

@@ -5,9 +5,14 @@
 //! - Access tokens are verified locally with the auth service's public keys, fetched over
 //!   gRPC (`GetJwks`), cached, and fetched again when a token names an unknown `kid`.
 //! - Revocation: the auth service writes every ended session to Redis
-//!   ([`revoked_session_key`], expiring with the access-token lifetime); verifiers check
-//!   it, caching each answer for one second. When Redis cannot answer they ask the auth
-//!   service (`VerifyToken`); when neither can answer the call is refused (`UNAVAILABLE`).
+//!   ([`revoked_session_key`], expiring with the access-token lifetime), and keeps a
+//!   completeness marker ([`REVOCATIONS_COMPLETE_KEY`]) there for as long as it knows Redis
+//!   holds every revocation still inside that lifetime. Verifiers read both in one round
+//!   trip ([`redis_revocation`]) and cache the answer for one second. Only with the marker
+//!   present does "no revocation key" mean "live": when the marker is missing (Redis
+//!   restarted empty, lost keys, or no auth replica vouched for it lately) or Redis cannot
+//!   answer, they ask the auth service (`VerifyToken`, the database); when neither can
+//!   answer the call is refused (`UNAVAILABLE`).
 //! - API keys are verified by the auth service (`VerifyToken`), answers cached one second.
 //!
 //! Calls without credentials are `UNAUTHENTICATED`, except health, reflection, and the
@@ -55,6 +60,30 @@ const PUBLIC_PREFIXES: &[&str] = &[
 /// Redis key marking a session as ended. Written by the auth service, read by verifiers.
 pub fn revoked_session_key(session: &Uuid) -> String {
     format!("revoked:session:{session}")
+}
+
+/// Redis key present while Redis holds every revocation inside the access-token lifetime.
+/// Set (with a short expiry, renewed every second) by the auth service only after it has
+/// published every revocation the database records.
+pub const REVOCATIONS_COMPLETE_KEY: &str = "revoked:complete";
+
+/// Whether `session` is revoked, as Redis can tell: `None` when Redis is unreachable or
+/// cannot vouch for its completeness (no [`REVOCATIONS_COMPLETE_KEY`]); then the database
+/// must decide. One round trip.
+pub async fn redis_revocation(redis: &RedisHandle, session: &Uuid) -> Option<bool> {
+    let answer: Result<(Option<String>, Option<String>), _> = redis::cmd("MGET")
+        .arg(redis.key(REVOCATIONS_COMPLETE_KEY))
+        .arg(redis.key(&revoked_session_key(session)))
+        .query_async(&mut redis.connection())
+        .await;
+    match answer {
+        Ok((Some(_), revoked)) => Some(revoked.is_some()),
+        Ok((None, _)) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "redis cannot answer a revocation check");
+            None
+        }
+    }
 }
 
 /// Verifies credentials; shared by every request of a process.
@@ -170,22 +199,9 @@ impl Authenticator {
         if let Some(answer) = self.revoked.get(&session).await {
             return Some(answer);
         }
-        let redis = self.redis.as_ref()?;
-        let mut conn = redis.connection();
-        let exists: Result<bool, _> = redis::cmd("EXISTS")
-            .arg(redis.key(&revoked_session_key(&session)))
-            .query_async(&mut conn)
-            .await;
-        match exists {
-            Ok(revoked) => {
-                self.revoked.insert(session, revoked).await;
-                Some(revoked)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "redis unavailable: asking the auth service instead");
-                None
-            }
-        }
+        let answer = redis_revocation(self.redis.as_ref()?, &session).await?;
+        self.revoked.insert(session, answer).await;
+        Some(answer)
     }
 
     /// Verification by the auth service, cached briefly by the token's digest.

@@ -8,6 +8,7 @@
 //! - [`TcpProxy`]: a proxy in front of PostgreSQL that a test can cut, to see what the
 //!   services do while the database is unreachable.
 //! - [`raw`]: calls with hand-made request bytes (invalid UTF-8, malformed protobuf).
+//! - [`redis_server::RedisServer`]: a Redis of a test's own, to stop, restart or flush.
 //!
 //! Connection details come from `DATABASE_URL` / `REDIS_URL`, or from
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod raw;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -310,6 +312,23 @@ impl TestRedis {
     /// The prefixed handle.
     pub fn handle(&self) -> &RedisHandle {
         &self.handle
+    }
+
+    /// Waits (up to 10 s) until `key` (without the prefix) exists: e.g. until an auth
+    /// service has vouched that Redis holds every revocation, so that verifiers trust it.
+    pub async fn wait_for(&self, key: &str) {
+        let key = self.handle.key(key);
+        for _ in 0..200 {
+            let exists: Result<bool, _> = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut self.handle.connection())
+                .await;
+            if exists.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{key} never appeared in Redis");
     }
 }
 

@@ -1,0 +1,312 @@
+//! Publishing ended sessions to Redis, where every verifier of the suite looks first, so
+//! that Redis never is the only record of a revocation and never vouches for more than it
+//! holds.
+//!
+//! - The database is the record: ending a session writes `revoked_at`, and a trigger puts
+//!   the session into `auth.revocation_outbox` in the same transaction.
+//! - Right after the commit the handler publishes it ([`Revocations::publish`]), so
+//!   verifiers see it at once. That can fail (Redis down); the outbox keeps it.
+//! - Every second, each auth replica runs [`Revocations::tick`]:
+//!   1. if Redis may have lost data since the last tick (it is another server or
+//!      restarted: its `run_id` changed; it evicted keys; the completeness marker is
+//!      gone; or the last tick failed, e.g. Redis was down), it re-seeds every revocation
+//!      still inside the access-token lifetime from `auth.sessions`;
+//!   2. it drains the outbox, deleting rows only once Redis has acknowledged them;
+//!   3. then, and only then, it sets the completeness marker
+//!      ([`REVOCATIONS_COMPLETE_KEY`]) for [`MARKER_TTL`].
+//!
+//! Verifiers treat a missing revocation key as "live" only while the marker is present;
+//! otherwise they ask the database (`VerifyToken`) or refuse. If no auth replica renews
+//! the marker for [`MARKER_TTL`] (every replica down), it expires and verifiers stop
+//! trusting Redis: failing closed rather than vouching for revocations nobody checked.
+
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+use diesel::{QueryableByName, sql_query};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use strata_runtime::authn::{REVOCATIONS_COMPLETE_KEY, revoked_session_key};
+use strata_runtime::redis::RedisHandle;
+use strata_storage::Db;
+use uuid::Uuid;
+
+use crate::error::AuthError;
+
+/// How often each replica checks Redis and drains the outbox.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How long the completeness marker lasts unless renewed.
+pub const MARKER_TTL: Duration = Duration::from_secs(60);
+/// Outbox rows published per statement.
+const BATCH: i64 = 1000;
+/// Clock skew allowed on access-token expiry (as the verifiers allow).
+const LEEWAY: Duration = Duration::from_secs(5);
+
+#[derive(QueryableByName)]
+struct Revoked {
+    #[diesel(sql_type = SqlUuid)]
+    session_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    revoked_at: DateTime<Utc>,
+}
+
+/// What Redis looked like at the last successful tick.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Seen {
+    run_id: String,
+    evicted_keys: u64,
+}
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Revocations re-seeded from the database (a full re-seed happened when `Some`).
+    pub reseeded: Option<usize>,
+    /// Outbox rows published and deleted.
+    pub drained: usize,
+}
+
+/// The publisher. See the module documentation.
+#[derive(Debug)]
+pub struct Revocations {
+    db: Db,
+    redis: Option<RedisHandle>,
+    access_ttl: Duration,
+    // `None` until a tick succeeds, and again after one fails: the next must re-seed.
+    seen: Mutex<Option<Seen>>,
+}
+
+impl Revocations {
+    /// A publisher for tokens living `access_ttl`.
+    pub fn new(db: Db, redis: Option<RedisHandle>, access_ttl: Duration) -> Self {
+        Self {
+            db,
+            redis,
+            access_ttl,
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// How long after `revoked_at` a token of the session could still be presented.
+    fn remaining(&self, revoked_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u64> {
+        let lifetime = chrono::Duration::from_std(self.access_ttl + LEEWAY).unwrap_or_default();
+        let left = (revoked_at + lifetime - now).num_seconds();
+        (left > 0).then(|| u64::try_from(left).unwrap_or(1))
+    }
+
+    /// Writes the revocation keys of `sessions`, each expiring when the last token it
+    /// could have been issued has expired.
+    async fn write(
+        &self,
+        redis: &RedisHandle,
+        sessions: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<(), redis::RedisError> {
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (session, revoked_at) in sessions {
+            if let Some(ttl) = self.remaining(*revoked_at, now) {
+                pipe.cmd("SET")
+                    .arg(redis.key(&revoked_session_key(session)))
+                    .arg(1)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+                any = true;
+            }
+        }
+        if any {
+            pipe.query_async::<()>(&mut redis.connection()).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes sessions just revoked (the fast path). A failure is logged and left to
+    /// the outbox, from which [`tick`](Self::tick) retries until Redis takes it.
+    pub async fn publish(&self, sessions: &[Uuid]) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if sessions.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        let revoked: Vec<_> = sessions.iter().map(|s| (*s, now)).collect();
+        if let Err(e) = self.write(redis, &revoked).await {
+            tracing::warn!(
+                error = %e,
+                sessions = sessions.len(),
+                "could not publish revoked sessions yet; retrying from the outbox (verifiers ask the database meanwhile)"
+            );
+        }
+    }
+
+    /// One round: re-seed if Redis may have lost data, drain the outbox, renew the
+    /// marker. See the module documentation.
+    pub async fn tick(&self) -> Result<TickReport, AuthError> {
+        let Some(redis) = &self.redis else {
+            return Ok(TickReport::default());
+        };
+        let result = self.tick_with(redis).await;
+        if result.is_err()
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            *seen = None;
+        }
+        result
+    }
+
+    async fn tick_with(&self, redis: &RedisHandle) -> Result<TickReport, AuthError> {
+        let marker = redis.key(REVOCATIONS_COMPLETE_KEY);
+        let (server, stats, has_marker): (String, String, bool) = redis::pipe()
+            .cmd("INFO")
+            .arg("server")
+            .cmd("INFO")
+            .arg("stats")
+            .cmd("EXISTS")
+            .arg(&marker)
+            .query_async(&mut redis.connection())
+            .await
+            .map_err(redis_error)?;
+        let now_seen = Seen {
+            run_id: info_field(&server, "run_id").unwrap_or_default().to_owned(),
+            evicted_keys: info_field(&stats, "evicted_keys")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        };
+        let last = self.seen.lock().ok().and_then(|s| s.clone());
+        let mut report = TickReport::default();
+        if !has_marker || last.as_ref() != Some(&now_seen) {
+            report.reseeded = Some(self.reseed(redis).await?);
+        }
+        report.drained = self.drain(redis).await?;
+        let ttl = MARKER_TTL.as_secs();
+        redis::cmd("SET")
+            .arg(&marker)
+            .arg(&now_seen.run_id)
+            .arg("EX")
+            .arg(ttl)
+            .query_async::<()>(&mut redis.connection())
+            .await
+            .map_err(redis_error)?;
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(now_seen);
+        }
+        Ok(report)
+    }
+
+    /// Publishes every revocation the database holds that a token could still be
+    /// presented for.
+    async fn reseed(&self, redis: &RedisHandle) -> Result<usize, AuthError> {
+        let since =
+            Utc::now() - chrono::Duration::from_std(self.access_ttl + LEEWAY).unwrap_or_default();
+        let rows: Vec<Revoked> = {
+            let mut conn = self.db.get().await?;
+            sql_query(
+                "SELECT id AS session_id, revoked_at FROM auth.sessions WHERE revoked_at > $1",
+            )
+            .bind::<Timestamptz, _>(since)
+            .load(&mut conn)
+            .await?
+        };
+        let revoked: Vec<_> = rows.iter().map(|r| (r.session_id, r.revoked_at)).collect();
+        for chunk in revoked.chunks(usize::try_from(BATCH).unwrap_or(1000)) {
+            self.write(redis, chunk).await.map_err(redis_error)?;
+        }
+        tracing::info!(
+            revocations.reseeded = revoked.len(),
+            "published every revocation within the access-token lifetime to Redis"
+        );
+        Ok(revoked.len())
+    }
+
+    /// Publishes and deletes outbox rows, batch by batch; a row is deleted only in the
+    /// transaction that saw Redis acknowledge it.
+    async fn drain(&self, redis: &RedisHandle) -> Result<usize, AuthError> {
+        let mut conn = self.db.get().await?;
+        let mut drained = 0;
+        loop {
+            let batch = conn
+                .transaction(async |conn| {
+                    let rows: Vec<Revoked> = sql_query(
+                        "DELETE FROM auth.revocation_outbox WHERE session_id IN (
+                           SELECT session_id FROM auth.revocation_outbox
+                            ORDER BY revoked_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                         RETURNING session_id, revoked_at",
+                    )
+                    .bind::<BigInt, _>(BATCH)
+                    .load(conn)
+                    .await?;
+                    let revoked: Vec<_> =
+                        rows.iter().map(|r| (r.session_id, r.revoked_at)).collect();
+                    // An error here rolls the deletion back: the rows wait for the next tick.
+                    self.write(redis, &revoked).await.map_err(redis_error)?;
+                    Ok::<_, AuthError>(rows.len())
+                })
+                .await?;
+            drained += batch;
+            if batch < usize::try_from(BATCH).unwrap_or(usize::MAX) {
+                return Ok(drained);
+            }
+        }
+    }
+
+    /// Runs [`tick`](Self::tick) every [`TICK`] while `alive` can be upgraded, logging one
+    /// warning when Redis becomes unusable and one line when it is back.
+    pub fn spawn<T: Send + Sync + 'static>(self: std::sync::Arc<Self>, alive: Weak<T>) {
+        if self.redis.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(TICK);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                ticker.tick().await;
+                if alive.upgrade().is_none() {
+                    return;
+                }
+                match self.tick().await {
+                    Ok(_) if failing => {
+                        failing = false;
+                        tracing::info!("revocations are published to Redis again");
+                    }
+                    Ok(_) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(
+                            error = %e,
+                            "cannot publish revocations to Redis; verifiers ask the database until it works again"
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> AuthError {
+    AuthError::Redis(e.to_string())
+}
+
+/// `field:value` of an `INFO` section.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\n";
+        assert_eq!(info_field(info, "run_id"), Some("abc123"));
+        assert_eq!(info_field(info, "run"), None);
+        assert_eq!(info_field("evicted_keys:3\r\n", "evicted_keys"), Some("3"));
+    }
+}
