@@ -296,18 +296,16 @@ write_pg_conf() {
     awk '/^# BEGIN strata infra.sh/{skip=1} !skip{print} /^# END strata infra.sh/{skip=0}' "$conf" >"$tmp"
     cat >>"$tmp" <<EOF
 # BEGIN strata infra.sh (rewritten by deploy/local/infra.sh at every start; edit it there)
-# This is a throwaway cluster for development and tests: durability is switched off
-# (fsync, synchronous_commit, full_page_writes) to make it fast. A crash can corrupt it;
-# 'make clean-db' starts afresh. Never copy these settings to a real database.
+# 'make run' keeps its data here, so the cluster keeps PostgreSQL's durability defaults
+# (fsync, synchronous_commit and full_page_writes on): an acknowledged commit survives a
+# crash. Test databases (created by the test kit) turn synchronous_commit off for
+# themselves only, which risks nothing but their own last commits.
 port = $PG_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$sockdir'
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 # Sized for the ledger benchmark (tens of millions of rows) on a 24 GiB machine: its hot
 # indexes stay in shared buffers, and bulk ingest neither waits on WAL buffers nor
 # triggers a checkpoint every few seconds.

@@ -1524,3 +1524,6 @@ mod cross_user;
 
 #[path = "analytics/empty.rs"]
 mod empty;
+
+#[path = "analytics/crash.rs"]
+mod crash;

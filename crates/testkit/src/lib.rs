@@ -9,12 +9,15 @@
 //!   services do while the database is unreachable.
 //! - [`raw`]: calls with hand-made request bytes (invalid UTF-8, malformed protobuf).
 //! - [`redis_server::RedisServer`]: a Redis of a test's own, to stop, restart or flush.
+//! - [`cluster::TestCluster`]: a PostgreSQL cluster of a test's own (`initdb` into a
+//!   temporary directory), to crash and restart.
 //!
 //! Connection details come from `DATABASE_URL` / `REDIS_URL`, or from
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
 //! This crate panics on setup failures: it is only ever used from tests.
 
 pub mod bench;
+pub mod cluster;
 pub mod raw;
 pub mod redis_server;
 
@@ -203,9 +206,13 @@ impl TestDb {
             }
             None => String::new(),
         };
+        let mut admin = connect(&base_url).await;
+        exec(&mut admin, &format!("CREATE DATABASE {name}{template}")).await;
+        // The cluster keeps its durability defaults (`make run` keeps data in it); a test
+        // database gives up only its own last commits on a crash, for speed.
         exec(
-            &mut connect(&base_url).await,
-            &format!("CREATE DATABASE {name}{template}"),
+            &mut admin,
+            &format!("ALTER DATABASE {name} SET synchronous_commit = off"),
         )
         .await;
         Self::wrap(base_url, name)
