@@ -162,7 +162,7 @@ async fn acknowledged_usage_survives_a_postgres_crash_exactly_once() {
         "{} acknowledged events lost: {lost:?}",
         lost.len()
     );
-    println!(
+    eprintln!(
         "{} events acknowledged, {} before the crash; recovered {recovered:?} after PostgreSQL came back",
         acked.len(),
         before_crash
