@@ -207,12 +207,24 @@ struct Served {
     child: tokio::process::Child,
     addr: String,
     channel: tonic::transport::Channel,
+    /// Everything it wrote to stderr (its logs) so far: read continuously, so the child
+    /// never blocks on a full pipe.
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    /// The logs so far.
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
 }
 
 /// Starts `strata serve <service>` on `db` and `redis` (plus `env`), waits until it listens
 /// and connects a channel. Stderr (the logs) stays piped for the test to read.
 async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str)]) -> Served {
-    let mut command = tokio::process::Command::new(STRATA);
+    // STRATA_E2E_BIN runs another build (e.g. target/release/strata, for measurements).
+    let binary = std::env::var("STRATA_E2E_BIN").unwrap_or_else(|_| STRATA.to_owned());
+    let mut command = tokio::process::Command::new(binary);
     command
         .args(["serve", service])
         .env("DATABASE_URL", db.url())
@@ -241,8 +253,18 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
     })
     .await
     .expect("strata starts listening");
-    // Keep reading stdout so the child never blocks on a full pipe.
+    // Keep reading stdout and stderr so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = std::sync::Arc::clone(&logs);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let mut logs = sink.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -252,6 +274,7 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         child,
         addr,
         channel,
+        logs,
     }
 }
 
@@ -259,11 +282,8 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
 async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     let db = TestDb::empty().await;
     let redis = TestRedis::new();
-    let Served {
-        mut child,
-        addr,
-        channel,
-    } = serve("all", &db, &redis, &[]).await;
+    let mut served = serve("all", &db, &redis, &[]).await;
+    let (addr, channel) = (served.addr.clone(), served.channel.clone());
     assert!(!addr.ends_with(":0"));
 
     let mut health_client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -412,19 +432,24 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     let status = admin.get_health(as_user()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
-    let pid = child.id().unwrap().to_string();
+    let pid = served.child.id().unwrap().to_string();
     let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(15), served.child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
 
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
-        .await
-        .unwrap();
+    // Its last log line ("stopped") is read shortly after the exit.
+    let mut stderr = served.logs();
+    for _ in 0..50 {
+        if stderr.contains("stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stderr = served.logs();
+    }
     assert!(
         stderr
             .lines()
@@ -460,3 +485,6 @@ async fn production_refuses_to_serve_auth_without_a_key_encryption_key() {
     );
     assert!(!text(&output).contains("listening"));
 }
+
+#[path = "memory.rs"]
+mod memory;

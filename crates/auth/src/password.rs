@@ -7,15 +7,22 @@
 //! memory is allocated for it. Unknown emails are verified against a dummy hash, so a
 //! sign-in takes the same time whether or not the account exists.
 //!
+//! Memory is bounded by design: each permit of the semaphore has one argon2 working
+//! memory (19 MiB), allocated on first use and reused by every later hash. Allocating it
+//! per hash let the allocator keep freed 19 MiB blocks in per-thread arenas of the
+//! blocking pool: a process grew by hundreds of megabytes after a few hundred logins and
+//! never gave them back.
+//!
 //! Policy (NIST SP 800-63B): 8 to 128 characters, no composition rules, no truncation,
 //! not one of the 10,000 most common passwords (`data/common-passwords.txt`, compared
 //! case-insensitively).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::PasswordHasher as _;
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
+use argon2::password_hash::phc::{Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use rand::RngCore as _;
 use tokio::sync::Semaphore;
 
 use crate::error::AuthError;
@@ -52,10 +59,39 @@ pub enum PolicyViolation {
     Common,
 }
 
+/// Bytes of a generated salt.
+const SALT_LEN: usize = 16;
+/// Bytes of a hash output.
+const OUTPUT_LEN: usize = 32;
+
+/// Argon2 working memories, one per permit, kept for reuse.
+#[derive(Debug, Default)]
+struct Memories {
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl Memories {
+    /// A memory of at least `blocks` blocks: a kept one, or a new one.
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        let kept = self.free.lock().ok().and_then(|mut free| free.pop());
+        match kept {
+            Some(memory) if memory.len() >= blocks => memory,
+            _ => vec![Block::default(); blocks],
+        }
+    }
+
+    fn give_back(&self, memory: Vec<Block>) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(memory);
+        }
+    }
+}
+
 /// Policy and hashing, shared by every handler.
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    memories: Arc<Memories>,
     common: HashSet<&'static str>,
     dummy_hash: String,
 }
@@ -74,10 +110,18 @@ impl Passwords {
         let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
             .map_err(|e| AuthError::Hashing(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let dummy_hash = hash_blocking(&params, b"strata dummy password for unknown accounts")?;
+        let memories = Arc::new(Memories::default());
+        let mut memory = memories.take(params.block_count());
+        let dummy_hash = hash_blocking(
+            &params,
+            b"strata dummy password for unknown accounts",
+            &mut memory,
+        )?;
+        memories.give_back(memory);
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(cores)),
+            memories,
             common: COMMON_PASSWORDS.lines().collect(),
             dummy_hash,
         })
@@ -101,7 +145,7 @@ impl Passwords {
     /// Hashes `password` on the blocking pool.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
         let params = self.params.clone();
-        self.blocking(move || hash_blocking(&params, password.as_bytes()))
+        self.blocking(move |memory| hash_blocking(&params, password.as_bytes(), memory))
             .await
     }
 
@@ -115,41 +159,97 @@ impl Passwords {
         let exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let matched = self
-            .blocking(move || verify_blocking(&phc, password.as_bytes()))
+            .blocking(move |memory| verify_blocking(&phc, password.as_bytes(), memory))
             .await?;
         Ok(exists && matched)
     }
 
+    /// Runs `work` on the blocking pool under a permit, with the permit's working memory.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|e| AuthError::Hashing(e.to_string()))?;
+        let memories = Arc::clone(&self.memories);
+        let blocks = self.params.block_count();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work()
+            let mut memory = memories.take(blocks);
+            let result = work(&mut memory);
+            memories.give_back(memory);
+            result
         })
         .await
         .map_err(|e| AuthError::Hashing(e.to_string()))?
     }
 }
 
-fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, AuthError> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password)
-        .map(|hash| hash.to_string())
-        .map_err(|e| AuthError::Hashing(e.to_string()))
+fn hashing_error(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Hashing(e.to_string())
 }
 
-/// Parses `phc`, refuses other algorithms and absurd parameters, then verifies.
-fn verify_blocking(phc: &str, password: &[u8]) -> Result<bool, AuthError> {
+/// The argon2id PHC string of `password` with a new salt, computed in `memory`.
+fn hash_blocking(
+    params: &Params,
+    password: &[u8],
+    memory: &mut [Block],
+) -> Result<String, AuthError> {
+    let mut salt = [0u8; SALT_LEN];
+    rand::rng().fill_bytes(&mut salt);
+    let mut output = [0u8; OUTPUT_LEN];
+    let blocks = memory
+        .get_mut(..params.block_count())
+        .ok_or_else(|| hashing_error("working memory too small"))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, &salt, &mut output, blocks)
+        .map_err(hashing_error)?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(hashing_error)?,
+        salt: Some(Salt::new(&salt).map_err(hashing_error)?),
+        hash: Some(Output::new(&output).map_err(hashing_error)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Parses `phc`, refuses other algorithms and absurd parameters, then verifies in
+/// `memory` (a hash asking for more memory than it has gets its own, for this once).
+fn verify_blocking(phc: &str, password: &[u8], memory: &mut [Block]) -> Result<bool, AuthError> {
     let hash =
         PasswordHash::new(phc).map_err(|e| AuthError::Hashing(format!("stored hash: {e}")))?;
     check_stored_params(&hash)?;
-    Ok(Argon2::default().verify_password(password, &hash).is_ok())
+    let params = Params::try_from(&hash)
+        .map_err(|e| AuthError::Hashing(format!("stored parameters: {e}")))?;
+    let version = hash
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| AuthError::Hashing(format!("stored version: {e}")))?
+        .unwrap_or_default();
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err(AuthError::Hashing(
+            "stored hash lacks salt or output".into(),
+        ));
+    };
+    let mut output = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let blocks = params.block_count();
+    let mut own;
+    let working = if memory.len() >= blocks {
+        &mut memory[..blocks]
+    } else {
+        own = vec![Block::default(); blocks];
+        &mut own[..]
+    };
+    argon2
+        .hash_password_into_with_memory(password, salt, &mut output, working)
+        .map_err(hashing_error)?;
+    // Output's equality is constant-time.
+    Ok(Output::new(&output).map_err(hashing_error)? == *expected)
 }
 
 /// Refuses hashes that are not argon2id or whose costs would let a corrupt or planted
@@ -237,6 +337,51 @@ mod tests {
         assert!(
             !passwords.verify(long, None).await.unwrap(),
             "unknown accounts never match"
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crates_own_phc_code() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let passwords = Passwords::new().unwrap();
+        let ours = passwords.hash("interoperable".into()).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"interoperable", &parsed)
+                .is_ok()
+        );
+        let theirs = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            passwords.params.clone(),
+        )
+        .hash_password(b"from elsewhere")
+        .unwrap()
+        .to_string();
+        assert!(
+            passwords
+                .verify("from elsewhere".into(), Some(theirs.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("wrong".into(), Some(theirs))
+                .await
+                .unwrap()
+        );
+        // A stored hash asking for less memory than ours verifies too.
+        let small = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let smaller = Argon2::new(Algorithm::Argon2id, Version::V0x13, small)
+            .hash_password(b"cheap")
+            .unwrap()
+            .to_string();
+        assert!(
+            passwords
+                .verify("cheap".into(), Some(smaller))
+                .await
+                .unwrap()
         );
     }
 
