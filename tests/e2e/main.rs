@@ -219,8 +219,9 @@ impl Served {
     }
 }
 
-/// Starts `strata serve <service>` on `db` and `redis` (plus `env`), waits until it listens
-/// and connects a channel. Stderr (the logs) stays piped for the test to read.
+/// Starts `strata serve <service>` on `db` and `redis` (plus `env`; an empty value unsets
+/// a variable), waits until it listens and connects a channel. Its logs are collected for
+/// the test to read ([`Served::logs`]).
 async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str)]) -> Served {
     // STRATA_E2E_BIN runs another build (e.g. target/release/strata, for measurements).
     let binary = std::env::var("STRATA_E2E_BIN").unwrap_or_else(|_| STRATA.to_owned());
@@ -238,8 +239,13 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // An empty value removes the variable.
     for (name, value) in env {
-        command.env(name, value);
+        if value.is_empty() {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
     }
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -488,3 +494,26 @@ async fn production_refuses_to_serve_auth_without_a_key_encryption_key() {
 
 #[path = "memory.rs"]
 mod memory;
+
+#[tokio::test]
+async fn logs_into_a_pipe_are_plain_text_without_colour_codes() {
+    let db = TestDb::empty().await;
+    let redis = TestRedis::new();
+    let served = serve("all", &db, &redis, &[("STRATA_LOG_FORMAT", "")]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !served.logs().contains("serving") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", served.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = served.logs();
+    assert!(!logs.contains('\u{1b}'), "no ANSI escape codes: {logs:?}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("serving")),
+        "plain lines: {logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.starts_with('{')),
+        "not JSON: {logs}"
+    );
+}

@@ -2170,3 +2170,6 @@ mod sealing;
 
 #[path = "auth/revocation.rs"]
 mod revocation;
+
+#[path = "auth/traces.rs"]
+mod traces;

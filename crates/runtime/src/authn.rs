@@ -39,7 +39,7 @@ use crate::auth::{
     API_KEY_PREFIX, Principal, PublicKeys, Role, TokenError, TokenSettings, verify_access_token,
 };
 use crate::redis::RedisHandle;
-use crate::telemetry::TraceContextInterceptor;
+use crate::telemetry::{TraceContextInterceptor, client_call};
 
 /// How long a revocation answer or a remote verification is reused.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -47,6 +47,8 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of calls to the auth service.
 const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The auth service's gRPC name, for client spans.
+const AUTH_SERVICE: &str = "strata.auth.v1.AuthService";
 
 /// Paths that need no credentials.
 const PUBLIC_PREFIXES: &[&str] = &[
@@ -174,10 +176,13 @@ impl Authenticator {
         *last = Some(Instant::now());
         let mut request = tonic::Request::new(pb::GetJwksRequest {});
         request.set_timeout(AUTH_CALL_TIMEOUT);
-        let jwks = self.auth.clone().get_jwks(request).await.map_err(|e| {
-            tracing::warn!(error = %e, "fetching the auth service's keys failed");
-            unavailable()
-        })?;
+        let mut auth = self.auth.clone();
+        let jwks = client_call(AUTH_SERVICE, "GetJwks", auth.get_jwks(request))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "fetching the auth service's keys failed");
+                unavailable()
+            })?;
         let mut keys = PublicKeys::default();
         for jwk in jwks.into_inner().keys {
             if jwk.kty == "OKP"
@@ -214,7 +219,10 @@ impl Authenticator {
             token: token.to_owned(),
         });
         request.set_timeout(AUTH_CALL_TIMEOUT);
-        let answer = self.auth.clone().verify_token(request).await.map_err(|status| match status.code() {
+        let mut auth = self.auth.clone();
+        let answer = client_call(AUTH_SERVICE, "VerifyToken", auth.verify_token(request))
+            .await
+            .map_err(|status| match status.code() {
             Code::Unauthenticated | Code::InvalidArgument => unauthenticated(),
             _ => {
                 tracing::warn!(error = %status.message(), "the auth service could not verify a credential");

@@ -19,9 +19,11 @@
 //! | `STRATA_AUTH_AUDIENCE` | `strata` | `aud` of access tokens |
 //! | `REDIS_URL` | unset | Redis for cache and rate limits; unset disables Redis |
 //! | `STRATA_REDIS_PREFIX` | `strata:` | prefix of every Redis key this process writes |
-//! | `STRATA_LOG_FORMAT` | `pretty` | `pretty` or `json` |
+//! | `STRATA_LOG_FORMAT` | `auto` | `auto` (`pretty` on a terminal, else `plain`), `pretty`, `plain` or `json` |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables trace export |
+//! | `STRATA_TRACE_FILTER` | `strata=info` | which spans are exported (`EnvFilter` syntax); the HTTP/2 stack and the exporter's own transport never are |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | 5000 | milliseconds between two exports of finished spans |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,6 +67,10 @@ pub const LOG_FORMAT: &str = "STRATA_LOG_FORMAT";
 pub const LOG_FILTER: &str = "RUST_LOG";
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`
 pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// `STRATA_TRACE_FILTER`
+pub const TRACE_FILTER: &str = "STRATA_TRACE_FILTER";
+/// `OTEL_BSP_SCHEDULE_DELAY`
+pub const TRACE_EXPORT_INTERVAL_MS: &str = "OTEL_BSP_SCHEDULE_DELAY";
 
 /// Every variable the loader reads; others in the environment are ignored.
 const KNOWN: &[&str] = &[
@@ -94,6 +100,8 @@ const KNOWN: &[&str] = &[
     LOG_FORMAT,
     LOG_FILTER,
     OTLP_ENDPOINT,
+    TRACE_FILTER,
+    TRACE_EXPORT_INTERVAL_MS,
 ];
 
 /// The configuration sources: `STRATA_CONFIG_FILE` (if set), then the environment
@@ -130,9 +138,13 @@ pub fn positive_duration(
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Human-readable, for terminals.
+    /// `Pretty` when stderr is a terminal, `Plain` otherwise (a file, a pipe).
     #[default]
+    Auto,
+    /// Human-readable with colours, for terminals (colours only when stderr is one).
     Pretty,
+    /// Human-readable, no colours: no ANSI codes in files.
+    Plain,
     /// One JSON object per line, for log shippers.
     Json,
 }
@@ -174,6 +186,10 @@ pub struct Settings {
     pub rust_log: Option<String>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`
     pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `STRATA_TRACE_FILTER`
+    pub strata_trace_filter: Option<String>,
+    /// `OTEL_BSP_SCHEDULE_DELAY`
+    pub otel_bsp_schedule_delay: Option<u64>,
 }
 
 /// Tokens may look like numbers; figment parses such environment values as integers.
@@ -259,6 +275,16 @@ impl Settings {
                 .otel_exporter_otlp_endpoint
                 .clone()
                 .filter(|e| !e.is_empty()),
+            trace_filter: self
+                .strata_trace_filter
+                .clone()
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| DEFAULT_TRACE_FILTER.into()),
+            trace_export_interval: positive(
+                TRACE_EXPORT_INTERVAL_MS,
+                self.otel_bsp_schedule_delay,
+                5_000,
+            )?,
             db: self.db.resolve(&format!("strata-{service}"))?,
         })
     }
@@ -299,9 +325,16 @@ pub struct ServerConfig {
     pub log_filter: String,
     /// OTLP endpoint.
     pub otlp_endpoint: Option<String>,
+    /// Which spans are exported.
+    pub trace_filter: String,
+    /// Time between two exports of finished spans.
+    pub trace_export_interval: Duration,
     /// Database.
     pub db: DbConfig,
 }
+
+/// Spans exported by default: Strata's own, at INFO and above.
+pub const DEFAULT_TRACE_FILTER: &str = "strata=info";
 
 impl ServerConfig {
     /// Defaults for a test or tool: `database_url`, listening on `127.0.0.1:0`.
@@ -331,9 +364,11 @@ impl ServerConfig {
                 auth_url: None,
                 tokens: crate::auth::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
-                log_format: LogFormat::Pretty,
+                log_format: LogFormat::Auto,
                 log_filter: "info".into(),
                 otlp_endpoint: None,
+                trace_filter: DEFAULT_TRACE_FILTER.into(),
+                trace_export_interval: Duration::from_secs(5),
                 db: DbConfig::new(database_url, service, Environment::Development),
             },
         }

@@ -802,3 +802,6 @@ mod metadata;
 
 #[path = "runtime/explain.rs"]
 mod explain;
+
+#[path = "runtime/telemetry.rs"]
+mod telemetry;

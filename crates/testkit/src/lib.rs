@@ -11,6 +11,7 @@
 //! - [`redis_server::RedisServer`]: a Redis of a test's own, to stop, restart or flush.
 //! - [`cluster::TestCluster`]: a PostgreSQL cluster of a test's own (`initdb` into a
 //!   temporary directory), to crash and restart.
+//! - [`otlp::Collector`]: an OTLP trace collector in the test's process.
 //!
 //! Connection details come from `DATABASE_URL` / `REDIS_URL`, or from
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod otlp;
 pub mod raw;
 pub mod redis_server;
 
