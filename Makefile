@@ -10,6 +10,10 @@ JOBS ?= 2
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 STRATA := $(TARGET_DIR)/debug/strata
 INFRA := deploy/local/infra.sh
+# The one build every target runs: the same packages, targets and so features, so that
+# `make run` after `make test` (or the reverse) compiles nothing again. (Building only
+# strata-cli resolves features differently and recompiled 17 crates.)
+BUILD = $(CARGO) build -j$(JOBS) --workspace --all-targets
 
 # Prefix for a recipe line: start (or reuse) the infrastructure, then run the rest of the line
 # with DATABASE_URL and REDIS_URL from .strata/infra.env in its environment.
@@ -45,11 +49,11 @@ infra-down: ## stop the private PostgreSQL and Redis started by infra-up
 infra-status: ## show what is running
 	$(INFRA) status
 
-build: ## build the workspace (debug)
-	$(CARGO) build -j$(JOBS) --workspace
+build: ## build the workspace (debug), as run and test do
+	$(BUILD)
 
 run: ## start the infrastructure, apply migrations, serve all services
-	$(WITH_INFRA) $(CARGO) build -j$(JOBS) -p strata-cli && \
+	$(WITH_INFRA) $(BUILD) && \
 		$(WITH_KEK) $(STRATA) migrate run && \
 		exec $(STRATA) serve all
 
@@ -57,7 +61,7 @@ run: ## start the infrastructure, apply migrations, serve all services
 # doctest, which is slow on a 2-core machine. Without cargo-nextest, plain `cargo test` runs the
 # same targets (libraries, binaries, integration tests).
 test: ## build all targets and run the tests (nextest when installed) against the infrastructure
-	$(WITH_INFRA) $(CARGO) build -j$(JOBS) --workspace --all-targets && \
+	$(WITH_INFRA) $(BUILD) && \
 		if $(CARGO) nextest --version >/dev/null 2>&1; then \
 			$(CARGO) nextest run --workspace --config-file tests/nextest.toml --build-jobs $(JOBS) --no-fail-fast; \
 		else \
@@ -75,20 +79,20 @@ fmt: ## format the code
 	$(CARGO) fmt --all
 
 db-migrate: ## apply pending migrations
-	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(BUILD)
 	$(WITH_INFRA) $(STRATA) migrate run
 
 db-status: ## show which migrations are applied
-	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(BUILD)
 	$(WITH_INFRA) $(STRATA) migrate status
 
 db-revert: ## revert the last applied migration
-	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(BUILD)
 	$(WITH_INFRA) $(STRATA) migrate revert
 
 db-generate: ## create a new migration: make db-generate NAME=add_widgets
 	$(if $(strip $(NAME)),,$(error NAME is required: make db-generate NAME=short_snake_case_name))
-	$(CARGO) build -j$(JOBS) -p strata-cli
+	$(BUILD)
 	$(STRATA) migrate generate '$(NAME)'
 
 # As root the cluster may live outside the checkout, .strata/pg being a symlink to a

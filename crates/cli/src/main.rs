@@ -203,15 +203,27 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let addr = bound.local_addr();
     let mut out = std::io::stdout().lock();
     writeln!(out, "strata serve {service}: listening on {addr}")?;
-    writeln!(out, "try: grpcurl -plaintext {addr} list")?;
+    writeln!(
+        out,
+        "try it with grpcurl (README, \"Trying it with grpcurl\", says how to get it):"
+    )?;
+    writeln!(out, "  grpcurl -plaintext {addr} list")?;
     if matches!(service, "all" | "auth") {
         writeln!(
             out,
-            "     grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"
+            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"
         )?;
         writeln!(
             out,
-            "     (README: make that user an admin with `strata auth grant-admin`)"
+            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\"}}' {addr} strata.auth.v1.AuthService/Login"
+        )?;
+        writeln!(
+            out,
+            "  TOKEN=<credentials.accessToken of that answer>   # with jq: TOKEN=$(grpcurl ... | jq -r .credentials.accessToken)"
+        )?;
+        writeln!(
+            out,
+            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} strata.auth.v1.AuthService/GetProfile"
         )?;
     }
     out.flush()?;
