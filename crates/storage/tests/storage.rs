@@ -447,3 +447,6 @@ async fn migrations_are_not_cut_short_by_the_pool_statement_timeout() {
     assert_eq!(applied, vec!["2000-01-01-000000".to_owned()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[path = "storage/durability.rs"]
+mod durability;
