@@ -2,10 +2,11 @@
 //!
 //! This crate owns the `auth` schema and is the only code that reads or writes it. It
 //! hashes passwords ([`password`]), keeps the Ed25519 signing keys ([`keys`]) sealed at
-//! rest with the configured key-encryption key ([`kek`]), issues
-//! access and refresh tokens ([`tokens`]) and serves the RPCs ([`service`]). Verifying
-//! access tokens is shared with every service and lives in `strata_runtime::auth`; this
-//! crate must not grow verification logic of its own.
+//! rest with the configured key-encryption key ([`kek`]), issues access and refresh tokens
+//! ([`tokens`]), publishes ended sessions to Redis from an outbox ([`revocations`]) and
+//! serves the RPCs ([`service`]). Verifying access tokens, and reading revocations from
+//! Redis, is shared with every service and lives in `strata_runtime`; this crate must not
+//! grow verification logic of its own.
 
 pub mod cleanup;
 pub mod config;
