@@ -1,20 +1,12 @@
 //! The analytics error type and its one mapping to `tonic::Status`.
 
 use strata_runtime::error::{internal, storage_status};
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
+use tonic::Status;
 
 /// Most field violations reported for one request; the rest are counted in the message.
-pub const MAX_VIOLATIONS: usize = 100;
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// Path of the field, as in the proto (`events[3].prompt_tokens`).
-    pub field: String,
-    /// What is wrong with it.
-    pub description: String,
-}
+pub use strata_proto::wire::MAX_VIOLATIONS;
+/// One invalid field of a request (the same type the wire checks report).
+pub use strata_proto::wire::Violation;
 
 /// Everything the analytics service can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +74,9 @@ impl From<strata_runtime::Error> for AnalyticsError {
 impl From<AnalyticsError> for Status {
     fn from(err: AnalyticsError) -> Self {
         match err {
-            AnalyticsError::InvalidArgument(violations) => invalid_request(&violations),
+            AnalyticsError::InvalidArgument(violations) => {
+                strata_proto::codec::invalid_request(&violations)
+            }
             AnalyticsError::Unauthenticated => Status::unauthenticated("missing credentials"),
             AnalyticsError::PermissionDenied(message) => Status::permission_denied(message),
             AnalyticsError::NotFound(what) => strata_runtime::error::not_found(what),
@@ -93,24 +87,4 @@ impl From<AnalyticsError> for Status {
             other @ AnalyticsError::Internal(_) => internal(&other),
         }
     }
-}
-
-/// `INVALID_ARGUMENT` naming the first violation in its message and listing all of them
-/// as `BadRequest` field violations.
-fn invalid_request(violations: &[Violation]) -> Status {
-    let Some(first) = violations.first() else {
-        return Status::invalid_argument("invalid request");
-    };
-    let mut message = format!("invalid {}: {}", first.field, first.description);
-    if violations.len() > 1 {
-        message.push_str(&format!(" (and {} more)", violations.len() - 1));
-    }
-    let details = ErrorDetails::with_bad_request(
-        violations
-            .iter()
-            .take(MAX_VIOLATIONS)
-            .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
-            .collect::<Vec<_>>(),
-    );
-    Status::with_error_details(Code::InvalidArgument, message, details)
 }

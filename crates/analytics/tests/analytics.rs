@@ -53,9 +53,23 @@ struct Caller {
 async fn start() -> Harness {
     let db = TestDb::new().await;
     let redis = TestRedis::new();
-    let mut config = db.server_config("analytics");
-    // Revocation is checked in Redis (once the auth service vouches for it, below), so
-    // tokens minted for these tests need no session.
+    let config = db.server_config("analytics");
+    let (server, handlers) = serve(config, &redis).await;
+    Harness {
+        db,
+        _redis: redis,
+        server,
+        handlers,
+    }
+}
+
+/// The auth and analytics services (no scheduler) for `config`, with `redis`, once the
+/// auth service vouches for Redis's revocations: tokens minted by [`access_token`] name
+/// sessions the database does not have, which verifiers accept only then.
+async fn serve(
+    mut config: strata_runtime::ServerConfig,
+    redis: &TestRedis,
+) -> (TestServer, Arc<AnalyticsHandlers>) {
     config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
     config.redis_prefix = redis.handle().prefix().to_owned();
     let slot = Arc::new(Mutex::new(None));
@@ -76,18 +90,31 @@ async fn start() -> Harness {
     })
     .await;
     let handlers = slot.lock().unwrap().take().unwrap();
-    // Tokens minted below name sessions the database does not have: verifiers accept them
-    // only while Redis vouches for its revocations, which the auth service starts doing
-    // at once.
     redis
         .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
         .await;
-    Harness {
-        db,
-        _redis: redis,
-        server,
-        handlers,
-    }
+    (server, handlers)
+}
+
+/// An access token of user `user` with `role`, signed with the database's current key.
+async fn access_token(conn: &mut AsyncPgConnection, user: Uuid, role: Role) -> String {
+    let ring = strata_auth::keys::load_or_create(
+        conn,
+        AuthConfig::default().access_ttl,
+        &AuthConfig::default().key_encryption,
+    )
+    .await
+    .unwrap();
+    strata_auth::tokens::issue_access_token(
+        &ring.signer,
+        &AuthConfig::default(),
+        user,
+        Uuid::now_v7(),
+        role,
+        Utc::now(),
+    )
+    .unwrap()
+    .0
 }
 
 impl Harness {
@@ -111,22 +138,7 @@ impl Harness {
                 .await
                 .unwrap();
         }
-        let ring = strata_auth::keys::load_or_create(
-            &mut conn,
-            AuthConfig::default().access_ttl,
-            &AuthConfig::default().key_encryption,
-        )
-        .await
-        .unwrap();
-        let (token, _) = strata_auth::tokens::issue_access_token(
-            &ring.signer,
-            &AuthConfig::default(),
-            user.id,
-            Uuid::now_v7(),
-            role,
-            Utc::now(),
-        )
-        .unwrap();
+        let token = access_token(&mut conn, user.id, role).await;
         Caller { id: user.id, token }
     }
 
@@ -278,6 +290,18 @@ fn figures(totals: &Option<pb::UsageTotals>) -> Figures {
         tokens.total_tokens,
         t.cost.as_ref().unwrap().value.clone(),
     )
+}
+
+/// `(field, description)` of every `BadRequest` field violation of `status`.
+fn field_violations(status: &tonic::Status) -> Vec<(String, String)> {
+    status
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect()
 }
 
 fn midnight(date: NaiveDate) -> DateTime<Utc> {
@@ -644,13 +668,9 @@ async fn batches_are_all_or_nothing_with_field_errors() {
         "{}",
         status.message()
     );
-    let violations: Vec<_> = status
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
+    let violations: Vec<_> = field_violations(&status)
+        .into_iter()
+        .map(|(field, _)| field)
         .collect();
     assert_eq!(
         violations,
@@ -675,16 +695,8 @@ async fn batches_are_all_or_nothing_with_field_errors() {
     .await
     .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let violations: Vec<_> = status
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| (v.field.clone(), v.description.clone()))
-        .collect();
     assert_eq!(
-        violations,
+        field_violations(&status),
         [
             ("events[1].status".to_owned(), "unknown value 42".to_owned()),
             (

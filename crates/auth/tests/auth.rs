@@ -38,17 +38,23 @@ async fn start() -> Harness {
 
 /// A server for `db` with `config`, its auth handlers reading `clock`.
 async fn start_on(db: TestDb, config: ServerConfig, clock: Arc<dyn Clock>) -> Harness {
+    start_with(db, config, AuthConfig::default(), clock).await
+}
+
+/// A server for `db` with `config`, its auth handlers configured by `auth` and reading
+/// `clock`.
+async fn start_with(
+    db: TestDb,
+    config: ServerConfig,
+    auth: AuthConfig,
+    clock: Arc<dyn Clock>,
+) -> Harness {
     let handlers_slot = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&handlers_slot);
     let server = TestServer::start(config, move |builder| {
         let handlers = Arc::new(
-            AuthHandlers::with_clock(
-                builder.context(),
-                AuthConfig::default(),
-                clock,
-                ThrottlePolicy::default(),
-            )
-            .unwrap(),
+            AuthHandlers::with_clock(builder.context(), auth, clock, ThrottlePolicy::default())
+                .unwrap(),
         );
         *slot.lock().unwrap() = Some(Arc::clone(&handlers));
         builder.add_service(AuthServiceServer::from_arc(handlers));

@@ -82,10 +82,11 @@ impl<U: Message + Default + prost::Name> Decoder for StrictDecoder<U> {
     }
 }
 
-/// `INVALID_ARGUMENT` for a request that breaks wire rules, worded like every service's
-/// own field errors: the first violation in the message (`invalid <field>: <description>`),
-/// all of them as `BadRequest` field violations.
-fn invalid_request(violations: &[Violation]) -> Status {
+/// `INVALID_ARGUMENT` for a request with invalid fields, the one wording of every service
+/// and of the wire checks: the first violation in the message (`invalid <field>:
+/// <description>`, and how many more), all of them (up to
+/// [`MAX_VIOLATIONS`](crate::wire::MAX_VIOLATIONS)) as `BadRequest` field violations.
+pub fn invalid_request(violations: &[Violation]) -> Status {
     let Some(first) = violations.first() else {
         return Status::invalid_argument("invalid request");
     };
@@ -96,6 +97,7 @@ fn invalid_request(violations: &[Violation]) -> Status {
     let details = ErrorDetails::with_bad_request(
         violations
             .iter()
+            .take(crate::wire::MAX_VIOLATIONS)
             .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
             .collect::<Vec<_>>(),
     );

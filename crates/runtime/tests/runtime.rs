@@ -13,7 +13,7 @@ use strata_runtime::config::Secret;
 use strata_runtime::layers::{
     PROCESS_TIME_HEADER, QUERY_COUNT_HEADER, QUERY_TIME_HEADER, RequestLayer,
 };
-use strata_testkit::{TcpProxy, TestDb, TestRedis, TestServer, admin_request};
+use strata_testkit::{TcpProxy, TestDb, TestRedis, TestServer, admin_request, metadata_f64};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -514,16 +514,6 @@ async fn admin_rpcs_require_the_admin_token() {
     assert_eq!(status.code(), Code::PermissionDenied);
 }
 
-fn header_f64(metadata: &tonic::metadata::MetadataMap, name: &str) -> f64 {
-    metadata
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn responses_carry_process_and_query_metadata() {
     let db = TestDb::new().await;
@@ -536,9 +526,9 @@ async fn responses_carry_process_and_query_metadata() {
         .await
         .unwrap();
     let metadata = response.metadata();
-    assert_eq!(header_f64(metadata, QUERY_COUNT_HEADER), 1.0);
-    let query_ms = header_f64(metadata, QUERY_TIME_HEADER);
-    let process_ms = header_f64(metadata, PROCESS_TIME_HEADER);
+    assert_eq!(metadata_f64(metadata, QUERY_COUNT_HEADER), 1.0);
+    let query_ms = metadata_f64(metadata, QUERY_TIME_HEADER);
+    let process_ms = metadata_f64(metadata, PROCESS_TIME_HEADER);
     assert!(
         query_ms > 0.0 && process_ms >= query_ms,
         "{query_ms} {process_ms}"
@@ -554,15 +544,15 @@ async fn responses_carry_process_and_query_metadata() {
         }))
         .await
         .unwrap();
-    assert_eq!(header_f64(response.metadata(), QUERY_COUNT_HEADER), 3.0);
-    assert!(header_f64(response.metadata(), QUERY_TIME_HEADER) >= 50.0);
+    assert_eq!(metadata_f64(response.metadata(), QUERY_COUNT_HEADER), 3.0);
+    assert!(metadata_f64(response.metadata(), QUERY_TIME_HEADER) >= 50.0);
 
     // Errors carry the metadata too, with no queries run.
     let status = client
         .get_health(pb::GetHealthRequest {})
         .await
         .unwrap_err();
-    assert_eq!(header_f64(status.metadata(), QUERY_COUNT_HEADER), 0.0);
+    assert_eq!(metadata_f64(status.metadata(), QUERY_COUNT_HEADER), 0.0);
     assert!(status.metadata().get(PROCESS_TIME_HEADER).is_some());
 }
 

@@ -462,6 +462,15 @@ pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// The number in response metadata `name` (`x-query-time-ms`, …); panics when absent.
+pub fn metadata_f64(metadata: &tonic::metadata::MetadataMap, name: &str) -> f64 {
+    metadata
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing or not a number"))
+}
+
 /// Collects everything a `tracing` subscriber writes, to assert on log lines.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);

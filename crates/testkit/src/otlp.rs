@@ -73,15 +73,17 @@ impl Collector {
         format!("http://{}", self.addr)
     }
 
-    /// Every span received so far.
-    pub fn spans(&self) -> Vec<Span> {
-        let requests = self
-            .receiver
+    fn requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.receiver
             .requests
             .lock()
             .map(|r| r.clone())
-            .unwrap_or_default();
-        requests
+            .unwrap_or_default()
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        self.requests()
             .into_iter()
             .flat_map(|r| r.resource_spans)
             .flat_map(|r| r.scope_spans)
@@ -91,13 +93,7 @@ impl Collector {
 
     /// Everything received so far, as text: to search for what must not be there.
     pub fn text(&self) -> String {
-        let requests = self
-            .receiver
-            .requests
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        format!("{requests:?}")
+        format!("{:?}", self.requests())
     }
 }
 

@@ -25,47 +25,15 @@ async fn acknowledged_usage_survives_a_postgres_crash_exactly_once() {
     let mut config = ServerConfig::for_database("analytics", &cluster.url());
     config.migrate_on_start = true;
     config.health_interval = StdDuration::from_millis(100);
-    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
-    config.redis_prefix = redis.handle().prefix().to_owned();
     config.db.checkout_timeout = StdDuration::from_secs(1);
-    let server = TestServer::start(config, |builder| {
-        builder.add_service(AuthServiceServer::new(
-            AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),
-        ));
-        builder.add_service(AnalyticsServiceServer::new(AnalyticsHandlers::new(
-            builder.context(),
-            AnalyticsConfig {
-                scheduler: false,
-                ..AnalyticsConfig::default()
-            },
-        )));
-    })
-    .await;
-    redis
-        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
-        .await;
+    let (server, _) = serve(config, &redis).await;
 
     // A user and an access token.
     let mut conn = AsyncPgConnection::establish(&cluster.url()).await.unwrap();
     let user = strata_auth::store::insert_user(&mut conn, "load@example.com", "x", "Load")
         .await
         .unwrap();
-    let ring = strata_auth::keys::load_or_create(
-        &mut conn,
-        AuthConfig::default().access_ttl,
-        &AuthConfig::default().key_encryption,
-    )
-    .await
-    .unwrap();
-    let (token, _) = strata_auth::tokens::issue_access_token(
-        &ring.signer,
-        &AuthConfig::default(),
-        user.id,
-        Uuid::now_v7(),
-        Role::User,
-        Utc::now(),
-    )
-    .unwrap();
+    let token = access_token(&mut conn, user.id, Role::User).await;
     drop(conn);
 
     let acked = Arc::new(Mutex::new(HashSet::new()));

@@ -6,16 +6,6 @@ use diesel_async::SimpleAsyncConnection;
 
 use super::*;
 
-fn header_ms(metadata: &tonic::metadata::MetadataMap, name: &str) -> f64 {
-    metadata
-        .get(name)
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Calls cancelled by their deadline while their query waits leave starts without
 /// finishes on the one pooled connection; the calls after them must still report their
 /// own query time, never more than their whole time in the server.
@@ -51,12 +41,12 @@ async fn calls_after_cancelled_ones_report_their_own_query_time() {
     for _ in 0..5 {
         let response = h.client.list_sessions(list()).await.unwrap();
         let metadata = response.metadata();
-        let query_ms = header_ms(metadata, "x-query-time-ms");
-        let process_ms = header_ms(metadata, "x-process-time-ms");
+        let query_ms = strata_testkit::metadata_f64(metadata, "x-query-time-ms");
+        let process_ms = strata_testkit::metadata_f64(metadata, "x-process-time-ms");
         assert!(
             query_ms <= process_ms && query_ms < 250.0,
             "query {query_ms} ms, process {process_ms} ms"
         );
-        assert_eq!(header_ms(metadata, "x-query-count"), 2.0);
+        assert_eq!(strata_testkit::metadata_f64(metadata, "x-query-count"), 2.0);
     }
 }

@@ -9,16 +9,25 @@ use super::*;
 
 const PREFIX: &str = "t:";
 
-/// The auth service (Redis at `redis`) and another service verifying through it.
-async fn suite(redis: &RedisServer) -> (Harness, TestServer) {
+const MARKER: &str = "t:revoked:complete";
+
+/// The auth service (Redis at `redis`) and another service verifying through it, once
+/// the auth service vouches for Redis; and two users' sessions, one to end and one live.
+async fn suite(redis: &RedisServer) -> (Harness, TestServer, Credentials, Credentials) {
     let db = TestDb::new().await;
     let mut config = db.server_config("auth");
     config.redis_url = Some(strata_runtime::config::Secret::new(redis.url()));
     config.redis_prefix = PREFIX.into();
-    let h = start_on(db, config, Arc::new(SystemClock)).await;
+    let mut h = start_on(db, config, Arc::new(SystemClock)).await;
     let auth_url = format!("http://{}", h._server.addr());
     let other = other_service(&h.db, &auth_url, &redis.url(), PREFIX).await;
-    (h, other)
+    eventually("Redis vouched complete", async || {
+        redis.exists(MARKER).await
+    })
+    .await;
+    let (_, gone) = sign_up(&mut h.client, "gone@example.com").await;
+    let (_, live) = sign_up(&mut h.client, "live@example.com").await;
+    (h, other, gone, live)
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -34,10 +43,11 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn answers_stay_right(
     h: &mut Harness,
     other: &TestServer,
-    revoked: &str,
-    live: &str,
+    revoked: &Credentials,
+    live: &Credentials,
     period: Duration,
 ) -> usize {
+    let (revoked, live) = (revoked.access_token.as_str(), live.access_token.as_str());
     let until = tokio::time::Instant::now() + period;
     let mut rounds = 0;
     while tokio::time::Instant::now() < until {
@@ -83,57 +93,29 @@ async fn outbox_len(db: &TestDb) -> i64 {
 #[tokio::test]
 async fn a_logout_stays_refused_after_redis_loses_every_key() {
     let redis = RedisServer::start().await;
-    let (mut h, other) = suite(&redis).await;
-    let marker = format!("{PREFIX}revoked:complete");
-    eventually("Redis vouched complete", async || {
-        redis.exists(&marker).await
-    })
-    .await;
-    let (_, gone) = sign_up(&mut h.client, "gone@example.com").await;
-    let (_, live) = sign_up(&mut h.client, "live@example.com").await;
+    let (mut h, other, gone, live) = suite(&redis).await;
     h.client
         .logout(bearer(pb::LogoutRequest {}, &gone.access_token))
         .await
         .unwrap();
 
     redis.flushall().await;
-    assert!(!redis.exists(&marker).await);
-    let rounds = answers_stay_right(
-        &mut h,
-        &other,
-        &gone.access_token,
-        &live.access_token,
-        Duration::from_secs(3),
-    )
-    .await;
+    assert!(!redis.exists(MARKER).await);
+    let rounds = answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(3)).await;
     assert!(rounds > 10);
     // Within a second or so Redis holds the revocation again, re-seeded from the database.
     let key = format!("{PREFIX}revoked:session:{}", gone.session_id);
     eventually("re-seeded", async || {
-        redis.exists(&key).await && redis.exists(&marker).await
+        redis.exists(&key).await && redis.exists(MARKER).await
     })
     .await;
-    answers_stay_right(
-        &mut h,
-        &other,
-        &gone.access_token,
-        &live.access_token,
-        Duration::from_secs(1),
-    )
-    .await;
+    answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
 async fn a_logout_while_redis_is_down_is_published_when_it_returns_empty() {
     let mut redis = RedisServer::start().await;
-    let (mut h, other) = suite(&redis).await;
-    let marker = format!("{PREFIX}revoked:complete");
-    eventually("Redis vouched complete", async || {
-        redis.exists(&marker).await
-    })
-    .await;
-    let (_, gone) = sign_up(&mut h.client, "gone@example.com").await;
-    let (_, live) = sign_up(&mut h.client, "live@example.com").await;
+    let (mut h, other, gone, live) = suite(&redis).await;
     // Both verifiers have seen both sessions live (and cached it) before the outage.
     health_as(&other, Some(&gone.access_token))
         .await
@@ -150,28 +132,14 @@ async fn a_logout_while_redis_is_down_is_published_when_it_returns_empty() {
     assert_eq!(outbox_len(&h.db).await, 1, "kept for publishing");
     // The verifiers' one-second caches run out; from then on, every answer is right.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    answers_stay_right(
-        &mut h,
-        &other,
-        &gone.access_token,
-        &live.access_token,
-        Duration::from_secs(2),
-    )
-    .await;
+    answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(2)).await;
 
     redis.restart().await;
-    answers_stay_right(
-        &mut h,
-        &other,
-        &gone.access_token,
-        &live.access_token,
-        Duration::from_secs(3),
-    )
-    .await;
+    answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(3)).await;
     let key = format!("{PREFIX}revoked:session:{}", gone.session_id);
     eventually("published from the outbox", async || {
         redis.exists(&key).await && outbox_len(&h.db).await == 0
     })
     .await;
-    assert!(redis.exists(&marker).await);
+    assert!(redis.exists(MARKER).await);
 }

@@ -8,31 +8,11 @@ use super::*;
 /// A server on `db` whose auth service seals with `sealing`.
 async fn start_sealed(db: TestDb, sealing: KeyEncryption) -> Harness {
     let config = db.server_config("auth");
-    let handlers_slot = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&handlers_slot);
-    let server = TestServer::start(config, move |builder| {
-        let handlers = Arc::new(
-            AuthHandlers::new(
-                builder.context(),
-                AuthConfig {
-                    key_encryption: sealing,
-                    ..AuthConfig::default()
-                },
-            )
-            .unwrap(),
-        );
-        *slot.lock().unwrap() = Some(Arc::clone(&handlers));
-        builder.add_service(AuthServiceServer::from_arc(handlers));
-    })
-    .await;
-    let handlers = handlers_slot.lock().unwrap().take().unwrap();
-    let client = AuthServiceClient::new(server.channel());
-    Harness {
-        db,
-        _server: server,
-        handlers,
-        client,
-    }
+    let auth = AuthConfig {
+        key_encryption: sealing,
+        ..AuthConfig::default()
+    };
+    start_with(db, config, auth, Arc::new(SystemClock)).await
 }
 
 #[derive(QueryableByName)]
@@ -96,12 +76,7 @@ async fn signing_keys_are_sealed_and_survive_a_kek_rotation() {
 
     // Another KEK alone cannot open it: signing fails, closed, without saying more.
     let mut h = start_sealed(db, KeyEncryption::new(b.clone(), vec![])).await;
-    let status = h
-        .client
-        .login(pb::LoginRequest {
-            email: "ada@example.com".into(),
-            password: PASSWORD.into(),
-        })
+    let status = login(&mut h.client, "ada@example.com", PASSWORD)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");

@@ -45,6 +45,19 @@ async fn stored_secrets(db: &TestDb) -> Vec<String> {
     forms
 }
 
+/// A database, a Redis and the config of an auth server exporting spans to `collector`
+/// every 100 ms.
+async fn exporting_to(collector: &Collector) -> (TestDb, TestRedis, ServerConfig) {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new();
+    let mut config = db.server_config("auth");
+    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
+    config.redis_prefix = redis.handle().prefix().to_owned();
+    config.otlp_endpoint = Some(collector.endpoint());
+    config.trace_export_interval = Duration::from_millis(100);
+    (db, redis, config)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn exported_traces_carry_no_secret_and_no_bind_value() {
     // Libraries that log through the `log` crate (the PostgreSQL driver does, with its
@@ -53,16 +66,10 @@ async fn exported_traces_carry_no_secret_and_no_bind_value() {
     strata_testkit::init_tracing();
     log::set_max_level(log::LevelFilter::Trace);
     let collector = Collector::start().await;
-    let db = TestDb::new().await;
-    let redis = TestRedis::new();
-    let mut config = db.server_config("auth");
-    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
-    config.redis_prefix = redis.handle().prefix().to_owned();
-    config.otlp_endpoint = Some(collector.endpoint());
+    let (db, _redis, mut config) = exporting_to(&collector).await;
     // Everything that may be exported or logged at all.
     config.trace_filter = "trace".into();
     config.log_filter = "trace".into();
-    config.trace_export_interval = Duration::from_millis(100);
     let logs = LogCapture::default();
     let sink = logs.clone();
     let (dispatch, _telemetry) =
@@ -174,13 +181,7 @@ async fn exported_traces_carry_no_secret_and_no_bind_value() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_call_to_another_service_has_its_own_client_span() {
     let collector = Collector::start().await;
-    let db = TestDb::new().await;
-    let redis = TestRedis::new();
-    let mut config = db.server_config("auth");
-    config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
-    config.redis_prefix = redis.handle().prefix().to_owned();
-    config.otlp_endpoint = Some(collector.endpoint());
-    config.trace_export_interval = Duration::from_millis(100);
+    let (db, redis, config) = exporting_to(&collector).await;
     let (dispatch, _telemetry) =
         strata_runtime::telemetry::subscriber(&config, std::io::sink, false).unwrap();
     let _default = tracing::dispatcher::set_default(&dispatch);
