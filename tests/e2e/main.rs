@@ -23,7 +23,11 @@ const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 fn strata(db_url: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(STRATA);
-    command.args(args).env_remove("STRATA_CONFIG_FILE");
+    // A developer's machine: the built-in key-encryption key is allowed.
+    command
+        .args(args)
+        .env_remove("STRATA_CONFIG_FILE")
+        .env("STRATA_ENV", "development");
     match db_url {
         Some(url) => command.env("DATABASE_URL", url),
         None => command.env_remove("DATABASE_URL"),
@@ -233,6 +237,7 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         .env("STRATA_REDIS_PREFIX", redis.handle().prefix())
         .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
         .env("STRATA_ADMIN_TOKEN", strata_testkit::ADMIN_TOKEN)
+        .env("STRATA_ENV", "development")
         .env("STRATA_HEALTH_INTERVAL_MS", "100")
         .env("STRATA_LOG_FORMAT", "json")
         .env_remove("STRATA_CONFIG_FILE")
@@ -471,25 +476,34 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
 #[path = "hostile.rs"]
 mod hostile;
 
+/// Production, or an environment that does not say (a deployment that forgot
+/// STRATA_ENV), refuses to serve auth without a key-encryption key, and to rotate keys.
 #[tokio::test]
-async fn production_refuses_to_serve_auth_without_a_key_encryption_key() {
+async fn auth_refuses_to_start_without_a_key_encryption_key_unless_told_development() {
     let db = TestDb::new().await;
-    let output = Command::new(STRATA)
-        .args(["serve", "all"])
-        .env("DATABASE_URL", db.url())
-        .env("STRATA_ENV", "production")
-        .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
-        .env_remove("STRATA_AUTH_KEY_ENCRYPTION_KEY")
-        .env_remove("STRATA_CONFIG_FILE")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(
-        text(&output).contains("STRATA_AUTH_KEY_ENCRYPTION_KEY"),
-        "{}",
-        text(&output)
-    );
-    assert!(!text(&output).contains("listening"));
+    for environment in [Some("production"), None] {
+        for args in [&["serve", "all"][..], &["auth", "rotate-keys"][..]] {
+            let mut command = Command::new(STRATA);
+            command
+                .args(args)
+                .env("DATABASE_URL", db.url())
+                .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
+                .env_remove("STRATA_AUTH_KEY_ENCRYPTION_KEY")
+                .env_remove("STRATA_CONFIG_FILE");
+            match environment {
+                Some(env) => command.env("STRATA_ENV", env),
+                None => command.env_remove("STRATA_ENV"),
+            };
+            let output = command.output().unwrap();
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {}", text(&output));
+            assert!(
+                text(&output).contains("STRATA_AUTH_KEY_ENCRYPTION_KEY"),
+                "{}",
+                text(&output)
+            );
+            assert!(!text(&output).contains("listening"));
+        }
+    }
 }
 
 #[path = "memory.rs"]

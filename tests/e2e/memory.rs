@@ -84,7 +84,7 @@ async fn memory_stays_bounded_through_many_logins() {
     let count: usize = std::env::var("STRATA_E2E_LOGINS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(32);
     logins(&auth, count).await;
     let after = rss(pid);
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);

@@ -63,12 +63,12 @@ impl AuthSettings {
             .map_err(Box::new)
     }
 
-    /// Resolves defaults and checks the values; `tokens` and `environment` come from the
-    /// server config.
+    /// Resolves defaults and checks the values; `tokens` comes from the server config,
+    /// `environment` is `STRATA_ENV` as set (`None`: unset).
     pub fn resolve(
         &self,
         tokens: TokenSettings,
-        environment: Environment,
+        environment: Option<Environment>,
     ) -> Result<AuthConfig, ConfigError> {
         let defaults = AuthConfig::default();
         let secs = |variable, value, default| {
@@ -104,29 +104,37 @@ impl AuthSettings {
 }
 
 impl AuthSettings {
-    /// The KEKs: the configured one (required in production), the previous ones, and in
-    /// development the built-in key as a previous one (so configuring a real key re-seals
+    /// The KEKs: the configured one (required unless `STRATA_ENV=development` is set
+    /// explicitly, which falls back to the built-in key), the previous ones, and outside
+    /// production the built-in key as a previous one (so configuring a real key re-seals
     /// what ran without one).
-    fn key_encryption(&self, environment: Environment) -> Result<KeyEncryption, ConfigError> {
+    fn key_encryption(
+        &self,
+        environment: Option<Environment>,
+    ) -> Result<KeyEncryption, ConfigError> {
         let parse = |variable: &'static str, text: &str| {
             Kek::parse(text).map_err(|problem| ConfigError { variable, problem })
         };
         let development = kek::development_kek();
+        let production = environment == Some(Environment::Production);
         let current = match (&self.strata_auth_key_encryption_key, environment) {
             (Some(text), _) if !text.expose().trim().is_empty() => {
                 parse(KEY_ENCRYPTION_KEY, text.expose())?
             }
-            (_, Environment::Production) => {
+            // Only a deliberate development setting falls back to the public key: a
+            // deployment that forgot STRATA_ENV must not seal its keys with it.
+            (_, Some(Environment::Development)) => development.clone(),
+            _ => {
                 return Err(ConfigError {
                     variable: KEY_ENCRYPTION_KEY,
-                    problem: "is required in production: the key-encryption key of the \
-                              signing keys (generate one with `head -c 32 /dev/urandom | base64`)"
+                    problem: "is required (the key-encryption key of the signing keys: \
+                              generate one with `head -c 32 /dev/urandom | base64`), unless \
+                              STRATA_ENV=development, which uses a built-in, public key"
                         .into(),
                 });
             }
-            (_, Environment::Development) => development.clone(),
         };
-        if environment == Environment::Production && current.id() == development.id() {
+        if production && current.id() == development.id() {
             return Err(ConfigError {
                 variable: KEY_ENCRYPTION_KEY,
                 problem: "must not be the built-in development key in production".into(),
@@ -138,7 +146,7 @@ impl AuthSettings {
                 previous.push(parse(PREVIOUS_KEY_ENCRYPTION_KEYS, text)?);
             }
         }
-        if environment == Environment::Development && current.id() != development.id() {
+        if !production && current.id() != development.id() {
             previous.push(development);
         }
         Ok(KeyEncryption::new(current, previous))
@@ -196,8 +204,13 @@ mod tests {
 
     #[test]
     fn production_requires_a_real_kek_and_errors_never_echo_it() {
-        let resolve = |s: &AuthSettings, env| s.resolve(TokenSettings::default(), env);
+        let resolve = |s: &AuthSettings, env| s.resolve(TokenSettings::default(), Some(env));
         let err = resolve(&settings(None, None), Environment::Production).unwrap_err();
+        // Unset STRATA_ENV is no excuse either.
+        let err_unset = settings(None, None)
+            .resolve(TokenSettings::default(), None)
+            .unwrap_err();
+        assert_eq!(err_unset.variable, KEY_ENCRYPTION_KEY);
         assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
         let development =
             base64::engine::general_purpose::STANDARD.encode(b"strata development KEK: NOT SAFE");

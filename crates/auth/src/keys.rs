@@ -100,6 +100,22 @@ pub async fn load_or_create(
     .bind::<diesel::sql_types::Text, _>(sealing.current().id())
     .execute(conn)
     .await?;
+    // A current key stored in the clear (from before sealing) has been readable in every
+    // copy and backup of the database: it stops signing now. Sealing it would not undo
+    // that.
+    let clear: i64 = signing_keys::table
+        .filter(
+            signing_keys::retired_at
+                .is_null()
+                .and(signing_keys::kek_id.is_null()),
+        )
+        .count()
+        .get_result(conn)
+        .await?;
+    if clear > 0 {
+        tracing::warn!("the current signing key was stored in the clear: rotating it");
+        return rotate(conn, access_ttl, sealing).await;
+    }
     load(conn, access_ttl, sealing).await
 }
 
@@ -110,6 +126,22 @@ pub async fn rotate(
     sealing: &KeyEncryption,
 ) -> Result<KeyRing, AuthError> {
     conn.transaction(async |conn| {
+        // A configuration that cannot open the current key (a missing or wrong KEK) must
+        // not replace it with one sealed under a KEK the running replicas do not know.
+        let current: Option<KeyRow> = signing_keys::table
+            .filter(signing_keys::retired_at.is_null())
+            .select(KeyRow::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(current) = current {
+            sealing.open(
+                &current.kid,
+                current.kek_id.as_deref(),
+                &current.private_key,
+            )?;
+        }
         diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
             .set(signing_keys::retired_at.eq(diesel::dsl::now))
             .execute(conn)

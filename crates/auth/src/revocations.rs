@@ -5,20 +5,25 @@
 //! - The database is the record: ending a session writes `revoked_at`, and a trigger puts
 //!   the session into `auth.revocation_outbox` in the same transaction.
 //! - Right after the commit the handler publishes it ([`Revocations::publish`]), so
-//!   verifiers see it at once. That can fail (Redis down); the outbox keeps it.
+//!   verifiers see it at once. That can fail (Redis down, out of memory, read-only); the
+//!   outbox keeps it, and the publisher withdraws the completeness marker where Redis
+//!   still takes a `DEL`.
 //! - Every second, each auth replica runs [`Revocations::tick`]:
 //!   1. if Redis may have lost data since the last tick (it is another server or
 //!      restarted: its `run_id` changed; it evicted keys; the completeness marker is
-//!      gone; or the last tick failed, e.g. Redis was down), it re-seeds every revocation
-//!      still inside the access-token lifetime from `auth.sessions`;
-//!   2. it drains the outbox, deleting rows only once Redis has acknowledged them;
-//!   3. then, and only then, it sets the completeness marker
-//!      ([`REVOCATIONS_COMPLETE_KEY`]) for [`MARKER_TTL`].
+//!      gone; or the last tick failed, e.g. Redis was down), it withdraws the marker,
+//!      writes a fresh epoch key, re-seeds every revocation still inside the access-token
+//!      lifetime from `auth.sessions`, drains the outbox, and sets the marker again only
+//!      if the epoch key survived (one script, so a wipe during the re-seed is seen);
+//!   2. otherwise it drains the outbox (rows are deleted only once Redis acknowledged
+//!      them) and renews the marker only if it is still there (`SET … XX`): a marker that
+//!      vanished meanwhile means the next tick re-seeds.
 //!
-//! Verifiers treat a missing revocation key as "live" only while the marker is present;
-//! otherwise they ask the database (`VerifyToken`) or refuse. If no auth replica renews
-//! the marker for [`MARKER_TTL`] (every replica down), it expires and verifiers stop
-//! trusting Redis: failing closed rather than vouching for revocations nobody checked.
+//! Verifiers treat a missing revocation key as "live" only while the marker
+//! ([`REVOCATIONS_COMPLETE_KEY`]) is present; otherwise they ask the database
+//! (`VerifyToken`) or refuse. If no auth replica renews the marker for [`MARKER_TTL`]
+//! (every replica down), it expires and verifiers stop trusting Redis: failing closed
+//! rather than vouching for revocations nobody checked.
 
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
@@ -36,12 +41,18 @@ use crate::error::AuthError;
 
 /// How often each replica checks Redis and drains the outbox.
 pub const TICK: Duration = Duration::from_secs(1);
-/// How long the completeness marker lasts unless renewed.
-pub const MARKER_TTL: Duration = Duration::from_secs(60);
+/// How long the completeness marker lasts unless renewed: a few rounds, so that Redis
+/// stops being trusted soon after no auth replica can vouch for it (a failed write also
+/// withdraws it at once, where Redis still takes a `DEL`).
+pub const MARKER_TTL: Duration = Duration::from_secs(10);
+/// Redis key of the epoch a re-seed writes first and checks last.
+const REVOCATIONS_EPOCH_KEY: &str = "revoked:epoch";
+/// Sets the marker (KEYS[2] = ARGV[2], expiring in ARGV[3] s) only if the epoch
+/// (KEYS[1]) is still ARGV[1]: nothing wiped Redis since the re-seed began.
+const VOUCH_IF_EPOCH: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) else return false end";
 /// Outbox rows published per statement.
 const BATCH: i64 = 1000;
-/// Clock skew allowed on access-token expiry (as the verifiers allow).
-const LEEWAY: Duration = Duration::from_secs(5);
 
 #[derive(QueryableByName)]
 struct Revoked {
@@ -72,25 +83,27 @@ pub struct TickReport {
 pub struct Revocations {
     db: Db,
     redis: Option<RedisHandle>,
-    access_ttl: Duration,
+    // How long after a revocation a token of the session can still be presented: its
+    // lifetime plus the clock skew verifiers allow.
+    token_lifetime: Duration,
     // `None` until a tick succeeds, and again after one fails: the next must re-seed.
     seen: Mutex<Option<Seen>>,
 }
 
 impl Revocations {
-    /// A publisher for tokens living `access_ttl`.
-    pub fn new(db: Db, redis: Option<RedisHandle>, access_ttl: Duration) -> Self {
+    /// A publisher for tokens living `access_ttl`, accepted `leeway` past their expiry.
+    pub fn new(db: Db, redis: Option<RedisHandle>, access_ttl: Duration, leeway: Duration) -> Self {
         Self {
             db,
             redis,
-            access_ttl,
+            token_lifetime: access_ttl + leeway,
             seen: Mutex::new(None),
         }
     }
 
     /// How long after `revoked_at` a token of the session could still be presented.
     fn remaining(&self, revoked_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<u64> {
-        let lifetime = chrono::Duration::from_std(self.access_ttl + LEEWAY).unwrap_or_default();
+        let lifetime = chrono::Duration::from_std(self.token_lifetime).unwrap_or_default();
         let left = (revoked_at + lifetime - now).num_seconds();
         (left > 0).then(|| u64::try_from(left).unwrap_or(1))
     }
@@ -134,6 +147,7 @@ impl Revocations {
         let now = Utc::now();
         let revoked: Vec<_> = sessions.iter().map(|s| (*s, now)).collect();
         if let Err(e) = self.write(redis, &revoked).await {
+            self.withdraw_marker(redis).await;
             tracing::warn!(
                 error = %e,
                 sessions = sessions.len(),
@@ -149,10 +163,11 @@ impl Revocations {
             return Ok(TickReport::default());
         };
         let result = self.tick_with(redis).await;
-        if result.is_err()
-            && let Ok(mut seen) = self.seen.lock()
-        {
-            *seen = None;
+        if result.is_err() {
+            self.withdraw_marker(redis).await;
+            if let Ok(mut seen) = self.seen.lock() {
+                *seen = None;
+            }
         }
         result
     }
@@ -176,31 +191,75 @@ impl Revocations {
                 .unwrap_or(0),
         };
         let last = self.seen.lock().ok().and_then(|s| s.clone());
-        let mut report = TickReport::default();
-        if !has_marker || last.as_ref() != Some(&now_seen) {
-            report.reseeded = Some(self.reseed(redis).await?);
-        }
-        report.drained = self.drain(redis).await?;
         let ttl = MARKER_TTL.as_secs();
-        redis::cmd("SET")
-            .arg(&marker)
-            .arg(&now_seen.run_id)
-            .arg("EX")
-            .arg(ttl)
-            .query_async::<()>(&mut redis.connection())
-            .await
-            .map_err(redis_error)?;
+        let mut report = TickReport::default();
+        let renewed: Option<String> = if !has_marker || last.as_ref() != Some(&now_seen) {
+            // Redis may have lost revocations: stop vouching for it at once, write an epoch
+            // no other key shares, re-seed, and vouch again only if the epoch survived the
+            // re-seed (a wipe meanwhile takes the epoch with it).
+            let epoch = Uuid::new_v4().to_string();
+            let epoch_key = redis.key(REVOCATIONS_EPOCH_KEY);
+            redis::pipe()
+                .cmd("DEL")
+                .arg(&marker)
+                .ignore()
+                .cmd("SET")
+                .arg(&epoch_key)
+                .arg(&epoch)
+                .ignore()
+                .query_async::<()>(&mut redis.connection())
+                .await
+                .map_err(redis_error)?;
+            report.reseeded = Some(self.reseed(redis).await?);
+            report.drained = self.drain(redis).await?;
+            redis::Script::new(VOUCH_IF_EPOCH)
+                .key(&epoch_key)
+                .key(&marker)
+                .arg(&epoch)
+                .arg(&now_seen.run_id)
+                .arg(ttl)
+                .invoke_async(&mut redis.connection())
+                .await
+                .map_err(redis_error)?
+        } else {
+            // Renew only a marker that is still there: one that vanished since the start of
+            // this tick went with whatever removed it, and the next tick re-seeds.
+            report.drained = self.drain(redis).await?;
+            redis::cmd("SET")
+                .arg(&marker)
+                .arg(&now_seen.run_id)
+                .arg("XX")
+                .arg("EX")
+                .arg(ttl)
+                .query_async(&mut redis.connection())
+                .await
+                .map_err(redis_error)?
+        };
+        if renewed.is_none() {
+            return Err(AuthError::Redis(
+                "Redis lost data during the round; re-seeding next".into(),
+            ));
+        }
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(now_seen);
         }
         Ok(report)
     }
 
+    /// Stops vouching for Redis (best effort): after a revocation could not be written,
+    /// verifiers must not read its absence as "live" until a round has published it.
+    async fn withdraw_marker(&self, redis: &RedisHandle) {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(redis.key(REVOCATIONS_COMPLETE_KEY))
+            .query_async(&mut redis.connection())
+            .await;
+    }
+
     /// Publishes every revocation the database holds that a token could still be
     /// presented for.
     async fn reseed(&self, redis: &RedisHandle) -> Result<usize, AuthError> {
         let since =
-            Utc::now() - chrono::Duration::from_std(self.access_ttl + LEEWAY).unwrap_or_default();
+            Utc::now() - chrono::Duration::from_std(self.token_lifetime).unwrap_or_default();
         let rows: Vec<Revoked> = {
             let mut conn = self.db.get().await?;
             sql_query(

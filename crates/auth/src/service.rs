@@ -405,6 +405,7 @@ impl AuthHandlers {
             ctx.db.clone(),
             ctx.redis.clone(),
             config.access_ttl,
+            config.tokens.leeway,
         ));
         Arc::clone(&revocations).spawn(Arc::downgrade(&key_usage));
         Ok(Self {

@@ -181,7 +181,7 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
             .context("reading configuration")?
             .resolve(
                 builder.context().config.tokens.clone(),
-                builder.context().config.environment,
+                settings.db.strata_env,
             )
             .context("configuration")?;
         let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
@@ -281,7 +281,7 @@ fn auth_config(settings: &Settings) -> anyhow::Result<strata_auth::AuthConfig> {
         .context("reading configuration")?
         .resolve(
             strata_runtime::auth::TokenSettings::default(),
-            settings.db.strata_env.unwrap_or_default(),
+            settings.db.strata_env,
         )
         .context("configuration")
 }

@@ -192,27 +192,46 @@ impl Schema {
             let Some(field) = message.fields.get(&number) else {
                 continue;
             };
-            let index = if field.repeated {
-                let slot = match seen.iter_mut().find(|(n, _)| *n == number) {
-                    Some(slot) => slot,
-                    None => {
-                        seen.push((number, 0));
-                        let last = seen.len() - 1;
-                        &mut seen[last]
-                    }
-                };
-                let index = slot.1;
-                slot.1 += 1;
-                Some(index)
-            } else {
-                None
+            if !field.repeated {
+                path.push(Segment {
+                    name: &field.name,
+                    index: None,
+                });
+                self.check_field(field, value, path, found);
+                path.pop();
+                continue;
+            }
+            let count = match seen.iter_mut().find(|(n, _)| *n == number) {
+                Some((_, count)) => count,
+                None => {
+                    seen.push((number, 0));
+                    let last = seen.len() - 1;
+                    &mut seen[last].1
+                }
             };
-            path.push(Segment {
-                name: &field.name,
-                index: index.map(Index::Position),
-            });
-            self.check_field(field, value, path, found);
-            path.pop();
+            match (&field.kind, value) {
+                // Packed repeated enums: each element of each chunk is one index.
+                (Kind::Enum(name), Value::Len(mut packed)) => {
+                    while let Some(element) = varint(&mut packed) {
+                        path.push(Segment {
+                            name: &field.name,
+                            index: Some(Index::Position(*count)),
+                        });
+                        self.check_enum(name, element, path, found);
+                        path.pop();
+                        *count += 1;
+                    }
+                }
+                (_, value) => {
+                    path.push(Segment {
+                        name: &field.name,
+                        index: Some(Index::Position(*count)),
+                    });
+                    self.check_field(field, value, path, found);
+                    path.pop();
+                    *count += 1;
+                }
+            }
         }
     }
 
@@ -250,27 +269,6 @@ impl Schema {
             }
             (Kind::Enum(name), Value::Varint(v)) => {
                 self.check_enum(name, v, path, found);
-                None
-            }
-            (Kind::Enum(name), Value::Len(mut packed)) => {
-                let base = match path.last() {
-                    Some(Segment {
-                        index: Some(Index::Position(i)),
-                        ..
-                    }) => *i,
-                    _ => 0,
-                };
-                let mut offset = 0;
-                while !packed.is_empty() {
-                    let Some(v) = varint(&mut packed) else {
-                        return;
-                    };
-                    if let Some(last) = path.last_mut() {
-                        last.index = Some(Index::Position(base + offset));
-                    }
-                    self.check_enum(name, v, path, found);
-                    offset += 1;
-                }
                 None
             }
             _ => None,
@@ -540,6 +538,17 @@ mod tests {
         assert_eq!(all.len(), MAX_VIOLATIONS);
         assert_eq!(all[1].field, "events[0].operation");
         assert_eq!(all[2].field, "events[1].model");
+    }
+
+    #[test]
+    fn packed_enums_are_indexed_by_element_across_chunks() {
+        // RefreshViewsRequest.views (field 1), packed, in two chunks: [1, 99] and [2, 98].
+        let bytes = [0x0a, 0x02, 0x01, 0x63, 0x0a, 0x02, 0x02, 0x62];
+        let found = Schema::get()
+            .check("strata.analytics.v1.RefreshViewsRequest", &bytes)
+            .unwrap_err();
+        let fields: Vec<_> = found.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["views[1]", "views[3]"]);
     }
 
     #[test]

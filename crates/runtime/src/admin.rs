@@ -22,6 +22,9 @@ const MAX_SLOW_QUERIES: i32 = 500;
 const DEFAULT_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
+/// ExplainQuery calls running at once in a process; more wait, at most the pool's checkout
+/// timeout.
+const CONCURRENT_EXPLAINS: usize = 2;
 /// `ErrorInfo.domain` of failed statements.
 const EXPLAIN_DOMAIN: &str = "strata.admin.v1";
 
@@ -86,12 +89,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The admin RPC handlers.
 pub struct Admin {
     ctx: Arc<AppContext>,
+    // Each ExplainQuery holds a connection of its own for up to 30 s: few at a time, so
+    // they never crowd out the pools of the services.
+    explains: tokio::sync::Semaphore,
 }
 
 impl Admin {
     /// Handlers over the process's shared context.
     pub fn new(ctx: Arc<AppContext>) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            explains: tokio::sync::Semaphore::new(CONCURRENT_EXPLAINS),
+        }
     }
 
     /// The schemas to report (`schema`, or every application schema when empty) and the
@@ -397,6 +406,14 @@ impl AdminService for Admin {
                 .unwrap_or(u64::MAX)
                 .max(1),
         };
+        let wait = self.ctx.config.db.checkout_timeout;
+        let _permit = tokio::time::timeout(wait, self.explains.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                Status::unavailable("too many ExplainQuery calls at once; retry shortly")
+            })?;
         let plan = explain::explain(&self.ctx.config.db, &req.sql, select, options)
             .await
             .map_err(explain_status)?;

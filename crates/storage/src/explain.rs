@@ -29,6 +29,10 @@ use crate::error::Error;
 
 /// The role statements run as.
 pub const EXPLAIN_ROLE: &str = "strata_explain";
+/// Longest statement accepted, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+/// Longest dollar-quote tag recognised (PostgreSQL's identifier length).
+const MAX_TAG_CHARS: usize = 63;
 
 /// Why a statement was refused by [`explain`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +49,9 @@ pub enum ExplainRefusal {
     /// An unterminated quote or comment.
     #[error("has an unterminated quote or comment")]
     Unterminated,
+    /// Longer than [`MAX_STATEMENT_BYTES`].
+    #[error("must be at most 65536 bytes")]
+    TooLong,
 }
 
 /// Checks that `sql` is exactly one `SELECT` (or `WITH … SELECT`) and returns it trimmed,
@@ -55,6 +62,9 @@ pub enum ExplainRefusal {
 /// transaction (so `WITH … DELETE`, `SELECT … INTO` or `FOR UPDATE` fail even if they got
 /// past the lexer), as the `strata_explain` role (which reads no secret column).
 pub fn check_select(sql: &str) -> Result<&str, ExplainRefusal> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(ExplainRefusal::TooLong);
+    }
     let tokens = significant_text(sql)?;
     let trimmed = tokens.trim_end();
     let body = trimmed.strip_suffix(';').unwrap_or(trimmed);
@@ -133,19 +143,23 @@ fn significant_text(sql: &str) -> Result<String, ExplainRefusal> {
                 out.push_str(" x ");
             }
             ('$', _) => {
-                // $tag$ … $tag$ (tag may be empty); a lone $n is a parameter.
+                // $tag$ … $tag$ (tag may be empty, at most an identifier's length); a lone
+                // $n is a parameter. Linear: the closing tag is searched in place.
                 let tag_end = chars[i + 1..]
                     .iter()
+                    .take(MAX_TAG_CHARS + 1)
                     .position(|ch| !(ch.is_alphanumeric() || *ch == '_'));
                 match tag_end.map(|n| i + 1 + n) {
                     Some(end)
                         if chars[end] == '$'
                             && !chars[i + 1..end].first().is_some_and(char::is_ascii_digit) =>
                     {
-                        let tag: String = chars[i..=end].iter().collect();
-                        let rest: String = chars[end + 1..].iter().collect();
-                        let close = rest.find(&tag).ok_or(ExplainRefusal::Unterminated)?;
-                        i = end + 1 + rest[..close].chars().count() + tag.chars().count();
+                        let tag = &chars[i..=end];
+                        let close = chars[end + 1..]
+                            .windows(tag.len())
+                            .position(|w| w == tag)
+                            .ok_or(ExplainRefusal::Unterminated)?;
+                        i = end + 1 + close + tag.len();
                         out.push_str(" x ");
                         continue;
                     }
@@ -310,9 +324,16 @@ pub async fn explain(
     options: ExplainOptions,
 ) -> Result<Plan, ExplainError> {
     let started = Instant::now();
-    let (client, connection) = tokio_postgres::connect(config.url.expose(), NoTls)
-        .await
-        .map_err(|e| Error::Connect(diesel::ConnectionError::BadConnection(e.to_string())))?;
+    let unreachable = |e: tokio_postgres::Error| {
+        Error::Connect(diesel::ConnectionError::BadConnection(e.to_string()))
+    };
+    let mut connect = config
+        .url
+        .expose()
+        .parse::<tokio_postgres::Config>()
+        .map_err(unreachable)?;
+    connect.connect_timeout(config.checkout_timeout);
+    let (client, connection) = connect.connect(NoTls).await.map_err(unreachable)?;
     // The connection task ends when the client is dropped, closing the session and
     // everything it held.
     tokio::spawn(async move {
@@ -494,6 +515,15 @@ mod tests {
             ("SELECT $a$ never closed", ExplainRefusal::Unterminated),
             ("SELECT 1 /* open", ExplainRefusal::Unterminated),
         ];
+        assert_eq!(
+            check_select(&format!("SELECT {}", "1".repeat(MAX_STATEMENT_BYTES))),
+            Err(ExplainRefusal::TooLong)
+        );
+        // Quotes of every kind, at the size limit, are checked in linear time.
+        let dollars = format!("SELECT {}", "$a$$a$".repeat(10_000));
+        assert_eq!(check_select(&dollars), Ok(dollars.as_str()));
+        let open = format!("SELECT {}", "$a$".repeat(20_001));
+        assert_eq!(check_select(&open), Err(ExplainRefusal::Unterminated));
         for (input, refusal) in refused {
             assert_eq!(check_select(input), Err(refusal), "{input}");
         }

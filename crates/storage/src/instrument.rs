@@ -77,7 +77,9 @@ const MAX_IN_FLIGHT: usize = 16;
 #[derive(Debug)]
 struct InFlight {
     started: Instant,
-    span: tracing::Span,
+    // Taken (closed) early when the query turns out abandoned: an open child span would
+    // keep its request's span from closing, and so from being exported.
+    span: Option<tracing::Span>,
 }
 
 /// The instrumentation installed on every pooled connection.
@@ -108,8 +110,15 @@ impl QueryInstrumentation {
 
     fn start(&mut self) {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            let abandoned = self.in_flight.remove(0);
-            abandoned.span.record("db.abandoned", true);
+            self.in_flight.remove(0);
+        }
+        // Nothing pipelines on one connection, so a query still in flight when the next
+        // starts was abandoned (its call was cancelled): close its span now.
+        for leftover in &mut self.in_flight {
+            if let Some(span) = leftover.span.take() {
+                span.record("db.abandoned", true);
+                span.record("otel.status_code", "ERROR");
+            }
         }
         let span = tracing::info_span!(
             target: "strata_storage::query",
@@ -124,7 +133,7 @@ impl QueryInstrumentation {
         );
         self.in_flight.push(InFlight {
             started: Instant::now(),
-            span,
+            span: Some(span),
         });
     }
 
@@ -132,6 +141,7 @@ impl QueryInstrumentation {
         let Some(InFlight { started, span }) = self.in_flight.pop() else {
             return;
         };
+        let span = span.unwrap_or_else(tracing::Span::none);
         let elapsed = started.elapsed();
         let operation = operation_of(sql);
         span.record("otel.name", operation);

@@ -137,10 +137,10 @@ impl TestCluster {
     /// connections.
     pub fn restart(&self) {
         let (data, log) = (self.data(), self.dir.join("postgres.log"));
+        // TCP only: a socket path under a deep TMPDIR could exceed the 107-byte limit.
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=50",
-            self.port,
-            self.dir.display()
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=50",
+            self.port
         );
         self.pg("pg_ctl", |c| {
             c.arg("-D")

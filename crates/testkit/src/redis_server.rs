@@ -92,6 +92,23 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("FLUSHALL: {e}"));
     }
 
+    /// `CONFIG SET name value`: e.g. `maxmemory 1`, after which Redis refuses writes
+    /// (out of memory) but still answers reads and takes deletions.
+    pub async fn config_set(&self, name: &str, value: &str) {
+        let client = redis::Client::open(self.url()).unwrap_or_else(|e| panic!("redis: {e}"));
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("redis: {e}"));
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CONFIG SET {name}: {e}"));
+    }
+
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> bool {
         let client = redis::Client::open(self.url()).unwrap_or_else(|e| panic!("redis: {e}"));

@@ -143,3 +143,32 @@ async fn a_logout_while_redis_is_down_is_published_when_it_returns_empty() {
     .await;
     assert!(redis.exists(MARKER).await);
 }
+
+/// Redis out of memory refuses the revocation but still answers reads: verifiers must not
+/// keep trusting the marker it held before; once Redis takes writes again, the outbox
+/// publishes the revocation.
+#[tokio::test]
+async fn a_logout_redis_cannot_store_is_refused_at_once() {
+    let redis = RedisServer::start().await;
+    let (mut h, other, gone, live) = suite(&redis).await;
+    health_as(&other, Some(&gone.access_token))
+        .await
+        .unwrap_err();
+    redis.config_set("maxmemory", "1").await;
+    h.client
+        .logout(bearer(pb::LogoutRequest {}, &gone.access_token))
+        .await
+        .unwrap();
+    // After the other service's one-second cache of its earlier answer.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(2)).await;
+    assert!(!redis.exists(MARKER).await, "withdrawn");
+
+    redis.config_set("maxmemory", "0").await;
+    let key = format!("{PREFIX}revoked:session:{}", gone.session_id);
+    eventually("published from the outbox", async || {
+        redis.exists(&key).await && redis.exists(MARKER).await && outbox_len(&h.db).await == 0
+    })
+    .await;
+    answers_stay_right(&mut h, &other, &gone, &live, Duration::from_secs(1)).await;
+}

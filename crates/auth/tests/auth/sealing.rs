@@ -108,8 +108,12 @@ async fn signing_keys_are_sealed_and_survive_a_kek_rotation() {
         .unwrap();
 }
 
+/// A key found in the clear (from before sealing) was readable in every copy of the
+/// database: it is retired at once (still verifying what it signed) and sealed.
+/// A key found in the clear (from before sealing) was readable in every copy of the
+/// database: it is retired at once (still verifying what it signed) and sealed.
 #[tokio::test]
-async fn keys_stored_in_the_clear_before_sealing_are_sealed_on_load() {
+async fn keys_stored_in_the_clear_before_sealing_are_retired_and_sealed() {
     let db = TestDb::new().await;
     let seed = [0x42u8; 32];
     let public = ed25519_dalek::SigningKey::from_bytes(&seed)
@@ -127,14 +131,50 @@ async fn keys_stored_in_the_clear_before_sealing_are_sealed_on_load() {
     let mut h = start_sealed(db, KeyEncryption::new(a.clone(), vec![])).await;
     let (_, credentials) = sign_up(&mut h.client, "ada@example.com").await;
     let header = jsonwebtoken::decode_header(&credentials.access_token).unwrap();
-    assert_eq!(
-        header.kid.as_deref(),
-        Some("legacy"),
-        "the legacy key still signs"
-    );
+    assert_ne!(header.kid.as_deref(), Some("legacy"), "a new key signs");
     let rows = key_rows(&h.db).await;
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].kid, "legacy");
-    assert_eq!(rows[0].kek_id.as_deref(), Some(a.id()));
-    assert!(!holds_the_seed(&rows[0].private_key, &public));
+    assert!(rows.iter().all(|r| r.kek_id.as_deref() == Some(a.id())));
+    assert!(
+        rows.iter()
+            .all(|r| !holds_the_seed(&r.private_key, &r.public_key))
+    );
+    let jwks = h
+        .client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert!(
+        jwks.iter().any(|k| k.kid == "legacy"),
+        "the retired key still verifies what it signed"
+    );
+}
+
+/// Rotating with a configuration that cannot open the current key (no KEK, or another
+/// one) is refused: it would leave running replicas a key they cannot open.
+#[tokio::test]
+async fn rotation_needs_the_key_encryption_key_of_the_current_key() {
+    let db = TestDb::new().await;
+    let mut conn = db.connect().await;
+    let ttl = AuthConfig::default().access_ttl;
+    let real = KeyEncryption::new(kek(0xaa), vec![]);
+    strata_auth::keys::load_or_create(&mut conn, ttl, &real)
+        .await
+        .unwrap();
+    let other = KeyEncryption::new(kek(0xcc), vec![]);
+    assert!(
+        strata_auth::keys::rotate(&mut conn, ttl, &other)
+            .await
+            .is_err()
+    );
+    let rows = key_rows(&db).await;
+    assert_eq!(rows.len(), 1, "nothing retired, nothing created");
+    assert_eq!(rows[0].kek_id.as_deref(), Some(real.current().id()));
+    strata_auth::keys::rotate(&mut conn, ttl, &real)
+        .await
+        .unwrap();
+    assert_eq!(key_rows(&db).await.len(), 2);
 }
