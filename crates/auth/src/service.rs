@@ -477,11 +477,6 @@ impl AuthHandlers {
         self.revocations.publish(sessions).await;
     }
 
-    /// The revocation publisher (tests run its rounds by hand).
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
-    }
-
     /// Writes pending API key uses now (they are otherwise written every 30 s).
     pub async fn flush_key_usage(&self) -> Result<usize, AuthError> {
         Ok(self.key_usage.flush().await?)
