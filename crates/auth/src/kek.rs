@@ -172,10 +172,10 @@ impl KeyEncryption {
     }
 }
 
-/// The built-in development KEK: a well-known value, so not a secret. Used only when
-/// `STRATA_ENV` is `development` and no KEK is configured (`make run` always configures
-/// one), and accepted there as a previous KEK so that configuring a real one re-seals
-/// what it sealed. Production never accepts it.
+/// The built-in development KEK: a well-known value, so not a secret. It seals only when
+/// `STRATA_ENV=development` is set explicitly and no KEK is configured (`make run` always
+/// configures one); outside production it is also accepted as a previous KEK, so that
+/// configuring a real one re-seals what it sealed. Production never accepts it.
 pub fn development_kek() -> Kek {
     Kek::new(*b"strata development KEK: NOT SAFE")
 }

@@ -107,8 +107,7 @@ impl std::fmt::Debug for Passwords {
 impl Passwords {
     /// OWASP parameters, one concurrent hash per core. Computes the dummy hash once.
     pub fn new() -> Result<Self, AuthError> {
-        let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
-            .map_err(|e| AuthError::Hashing(e.to_string()))?;
+        let params = Params::new(M_COST_KIB, T_COST, P_COST, None).map_err(hashing_error)?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let memories = Arc::new(Memories::default());
         let mut memory = memories.take(params.block_count());
@@ -172,7 +171,7 @@ impl Passwords {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|e| AuthError::Hashing(e.to_string()))?;
+            .map_err(hashing_error)?;
         let memories = Arc::clone(&self.memories);
         let blocks = self.params.block_count();
         tokio::task::spawn_blocking(move || {
@@ -183,7 +182,7 @@ impl Passwords {
             result
         })
         .await
-        .map_err(|e| AuthError::Hashing(e.to_string()))?
+        .map_err(hashing_error)?
     }
 }
 
