@@ -80,7 +80,7 @@ impl Schema {
     }
 
     /// The schema of an encoded `FileDescriptorSet`; empty if it does not decode.
-    pub fn from_encoded(bytes: &[u8]) -> Schema {
+    fn from_encoded(bytes: &[u8]) -> Schema {
         let mut schema = Schema::default();
         let Ok(set) = FileDescriptorSet::decode(bytes) else {
             return schema;
@@ -149,11 +149,6 @@ impl Schema {
     /// Whether `full_name` is the request message of some RPC.
     pub fn is_request(&self, full_name: &str) -> bool {
         self.requests.contains(full_name)
-    }
-
-    /// Full names of every RPC's request message.
-    pub fn requests(&self) -> impl Iterator<Item = &str> {
-        self.requests.iter().map(String::as_str)
     }
 
     /// Checks `bytes`, an encoded `full_name` message, against the rules in the module
@@ -549,6 +544,84 @@ mod tests {
             .unwrap_err();
         let fields: Vec<_> = found.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["views[1]", "views[3]"]);
+    }
+
+    /// A schema with `t.Req { map<string, string> labels = 1; }` as an RPC's request.
+    fn map_schema() -> Schema {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        use prost_types::{
+            DescriptorProto, FieldDescriptorProto, FileDescriptorProto, MessageOptions,
+            MethodDescriptorProto, ServiceDescriptorProto,
+        };
+        let field =
+            |name: &str, number, label, r#type, type_name: Option<&str>| FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                label: Some(label as i32),
+                r#type: Some(r#type as i32),
+                type_name: type_name.map(str::to_owned),
+                ..Default::default()
+            };
+        let entry = DescriptorProto {
+            name: Some("LabelsEntry".into()),
+            field: vec![
+                field("key", 1, Label::Optional, Type::String, None),
+                field("value", 2, Label::Optional, Type::String, None),
+            ],
+            options: Some(MessageOptions {
+                map_entry: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let request = DescriptorProto {
+            name: Some("Req".into()),
+            field: vec![field(
+                "labels",
+                1,
+                Label::Repeated,
+                Type::Message,
+                Some(".t.Req.LabelsEntry"),
+            )],
+            nested_type: vec![entry],
+            ..Default::default()
+        };
+        let file = FileDescriptorProto {
+            package: Some("t".into()),
+            message_type: vec![request],
+            service: vec![ServiceDescriptorProto {
+                name: Some("S".into()),
+                method: vec![MethodDescriptorProto {
+                    name: Some("M".into()),
+                    input_type: Some(".t.Req".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        Schema::from_encoded(&FileDescriptorSet { file: vec![file] }.encode_to_vec())
+    }
+
+    #[test]
+    fn map_entries_are_named_by_their_key() {
+        let schema = map_schema();
+        assert!(schema.is_request("t.Req"));
+        // labels { key: "k" value: "a\0" }, labels { key: "x\0" value: "v" }
+        let entry = |key: &[u8], value: &[u8]| {
+            let mut e = vec![0x0a, key.len() as u8];
+            e.extend_from_slice(key);
+            e.extend_from_slice(&[0x12, value.len() as u8]);
+            e.extend_from_slice(value);
+            let mut f = vec![0x0a, e.len() as u8];
+            f.extend(e);
+            f
+        };
+        let mut bytes = entry(b"k", b"a\0");
+        bytes.extend(entry(b"x\0", b"v"));
+        let found = schema.check("t.Req", &bytes).unwrap_err();
+        let fields: Vec<_> = found.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["labels[\"k\"].value", "labels[1].key"]);
     }
 
     #[test]

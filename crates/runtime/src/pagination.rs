@@ -42,6 +42,10 @@ pub fn finish_page<T>(
     (rows, next)
 }
 
+fn not_a_token() -> Error {
+    Error::invalid("page_token", "is not a token from a previous response")
+}
+
 /// What a page token is bound to: the list RPC, the caller, and the filters of the request
 /// that produced it. A token presented with anything else is refused (`INVALID_ARGUMENT`),
 /// rather than silently paging through a different list from the wrong place. The binding
@@ -85,9 +89,7 @@ impl PageContext {
             .decode(token)
             .ok()
             .filter(|b| b.len() == len + FINGERPRINT_LEN)
-            .ok_or_else(|| {
-                Error::invalid("page_token", "is not a token from a previous response")
-            })?;
+            .ok_or_else(not_a_token)?;
         if bytes[len..] != self.0 {
             return Err(Error::invalid(
                 "page_token",
@@ -126,9 +128,7 @@ impl Cursor {
         }
         let position = context.open(token, 24)?;
         let micros = i64::from_be_bytes(position[..8].try_into().unwrap_or_default());
-        let time = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| {
-            Error::invalid("page_token", "is not a token from a previous response")
-        })?;
+        let time = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(not_a_token)?;
         Ok(Some(Self {
             time,
             id: Uuid::from_slice(&position[8..]).unwrap_or_default(),

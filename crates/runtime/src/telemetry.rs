@@ -98,16 +98,6 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
 }
 
-impl TelemetryGuard {
-    /// Exports every finished span now. Blocks: never call it from a current-thread
-    /// runtime that the exporter needs.
-    pub fn flush(&self) {
-        if let Some(provider) = &self.provider {
-            let _ = provider.force_flush();
-        }
-    }
-}
-
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take()

@@ -5,7 +5,7 @@
 //! `full_page_writes` on), so what it acknowledged survives [`TestCluster::crash`]. As root
 //! (CI), the server runs as the `postgres` OS user, as `deploy/local/infra.sh` does.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Database created in every cluster.
@@ -149,11 +149,6 @@ impl TestCluster {
                 .arg(&log)
                 .args(["-o", &options, "-w", "-t", "60", "start"]);
         });
-    }
-
-    /// The cluster's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
