@@ -35,8 +35,8 @@ use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::common::{Decimal, TimeRange};
-use strata_runtime::auth::Role;
 use strata_runtime::config::Secret;
+use strata_runtime::identity::Role;
 use strata_storage::migrate::Migrations;
 use strata_testkit::bench::{health_floor, ms, percentile as pct};
 use strata_testkit::{TestRedis, TestServer, bearer, env_or_infra, with_database};
@@ -208,7 +208,7 @@ async fn run() {
     // The tokens below name sessions the database does not have: verifiers accept them
     // once the auth service vouches for Redis's revocations.
     redis
-        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .wait_for(strata_runtime::identity::REVOCATIONS_COMPLETE_KEY)
         .await;
     let client = AnalyticsServiceClient::new(server.channel());
 

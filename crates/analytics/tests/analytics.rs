@@ -22,7 +22,7 @@ use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::common::{Decimal, TimeRange};
-use strata_runtime::auth::Role;
+use strata_runtime::identity::Role;
 use strata_runtime::time::timestamp as ts;
 use strata_testkit::{TestDb, TestRedis, TestServer, bearer};
 use tonic::Code;
@@ -91,7 +91,7 @@ async fn serve(
     .await;
     let handlers = slot.lock().unwrap().take().unwrap();
     redis
-        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .wait_for(strata_runtime::identity::REVOCATIONS_COMPLETE_KEY)
         .await;
     (server, handlers)
 }

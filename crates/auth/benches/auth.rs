@@ -17,7 +17,7 @@ use strata_auth::password::Passwords;
 use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb};
-use strata_runtime::auth::{PublicKeys, TokenSettings, verify_access_token};
+use strata_runtime::identity::{PublicKeys, TokenSettings, verify_access_token};
 use strata_testkit::bench::{health_floor, ms, percentile as pct};
 use strata_testkit::{TestDb, TestRedis, TestServer};
 
@@ -53,7 +53,7 @@ async fn run() {
     .await;
     // Verification answers from Redis once the auth service vouches for it.
     redis
-        .wait_for(strata_runtime::authn::REVOCATIONS_COMPLETE_KEY)
+        .wait_for(strata_runtime::identity::REVOCATIONS_COMPLETE_KEY)
         .await;
     let mut client = AuthServiceClient::new(server.channel());
     let floor_p50 = health_floor(server.channel(), 2000).await;

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use strata_runtime::auth::TokenSettings;
 use strata_runtime::config::{Secret, positive_duration};
+use strata_runtime::identity::TokenSettings;
 use strata_storage::Environment;
 use strata_storage::config::ConfigError;
 

@@ -15,7 +15,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use jsonwebtoken::EncodingKey;
 use rand::RngCore;
 use strata_proto::strata::auth::v1::Jwk;
-use strata_runtime::auth::PublicKeys;
+use strata_runtime::identity::PublicKeys;
 
 use crate::error::AuthError;
 use crate::kek::KeyEncryption;

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use strata_runtime::authn::{REVOCATIONS_COMPLETE_KEY, revoked_session_key};
+use strata_runtime::identity::{REVOCATIONS_COMPLETE_KEY, revoked_session_key};
 use strata_runtime::redis::RedisHandle;
 use strata_storage::Db;
 use uuid::Uuid;

@@ -5,13 +5,13 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
-use strata_runtime::auth::{
-    API_KEY_PREFIX, Principal, REFRESH_TOKEN_PREFIX, Role, verify_access_token,
-};
-use strata_runtime::authn::redis_revocation;
+use strata_runtime::AppContext;
 use strata_runtime::clock::{Clock, SystemClock};
+use strata_runtime::identity::{
+    API_KEY_PREFIX, Credential, Principal, REFRESH_TOKEN_PREFIX, Revocation, Role, SessionCheck,
+    verify_access_token,
+};
 use strata_runtime::pagination::{Cursor, IdCursor, PageContext, finish_page, page_size};
-use strata_runtime::server::AppContext;
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -54,6 +54,7 @@ pub struct AuthHandlers {
     throttle: LoginThrottle,
     key_usage: Arc<KeyUsage>,
     revocations: Arc<Revocations>,
+    sessions: SessionCheck,
     // Loaded on first use (the schema may not be migrated yet when the handlers are built)
     // and replaced on rotation.
     keys: RwLock<Option<(std::time::Instant, Arc<KeyRing>)>>,
@@ -201,7 +202,7 @@ const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale
 
 /// The session of an access token; API keys cannot manage sessions, passwords or keys.
 fn require_session(principal: &Principal) -> Result<Uuid, AuthError> {
-    principal.session_id.ok_or(AuthError::PermissionDenied(
+    principal.session_id().ok_or(AuthError::PermissionDenied(
         "requires an access token, not an API key",
     ))
 }
@@ -408,6 +409,7 @@ impl AuthHandlers {
             config.tokens.leeway,
         ));
         Arc::clone(&revocations).spawn(Arc::downgrade(&key_usage));
+        let sessions = SessionCheck::uncached(ctx.redis.clone());
         Ok(Self {
             ctx,
             config,
@@ -415,6 +417,7 @@ impl AuthHandlers {
             throttle,
             key_usage,
             revocations,
+            sessions,
             keys: RwLock::new(None),
         })
     }
@@ -493,9 +496,10 @@ impl AuthHandlers {
         let principal = Principal {
             user_id: key.user_id,
             role: role_of(&user.role),
-            session_id: None,
-            api_key_id: Some(key.id),
-            scopes: key.scopes,
+            credential: Credential::ApiKey {
+                key_id: key.id,
+                scopes: key.scopes,
+            },
             expires_at: key.expires_at.map(|t| t.timestamp()),
         };
         Ok((principal, user))
@@ -508,7 +512,7 @@ impl AuthHandlers {
             return self.api_key_principal(token).await;
         }
         let mut principal = self.token_principal(token).await?;
-        let session = principal.session_id.unwrap_or_default();
+        let session = require_session(&principal)?;
         let mut conn = self.ctx.db.get().await?;
         let user = store::live_session_user(&mut conn, principal.user_id, session, db_now())
             .await?
@@ -533,17 +537,14 @@ impl AuthHandlers {
     /// (signature, claims, the session's revocation marker in Redis). `None` when it cannot
     /// decide — an API key, or Redis absent or failing — and the database must.
     async fn verify_with_redis(&self, token: &str) -> Result<Option<Principal>, AuthError> {
-        let Some(redis) = &self.ctx.redis else {
-            return Ok(None);
-        };
         if token.starts_with(API_KEY_PREFIX) {
             return Ok(None);
         }
         let principal = self.token_principal(token).await?;
-        match redis_revocation(redis, &principal.session_id.unwrap_or_default()).await {
-            Some(false) => Ok(Some(principal)),
-            Some(true) => Err(AuthError::Unauthenticated("session has ended")),
-            None => Ok(None),
+        match self.sessions.check(&principal).await {
+            Revocation::Live => Ok(Some(principal)),
+            Revocation::Revoked => Err(AuthError::Unauthenticated("session has ended")),
+            Revocation::Unknown => Ok(None),
         }
     }
 
@@ -802,11 +803,10 @@ impl AuthService for AuthHandlers {
                 }
                 .into(),
                 session_id: principal
-                    .session_id
+                    .session_id()
                     .map(|s| s.to_string())
                     .unwrap_or_default(),
-                scopes: principal.scopes,
-                kind: if principal.api_key_id.is_some() {
+                kind: if principal.api_key_id().is_some() {
                     pb::CredentialKind::ApiKey
                 } else {
                     pb::CredentialKind::AccessToken
@@ -817,9 +817,13 @@ impl AuthService for AuthHandlers {
                     nanos: 0,
                 }),
                 api_key_id: principal
-                    .api_key_id
+                    .api_key_id()
                     .map(|k| k.to_string())
                     .unwrap_or_default(),
+                scopes: match principal.credential {
+                    Credential::ApiKey { scopes, .. } => scopes,
+                    Credential::Session { .. } => Vec::new(),
+                },
             }),
         }))
     }
@@ -878,7 +882,7 @@ impl AuthService for AuthHandlers {
                     absolute_expire_time: Some(timestamp(s.absolute_expires_at)),
                     user_agent: s.user_agent,
                     ip_address: s.ip_address,
-                    current: Some(s.id) == principal.session_id,
+                    current: Some(s.id) == principal.session_id(),
                 })
                 .collect(),
             next_page_token,
@@ -952,7 +956,7 @@ impl AuthService for AuthHandlers {
         let mut conn = self.ctx.db.get().await.map_err(AuthError::from)?;
         let revoked = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
             store::set_password(conn, principal.user_id, &hash, now).await?;
-            store::revoke_sessions(conn, principal.user_id, principal.session_id, now).await
+            store::revoke_sessions(conn, principal.user_id, principal.session_id(), now).await
         })
         .await
         .map_err(AuthError::from)?;

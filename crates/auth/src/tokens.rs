@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Header};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use strata_runtime::auth::{ACCESS_TOKEN_TYPE, AccessClaims, REFRESH_TOKEN_PREFIX, Role};
+use strata_runtime::identity::{ACCESS_TOKEN_TYPE, AccessClaims, REFRESH_TOKEN_PREFIX, Role};
 use uuid::Uuid;
 
 use crate::config::AuthConfig;
@@ -64,7 +64,7 @@ pub fn new_api_key() -> (String, String, [u8; 32]) {
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!(
         "{}{}",
-        strata_runtime::auth::API_KEY_PREFIX,
+        strata_runtime::identity::API_KEY_PREFIX,
         URL_SAFE_NO_PAD.encode(bytes)
     );
     let prefix: String = secret.chars().take(11).collect();

@@ -18,8 +18,9 @@ use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
 use strata_auth::config::AuthSettings;
 use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::auth::auth_service_server::AuthServiceServer;
+use strata_runtime::AppContext;
 use strata_runtime::config::Settings;
-use strata_runtime::server::{AppContext, ServerBuilder, shutdown_signal};
+use strata_runtime::server::{ServerBuilder, shutdown_signal};
 use strata_storage::migrate::{Migrations, State};
 use strata_storage::pool::dedicated_connection;
 
@@ -280,7 +281,7 @@ fn auth_config(settings: &Settings) -> anyhow::Result<strata_auth::AuthConfig> {
     AuthSettings::load()
         .context("reading configuration")?
         .resolve(
-            strata_runtime::auth::TokenSettings::default(),
+            strata_runtime::identity::TokenSettings::default(),
             settings.db.strata_env,
         )
         .context("configuration")

@@ -13,8 +13,8 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::config::Secret;
+use crate::context::AppContext;
 use crate::error::{Error, invalid_argument, storage_status};
-use crate::server::AppContext;
 use crate::time::timestamp;
 
 const DEFAULT_SLOW_QUERIES: i32 = 20;
@@ -49,7 +49,7 @@ impl AdminGuard {
 
 impl tonic::service::Interceptor for AdminGuard {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(principal) = request.extensions().get::<crate::auth::Principal>() {
+        if let Some(principal) = request.extensions().get::<crate::identity::Principal>() {
             return if principal.is_admin() && principal.has_scope("ops:admin") {
                 Ok(request)
             } else {

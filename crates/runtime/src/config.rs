@@ -254,16 +254,16 @@ impl Settings {
                 .filter(|t| !t.expose().is_empty()),
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
             auth_url: self.strata_auth_url.clone().filter(|u| !u.is_empty()),
-            tokens: crate::auth::TokenSettings {
+            tokens: crate::identity::TokenSettings {
                 issuer: self
                     .strata_auth_issuer
                     .clone()
-                    .unwrap_or_else(|| crate::auth::TokenSettings::default().issuer),
+                    .unwrap_or_else(|| crate::identity::TokenSettings::default().issuer),
                 audience: self
                     .strata_auth_audience
                     .clone()
-                    .unwrap_or_else(|| crate::auth::TokenSettings::default().audience),
-                ..crate::auth::TokenSettings::default()
+                    .unwrap_or_else(|| crate::identity::TokenSettings::default().audience),
+                ..crate::identity::TokenSettings::default()
             },
             redis_prefix: self
                 .strata_redis_prefix
@@ -314,7 +314,7 @@ pub struct ServerConfig {
     /// Auth service URL (`None`: this process, when it serves auth).
     pub auth_url: Option<String>,
     /// Issuer and audience of access tokens.
-    pub tokens: crate::auth::TokenSettings,
+    pub tokens: crate::identity::TokenSettings,
     /// Redis URL.
     pub redis_url: Option<Secret<String>>,
     /// Prefix of every Redis key.
@@ -362,7 +362,7 @@ impl ServerConfig {
                 admin_token: None,
                 redis_url: None,
                 auth_url: None,
-                tokens: crate::auth::TokenSettings::default(),
+                tokens: crate::identity::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
                 log_format: LogFormat::Auto,
                 log_filter: "info".into(),

@@ -1,18 +1,31 @@
-//! Cross-cutting pieces every Strata service uses.
+//! Cross-cutting pieces every Strata service uses, one room each:
 //!
-//! This crate owns configuration loading ([`config`]), telemetry ([`telemetry`]), the
-//! tower layers of the request path ([`layers`]), the error → `tonic::Status` mapping
-//! ([`error`]), the Redis handle ([`redis`]), the admin RPCs ([`admin`]), health
-//! ([`health`]) and the server bootstrap ([`server`]). It must not own any service's
-//! tables or RPC handlers: services plug into [`server::ServerBuilder`].
+//! - **bootstrap**: [`config`] (typed settings from the environment), [`context`]
+//!   ([`AppContext`], what the services of a process share), [`server`]
+//!   ([`ServerBuilder`]: routes, the tower stack, HTTP/2 limits, graceful shutdown),
+//!   [`health`] (`grpc.health.v1` following the database), [`telemetry`] (logs, traces,
+//!   OTLP export);
+//! - **request layers**: [`layers`] (request span, query accounting, panic guard, metadata
+//!   limits);
+//! - **caller identity**: [`identity`] (`Principal`, access-token verification, revocation
+//!   checks, the authentication layer);
+//! - **handler conventions**: [`error`] (the shared error vocabulary and its one mapping to
+//!   `tonic::Status`), [`pagination`] (keyset page tokens bound to their list and caller),
+//!   [`time`] (proto timestamps), [`clock`] (an injectable clock);
+//! - **the admin RPCs** every process serves: [`admin`] (`strata.admin.v1.AdminService`
+//!   and its guard);
+//! - **utilities**: [`redis`] (the shared Redis handle).
+//!
+//! It must not own any service's tables or any service's RPC handlers (the admin service
+//! is the suite's own, not a service's): services plug into [`server::ServerBuilder`].
 
 pub mod admin;
-pub mod auth;
-pub mod authn;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod layers;
 pub mod pagination;
 pub mod redis;
@@ -21,5 +34,6 @@ pub mod telemetry;
 pub mod time;
 
 pub use config::{ServerConfig, Settings};
+pub use context::AppContext;
 pub use error::Error;
-pub use server::{AppContext, ServerBuilder};
+pub use server::ServerBuilder;

@@ -1,19 +1,15 @@
-//! Server bootstrap shared by every Strata process.
-//!
-//! [`AppContext`] holds what all services of a process share (config, pool, Redis,
-//! migrations). [`ServerBuilder`] collects the services' gRPC servers, adds the admin
-//! service, `grpc.health.v1` and reflection (v1 and v1alpha), binds, and serves with
-//! graceful shutdown.
+//! Server bootstrap shared by every Strata process: [`ServerBuilder`] collects the
+//! services' gRPC servers, adds the admin service, `grpc.health.v1` and reflection (v1 and
+//! v1alpha), binds, and serves with graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_proto::admin::admin_service_server::AdminServiceServer;
-use strata_storage::migrate::Migrations;
-use strata_storage::{Db, pool::dedicated_connection};
+use strata_proto::auth::auth_service_server::SERVICE_NAME as AUTH_SERVICE_NAME;
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -21,68 +17,17 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
 use crate::admin::{Admin, AdminGuard};
-use crate::authn::{AuthLayer, Authenticator};
-use crate::config::ServerConfig;
+use crate::context::AppContext;
 use crate::error::Error;
 use crate::health;
+use crate::identity::{AuthLayer, Authenticator};
 use crate::layers::{MetadataLimitLayer, RequestLayer};
-use crate::redis::RedisHandle;
 
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: far above [`crate::layers::MAX_METADATA_BYTES`]
 /// (see `serve`). With the concurrent-stream limit it bounds header memory per connection.
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls in flight on one connection.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
-
-/// gRPC name of the auth service, whose presence makes this process its own verifier.
-const AUTH_SERVICE: &str = "strata.auth.v1.AuthService";
-
-/// What every service of one process shares.
-#[derive(Debug)]
-pub struct AppContext {
-    /// Resolved configuration.
-    pub config: ServerConfig,
-    /// Database pool.
-    pub db: Db,
-    /// Redis, when configured.
-    pub redis: Option<RedisHandle>,
-    /// Migrations embedded in this binary.
-    pub migrations: Migrations,
-    /// When the process started.
-    pub started_at: Instant,
-}
-
-impl AppContext {
-    /// Builds the pool and the Redis handle; neither waits for its server.
-    pub fn new(config: ServerConfig) -> Result<Self, Error> {
-        let db = Db::new(config.db.clone());
-        let redis = match &config.redis_url {
-            Some(url) => Some(
-                RedisHandle::connect_lazy(
-                    url.expose(),
-                    config.redis_prefix.clone(),
-                    Duration::from_secs(1),
-                )
-                .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
-            ),
-            None => None,
-        };
-        Ok(Self {
-            config,
-            db,
-            redis,
-            migrations: Migrations::embedded()?,
-            started_at: Instant::now(),
-        })
-    }
-
-    /// Applies pending migrations on a dedicated connection (the advisory lock belongs to
-    /// its session); returns the versions applied by this call.
-    pub async fn migrate(&self) -> Result<Vec<String>, Error> {
-        let mut conn = dedicated_connection(&self.config.db).await?;
-        Ok(self.migrations.run(&mut conn).await?)
-    }
-}
 
 /// Collects services and serves them. See the module docs.
 pub struct ServerBuilder {
@@ -158,7 +103,7 @@ impl ServerBuilder {
     /// `STRATA_AUTH_URL`, else this process's own when it serves auth.
     fn authenticator(&self, local_addr: SocketAddr) -> Result<Option<Arc<Authenticator>>, Error> {
         let config = &self.ctx.config;
-        let serves_auth = self.names.iter().any(|n| n == AUTH_SERVICE);
+        let serves_auth = self.names.iter().any(|n| n == AUTH_SERVICE_NAME);
         let url = match (&config.auth_url, serves_auth) {
             (Some(url), _) => url.clone(),
             (None, true) => {

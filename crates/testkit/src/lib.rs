@@ -34,7 +34,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use strata_runtime::ServerConfig;
 use strata_runtime::config::Secret;
 use strata_runtime::redis::RedisHandle;
-use strata_runtime::server::{AppContext, ServerBuilder};
+use strata_runtime::{AppContext, ServerBuilder};
 use strata_storage::migrate::Migrations;
 use strata_storage::{Db, DbConfig, Environment};
 use tokio::io::AsyncWriteExt;

@@ -4,14 +4,9 @@
 //!
 //! - Access tokens are verified locally with the auth service's public keys, fetched over
 //!   gRPC (`GetJwks`), cached, and fetched again when a token names an unknown `kid`.
-//! - Revocation: the auth service writes every ended session to Redis
-//!   ([`revoked_session_key`], expiring with the access-token lifetime), and keeps a
-//!   completeness marker ([`REVOCATIONS_COMPLETE_KEY`]) there for as long as it knows Redis
-//!   holds every revocation still inside that lifetime. Verifiers read both in one round
-//!   trip ([`redis_revocation`]) and cache the answer for one second. Only with the marker
-//!   present does "no revocation key" mean "live": when the marker is missing (Redis
-//!   restarted empty, lost keys, or no auth replica vouched for it lately) or Redis cannot
-//!   answer, they ask the auth service (`VerifyToken`, the database); when neither can
+//! - Revocation: the session of an access token is checked in Redis through
+//!   [`SessionCheck`] (see [`super::revocation`]), answers cached for one second. When Redis
+//!   cannot vouch, the auth service decides (`VerifyToken`, the database); when neither can
 //!   answer the call is refused (`UNAVAILABLE`).
 //! - API keys are verified by the auth service (`VerifyToken`), answers cached one second.
 //!
@@ -28,6 +23,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use sha2::{Digest, Sha256};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
+use strata_proto::auth::auth_service_server::SERVICE_NAME as AUTH_SERVICE_NAME;
 use strata_proto::auth::{self as pb};
 use tonic::body::Body;
 use tonic::service::interceptor::InterceptedService;
@@ -35,9 +31,11 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::auth::{
-    API_KEY_PREFIX, Principal, PublicKeys, Role, TokenError, TokenSettings, verify_access_token,
+use super::revocation::{Revocation, SessionCheck};
+use super::token::{
+    API_KEY_PREFIX, AccessClaims, PublicKeys, TokenError, TokenSettings, verify_access_token,
 };
+use super::{Credential, Principal, Role};
 use crate::redis::RedisHandle;
 use crate::telemetry::{TraceContextInterceptor, client_call};
 
@@ -47,46 +45,15 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of calls to the auth service.
 const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// The auth service's gRPC name, for client spans.
-const AUTH_SERVICE: &str = "strata.auth.v1.AuthService";
 
-/// Paths that need no credentials.
-const PUBLIC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
+/// Services that need no credentials here.
+const PUBLIC_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
     // The auth service authenticates its own calls against the database.
-    "/strata.auth.v1.AuthService/",
+    AUTH_SERVICE_NAME,
 ];
-
-/// Redis key marking a session as ended. Written by the auth service, read by verifiers.
-pub fn revoked_session_key(session: &Uuid) -> String {
-    format!("revoked:session:{session}")
-}
-
-/// Redis key present while Redis holds every revocation inside the access-token lifetime.
-/// Set (with a short expiry, renewed every second) by the auth service only after it has
-/// published every revocation the database records.
-pub const REVOCATIONS_COMPLETE_KEY: &str = "revoked:complete";
-
-/// Whether `session` is revoked, as Redis can tell: `None` when Redis is unreachable or
-/// cannot vouch for its completeness (no [`REVOCATIONS_COMPLETE_KEY`]); then the database
-/// must decide. One round trip.
-pub async fn redis_revocation(redis: &RedisHandle, session: &Uuid) -> Option<bool> {
-    let answer: Result<(Option<String>, Option<String>), _> = redis::cmd("MGET")
-        .arg(redis.key(REVOCATIONS_COMPLETE_KEY))
-        .arg(redis.key(&revoked_session_key(session)))
-        .query_async(&mut redis.connection())
-        .await;
-    match answer {
-        Ok((Some(_), revoked)) => Some(revoked.is_some()),
-        Ok((None, _)) => None,
-        Err(e) => {
-            tracing::debug!(error = %e, "redis cannot answer a revocation check");
-            None
-        }
-    }
-}
 
 /// Verifies credentials; shared by every request of a process.
 pub struct Authenticator {
@@ -94,8 +61,7 @@ pub struct Authenticator {
     settings: TokenSettings,
     keys: RwLock<Arc<PublicKeys>>,
     last_key_fetch: tokio::sync::Mutex<Option<Instant>>,
-    redis: Option<RedisHandle>,
-    revoked: moka::future::Cache<Uuid, bool>,
+    sessions: SessionCheck,
     remote: moka::future::Cache<[u8; 32], Principal>,
 }
 
@@ -123,11 +89,7 @@ impl Authenticator {
             settings,
             keys: RwLock::new(Arc::new(PublicKeys::default())),
             last_key_fetch: tokio::sync::Mutex::new(None),
-            redis,
-            revoked: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            sessions: SessionCheck::cached(redis, CACHE_TTL),
             remote: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(CACHE_TTL)
@@ -149,16 +111,15 @@ impl Authenticator {
         }
         .map_err(|_| unauthenticated())?;
         let principal = Principal::from_claims(&claims).map_err(|_| unauthenticated())?;
-        let session = principal.session_id.unwrap_or_default();
-        match self.is_revoked(session).await {
-            Some(false) => Ok(principal),
-            Some(true) => Err(unauthenticated()),
+        match self.sessions.check(&principal).await {
+            Revocation::Live => Ok(principal),
+            Revocation::Revoked => Err(unauthenticated()),
             // Redis cannot tell: the auth service decides.
-            None => self.remote(token).await,
+            Revocation::Unknown => self.remote(token).await,
         }
     }
 
-    fn verify_locally(&self, token: &str) -> Result<crate::auth::AccessClaims, TokenError> {
+    fn verify_locally(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let keys = self
             .keys
             .read()
@@ -177,7 +138,7 @@ impl Authenticator {
         let mut request = tonic::Request::new(pb::GetJwksRequest {});
         request.set_timeout(AUTH_CALL_TIMEOUT);
         let mut auth = self.auth.clone();
-        let jwks = client_call(AUTH_SERVICE, "GetJwks", auth.get_jwks(request))
+        let jwks = client_call(AUTH_SERVICE_NAME, "GetJwks", auth.get_jwks(request))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "fetching the auth service's keys failed");
@@ -199,16 +160,6 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Whether `session` was revoked, or `None` when Redis cannot tell.
-    async fn is_revoked(&self, session: Uuid) -> Option<bool> {
-        if let Some(answer) = self.revoked.get(&session).await {
-            return Some(answer);
-        }
-        let answer = redis_revocation(self.redis.as_ref()?, &session).await?;
-        self.revoked.insert(session, answer).await;
-        Some(answer)
-    }
-
     /// Verification by the auth service, cached briefly by the token's digest.
     async fn remote(&self, token: &str) -> Result<Principal, Status> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -220,7 +171,7 @@ impl Authenticator {
         });
         request.set_timeout(AUTH_CALL_TIMEOUT);
         let mut auth = self.auth.clone();
-        let answer = client_call(AUTH_SERVICE, "VerifyToken", auth.verify_token(request))
+        let answer = client_call(AUTH_SERVICE_NAME, "VerifyToken", auth.verify_token(request))
             .await
             .map_err(|status| match status.code() {
             Code::Unauthenticated | Code::InvalidArgument => unauthenticated(),
@@ -245,9 +196,15 @@ fn principal_from_proto(p: pb::Principal) -> Option<Principal> {
         } else {
             Role::User
         },
-        session_id: parse(&p.session_id),
-        api_key_id: parse(&p.api_key_id),
-        scopes: p.scopes,
+        credential: match parse(&p.api_key_id) {
+            Some(key_id) => Credential::ApiKey {
+                key_id,
+                scopes: p.scopes,
+            },
+            None => Credential::Session {
+                session_id: parse(&p.session_id)?,
+            },
+        },
         expires_at: p.expire_time.map(|t| t.seconds),
     })
 }
@@ -301,8 +258,13 @@ where
         // The service that was polled ready handles this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path();
-        if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        let service = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|path| path.split_once('/'))
+            .map(|(service, _)| service);
+        if service.is_some_and(|s| PUBLIC_SERVICES.contains(&s)) {
             return Box::pin(inner.call(request));
         }
         let token = request

@@ -1,5 +1,4 @@
-//! Caller identity shared by every service: roles, the verified [`Principal`], and local
-//! verification of access tokens ([`verify_access_token`]).
+//! Local verification of access tokens ([`verify_access_token`]).
 //!
 //! Access tokens are JWTs signed with Ed25519 by the auth service: header `alg: EdDSA`,
 //! `typ: at+jwt`, `kid` naming the signing key; claims `iss`, `aud`, `sub` (user id),
@@ -15,7 +14,8 @@ use std::time::Duration;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+use super::Role;
 
 /// `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -23,35 +23,6 @@ pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 pub const API_KEY_PREFIX: &str = "sk_";
 /// First characters of every refresh token.
 pub const REFRESH_TOKEN_PREFIX: &str = "rt_";
-
-/// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Role {
-    /// An ordinary account.
-    User,
-    /// May call admin RPCs of every service.
-    Admin,
-}
-
-impl Role {
-    /// The stored and signed spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "USER",
-            Role::Admin => "ADMIN",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "USER" => Some(Role::User),
-            "ADMIN" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
 
 /// Claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,48 +45,6 @@ pub struct AccessClaims {
     pub exp: i64,
     /// Token id.
     pub jti: String,
-}
-
-/// The verified caller of an RPC, put into request extensions by the auth layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// User id.
-    pub user_id: Uuid,
-    /// Role.
-    pub role: Role,
-    /// Session of the access token (none for API keys).
-    pub session_id: Option<Uuid>,
-    /// API key id (none for access tokens).
-    pub api_key_id: Option<Uuid>,
-    /// Scopes of the API key; access tokens carry none and are not limited by scope.
-    pub scopes: Vec<String>,
-    /// Expiry of the credential, seconds since the epoch (none: API key without expiry).
-    pub expires_at: Option<i64>,
-}
-
-impl Principal {
-    /// The principal of verified access-token claims.
-    pub fn from_claims(claims: &AccessClaims) -> Result<Self, TokenError> {
-        Ok(Self {
-            user_id: Uuid::parse_str(&claims.sub).map_err(|_| TokenError::Malformed)?,
-            role: claims.role,
-            session_id: Some(Uuid::parse_str(&claims.sid).map_err(|_| TokenError::Malformed)?),
-            api_key_id: None,
-            scopes: Vec::new(),
-            expires_at: Some(claims.exp),
-        })
-    }
-
-    /// Whether the caller has the admin role.
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Whether the credential allows `scope`: access tokens allow everything their role
-    /// does; API keys only their scopes.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.api_key_id.is_none() || self.scopes.iter().any(|s| s == scope)
-    }
 }
 
 /// Who issues tokens and for whom.

@@ -1,0 +1,58 @@
+//! [`AppContext`]: what every service of one process shares (config, pool, Redis,
+//! migrations), built once by the binary and handed to each service's handlers.
+
+use std::time::{Duration, Instant};
+
+use strata_storage::migrate::Migrations;
+use strata_storage::{Db, pool::dedicated_connection};
+
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::redis::RedisHandle;
+
+/// What every service of one process shares.
+#[derive(Debug)]
+pub struct AppContext {
+    /// Resolved configuration.
+    pub config: ServerConfig,
+    /// Database pool.
+    pub db: Db,
+    /// Redis, when configured.
+    pub redis: Option<RedisHandle>,
+    /// Migrations embedded in this binary.
+    pub migrations: Migrations,
+    /// When the process started.
+    pub started_at: Instant,
+}
+
+impl AppContext {
+    /// Builds the pool and the Redis handle; neither waits for its server.
+    pub fn new(config: ServerConfig) -> Result<Self, Error> {
+        let db = Db::new(config.db.clone());
+        let redis = match &config.redis_url {
+            Some(url) => Some(
+                RedisHandle::connect_lazy(
+                    url.expose(),
+                    config.redis_prefix.clone(),
+                    Duration::from_secs(1),
+                )
+                .map_err(|e| Error::FailedPrecondition(format!("REDIS_URL: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            db,
+            redis,
+            migrations: Migrations::embedded()?,
+            started_at: Instant::now(),
+        })
+    }
+
+    /// Applies pending migrations on a dedicated connection (the advisory lock belongs to
+    /// its session); returns the versions applied by this call.
+    pub async fn migrate(&self) -> Result<Vec<String>, Error> {
+        let mut conn = dedicated_connection(&self.config.db).await?;
+        Ok(self.migrations.run(&mut conn).await?)
+    }
+}
