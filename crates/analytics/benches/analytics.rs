@@ -24,16 +24,12 @@ use chrono::Utc;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use strata_analytics::AnalyticsHandlers;
 use strata_analytics::config::AnalyticsConfig;
 use strata_analytics::seed::{SeedOptions, seed_user};
 use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
-use strata_auth::AuthHandlers;
 use strata_auth::config::AuthConfig;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
-use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
-use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::common::{Decimal, TimeRange};
 use strata_runtime::config::Secret;
 use strata_runtime::identity::Role;
@@ -193,16 +189,14 @@ async fn run() {
     config.redis_prefix = redis.handle().prefix().to_owned();
     let refresher = Refresher::new(config.db.clone(), Duration::from_secs(3600), "bench");
     let server = TestServer::start(config, |builder| {
-        builder.add_service(AuthServiceServer::new(
-            AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),
-        ));
-        builder.add_service(AnalyticsServiceServer::new(AnalyticsHandlers::new(
-            builder.context(),
+        strata_auth::register(builder, AuthConfig::default()).unwrap();
+        strata_analytics::register(
+            builder,
             AnalyticsConfig {
                 scheduler: false,
                 ..AnalyticsConfig::default()
             },
-        )));
+        );
     })
     .await;
     // The tokens below name sessions the database does not have: verifiers accept them

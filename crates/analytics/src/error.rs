@@ -1,12 +1,10 @@
-//! The analytics error type and its one mapping to `tonic::Status`.
+//! The analytics error type and how it reads in the suite's error vocabulary.
 
-use strata_runtime::error::{internal, storage_status};
-use tonic::Status;
-
+use strata_errors::ApiError;
 /// Most field violations reported for one request; the rest are counted in the message.
-pub use strata_proto::wire::MAX_VIOLATIONS;
+pub use strata_errors::MAX_VIOLATIONS;
 /// One invalid field of a request (the same type the wire checks report).
-pub use strata_proto::wire::Violation;
+pub use strata_errors::Violation;
 
 /// Everything the analytics service can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +27,9 @@ pub enum AnalyticsError {
     /// Database failure.
     #[error(transparent)]
     Storage(#[from] strata_storage::Error),
+    /// A shared convention refused the request (a page size or token).
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// Anything else that is not the caller's fault.
     #[error("internal: {0}")]
     Internal(String),
@@ -52,39 +53,24 @@ impl strata_storage::retry::Retryable for AnalyticsError {
 impl AnalyticsError {
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        AnalyticsError::InvalidArgument(vec![Violation {
-            field: field.into(),
-            description: description.into(),
-        }])
+        AnalyticsError::InvalidArgument(vec![Violation::new(field, description)])
     }
 }
 
-impl From<strata_runtime::Error> for AnalyticsError {
-    fn from(err: strata_runtime::Error) -> Self {
-        match err {
-            strata_runtime::Error::InvalidArgument { field, description } => {
-                AnalyticsError::InvalidArgument(vec![Violation { field, description }])
-            }
-            strata_runtime::Error::Storage(e) => AnalyticsError::Storage(e),
-            other => AnalyticsError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<AnalyticsError> for Status {
+/// How each failure reads in the suite's error vocabulary.
+impl From<AnalyticsError> for ApiError {
     fn from(err: AnalyticsError) -> Self {
         match err {
-            AnalyticsError::InvalidArgument(violations) => {
-                strata_proto::codec::invalid_request(&violations)
-            }
-            AnalyticsError::Unauthenticated => Status::unauthenticated("missing credentials"),
-            AnalyticsError::PermissionDenied(message) => Status::permission_denied(message),
-            AnalyticsError::NotFound(what) => strata_runtime::error::not_found(what),
-            AnalyticsError::RefreshBusy => Status::aborted(
-                "another refresh of this view is running; retry when it has finished",
+            AnalyticsError::InvalidArgument(violations) => ApiError::InvalidArgument(violations),
+            AnalyticsError::Unauthenticated => ApiError::unauthenticated("missing credentials"),
+            AnalyticsError::PermissionDenied(message) => ApiError::permission_denied(message),
+            AnalyticsError::NotFound(what) => ApiError::not_found(what),
+            AnalyticsError::RefreshBusy => ApiError::Aborted(
+                "another refresh of this view is running; retry when it has finished".into(),
             ),
-            AnalyticsError::Storage(e) => storage_status(&e),
-            other @ AnalyticsError::Internal(_) => internal(&other),
+            AnalyticsError::Storage(e) => e.into(),
+            AnalyticsError::Api(e) => e,
+            other @ AnalyticsError::Internal(_) => ApiError::internal(other),
         }
     }
 }

@@ -6,7 +6,9 @@ use strata_proto::analytics as pb;
 use strata_runtime::time::from_timestamp;
 use uuid::Uuid;
 
-use crate::error::{MAX_VIOLATIONS, Violation};
+use strata_errors::Violations;
+
+use crate::error::Violation;
 
 /// Most events in one `RecordUsage` call.
 pub const MAX_BATCH: usize = 1000;
@@ -110,27 +112,6 @@ pub struct NewUsage {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Collects violations up to [`MAX_VIOLATIONS`].
-#[derive(Debug, Default)]
-pub struct Violations(pub Vec<Violation>);
-
-impl Violations {
-    /// Records that `field` is invalid.
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        if self.0.len() < MAX_VIOLATIONS {
-            self.0.push(Violation {
-                field: field.into(),
-                description: description.into(),
-            });
-        }
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// Parses a required UUID field.
 pub fn parse_uuid(value: &str) -> Result<Uuid, &'static str> {
     if value.is_empty() {
@@ -189,7 +170,7 @@ fn check_event(
     now: DateTime<Utc>,
     violations: &mut Violations,
 ) -> Option<NewUsage> {
-    let before = violations.0.len();
+    let before = violations.len();
     let field = |name: &str| format!("events[{index}].{name}");
 
     let key = event.idempotency_key.as_str();
@@ -313,7 +294,7 @@ fn check_event(
         Some(Some(t)) => Some(t),
     };
 
-    if violations.0.len() != before {
+    if violations.len() != before {
         return None;
     }
     Some(NewUsage {
@@ -335,7 +316,7 @@ fn check_event(
 }
 
 /// Validates a whole batch: every violation of every event is reported (up to
-/// [`MAX_VIOLATIONS`]), and a key repeated within the batch is refused, since the batch
+/// [`MAX_VIOLATIONS`](strata_errors::MAX_VIOLATIONS)), and a key repeated within the batch is refused, since the batch
 /// could not say which of the two it means.
 pub fn check_batch(
     events: &[pb::UsageEvent],
@@ -344,7 +325,7 @@ pub fn check_batch(
     let mut violations = Violations::default();
     if events.is_empty() || events.len() > MAX_BATCH {
         violations.add("events", format!("must hold 1 to {MAX_BATCH} events"));
-        return Err(violations.0);
+        return Err(violations.into_vec());
     }
     let mut rows = Vec::with_capacity(events.len());
     let mut seen = std::collections::HashMap::with_capacity(events.len());
@@ -364,7 +345,7 @@ pub fn check_batch(
     if violations.is_empty() {
         Ok(rows)
     } else {
-        Err(violations.0)
+        Err(violations.into_vec())
     }
 }
 

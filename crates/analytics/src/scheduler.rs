@@ -3,7 +3,7 @@
 //! the "still due?" check under them make a view refresh once per interval whatever the
 //! number of replicas.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -91,18 +91,20 @@ impl Scheduler {
         views::is_due(&mut conn, view, self.interval(view)).await
     }
 
-    /// Runs [`Scheduler::tick`] every tick interval while `alive` can be upgraded.
-    pub fn spawn<T: Send + Sync + 'static>(self, alive: Weak<T>) {
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(self.config.tick);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                if alive.upgrade().is_none() {
-                    return;
-                }
-                self.tick().await;
-            }
-        });
+    /// Whether this replica runs the `analytics.scheduler` task (`STRATA_ANALYTICS_SCHEDULER`).
+    pub fn enabled(&self) -> bool {
+        self.config.scheduler
+    }
+
+    /// How often the task ticks.
+    pub fn every(&self) -> Duration {
+        self.config.tick
+    }
+
+    /// One round of the `analytics.scheduler` task: [`tick`](Self::tick), failing when a
+    /// view could not be refreshed (each failure is logged by the tick).
+    pub async fn round(&self) -> Result<(), AnalyticsError> {
+        let failed = self.tick().await.into_iter().find_map(|(_, o)| o.err());
+        failed.map_or(Ok(()), Err)
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel_async::AsyncPgConnection;
+use strata_errors::respond;
 use strata_proto::analytics::analytics_service_server::AnalyticsService;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::common::{Decimal, TimeRange, TokenCounts};
@@ -48,8 +49,6 @@ pub struct AnalyticsHandlers {
     partitions: Arc<Partitions>,
     refresher: Refresher,
     scheduler: Scheduler,
-    // The scheduler task runs while this lives (it holds a weak reference).
-    _alive: Arc<()>,
 }
 
 impl std::fmt::Debug for AnalyticsHandlers {
@@ -61,7 +60,8 @@ impl std::fmt::Debug for AnalyticsHandlers {
 }
 
 impl AnalyticsHandlers {
-    /// Handlers over `ctx`; starts the scheduler when `config.scheduler` says so.
+    /// Handlers over `ctx`; their scheduler runs once they are registered with a server
+    /// (see [`crate::register_handlers`]).
     pub fn new(ctx: Arc<AppContext>, config: AnalyticsConfig) -> Self {
         let partitions = Arc::new(Partitions::default());
         let refresher = Refresher::new(
@@ -75,16 +75,11 @@ impl AnalyticsHandlers {
             Arc::clone(&partitions),
             config.clone(),
         );
-        let alive = Arc::new(());
-        if config.scheduler {
-            scheduler.clone().spawn(Arc::downgrade(&alive));
-        }
         Self {
             ctx,
             partitions,
             refresher,
             scheduler,
-            _alive: alive,
         }
     }
 
@@ -341,12 +336,12 @@ fn record_proto(row: store::UsageRow) -> pb::UsageRecord {
     }
 }
 
-#[tonic::async_trait]
-impl AnalyticsService for AnalyticsHandlers {
+/// The handlers, returning the crate's error; the trait impl below only answers.
+impl AnalyticsHandlers {
     async fn record_usage(
         &self,
         request: Request<pb::RecordUsageRequest>,
-    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+    ) -> Result<pb::RecordUsageResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_WRITE)?;
         let req = request.into_inner();
@@ -356,8 +351,7 @@ impl AnalyticsService for AnalyticsHandlers {
         {
             return Err(AnalyticsError::PermissionDenied(format!(
                 "events[{index}].user_id: only admins and their service keys record usage for other users"
-            ))
-            .into());
+            )));
         }
         let inserted: HashSet<Uuid> = self
             .record(principal.user_id, &rows)
@@ -370,16 +364,16 @@ impl AnalyticsService for AnalyticsHandlers {
             .filter(|(_, row)| !inserted.contains(&row.id))
             .filter_map(|(i, _)| i32::try_from(i).ok())
             .collect();
-        Ok(Response::new(pb::RecordUsageResponse {
+        Ok(pb::RecordUsageResponse {
             recorded_count: i32::try_from(inserted.len()).unwrap_or(i32::MAX),
             duplicate_indexes,
-        }))
+        })
     }
 
     async fn get_usage_summary(
         &self,
         request: Request<pb::GetUsageSummaryRequest>,
-    ) -> Result<Response<pb::GetUsageSummaryResponse>, Status> {
+    ) -> Result<pb::GetUsageSummaryResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
         let req = request.into_inner();
@@ -387,13 +381,13 @@ impl AnalyticsService for AnalyticsHandlers {
         let bucket = match pb::BucketWidth::try_from(req.bucket_width) {
             Ok(pb::BucketWidth::Unspecified | pb::BucketWidth::Day) => Bucket::Day,
             Ok(pb::BucketWidth::Hour) => Bucket::Hour,
-            Err(_) => return Err(AnalyticsError::invalid("bucket_width", "unknown value").into()),
+            Err(_) => return Err(AnalyticsError::invalid("bucket_width", "unknown value")),
         };
         let group = match pb::GroupBy::try_from(req.group_by) {
             Ok(pb::GroupBy::Unspecified) => Group::None,
             Ok(pb::GroupBy::Model) => Group::Model,
             Ok(pb::GroupBy::Operation) => Group::Operation,
-            Err(_) => return Err(AnalyticsError::invalid("group_by", "unknown value").into()),
+            Err(_) => return Err(AnalyticsError::invalid("group_by", "unknown value")),
         };
         let range = bucket_range(req.time_range.as_ref(), bucket)?;
         // Day buckets of users come from the view (plus what arrived after it); hour
@@ -446,13 +440,13 @@ impl AnalyticsService for AnalyticsHandlers {
                 totals: Some(totals(&row.totals)),
             });
         }
-        Ok(Response::new(response))
+        Ok(response)
     }
 
     async fn get_project_stats(
         &self,
         request: Request<pb::GetProjectStatsRequest>,
-    ) -> Result<Response<pb::GetProjectStatsResponse>, Status> {
+    ) -> Result<pb::GetProjectStatsResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
         let project = parse_uuid(&request.get_ref().project_id)
@@ -464,7 +458,7 @@ impl AnalyticsService for AnalyticsHandlers {
             }),
         )?
         else {
-            return Err(AnalyticsError::NotFound("project").into());
+            return Err(AnalyticsError::NotFound("project"));
         };
         let (stats, _) = self
             .with_watermark(ViewName::ProjectStats, |conn, watermark| {
@@ -472,9 +466,9 @@ impl AnalyticsService for AnalyticsHandlers {
             })
             .await?;
         if stats.totals.request_count == 0 {
-            return Err(AnalyticsError::NotFound("project").into());
+            return Err(AnalyticsError::NotFound("project"));
         }
-        Ok(Response::new(pb::GetProjectStatsResponse {
+        Ok(pb::GetProjectStatsResponse {
             stats: Some(pb::ProjectStats {
                 project_id: project.to_string(),
                 totals: Some(totals(&stats.totals)),
@@ -482,13 +476,13 @@ impl AnalyticsService for AnalyticsHandlers {
                 last_activity_time: stats.last_activity_at.map(timestamp),
                 models: stats.models,
             }),
-        }))
+        })
     }
 
     async fn list_top_models(
         &self,
         request: Request<pb::ListTopModelsRequest>,
-    ) -> Result<Response<pb::ListTopModelsResponse>, Status> {
+    ) -> Result<pb::ListTopModelsResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
         let req = request.into_inner();
@@ -496,12 +490,12 @@ impl AnalyticsService for AnalyticsHandlers {
         let rank = match pb::RankBy::try_from(req.rank_by) {
             Ok(pb::RankBy::Unspecified | pb::RankBy::TotalTokens) => Rank::Tokens,
             Ok(pb::RankBy::Cost) => Rank::Cost,
-            Err(_) => return Err(AnalyticsError::invalid("rank_by", "unknown value").into()),
+            Err(_) => return Err(AnalyticsError::invalid("rank_by", "unknown value")),
         };
         let limit = match i64::from(req.limit) {
             0 => TOP_MODELS.0,
             n if n < 0 => {
-                return Err(AnalyticsError::invalid("limit", "must not be negative").into());
+                return Err(AnalyticsError::invalid("limit", "must not be negative"));
             }
             n => n.min(TOP_MODELS.1),
         };
@@ -525,7 +519,7 @@ impl AnalyticsService for AnalyticsHandlers {
             .await?
             .0
         };
-        Ok(Response::new(pb::ListTopModelsResponse {
+        Ok(pb::ListTopModelsResponse {
             models: rows
                 .iter()
                 .map(|row| pb::ModelUsage {
@@ -534,13 +528,13 @@ impl AnalyticsService for AnalyticsHandlers {
                 })
                 .collect(),
             time_range: Some(time_range(range)),
-        }))
+        })
     }
 
     async fn list_usage(
         &self,
         request: Request<pb::ListUsageRequest>,
-    ) -> Result<Response<pb::ListUsageResponse>, Status> {
+    ) -> Result<pb::ListUsageResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
         let req = request.into_inner();
@@ -555,7 +549,7 @@ impl AnalyticsService for AnalyticsHandlers {
         let range = req.time_range.unwrap_or_default();
         let operation = match pb::Operation::try_from(req.operation) {
             Ok(op) => model::operation_name(op),
-            Err(_) => return Err(AnalyticsError::invalid("operation", "unknown value").into()),
+            Err(_) => return Err(AnalyticsError::invalid("operation", "unknown value")),
         };
         let filter = UsageFilter {
             start: bound("time_range.start_time", range.start_time.as_ref())?,
@@ -588,16 +582,16 @@ impl AnalyticsService for AnalyticsHandlers {
             }
             .encode(&context)
         });
-        Ok(Response::new(pb::ListUsageResponse {
+        Ok(pb::ListUsageResponse {
             records: rows.into_iter().map(record_proto).collect(),
             next_page_token,
-        }))
+        })
     }
 
     async fn refresh_views(
         &self,
         request: Request<pb::RefreshViewsRequest>,
-    ) -> Result<Response<pb::RefreshViewsResponse>, Status> {
+    ) -> Result<pb::RefreshViewsResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_admin(&principal)?;
         let mut wanted = Vec::new();
@@ -606,9 +600,10 @@ impl AnalyticsService for AnalyticsHandlers {
                 Ok(pb::View::UserTokenSummary) => wanted.push(ViewName::UserTokenSummary),
                 Ok(pb::View::ProjectStats) => wanted.push(ViewName::ProjectStats),
                 _ => {
-                    return Err(
-                        AnalyticsError::invalid(format!("views[{i}]"), "must be a view").into(),
-                    );
+                    return Err(AnalyticsError::invalid(
+                        format!("views[{i}]"),
+                        "must be a view",
+                    ));
                 }
             }
         }
@@ -636,17 +631,69 @@ impl AnalyticsService for AnalyticsHandlers {
             .into_iter()
             .filter(|s| wanted.iter().any(|v| i32::from(view_proto(*v)) == s.view))
             .collect();
-        Ok(Response::new(pb::RefreshViewsResponse { views }))
+        Ok(pb::RefreshViewsResponse { views })
+    }
+
+    async fn get_view_status(
+        &self,
+        request: Request<pb::GetViewStatusRequest>,
+    ) -> Result<pb::GetViewStatusResponse, AnalyticsError> {
+        let principal = principal(&request)?;
+        require_admin(&principal)?;
+        Ok(pb::GetViewStatusResponse {
+            views: self.view_statuses().await?,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AnalyticsService for AnalyticsHandlers {
+    async fn record_usage(
+        &self,
+        request: Request<pb::RecordUsageRequest>,
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        respond(AnalyticsHandlers::record_usage(self, request).await)
+    }
+
+    async fn get_usage_summary(
+        &self,
+        request: Request<pb::GetUsageSummaryRequest>,
+    ) -> Result<Response<pb::GetUsageSummaryResponse>, Status> {
+        respond(AnalyticsHandlers::get_usage_summary(self, request).await)
+    }
+
+    async fn get_project_stats(
+        &self,
+        request: Request<pb::GetProjectStatsRequest>,
+    ) -> Result<Response<pb::GetProjectStatsResponse>, Status> {
+        respond(AnalyticsHandlers::get_project_stats(self, request).await)
+    }
+
+    async fn list_top_models(
+        &self,
+        request: Request<pb::ListTopModelsRequest>,
+    ) -> Result<Response<pb::ListTopModelsResponse>, Status> {
+        respond(AnalyticsHandlers::list_top_models(self, request).await)
+    }
+
+    async fn list_usage(
+        &self,
+        request: Request<pb::ListUsageRequest>,
+    ) -> Result<Response<pb::ListUsageResponse>, Status> {
+        respond(AnalyticsHandlers::list_usage(self, request).await)
+    }
+
+    async fn refresh_views(
+        &self,
+        request: Request<pb::RefreshViewsRequest>,
+    ) -> Result<Response<pb::RefreshViewsResponse>, Status> {
+        respond(AnalyticsHandlers::refresh_views(self, request).await)
     }
 
     async fn get_view_status(
         &self,
         request: Request<pb::GetViewStatusRequest>,
     ) -> Result<Response<pb::GetViewStatusResponse>, Status> {
-        let principal = principal(&request)?;
-        require_admin(&principal)?;
-        Ok(Response::new(pb::GetViewStatusResponse {
-            views: self.view_statuses().await?,
-        }))
+        respond(AnalyticsHandlers::get_view_status(self, request).await)
     }
 }

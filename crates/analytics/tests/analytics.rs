@@ -15,12 +15,9 @@ use rand::{Rng, SeedableRng};
 use strata_analytics::config::AnalyticsConfig;
 use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
 use strata_analytics::{AnalyticsHandlers, scheduler::Scheduler};
-use strata_auth::AuthHandlers;
 use strata_auth::config::AuthConfig;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
-use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
-use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::common::{Decimal, TimeRange};
 use strata_runtime::identity::Role;
 use strata_runtime::time::timestamp as ts;
@@ -75,9 +72,7 @@ async fn serve(
     let slot = Arc::new(Mutex::new(None));
     let handlers_slot = Arc::clone(&slot);
     let server = TestServer::start(config, move |builder| {
-        builder.add_service(AuthServiceServer::new(
-            AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),
-        ));
+        strata_auth::register(builder, AuthConfig::default()).unwrap();
         let analytics = Arc::new(AnalyticsHandlers::new(
             builder.context(),
             AnalyticsConfig {
@@ -86,7 +81,7 @@ async fn serve(
             },
         ));
         *handlers_slot.lock().unwrap() = Some(Arc::clone(&analytics));
-        builder.add_service(AnalyticsServiceServer::from_arc(analytics));
+        strata_analytics::register_handlers(builder, analytics);
     })
     .await;
     let handlers = slot.lock().unwrap().take().unwrap();
@@ -1072,7 +1067,10 @@ async fn two_refreshers_take_turns() {
         )
         .await
         .unwrap_err();
-    assert_eq!(tonic::Status::from(busy).code(), Code::Aborted);
+    assert_eq!(
+        tonic::Status::from(strata_errors::ApiError::from(busy)).code(),
+        Code::Aborted
+    );
     drop(holder);
     let done = a
         .refresh(

@@ -11,11 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_auth::AuthHandlers;
 use strata_auth::config::AuthConfig;
 use strata_auth::password::Passwords;
 use strata_proto::auth::auth_service_client::AuthServiceClient;
-use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb};
 use strata_runtime::identity::{PublicKeys, TokenSettings, verify_access_token};
 use strata_testkit::bench::{health_floor, ms, percentile as pct};
@@ -46,9 +44,7 @@ async fn run() {
     config.redis_url = Some(strata_runtime::config::Secret::new(redis.url().to_owned()));
     config.redis_prefix = redis.handle().prefix().to_owned();
     let server = TestServer::start(config, |builder| {
-        builder.add_service(AuthServiceServer::new(
-            AuthHandlers::new(builder.context(), AuthConfig::default()).unwrap(),
-        ));
+        strata_auth::register(builder, AuthConfig::default()).unwrap();
     })
     .await;
     // Verification answers from Redis once the auth service vouches for it.

@@ -5,7 +5,6 @@
 //! replicas running it at once neither block nor repeat each other's work), each a short
 //! transaction of its own, and use the expiry indexes.
 
-use std::sync::Weak;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -65,28 +64,17 @@ pub async fn run_once(db: &Db, cutoff: DateTime<Utc>) -> Result<Report, strata_s
     Ok(report)
 }
 
-/// Runs [`run_once`] every `interval` while `alive` can be upgraded.
-pub fn spawn<T: Send + Sync + 'static>(db: Db, interval: Duration, alive: Weak<T>) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            if alive.upgrade().is_none() {
-                return;
-            }
-            let cutoff = Utc::now() - chrono::Duration::from_std(GRACE).unwrap_or_default();
-            match run_once(&db, cutoff).await {
-                Ok(report) if report != Report::default() => {
-                    tracing::info!(
-                        cleanup.refresh_tokens = report.refresh_tokens,
-                        cleanup.sessions = report.sessions,
-                        "deleted expired credentials"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "credential cleanup failed; will retry"),
-            }
-        }
-    });
+/// One round of the `auth.cleanup` task: deletes what expired more than the grace period
+/// ago, and logs what it deleted.
+pub async fn round(db: &Db) -> Result<(), strata_storage::Error> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(GRACE).unwrap_or_default();
+    let report = run_once(db, cutoff).await?;
+    if report != Report::default() {
+        tracing::info!(
+            cleanup.refresh_tokens = report.refresh_tokens,
+            cleanup.sessions = report.sessions,
+            "deleted expired credentials"
+        );
+    }
+    Ok(())
 }

@@ -1,8 +1,7 @@
-//! The auth error type and its one mapping to `tonic::Status`.
+//! The auth error type and how it reads in the suite's error vocabulary
+//! ([`strata_errors::ApiError`], whose one mapping to `tonic::Status` every service shares).
 
-use strata_runtime::error::{internal, invalid_argument, storage_status};
-use tonic::Status;
-use tonic_types::StatusExt as _;
+use strata_errors::ApiError;
 
 /// The message of every failed sign-in, whatever the reason, so responses never tell an
 /// unknown email from a wrong password or a disabled account.
@@ -11,14 +10,10 @@ pub const BAD_CREDENTIALS: &str = "invalid email or password";
 /// Everything the auth service can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// A request field is invalid.
-    #[error("invalid {field}: {description}")]
-    InvalidArgument {
-        /// Field name.
-        field: &'static str,
-        /// What is wrong.
-        description: String,
-    },
+    /// A failure of the shared vocabulary: invalid fields (all of them), not found,
+    /// permission denied, no valid credential.
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// Sign-in failed (unknown email, wrong password, disabled account: indistinguishable).
     #[error("bad credentials")]
     BadCredentials,
@@ -26,18 +21,9 @@ pub enum AuthError {
     /// `RetryInfo` saying when to try again.
     #[error("sign-in locked")]
     Locked(std::time::Duration),
-    /// No valid credential on the call, or a token that is invalid, expired or revoked.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(&'static str),
-    /// Authenticated, but lacking the role the RPC needs.
-    #[error("permission denied: {0}")]
-    PermissionDenied(&'static str),
     /// The email cannot be used for a new account.
     #[error("account cannot be created")]
     Conflict,
-    /// Missing, or not the caller's.
-    #[error("{0} not found")]
-    NotFound(&'static str),
     /// Database failure.
     #[error(transparent)]
     Storage(#[from] strata_storage::Error),
@@ -68,35 +54,43 @@ impl strata_storage::retry::Retryable for AuthError {
 }
 
 impl AuthError {
-    /// Shorthand for [`AuthError::InvalidArgument`].
+    /// One invalid field.
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
-        AuthError::InvalidArgument {
-            field,
-            description: description.into(),
-        }
+        ApiError::invalid(field, description).into()
+    }
+
+    /// No valid credential: `why`.
+    pub fn unauthenticated(why: &'static str) -> Self {
+        ApiError::unauthenticated(why).into()
+    }
+
+    /// Not allowed: `why`.
+    pub fn permission_denied(why: &'static str) -> Self {
+        ApiError::permission_denied(why).into()
+    }
+
+    /// `what` is missing, or not the caller's.
+    pub fn not_found(what: &'static str) -> Self {
+        ApiError::not_found(what).into()
     }
 }
 
-impl From<AuthError> for Status {
+/// How each failure reads in the suite's error vocabulary.
+impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::InvalidArgument { field, description } => {
-                invalid_argument(field, &description)
-            }
-            AuthError::BadCredentials => Status::unauthenticated(BAD_CREDENTIALS),
-            AuthError::Locked(retry_after) => Status::with_error_details(
-                tonic::Code::Unauthenticated,
-                BAD_CREDENTIALS,
-                tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
-            ),
-            AuthError::Unauthenticated(message) => Status::unauthenticated(message),
-            AuthError::PermissionDenied(message) => Status::permission_denied(message),
-            AuthError::Conflict => {
-                Status::already_exists("an account cannot be created with this email")
-            }
-            AuthError::NotFound(what) => strata_runtime::error::not_found(what),
-            AuthError::Storage(e) => storage_status(&e),
-            other => internal(&other),
+            AuthError::Api(e) => e,
+            AuthError::BadCredentials => ApiError::unauthenticated(BAD_CREDENTIALS),
+            AuthError::Locked(retry_after) => ApiError::Unauthenticated {
+                message: BAD_CREDENTIALS.into(),
+                retry_after: Some(retry_after),
+            },
+            AuthError::Conflict => ApiError::AlreadyExists {
+                message: "an account cannot be created with this email".into(),
+                resource: None,
+            },
+            AuthError::Storage(e) => e.into(),
+            other => ApiError::internal(other),
         }
     }
 }

@@ -7,6 +7,9 @@
 //! ([`crate::kek`]); loading re-seals any key sealed with a previous one (or stored in
 //! the clear) under the current one. Only the current key's private half is ever opened.
 
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -16,6 +19,7 @@ use jsonwebtoken::EncodingKey;
 use rand::RngCore;
 use strata_proto::strata::auth::v1::Jwk;
 use strata_runtime::identity::PublicKeys;
+use strata_storage::Db;
 
 use crate::error::AuthError;
 use crate::kek::KeyEncryption;
@@ -60,6 +64,77 @@ impl std::fmt::Debug for KeyRing {
             .field("kid", &self.signer.kid)
             .field("public", &self.public)
             .finish()
+    }
+}
+
+/// How often [`KeyRingCache`] reloads the signing keys from the database.
+const KEY_RING_RELOAD: Duration = Duration::from_secs(60);
+
+/// The key ring of a process: loaded (and the first key created) on first use, since the
+/// schema may not be migrated when the handlers are built, then reloaded every minute so a
+/// rotation by another replica is picked up well within a token lifetime (the retired key
+/// stays valid meanwhile).
+pub struct KeyRingCache {
+    db: Db,
+    access_ttl: Duration,
+    sealing: KeyEncryption,
+    slot: RwLock<Option<(Instant, Arc<KeyRing>)>>,
+}
+
+impl std::fmt::Debug for KeyRingCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRingCache").finish_non_exhaustive()
+    }
+}
+
+impl KeyRingCache {
+    /// A cache loading from `db`, opening keys with `sealing`.
+    pub fn new(db: Db, access_ttl: Duration, sealing: KeyEncryption) -> Self {
+        Self {
+            db,
+            access_ttl,
+            sealing,
+            slot: RwLock::new(None),
+        }
+    }
+
+    /// The current ring; on a failed reload the previous one is kept.
+    pub async fn get(&self) -> Result<Arc<KeyRing>, AuthError> {
+        let cached = self.slot.read().ok().and_then(|k| k.clone());
+        if let Some((loaded, ring)) = &cached
+            && loaded.elapsed() < KEY_RING_RELOAD
+        {
+            return Ok(Arc::clone(ring));
+        }
+        let loaded = async {
+            let mut conn = self.db.get().await?;
+            load_or_create(&mut conn, self.access_ttl, &self.sealing).await
+        }
+        .await;
+        match (loaded, cached) {
+            (Ok(ring), _) => Ok(self.store(ring)),
+            (Err(e), Some((_, ring))) => {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
+                Ok(ring)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Retires the signing key and starts signing with a new one.
+    pub async fn rotate(&self) -> Result<(), AuthError> {
+        let mut conn = self.db.get().await?;
+        let ring = rotate(&mut conn, self.access_ttl, &self.sealing).await?;
+        self.store(ring);
+        Ok(())
+    }
+
+    fn store(&self, ring: KeyRing) -> Arc<KeyRing> {
+        let ring = Arc::new(ring);
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Some((Instant::now(), Arc::clone(&ring)));
+        }
+        ring
     }
 }
 

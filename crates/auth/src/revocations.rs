@@ -25,7 +25,7 @@
 //! (every replica down), it expires and verifiers stop trusting Redis: failing closed
 //! rather than vouching for revocations nobody checked.
 
-use std::sync::{Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -300,38 +300,13 @@ impl Revocations {
         }
     }
 
-    /// Runs [`tick`](Self::tick) every [`TICK`] while `alive` can be upgraded, logging one
-    /// warning when Redis becomes unusable and one line when it is back.
-    pub fn spawn<T: Send + Sync + 'static>(self: std::sync::Arc<Self>, alive: Weak<T>) {
+    /// One round of the `auth.revocations` task (every [`TICK`]): [`tick`](Self::tick)
+    /// when Redis is configured. While rounds fail, verifiers ask the database.
+    pub async fn round(&self) -> Result<(), AuthError> {
         if self.redis.is_none() {
-            return;
+            return Ok(());
         }
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(TICK);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                ticker.tick().await;
-                if alive.upgrade().is_none() {
-                    return;
-                }
-                match self.tick().await {
-                    Ok(_) if failing => {
-                        failing = false;
-                        tracing::info!("revocations are published to Redis again");
-                    }
-                    Ok(_) => {}
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(
-                            error = %e,
-                            "cannot publish revocations to Redis; verifiers ask the database until it works again"
-                        );
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
+        self.tick().await.map(|_| ())
     }
 }
 

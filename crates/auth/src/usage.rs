@@ -1,10 +1,9 @@
 //! `last_used_at` of API keys, recorded in batches: each authenticated call notes the time
-//! in memory, and a background task writes all noted uses in one statement every
-//! `interval`, instead of one write per call.
+//! in memory, and a background task writes all noted uses in one statement every 30 s
+//! (and once more when the server stops), instead of one write per call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use strata_storage::Db;
@@ -20,27 +19,13 @@ pub struct KeyUsage {
 }
 
 impl KeyUsage {
-    /// A recorder flushing every `interval` until it is dropped.
-    pub fn start(db: Db, interval: Duration) -> Arc<Self> {
-        let usage = Arc::new(Self {
+    /// A recorder; the auth service's `auth.key_usage` task flushes it periodically and
+    /// at shutdown.
+    pub fn new(db: Db) -> Self {
+        Self {
             db,
             pending: Mutex::new(HashMap::new()),
-        });
-        let weak: Weak<Self> = Arc::downgrade(&usage);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                let Some(usage) = weak.upgrade() else {
-                    return;
-                };
-                if let Err(e) = usage.flush().await {
-                    tracing::warn!(error = %e, "recording API key use failed; will retry");
-                }
-            }
-        });
-        usage
+        }
     }
 
     /// Notes that `key` was used at `at`.

@@ -14,7 +14,6 @@ use strata_auth::config::AuthConfig;
 use strata_auth::keys::signer_from_seed;
 use strata_auth::throttle::ThrottlePolicy;
 use strata_proto::auth::auth_service_client::AuthServiceClient;
-use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_proto::auth::{self as pb, Credentials};
 use strata_runtime::ServerConfig;
 use strata_runtime::clock::{Clock, ManualClock, SystemClock};
@@ -57,7 +56,7 @@ async fn start_with(
                 .unwrap(),
         );
         *slot.lock().unwrap() = Some(Arc::clone(&handlers));
-        builder.add_service(AuthServiceServer::from_arc(handlers));
+        strata_auth::register_handlers(builder, handlers);
     })
     .await;
     let handlers = handlers_slot.lock().unwrap().take().unwrap();
@@ -1255,15 +1254,18 @@ async fn lockouts_are_shared_by_replicas_through_redis() {
     replica_config.db =
         strata_storage::DbConfig::new(url, "auth-b", strata_storage::Environment::Development);
     let server_b = TestServer::start(replica_config, |builder| {
-        builder.add_service(AuthServiceServer::new(
-            AuthHandlers::with_clock(
-                builder.context(),
-                AuthConfig::default(),
-                Arc::new(SystemClock),
-                ThrottlePolicy::default(),
-            )
-            .unwrap(),
-        ));
+        strata_auth::register_handlers(
+            builder,
+            Arc::new(
+                AuthHandlers::with_clock(
+                    builder.context(),
+                    AuthConfig::default(),
+                    Arc::new(SystemClock),
+                    ThrottlePolicy::default(),
+                )
+                .unwrap(),
+            ),
+        );
     })
     .await;
     let mut b = AuthServiceClient::new(server_b.channel());

@@ -11,13 +11,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use strata_analytics::AnalyticsHandlers;
 use strata_analytics::config::AnalyticsSettings;
 use strata_analytics::seed::SeedOptions;
 use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
 use strata_auth::config::AuthSettings;
-use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
-use strata_proto::auth::auth_service_server::AuthServiceServer;
 use strata_runtime::AppContext;
 use strata_runtime::config::Settings;
 use strata_runtime::server::{ServerBuilder, shutdown_signal};
@@ -46,7 +43,7 @@ enum Command {
     Serve {
         /// Which services: `all` (every service), one service (`auth`, `analytics`), or
         /// `admin` (only the admin service, health and reflection).
-        #[arg(default_value = "all", value_parser = ["all", "auth", "analytics", "admin"])]
+        #[arg(default_value = "all", value_parser = service_names())]
         service: String,
     },
     /// Manage database migrations (DATABASE_URL).
@@ -170,35 +167,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A service of the suite: its name on the command line and how it joins a server.
+type Register = fn(&mut ServerBuilder, &Settings) -> anyhow::Result<()>;
+
+/// Every service `strata serve` knows, in the order they are added.
+const SERVICES: &[(&str, Register)] = &[("auth", register_auth), ("analytics", register_analytics)];
+
+/// The values `strata serve` accepts: `all`, each service, and `admin` (only the admin
+/// service, health and reflection).
+fn service_names() -> Vec<&'static str> {
+    let mut names = vec!["all"];
+    names.extend(SERVICES.iter().map(|(name, _)| *name));
+    names.push("admin");
+    names
+}
+
+/// Whether `strata serve <set>` serves `service`.
+fn serves(set: &str, service: &str) -> bool {
+    set == "all" || set == service
+}
+
+fn register_auth(builder: &mut ServerBuilder, settings: &Settings) -> anyhow::Result<()> {
+    let config = AuthSettings::load()
+        .context("reading configuration")?
+        .resolve(
+            builder.context().config.tokens.clone(),
+            settings.db.strata_env,
+        )
+        .context("configuration")?;
+    strata_auth::register(builder, config)?;
+    Ok(())
+}
+
+fn register_analytics(builder: &mut ServerBuilder, _settings: &Settings) -> anyhow::Result<()> {
+    let config = AnalyticsSettings::load()
+        .context("reading configuration")?
+        .resolve()
+        .context("configuration")?;
+    strata_analytics::register(builder, config);
+    Ok(())
+}
+
 async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     let settings = Settings::load().context("reading configuration")?;
     let config = settings.resolve(service).context("configuration")?;
     let _telemetry = strata_runtime::telemetry::init(&config)?;
     let ctx = AppContext::new(config)?;
     let mut builder = ServerBuilder::new(ctx);
-    let max_message_bytes = builder.context().config.max_message_bytes;
-    if matches!(service, "all" | "auth") {
-        let auth_config = AuthSettings::load()
-            .context("reading configuration")?
-            .resolve(
-                builder.context().config.tokens.clone(),
-                settings.db.strata_env,
-            )
-            .context("configuration")?;
-        let handlers = strata_auth::AuthHandlers::new(builder.context(), auth_config)?;
-        builder.add_service(
-            AuthServiceServer::new(handlers).max_decoding_message_size(max_message_bytes),
-        );
-    }
-    if matches!(service, "all" | "analytics") {
-        let analytics_config = AnalyticsSettings::load()
-            .context("reading configuration")?
-            .resolve()
-            .context("configuration")?;
-        let handlers = AnalyticsHandlers::new(builder.context(), analytics_config);
-        builder.add_service(
-            AnalyticsServiceServer::new(handlers).max_decoding_message_size(max_message_bytes),
-        );
+    for (_, register) in SERVICES
+        .iter()
+        .filter(|(name, _)| service == "all" || service == *name)
+    {
+        register(&mut builder, &settings)?;
     }
     let bound = builder.bind().await.context("starting the server")?;
     let addr = bound.local_addr();
@@ -209,7 +229,7 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
         "try it with grpcurl (README, \"Trying it with grpcurl\", says how to get it):"
     )?;
     writeln!(out, "  grpcurl -plaintext {addr} list")?;
-    if matches!(service, "all" | "auth") {
+    if serves(service, "auth") {
         writeln!(
             out,
             "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"

@@ -12,12 +12,12 @@ use std::marker::PhantomData;
 
 use bytes::Buf as _;
 use prost::Message;
+use strata_errors::ApiError;
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
 
-use crate::wire::{Schema, Violation};
+use crate::wire::Schema;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -71,35 +71,14 @@ impl<U: Message + Default + prost::Name> Decoder for StrictDecoder<U> {
         // Zero-copy: tonic decodes from a `BytesMut`, which splits off the message.
         let bytes = buf.copy_to_bytes(buf.remaining());
         if let Err(violations) = schema.check(&name, &bytes) {
-            return Err(invalid_request(&violations));
+            return Err(ApiError::InvalidArgument(violations).into());
         }
         U::decode(bytes).map(Some).map_err(|e| {
-            invalid_request(&[Violation {
-                field: "request".into(),
-                description: format!("is not a valid {name}: {}", e.to_string().trim()),
-            }])
+            ApiError::invalid(
+                "request",
+                format!("is not a valid {name}: {}", e.to_string().trim()),
+            )
+            .into()
         })
     }
-}
-
-/// `INVALID_ARGUMENT` for a request with invalid fields, the one wording of every service
-/// and of the wire checks: the first violation in the message (`invalid <field>:
-/// <description>`, and how many more), all of them (up to
-/// [`MAX_VIOLATIONS`](crate::wire::MAX_VIOLATIONS)) as `BadRequest` field violations.
-pub fn invalid_request(violations: &[Violation]) -> Status {
-    let Some(first) = violations.first() else {
-        return Status::invalid_argument("invalid request");
-    };
-    let mut message = format!("invalid {}: {}", first.field, first.description);
-    if violations.len() > 1 {
-        message.push_str(&format!(" (and {} more)", violations.len() - 1));
-    }
-    let details = ErrorDetails::with_bad_request(
-        violations
-            .iter()
-            .take(crate::wire::MAX_VIOLATIONS)
-            .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
-            .collect::<Vec<_>>(),
-    );
-    Status::with_error_details(tonic::Code::InvalidArgument, message, details)
 }

@@ -52,3 +52,27 @@ pub use strata::admin::v1 as admin;
 pub use strata::analytics::v1 as analytics;
 pub use strata::auth::v1 as auth;
 pub use strata::common::v1 as common;
+
+/// A generated gRPC server. The server bootstrap adds every service through this trait, so
+/// the limits below are applied once for all, and a service that is not listed here cannot
+/// be served (a compile error, not a forgotten limit).
+pub trait GrpcServer: Sized {
+    /// This server, refusing a request message over `bytes` (`RESOURCE_EXHAUSTED`).
+    fn with_message_limit(self, bytes: usize) -> Self;
+}
+
+macro_rules! grpc_servers {
+    ($($package:ident :: $module:ident :: $server:ident < $service:ident >),* $(,)?) => {$(
+        impl<T: $package::$module::$service> GrpcServer for $package::$module::$server<T> {
+            fn with_message_limit(self, bytes: usize) -> Self {
+                self.max_decoding_message_size(bytes)
+            }
+        }
+    )*};
+}
+
+grpc_servers!(
+    admin::admin_service_server::AdminServiceServer<AdminService>,
+    analytics::analytics_service_server::AnalyticsServiceServer<AnalyticsService>,
+    auth::auth_service_server::AuthServiceServer<AuthService>,
+);

@@ -24,7 +24,7 @@ use prost_types::{DescriptorProto, FileDescriptorSet};
 /// Deepest nesting checked (prost's own recursion limit).
 const MAX_DEPTH: usize = 100;
 /// Most violations reported for one request.
-pub const MAX_VIOLATIONS: usize = 100;
+pub use strata_errors::MAX_VIOLATIONS;
 /// Timestamp bounds: 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
 const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 /// Duration bounds: about ±10,000 years.
@@ -32,14 +32,8 @@ const DURATION_SECONDS: std::ops::RangeInclusive<i64> = -315_576_000_000..=315_5
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
 const DURATION: &str = "google.protobuf.Duration";
 
-/// A request field that breaks a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// Proto path of the field, e.g. `events[3].model`.
-    pub field: String,
-    /// What is wrong, for the developer calling the API.
-    pub description: String,
-}
+/// A request field that breaks a rule (the suite's one violation type).
+pub use strata_errors::Violation;
 
 /// What a field holds, as far as the checks care.
 #[derive(Debug)]

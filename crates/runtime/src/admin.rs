@@ -9,13 +9,12 @@ use strata_proto::admin::{self as pb, ComponentStatus};
 use strata_proto::common::PoolState;
 use strata_storage::explain::{self, ExplainError, ExplainOptions, Failure};
 use strata_storage::stats::{self, SlowQueryOrder};
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
+use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
 use crate::context::AppContext;
-use crate::error::{Error, invalid_argument, storage_status};
 use crate::time::timestamp;
+use strata_errors::{ApiError, ErrorInfo, respond};
 
 const DEFAULT_SLOW_QUERIES: i32 = 20;
 const MAX_SLOW_QUERIES: i32 = 500;
@@ -53,13 +52,14 @@ impl tonic::service::Interceptor for AdminGuard {
             return if principal.is_admin() && principal.has_scope("ops:admin") {
                 Ok(request)
             } else {
-                Err(Status::permission_denied("requires the ADMIN role"))
+                Err(ApiError::permission_denied("requires the ADMIN role").into())
             };
         }
         let Some(expected) = &self.token else {
-            return Err(Status::permission_denied(
+            return Err(ApiError::permission_denied(
                 "admin RPCs need an ADMIN user; this process knows no auth service and no admin token",
-            ));
+            )
+            .into());
         };
         let presented = request
             .metadata()
@@ -70,9 +70,7 @@ impl tonic::service::Interceptor for AdminGuard {
         if constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated(
-                "missing or invalid admin credentials",
-            ))
+            Err(ApiError::unauthenticated("missing or invalid admin credentials").into())
         }
     }
 }
@@ -105,7 +103,10 @@ impl Admin {
 
     /// The schemas to report (`schema`, or every application schema when empty) and the
     /// optional table filter, both checked to be plain identifiers.
-    fn filters<'a>(schema: &str, table: &'a str) -> Result<(Vec<String>, Option<&'a str>), Status> {
+    fn filters<'a>(
+        schema: &str,
+        table: &'a str,
+    ) -> Result<(Vec<String>, Option<&'a str>), ApiError> {
         let schemas = if schema.is_empty() {
             stats::APP_SCHEMAS.iter().map(|s| (*s).to_owned()).collect()
         } else {
@@ -120,9 +121,9 @@ impl Admin {
     }
 }
 
-fn check_identifier(field: &str, value: &str) -> Result<(), Status> {
+fn check_identifier(field: &str, value: &str) -> Result<(), ApiError> {
     if value.len() > 63 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(invalid_argument(
+        return Err(ApiError::invalid(
             field,
             "must be a PostgreSQL identifier of at most 63 letters, digits or '_'",
         ));
@@ -149,40 +150,40 @@ fn index_usage(i: stats::IndexStats) -> pb::IndexUsage {
     }
 }
 
-/// The status of a failed `ExplainQuery`. The caller's statement is described by its
-/// SQLSTATE, its position and a phrase of a fixed vocabulary (also as `ErrorInfo`
-/// metadata), never by PostgreSQL's message, which can quote database values.
-fn explain_status(err: ExplainError) -> Status {
+/// How a failed `ExplainQuery` reads. The caller's statement is described by its SQLSTATE,
+/// its position and a phrase of a fixed vocabulary (also as `ErrorInfo` metadata), never by
+/// PostgreSQL's message, which can quote database values.
+fn explain_error(err: ExplainError) -> ApiError {
     let statement = match err {
-        ExplainError::Storage(e) => return storage_status(&e),
+        ExplainError::Storage(e) => return e.into(),
         ExplainError::Statement(statement) => statement,
     };
-    let code = match statement.failure {
-        Failure::Invalid | Failure::ReadOnly => Code::InvalidArgument,
-        Failure::PermissionDenied => Code::PermissionDenied,
-        Failure::Timeout => Code::DeadlineExceeded,
-        Failure::Unavailable => Code::Unavailable,
-    };
     let description = statement.to_string();
+    let message = format!("sql: {description}");
+    let error = match statement.failure {
+        Failure::Invalid | Failure::ReadOnly => ApiError::invalid("sql", description),
+        Failure::PermissionDenied => ApiError::permission_denied(message),
+        Failure::Timeout => ApiError::DeadlineExceeded(message.into()),
+        Failure::Unavailable => ApiError::unavailable(message),
+    };
     let mut metadata =
         std::collections::HashMap::from([("sqlstate".to_owned(), statement.sqlstate.clone())]);
     if let Some(position) = statement.position {
         metadata.insert("position".to_owned(), position.to_string());
     }
-    let mut details =
-        ErrorDetails::with_error_info("SQL_STATEMENT_FAILED", EXPLAIN_DOMAIN, metadata);
-    if code == Code::InvalidArgument {
-        details.add_bad_request_violation("sql", &description);
-    }
-    Status::with_error_details(code, format!("sql: {description}"), details)
+    error.with_info(ErrorInfo {
+        reason: "SQL_STATEMENT_FAILED".into(),
+        domain: EXPLAIN_DOMAIN.into(),
+        metadata,
+    })
 }
 
-#[tonic::async_trait]
-impl AdminService for Admin {
+/// The handlers, returning the suite's error; the trait impl below only answers.
+impl Admin {
     async fn get_health(
         &self,
         _request: Request<pb::GetHealthRequest>,
-    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+    ) -> Result<pb::GetHealthResponse, ApiError> {
         let ctx = &self.ctx;
         let pool = ctx.db.state();
         let pool = PoolState {
@@ -239,12 +240,12 @@ impl AdminService for Admin {
             },
         };
         let migrations = if database.status == i32::from(ComponentStatus::Up) {
-            let mut conn = ctx.db.get().await.map_err(Error::from)?;
+            let mut conn = ctx.db.get().await.map_err(strata_storage::Error::from)?;
             let status = ctx
                 .migrations
                 .status(&mut conn)
                 .await
-                .map_err(Error::from)?;
+                .map_err(strata_storage::Error::from)?;
             Some(pb::MigrationHealth {
                 applied: u32::try_from(status.applied().len()).unwrap_or(u32::MAX),
                 pending: u32::try_from(status.pending().len()).unwrap_or(u32::MAX),
@@ -255,50 +256,54 @@ impl AdminService for Admin {
         } else {
             None
         };
-        Ok(Response::new(pb::GetHealthResponse {
+        Ok(pb::GetHealthResponse {
             service: ctx.config.service.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime: Some(duration(ctx.started_at.elapsed())),
             database: Some(database),
             redis: Some(redis),
             migrations,
-        }))
+        })
     }
 
     async fn list_slow_queries(
         &self,
         request: Request<pb::ListSlowQueriesRequest>,
-    ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
+    ) -> Result<pb::ListSlowQueriesResponse, ApiError> {
         let req = request.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_SLOW_QUERIES,
-            n if n < 0 => return Err(invalid_argument("limit", "must not be negative")),
+            n if n < 0 => return Err(ApiError::invalid("limit", "must not be negative")),
             n => n.min(MAX_SLOW_QUERIES),
         };
         if req.min_calls < 0 {
-            return Err(invalid_argument("min_calls", "must not be negative"));
+            return Err(ApiError::invalid("min_calls", "must not be negative"));
         }
         let order = match pb::SlowQueryOrder::try_from(req.order_by) {
             Ok(pb::SlowQueryOrder::Unspecified | pb::SlowQueryOrder::MeanTime) => {
                 SlowQueryOrder::MeanTime
             }
             Ok(pb::SlowQueryOrder::TotalTime) => SlowQueryOrder::TotalTime,
-            Err(_) => return Err(invalid_argument("order_by", "unknown value")),
+            Err(_) => return Err(ApiError::invalid("order_by", "unknown value")),
         };
-        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
+        let mut conn = self
+            .ctx
+            .db
+            .get()
+            .await
+            .map_err(strata_storage::Error::from)?;
         if !stats::has_pg_stat_statements(&mut conn)
             .await
-            .map_err(Error::from)?
+            .map_err(strata_storage::Error::from)?
         {
-            return Err(Error::FailedPrecondition(
-                "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations".into(),
-            )
-            .into());
+            return Err(ApiError::failed_precondition(
+                "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations",
+            ));
         }
         let rows = stats::slow_queries(&mut conn, order, i64::from(limit), req.min_calls)
             .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::ListSlowQueriesResponse {
+            .map_err(strata_storage::Error::from)?;
+        Ok(pb::ListSlowQueriesResponse {
             queries: rows
                 .into_iter()
                 .map(|q| pb::SlowQuery {
@@ -313,49 +318,64 @@ impl AdminService for Admin {
                     cache_hit_ratio: q.cache_hit_ratio,
                 })
                 .collect(),
-        }))
+        })
     }
 
     async fn get_index_usage(
         &self,
         request: Request<pb::GetIndexUsageRequest>,
-    ) -> Result<Response<pb::GetIndexUsageResponse>, Status> {
+    ) -> Result<pb::GetIndexUsageResponse, ApiError> {
         let req = request.into_inner();
         let (schemas, table) = Self::filters(&req.schema, &req.table)?;
-        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
+        let mut conn = self
+            .ctx
+            .db
+            .get()
+            .await
+            .map_err(strata_storage::Error::from)?;
         let rows = stats::index_usage(&mut conn, &schemas, table)
             .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::GetIndexUsageResponse {
+            .map_err(strata_storage::Error::from)?;
+        Ok(pb::GetIndexUsageResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
-        }))
+        })
     }
 
     async fn list_unused_indexes(
         &self,
         request: Request<pb::ListUnusedIndexesRequest>,
-    ) -> Result<Response<pb::ListUnusedIndexesResponse>, Status> {
+    ) -> Result<pb::ListUnusedIndexesResponse, ApiError> {
         let (schemas, _) = Self::filters(&request.into_inner().schema, "")?;
-        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
+        let mut conn = self
+            .ctx
+            .db
+            .get()
+            .await
+            .map_err(strata_storage::Error::from)?;
         let rows = stats::unused_indexes(&mut conn, &schemas)
             .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::ListUnusedIndexesResponse {
+            .map_err(strata_storage::Error::from)?;
+        Ok(pb::ListUnusedIndexesResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
-        }))
+        })
     }
 
     async fn get_table_stats(
         &self,
         request: Request<pb::GetTableStatsRequest>,
-    ) -> Result<Response<pb::GetTableStatsResponse>, Status> {
+    ) -> Result<pb::GetTableStatsResponse, ApiError> {
         let req = request.into_inner();
         let (schemas, table) = Self::filters(&req.schema, &req.table)?;
-        let mut conn = self.ctx.db.get().await.map_err(Error::from)?;
+        let mut conn = self
+            .ctx
+            .db
+            .get()
+            .await
+            .map_err(strata_storage::Error::from)?;
         let rows = stats::table_stats(&mut conn, &schemas, table)
             .await
-            .map_err(Error::from)?;
-        Ok(Response::new(pb::GetTableStatsResponse {
+            .map_err(strata_storage::Error::from)?;
+        Ok(pb::GetTableStatsResponse {
             tables: rows
                 .into_iter()
                 .map(|t| pb::TableStats {
@@ -372,27 +392,27 @@ impl AdminService for Admin {
                     last_analyze_time: t.last_analyze.map(timestamp),
                 })
                 .collect(),
-        }))
+        })
     }
 
     async fn explain_query(
         &self,
         request: Request<pb::ExplainQueryRequest>,
-    ) -> Result<Response<pb::ExplainQueryResponse>, Status> {
+    ) -> Result<pb::ExplainQueryResponse, ApiError> {
         let req = request.into_inner();
         let select = explain::check_select(&req.sql)
-            .map_err(|refusal| invalid_argument("sql", &refusal.to_string()))?;
+            .map_err(|refusal| ApiError::invalid("sql", refusal.to_string()))?;
         let json = match pb::ExplainFormat::try_from(req.format) {
             Ok(pb::ExplainFormat::Unspecified | pb::ExplainFormat::Text) => false,
             Ok(pb::ExplainFormat::Json) => true,
-            Err(_) => return Err(invalid_argument("format", "unknown value")),
+            Err(_) => return Err(ApiError::invalid("format", "unknown value")),
         };
         let timeout = match req.timeout {
             None => DEFAULT_EXPLAIN_TIMEOUT,
             Some(d) => match Duration::try_from(d) {
                 Ok(d) if !d.is_zero() && d <= MAX_EXPLAIN_TIMEOUT => d,
                 _ => {
-                    return Err(invalid_argument(
+                    return Err(ApiError::invalid(
                         "timeout",
                         "must be positive and at most 30s",
                     ));
@@ -412,17 +432,62 @@ impl AdminService for Admin {
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| {
-                Status::unavailable("too many ExplainQuery calls at once; retry shortly")
+                ApiError::unavailable("too many ExplainQuery calls at once; retry shortly")
             })?;
         let plan = explain::explain(&self.ctx.config.db, &req.sql, select, options)
             .await
-            .map_err(explain_status)?;
-        Ok(Response::new(pb::ExplainQueryResponse {
+            .map_err(explain_error)?;
+        Ok(pb::ExplainQueryResponse {
             plan: plan.text,
             total_cost: plan.total_cost,
             execution_time_ms: plan.execution_time_ms,
             planning_time_ms: plan.planning_time_ms,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn get_health(
+        &self,
+        request: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+        respond(Admin::get_health(self, request).await)
+    }
+
+    async fn list_slow_queries(
+        &self,
+        request: Request<pb::ListSlowQueriesRequest>,
+    ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
+        respond(Admin::list_slow_queries(self, request).await)
+    }
+
+    async fn get_index_usage(
+        &self,
+        request: Request<pb::GetIndexUsageRequest>,
+    ) -> Result<Response<pb::GetIndexUsageResponse>, Status> {
+        respond(Admin::get_index_usage(self, request).await)
+    }
+
+    async fn list_unused_indexes(
+        &self,
+        request: Request<pb::ListUnusedIndexesRequest>,
+    ) -> Result<Response<pb::ListUnusedIndexesResponse>, Status> {
+        respond(Admin::list_unused_indexes(self, request).await)
+    }
+
+    async fn get_table_stats(
+        &self,
+        request: Request<pb::GetTableStatsRequest>,
+    ) -> Result<Response<pb::GetTableStatsResponse>, Status> {
+        respond(Admin::get_table_stats(self, request).await)
+    }
+
+    async fn explain_query(
+        &self,
+        request: Request<pb::ExplainQueryRequest>,
+    ) -> Result<Response<pb::ExplainQueryResponse>, Status> {
+        respond(Admin::explain_query(self, request).await)
     }
 }
 

@@ -9,6 +9,7 @@ use strata_storage::{Db, pool::dedicated_connection};
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::redis::RedisHandle;
+use crate::tasks::TaskBoard;
 
 /// What every service of one process shares.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct AppContext {
     pub migrations: Migrations,
     /// When the process started.
     pub started_at: Instant,
+    /// The background tasks and when each last ran.
+    pub tasks: TaskBoard,
 }
 
 impl AppContext {
@@ -46,6 +49,7 @@ impl AppContext {
             redis,
             migrations: Migrations::embedded()?,
             started_at: Instant::now(),
+            tasks: TaskBoard::default(),
         })
     }
 

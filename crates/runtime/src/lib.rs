@@ -3,8 +3,8 @@
 //! - **bootstrap**: [`config`] (typed settings from the environment), [`context`]
 //!   ([`AppContext`], what the services of a process share), [`server`]
 //!   ([`ServerBuilder`]: routes, the tower stack, HTTP/2 limits, graceful shutdown),
-//!   [`health`] (`grpc.health.v1` following the database), [`telemetry`] (logs, traces,
-//!   OTLP export);
+//!   [`tasks`] (background work owned and drained by the server), [`health`]
+//!   (`grpc.health.v1` following the database), [`telemetry`] (logs, traces, OTLP export);
 //! - **request layers**: [`layers`] (request span, query accounting, panic guard, metadata
 //!   limits);
 //! - **caller identity**: [`identity`] (`Principal`, access-token verification, revocation
@@ -30,6 +30,7 @@ pub mod layers;
 pub mod pagination;
 pub mod redis;
 pub mod server;
+pub mod tasks;
 pub mod telemetry;
 pub mod time;
 

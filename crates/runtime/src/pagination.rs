@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::Error;
+use strata_errors::ApiError;
 
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -17,10 +17,10 @@ pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 1000;
 
 /// The effective page size of a request's `page_size`.
-pub fn page_size(requested: i32) -> Result<i64, Error> {
+pub fn page_size(requested: i32) -> Result<i64, ApiError> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(Error::invalid("page_size", "must not be negative")),
+        n if n < 0 => Err(ApiError::invalid("page_size", "must not be negative")),
         n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
     }
 }
@@ -42,8 +42,8 @@ pub fn finish_page<T>(
     (rows, next)
 }
 
-fn not_a_token() -> Error {
-    Error::invalid("page_token", "is not a token from a previous response")
+fn not_a_token() -> ApiError {
+    ApiError::invalid("page_token", "is not a token from a previous response")
 }
 
 /// What a page token is bound to: the list RPC, the caller, and the filters of the request
@@ -84,14 +84,14 @@ impl PageContext {
 
     /// The position inside `token` (`len` bytes), if the token is well-formed and was made
     /// for this context.
-    fn open(&self, token: &str, len: usize) -> Result<Vec<u8>, Error> {
+    fn open(&self, token: &str, len: usize) -> Result<Vec<u8>, ApiError> {
         let mut bytes = URL_SAFE_NO_PAD
             .decode(token)
             .ok()
             .filter(|b| b.len() == len + FINGERPRINT_LEN)
             .ok_or_else(not_a_token)?;
         if bytes[len..] != self.0 {
-            return Err(Error::invalid(
+            return Err(ApiError::invalid(
                 "page_token",
                 "was issued for another list, caller or filter; repeat the request that \
                  produced it, or start again without a token",
@@ -122,7 +122,7 @@ impl Cursor {
 
     /// Parses a request's `page_token` for the list of `context`; empty means the first
     /// page.
-    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, Error> {
+    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, ApiError> {
         if token.is_empty() {
             return Ok(None);
         }
@@ -148,7 +148,7 @@ impl IdCursor {
 
     /// Parses a request's `page_token` for the list of `context`; empty means the first
     /// page.
-    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, Error> {
+    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, ApiError> {
         if token.is_empty() {
             return Ok(None);
         }

@@ -6,8 +6,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use strata_proto::GrpcServer;
 use strata_proto::admin::admin_service_server::AdminServiceServer;
 use strata_proto::auth::auth_service_server::SERVICE_NAME as AUTH_SERVICE_NAME;
 use tokio::net::TcpListener;
@@ -22,6 +23,7 @@ use crate::error::Error;
 use crate::health;
 use crate::identity::{AuthLayer, Authenticator};
 use crate::layers::{MetadataLimitLayer, RequestLayer};
+use crate::tasks::{Running, Task};
 
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: far above [`crate::layers::MAX_METADATA_BYTES`]
 /// (see `serve`). With the concurrent-stream limit it bounds header memory per connection.
@@ -34,6 +36,7 @@ pub struct ServerBuilder {
     ctx: Arc<AppContext>,
     routes: RoutesBuilder,
     names: Vec<String>,
+    tasks: Vec<Task>,
 }
 
 impl ServerBuilder {
@@ -44,14 +47,15 @@ impl ServerBuilder {
             ctx: Arc::clone(&ctx),
             routes: RoutesBuilder::default(),
             names: Vec::new(),
+            tasks: Vec::new(),
         };
         let admin = AdminServiceServer::new(Admin::new(Arc::clone(&ctx)))
-            .max_decoding_message_size(ctx.config.max_message_bytes);
+            .with_message_limit(ctx.config.max_message_bytes);
         let guarded = tonic::service::interceptor::InterceptedService::new(
             admin,
             AdminGuard::new(ctx.config.admin_token.clone()),
         );
-        builder.add_service(guarded);
+        builder.add_route(guarded);
         builder
     }
 
@@ -60,8 +64,37 @@ impl ServerBuilder {
         Arc::clone(&self.ctx)
     }
 
-    /// Adds a generated gRPC server; its name gets a `grpc.health.v1` entry.
+    /// Adds a generated gRPC server, with the process's message-size limit; its name
+    /// (the generated `SERVICE_NAME`) gets a `grpc.health.v1` entry.
     pub fn add_service<S, B>(&mut self, service: S) -> &mut Self
+    where
+        S: GrpcServer
+            + tower_service::Service<
+                http::Request<Body>,
+                Error = Infallible,
+                Response = http::Response<B>,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limited = service.with_message_limit(self.ctx.config.max_message_bytes);
+        self.add_route(limited)
+    }
+
+    /// Adds a background task, started when the server serves and drained when it stops
+    /// (see [`crate::tasks`]).
+    pub fn add_task(&mut self, task: Task) -> &mut Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// Adds a route whose limits are already set (the guarded admin service).
+    fn add_route<S, B>(&mut self, service: S) -> &mut Self
     where
         S: tower_service::Service<
                 http::Request<Body>,
@@ -152,9 +185,11 @@ impl BoundServer {
             ctx,
             mut routes,
             names,
+            tasks,
         } = self.builder;
         let config = &ctx.config;
 
+        let mut running = Running::start(tasks, &ctx.tasks);
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::set_all(&reporter, &names, ServingStatus::NotServing).await;
         let monitor = health::spawn_monitor(
@@ -182,7 +217,7 @@ impl BoundServer {
         // balancers stop routing here) and tells tonic to stop accepting and drain; the
         // grace timer then bounds how long the drain may take.
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
+        let (began_tx, mut began_rx) = tokio::sync::watch::channel(None::<Instant>);
         let grace = config.shutdown_grace;
         let shutdown_reporter = reporter.clone();
         let shutdown_names = names.clone();
@@ -198,7 +233,7 @@ impl BoundServer {
                 ServingStatus::NotServing,
             )
             .await;
-            let _ = began_tx.send(true);
+            let _ = began_tx.send(Some(Instant::now()));
             let _ = drain_tx.send(());
         });
 
@@ -233,7 +268,7 @@ impl BoundServer {
                 let _ = drain_rx.await;
             });
         let grace_over = async {
-            if began_rx.wait_for(|began| *began).await.is_err() {
+            if began_rx.wait_for(|began| began.is_some()).await.is_err() {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(grace).await;
@@ -247,6 +282,14 @@ impl BoundServer {
         };
         monitor.abort();
         signal_task.abort();
+        // No call is running now, so no new work reaches the tasks: each finishes its
+        // round and flushes what is pending, within what is left of the grace period.
+        let began = (*began_rx.borrow()).unwrap_or_else(Instant::now);
+        let left = grace.saturating_sub(began.elapsed());
+        if tokio::time::timeout(left, running.stop()).await.is_err() {
+            tracing::warn!("grace period over; abandoning background tasks");
+            running.abort();
+        }
         Ok(result?)
     }
 }

@@ -1,4 +1,5 @@
-//! The storage error type and its classification for retries and status mapping.
+//! The storage error type and its classification for retries and for clients (how it reads
+//! in the suite's error vocabulary).
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::PoolError;
@@ -40,6 +41,21 @@ impl From<bb8::RunError<PoolError>> for Error {
 impl From<diesel::ConnectionError> for Error {
     fn from(err: diesel::ConnectionError) -> Self {
         Error::Connect(err)
+    }
+}
+
+/// What a client is told: no row → `NOT_FOUND`, database unreachable → `UNAVAILABLE`,
+/// anything else → `INTERNAL` (cause logged, never returned).
+impl From<Error> for strata_errors::ApiError {
+    fn from(err: Error) -> Self {
+        if err.is_not_found() {
+            strata_errors::ApiError::not_found("resource")
+        } else if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            strata_errors::ApiError::unavailable("service temporarily unavailable, retry later")
+        } else {
+            strata_errors::ApiError::internal(err)
+        }
     }
 }
 

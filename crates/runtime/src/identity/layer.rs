@@ -22,6 +22,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use sha2::{Digest, Sha256};
+use strata_errors::ApiError;
 use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::auth_service_server::SERVICE_NAME as AUTH_SERVICE_NAME;
 use strata_proto::auth::{self as pb};
@@ -73,12 +74,12 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-fn unauthenticated() -> Status {
-    Status::unauthenticated("invalid, expired or revoked credentials")
+fn unauthenticated() -> ApiError {
+    ApiError::unauthenticated("invalid, expired or revoked credentials")
 }
 
-fn unavailable() -> Status {
-    Status::unavailable("cannot verify credentials right now; retry later")
+fn unavailable() -> ApiError {
+    ApiError::unavailable("cannot verify credentials right now; retry later")
 }
 
 impl Authenticator {
@@ -98,7 +99,7 @@ impl Authenticator {
     }
 
     /// The principal behind `token`, or the status to answer with.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, Status> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         if token.starts_with(API_KEY_PREFIX) {
             return self.remote(token).await;
         }
@@ -129,7 +130,7 @@ impl Authenticator {
     }
 
     /// Fetches the JWKS again, at most once per [`KEY_REFETCH_INTERVAL`].
-    async fn refresh_keys(&self) -> Result<(), Status> {
+    async fn refresh_keys(&self) -> Result<(), ApiError> {
         let mut last = self.last_key_fetch.lock().await;
         if last.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
             return Ok(());
@@ -161,7 +162,7 @@ impl Authenticator {
     }
 
     /// Verification by the auth service, cached briefly by the token's digest.
-    async fn remote(&self, token: &str) -> Result<Principal, Status> {
+    async fn remote(&self, token: &str) -> Result<Principal, ApiError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.remote.get(&digest).await {
             return Ok(principal);
@@ -276,14 +277,17 @@ where
         let authenticator = Arc::clone(&self.authenticator);
         Box::pin(async move {
             let Some(token) = token else {
-                return Ok(Status::unauthenticated("missing bearer credentials").into_http());
+                return Ok(
+                    Status::from(ApiError::unauthenticated("missing bearer credentials"))
+                        .into_http(),
+                );
             };
             match authenticator.authenticate(&token).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
-                Err(status) => Ok(status.into_http()),
+                Err(error) => Ok(Status::from(error).into_http()),
             }
         })
     }

@@ -8,6 +8,7 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use strata_errors::ApiError;
 use tonic::body::Body;
 
 /// Largest single metadata value accepted (an access token is about 600 bytes).
@@ -34,13 +35,13 @@ pub struct MetadataLimitService<S> {
 }
 
 /// The refusal of oversized `headers`, if they are.
-fn oversized(headers: &http::HeaderMap) -> Option<tonic::Status> {
+fn oversized(headers: &http::HeaderMap) -> Option<ApiError> {
     let mut total = 0;
     for (name, value) in headers {
         if value.len() > MAX_METADATA_VALUE_BYTES {
-            return Some(crate::error::invalid_argument(
+            return Some(ApiError::invalid(
                 name.as_str(),
-                &format!(
+                format!(
                     "metadata value is {} bytes; at most {MAX_METADATA_VALUE_BYTES} are accepted",
                     value.len()
                 ),
@@ -49,9 +50,9 @@ fn oversized(headers: &http::HeaderMap) -> Option<tonic::Status> {
         total += name.as_str().len() + value.len() + 32;
     }
     (total > MAX_METADATA_BYTES).then(|| {
-        crate::error::invalid_argument(
+        ApiError::invalid(
             "metadata",
-            &format!("is {total} bytes in all; at most {MAX_METADATA_BYTES} are accepted"),
+            format!("is {total} bytes in all; at most {MAX_METADATA_BYTES} are accepted"),
         )
     })
 }
@@ -75,9 +76,9 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         match oversized(request.headers()) {
-            Some(status) => {
-                futures_util::future::Either::Right(std::future::ready(Ok(status.into_http())))
-            }
+            Some(status) => futures_util::future::Either::Right(std::future::ready(Ok(
+                tonic::Status::from(status).into_http(),
+            ))),
             None => futures_util::future::Either::Left(self.inner.call(request)),
         }
     }

@@ -1,0 +1,141 @@
+//! Who is calling the auth service. Unlike other services, which trust the auth layer's
+//! [`Principal`], the auth service checks every credential against the database: the
+//! session must still be live and the account active, and the role is read fresh.
+
+use strata_runtime::identity::{
+    API_KEY_PREFIX, Credential, Principal, Revocation, Role, verify_access_token,
+};
+use tonic::Request;
+
+use super::{AuthHandlers, db_now};
+use crate::error::AuthError;
+use crate::store::{self, UserRow};
+use crate::tokens::hash_token;
+
+/// The role an account's stored spelling names.
+pub(super) fn role_of(stored: &str) -> Role {
+    Role::parse(stored).unwrap_or(Role::User)
+}
+
+/// The session of an access token; API keys cannot manage sessions, passwords or keys.
+pub(super) fn require_session(principal: &Principal) -> Result<uuid::Uuid, AuthError> {
+    principal.session_id().ok_or(AuthError::permission_denied(
+        "requires an access token, not an API key",
+    ))
+}
+
+/// Refuses an API key that lacks `scope` (access tokens have every scope of their role).
+pub(super) fn require_scope(principal: &Principal, scope: &'static str) -> Result<(), AuthError> {
+    if principal.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(AuthError::permission_denied(
+            "the API key lacks the scope this call needs",
+        ))
+    }
+}
+
+/// The user agent and address of the caller, as recorded on a session.
+pub(super) fn client_details<T>(request: &Request<T>) -> (String, String) {
+    let user_agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(512)
+        .collect();
+    let ip = request
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    (user_agent, ip)
+}
+
+impl AuthHandlers {
+    /// The caller's principal and account.
+    pub(super) async fn caller<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Principal, UserRow), AuthError> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AuthError::unauthenticated("missing bearer token"))?;
+        self.principal_of(token).await
+    }
+
+    /// The caller's principal.
+    pub(super) async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, AuthError> {
+        Ok(self.caller(request).await?.0)
+    }
+
+    /// Verifies `token` (an access token checked locally plus its session, or an API key)
+    /// and returns the caller's principal and account, in one query.
+    pub(super) async fn principal_of(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, UserRow), AuthError> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return self.api_key_principal(token).await;
+        }
+        let mut principal = self.token_principal(token).await?;
+        let session = require_session(&principal)?;
+        let mut conn = self.ctx.db.get().await?;
+        let user = store::live_session_user(&mut conn, principal.user_id, session, db_now())
+            .await?
+            .ok_or(AuthError::unauthenticated("session has ended"))?;
+        // The role may have changed since the token was issued; the database is current.
+        principal.role = role_of(&user.role);
+        Ok((principal, user))
+    }
+
+    /// The principal of an API key (live, unexpired, of an active user) and its owner.
+    async fn api_key_principal(&self, secret: &str) -> Result<(Principal, UserRow), AuthError> {
+        let now = db_now();
+        let mut conn = self.ctx.db.get().await?;
+        let (key, user) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
+            .await?
+            .ok_or(AuthError::unauthenticated("invalid or revoked API key"))?;
+        self.key_usage.note(key.id, now);
+        let principal = Principal {
+            user_id: key.user_id,
+            role: role_of(&user.role),
+            credential: Credential::ApiKey {
+                key_id: key.id,
+                scopes: key.scopes,
+            },
+            expires_at: key.expires_at.map(|t| t.timestamp()),
+        };
+        Ok((principal, user))
+    }
+
+    /// The principal an access token claims, after checking signature and claims locally.
+    async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
+        let ring = self.key_ring().await?;
+        verify_access_token(token, &ring.public, &self.config.tokens)
+            .ok()
+            .and_then(|claims| Principal::from_claims(&claims).ok())
+            .ok_or(AuthError::unauthenticated(
+                "invalid or expired access token",
+            ))
+    }
+
+    /// VerifyToken's fast path for access tokens: the checks every service's verifier makes
+    /// (signature, claims, the session's revocation in Redis, through the shared
+    /// [`strata_runtime::identity::SessionCheck`]). `None` when it cannot decide (an API
+    /// key, or Redis absent, failing or not vouching) and the database must.
+    pub(super) async fn verify_fast(&self, token: &str) -> Result<Option<Principal>, AuthError> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return Ok(None);
+        }
+        let principal = self.token_principal(token).await?;
+        match self.sessions.check(&principal).await {
+            Revocation::Live => Ok(Some(principal)),
+            Revocation::Revoked => Err(AuthError::unauthenticated("session has ended")),
+            Revocation::Unknown => Ok(None),
+        }
+    }
+}
