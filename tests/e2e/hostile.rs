@@ -163,6 +163,7 @@ async fn admin_token(db: &TestDb, channel: &tonic::transport::Channel) -> String
             email: "hostile@example.com".into(),
             password: "a long hostile passphrase".into(),
             display_name: "Hostile".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

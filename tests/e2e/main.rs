@@ -325,6 +325,7 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
             email: "ops@example.com".into(),
             password: "a long operator passphrase".into(),
             display_name: "Ops".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -73,6 +73,7 @@ async fn memory_stays_bounded_through_many_logins() {
             email: "many@example.com".into(),
             password: "a long enough passphrase".into(),
             display_name: "Many".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

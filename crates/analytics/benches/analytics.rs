@@ -365,7 +365,10 @@ async fn run() {
                         cost: Some(Decimal {
                             value: "0.00036".into(),
                         }),
-                        latency_ms: 800,
+                        latency: Some(prost_types::Duration {
+                            seconds: 0,
+                            nanos: 800_000_000,
+                        }),
                         status: pb::CallStatus::Succeeded.into(),
                         occur_time: Some(prost_types::Timestamp {
                             seconds: now.timestamp(),

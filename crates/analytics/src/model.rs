@@ -245,19 +245,22 @@ fn check_event(
             violations.add(field(name), format!("must be at most {MAX_TOKENS}"));
         }
     }
-    let latency_ms = match event.latency_ms {
-        v if v < 0 => {
-            violations.add(field("latency_ms"), "must not be negative");
+    // Stored in whole milliseconds, rounded to the nearest.
+    let latency_ms = match event.latency {
+        None => 0,
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            violations.add(field("latency"), "must not be negative");
             0
         }
-        v if v > MAX_LATENCY_MS => {
-            violations.add(
-                field("latency_ms"),
-                format!("must be at most {MAX_LATENCY_MS}"),
-            );
-            0
+        Some(d) => {
+            let ms = d.seconds.saturating_mul(1000) + (i64::from(d.nanos) + 500_000) / 1_000_000;
+            if ms > MAX_LATENCY_MS {
+                violations.add(field("latency"), "must be at most 24 hours");
+                0
+            } else {
+                i32::try_from(ms).unwrap_or(0)
+            }
         }
-        v => i32::try_from(v).unwrap_or(0),
     };
     let cost = match &event.cost {
         None => {
@@ -369,7 +372,10 @@ mod tests {
             cost: Some(Decimal {
                 value: "0.00125".into(),
             }),
-            latency_ms: 350,
+            latency: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 350_000_000,
+            }),
             status: pb::CallStatus::Succeeded.into(),
             occur_time: Some(prost_types::Timestamp {
                 seconds: Utc::now().timestamp(),

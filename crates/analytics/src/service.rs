@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel_async::AsyncPgConnection;
-use strata_errors::respond;
+use strata_errors::{ApiError, respond};
 use strata_proto::analytics::analytics_service_server::AnalyticsService;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::common::{Decimal, TimeRange, TokenCounts};
 use strata_runtime::AppContext;
 use strata_runtime::identity::Principal;
-use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
+use strata_runtime::pagination::{
+    Cursor, KeyCursor, PageContext, finish_page, page_size, page_size_within,
+};
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -22,7 +24,7 @@ use crate::error::AnalyticsError;
 use crate::model::{self, NewUsage, check_batch, parse_uuid};
 use crate::partitions::{Partitions, month_of};
 use crate::scheduler::Scheduler;
-use crate::store::{self, Bucket, Group, Range, Rank, Scope, Totals, UsageFilter};
+use crate::store::{self, Bucket, Group, Range, Rank, RankKey, Scope, Totals, UsageFilter};
 use crate::views::{self, Contention, Refresher, ViewName};
 
 /// Scope an API key needs to record usage.
@@ -36,12 +38,22 @@ pub const SCOPE_ADMIN: &str = "usage:admin";
 const MAX_RANGE_SECONDS: i64 = 130 * 365 * 86_400;
 /// Most buckets one summary may return.
 const MAX_BUCKETS: i64 = 1000;
-/// Default and largest `limit` of ListTopModels.
+/// ListTopModels, whose page tokens are bound to it.
+const LIST_TOP_MODELS: &str = "strata.analytics.v1.AnalyticsService/ListTopModels";
+/// Default and largest `page_size` of ListTopModels.
 const TOP_MODELS: (i64, i64) = (10, 100);
 /// ListUsage, whose page tokens are bound to it.
 const LIST_USAGE: &str = "strata.analytics.v1.AnalyticsService/ListUsage";
 /// How long RefreshViews waits for a refresh running elsewhere.
 const REFRESH_WAIT: Duration = Duration::from_secs(30);
+
+/// A proto duration of `ms` milliseconds (as stored).
+fn duration_ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
 
 /// The handlers and what they share.
 pub struct AnalyticsHandlers {
@@ -147,12 +159,12 @@ impl AnalyticsHandlers {
                     view: view_proto(*view).into(),
                     watermark: (state.refresh_count > 0).then(|| timestamp(state.watermark)),
                     last_refresh_time: state.refreshed_at.map(timestamp),
-                    last_refresh_duration_ms: state.duration_ms.unwrap_or(0),
+                    last_refresh_duration: state.duration_ms.map(duration_ms),
                     row_count: state.row_count.unwrap_or(0),
-                    refresh_interval_seconds: i64::try_from(
-                        self.scheduler.interval(*view).as_secs(),
+                    refresh_interval: prost_types::Duration::try_from(
+                        self.scheduler.interval(*view),
                     )
-                    .unwrap_or(i64::MAX),
+                    .ok(),
                     refresh_count: state.refresh_count,
                 })
             })
@@ -329,7 +341,7 @@ fn record_proto(row: store::UsageRow) -> pb::UsageRecord {
             prompt_tokens: row.prompt_tokens,
             completion_tokens: row.completion_tokens,
             cost: Some(Decimal { value: row.cost }),
-            latency_ms: i64::from(row.latency_ms.unwrap_or(0)),
+            latency: row.latency_ms.map(|ms| duration_ms(i64::from(ms))),
             status: model::status_of(&row.status).into(),
             occur_time: Some(timestamp(row.occurred_at)),
         }),
@@ -492,19 +504,46 @@ impl AnalyticsHandlers {
             Ok(pb::RankBy::Cost) => Rank::Cost,
             Err(_) => return Err(AnalyticsError::invalid("rank_by", "unknown value")),
         };
-        let limit = match i64::from(req.limit) {
-            0 => TOP_MODELS.0,
-            n if n < 0 => {
-                return Err(AnalyticsError::invalid("limit", "must not be negative"));
-            }
-            n => n.min(TOP_MODELS.1),
-        };
+        let limit = page_size_within(req.page_size, TOP_MODELS.0, TOP_MODELS.1)?;
         let range = bucket_range(req.time_range.as_ref(), Bucket::Day)?;
+        let context = PageContext::new(
+            LIST_TOP_MODELS,
+            &principal.user_id,
+            &[
+                &format!("{scope:?}"),
+                &range.start.timestamp().to_string(),
+                &range.end.timestamp().to_string(),
+                &req.rank_by.to_string(),
+            ],
+        );
+        let after = match KeyCursor::decode(&req.page_token, &context)? {
+            Some(cursor) => {
+                let mut keys = cursor.reader();
+                let key = RankKey {
+                    value: keys.str()?,
+                    model: keys.str()?,
+                };
+                keys.end()?;
+                // The value goes to SQL as numeric text: only digits, one point, a sign.
+                if key.value.is_empty()
+                    || !key
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+                {
+                    return Err(ApiError::invalid(
+                        "page_token",
+                        "is not a token from a previous response",
+                    )
+                    .into());
+                }
+                Some(key)
+            }
+            None => None,
+        };
         let rows = if matches!(scope, Scope::Project(_)) {
-            let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
-            store::top_models(&mut conn, scope, range, rank, limit, None)
-                .await
-                .map_err(AnalyticsError::from)?
+            let mut conn = self.ctx.db.get().await?;
+            store::top_models(&mut conn, scope, range, rank, after, limit + 1, None).await?
         } else {
             self.with_watermark(ViewName::UserTokenSummary, |conn, watermark| {
                 Box::pin(store::top_models(
@@ -512,13 +551,24 @@ impl AnalyticsHandlers {
                     scope,
                     range,
                     rank,
-                    limit,
+                    after,
+                    limit + 1,
                     Some(watermark),
                 ))
             })
             .await?
             .0
         };
+        let (rows, next_page_token) = finish_page(rows, limit, |last| {
+            let value = match rank {
+                Rank::Tokens => last.totals.total_tokens.to_string(),
+                Rank::Cost => last.totals.cost.clone(),
+            };
+            KeyCursor::default()
+                .push_str(&value)
+                .push_str(&last.grp)
+                .encode(&context)
+        });
         Ok(pb::ListTopModelsResponse {
             models: rows
                 .iter()
@@ -528,6 +578,7 @@ impl AnalyticsHandlers {
                 })
                 .collect(),
             time_range: Some(time_range(range)),
+            next_page_token,
         })
     }
 

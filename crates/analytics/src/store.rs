@@ -376,9 +376,15 @@ pub async fn top_models(
     scope: Scope,
     range: Range,
     rank: Rank,
+    after: Option<RankKey>,
     limit: i64,
     watermark: Option<DateTime<Utc>>,
 ) -> Result<Vec<Aggregate>, diesel::result::Error> {
+    // The ranked expression comes from an enum, never from input.
+    let (ranked, order) = match rank {
+        Rank::Tokens => ("sum(x.total_tokens)", "total_tokens"),
+        Rank::Cost => ("sum(x.cost)", "cost_n"),
+    };
     let mut sql = Sql::default();
     sql.push(
         "SELECT NULL::timestamptz AS bucket, x.grp, false AS total, \
@@ -390,15 +396,29 @@ pub async fn top_models(
          FROM (",
     );
     source(&mut sql, scope, range, Bucket::Day, Group::Model, watermark);
-    sql.push(&format!(
-        ") x GROUP BY x.grp ORDER BY {order} DESC, x.grp LIMIT ",
-        order = match rank {
-            Rank::Tokens => "total_tokens",
-            Rank::Cost => "cost_n",
-        }
-    ))
-    .bind(Bind::BigInt(limit));
+    sql.push(") x GROUP BY x.grp");
+    if let Some(after) = after {
+        // Keyset on (value DESC, model ASC): after the last row of the previous page.
+        sql.push(&format!(" HAVING {ranked} < "))
+            .bind(Bind::Text(after.value.clone()))
+            .push(&format!("::numeric OR ({ranked} = "))
+            .bind(Bind::Text(after.value.clone()))
+            .push("::numeric AND x.grp > ")
+            .bind(Bind::Text(after.model))
+            .push(")");
+    }
+    sql.push(&format!(" ORDER BY {order} DESC, x.grp LIMIT "))
+        .bind(Bind::BigInt(limit));
     sql.build().load(conn).await
+}
+
+/// Where a page of [`top_models`] ended: the ranked value (decimal text) and the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankKey {
+    /// Total tokens or cost of the last model, as decimal text.
+    pub value: String,
+    /// The last model.
+    pub model: String,
 }
 
 /// All-time statistics of a project.

@@ -125,7 +125,7 @@ impl Harness {
     async fn user(&self, role: Role) -> Caller {
         let mut conn = self.conn().await;
         let email = format!("{}@example.com", Uuid::new_v4().simple());
-        let user = strata_auth::store::insert_user(&mut conn, &email, "not-a-hash", "Tester")
+        let user = strata_auth::store::insert_user(&mut conn, &email, "not-a-hash", "Tester", None)
             .await
             .unwrap();
         if role == Role::Admin {
@@ -150,6 +150,7 @@ impl Harness {
                 hash: &hash,
                 scopes: &scopes,
                 expires_at: None,
+                request_id: None,
             },
             Utc::now(),
         )
@@ -207,7 +208,10 @@ fn event(
         prompt_tokens: prompt,
         completion_tokens: completion,
         cost: Some(Decimal { value: cost.into() }),
-        latency_ms: 420,
+        latency: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 420_000_000,
+        }),
         status: pb::CallStatus::Succeeded.into(),
         occur_time: Some(ts(at)),
     }
@@ -1346,8 +1350,8 @@ async fn authorization_matrix() {
         .into_inner()
         .views;
     assert_eq!(views.len(), 2);
-    assert_eq!(views[0].refresh_interval_seconds, 3600);
-    assert_eq!(views[1].refresh_interval_seconds, 900);
+    assert_eq!(views[0].refresh_interval.unwrap().seconds, 3600);
+    assert_eq!(views[1].refresh_interval.unwrap().seconds, 900);
     assert!(views.iter().all(|v| v.watermark.is_none()));
 
     // No credentials at all.

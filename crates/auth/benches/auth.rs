@@ -62,6 +62,7 @@ async fn run() {
                 email: format!("bench{i}@example.com"),
                 password: PASSWORD.into(),
                 display_name: "Bench".into(),
+                ..Default::default()
             })
             .await
             .unwrap();

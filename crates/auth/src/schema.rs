@@ -17,6 +17,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         password_changed_at -> Timestamptz,
+        signup_request_id -> Nullable<Uuid>,
     }
 }
 
@@ -60,6 +61,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamptz>,
         expires_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        request_id -> Nullable<Uuid>,
     }
 }
 

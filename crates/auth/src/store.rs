@@ -61,6 +61,7 @@ pub async fn insert_user(
     email: &str,
     password_hash: &str,
     display_name: &str,
+    request_id: Option<Uuid>,
 ) -> QueryResult<UserRow> {
     diesel::insert_into(users::table)
         .values((
@@ -68,10 +69,24 @@ pub async fn insert_user(
             users::email.eq(email),
             users::password_hash.eq(password_hash),
             users::display_name.eq(display_name),
+            users::signup_request_id.eq(request_id),
         ))
         .returning(UserRow::as_returning())
         .get_result(conn)
         .await
+}
+
+/// The account a sign-up with `request_id` created.
+pub async fn user_by_signup_request(
+    conn: &mut AsyncPgConnection,
+    request_id: Uuid,
+) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::signup_request_id.eq(request_id))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// The user with `email`, compared case-insensitively.
@@ -638,6 +653,23 @@ pub struct NewApiKey<'a> {
     pub scopes: &'a [String],
     /// Expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The request's idempotency key.
+    pub request_id: Option<Uuid>,
+}
+
+/// The id of `user`'s key created by the request `request_id`.
+pub async fn api_key_by_request(
+    conn: &mut AsyncPgConnection,
+    user: Uuid,
+    request_id: Uuid,
+) -> QueryResult<Option<Uuid>> {
+    api_keys::table
+        .filter(api_keys::user_id.eq(user))
+        .filter(api_keys::request_id.eq(request_id))
+        .select(api_keys::id)
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// Stores a new API key.
@@ -656,6 +688,7 @@ pub async fn insert_api_key(
             api_keys::scopes.eq(key.scopes),
             api_keys::created_at.eq(now),
             api_keys::expires_at.eq(key.expires_at),
+            api_keys::request_id.eq(key.request_id),
         ))
         .returning(ApiKeyRow::as_returning())
         .get_result(conn)

@@ -77,6 +77,7 @@ async fn sign_up(client: &mut AuthServiceClient<Channel>, email: &str) -> (pb::U
             email: email.into(),
             password: PASSWORD.into(),
             display_name: "Ada".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -210,6 +211,7 @@ async fn sign_up_login_and_profile() {
             email: "ADA@example.COM".into(),
             password: "another good passphrase".into(),
             display_name: "Imposter".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -254,6 +256,7 @@ async fn bad_sign_ups_name_the_field_and_write_nothing() {
                 email: email.into(),
                 password: password.into(),
                 display_name: name.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -1566,6 +1569,7 @@ async fn create_key(
                 name: "ci".into(),
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
                 expire_time: None,
+                ..Default::default()
             },
             access_token,
         ))
@@ -1761,6 +1765,7 @@ async fn api_keys_expire_die_with_their_owner_and_validate_input() {
                     name: name.into(),
                     scopes: scopes.into_iter().map(str::to_owned).collect(),
                     expire_time: expire,
+                    ..Default::default()
                 },
                 &session.access_token,
             ))

@@ -13,11 +13,16 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
 use crate::context::AppContext;
+use crate::pagination::{KeyCursor, PageContext, finish_page, page_size, page_size_within};
 use crate::time::timestamp;
-use strata_errors::{ApiError, ErrorInfo, respond};
+use strata_errors::{ApiError, ErrorInfo, Violations, respond};
+use uuid::Uuid;
 
-const DEFAULT_SLOW_QUERIES: i32 = 20;
-const MAX_SLOW_QUERIES: i32 = 500;
+const DEFAULT_SLOW_QUERIES: i64 = 20;
+const MAX_SLOW_QUERIES: i64 = 500;
+/// The list RPCs, whose page tokens are bound to them.
+const LIST_SLOW_QUERIES: &str = "strata.admin.v1.AdminService/ListSlowQueries";
+const LIST_UNUSED_INDEXES: &str = "strata.admin.v1.AdminService/ListUnusedIndexes";
 const DEFAULT_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_EXPLAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -135,6 +140,16 @@ fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap_or_default()
 }
 
+/// A duration of `ms` milliseconds (PostgreSQL's statistics), zero when not a real one.
+fn millis(ms: f64) -> prost_types::Duration {
+    duration(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default())
+}
+
+/// A count as the API's `int32`.
+fn count(n: impl TryInto<i32>) -> i32 {
+    n.try_into().unwrap_or(i32::MAX)
+}
+
 fn index_usage(i: stats::IndexStats) -> pb::IndexUsage {
     pb::IndexUsage {
         schema: i.schema,
@@ -187,10 +202,10 @@ impl Admin {
         let ctx = &self.ctx;
         let pool = ctx.db.state();
         let pool = PoolState {
-            connections: pool.connections,
-            idle: pool.idle,
-            in_use: pool.in_use,
-            max_size: pool.max_size,
+            connections: count(pool.connections),
+            idle: count(pool.idle),
+            in_use: count(pool.in_use),
+            max_size: count(pool.max_size),
         };
         let database = match tokio::time::timeout(DEPENDENCY_TIMEOUT, ctx.db.ping()).await {
             Ok(Ok(rtt)) => pb::DatabaseHealth {
@@ -241,14 +256,10 @@ impl Admin {
         };
         let migrations = if database.status == i32::from(ComponentStatus::Up) {
             let mut conn = ctx.db.get().await.map_err(strata_storage::Error::from)?;
-            let status = ctx
-                .migrations
-                .status(&mut conn)
-                .await
-                .map_err(strata_storage::Error::from)?;
+            let status = ctx.migrations.status(&mut conn).await?;
             Some(pb::MigrationHealth {
-                applied: u32::try_from(status.applied().len()).unwrap_or(u32::MAX),
-                pending: u32::try_from(status.pending().len()).unwrap_or(u32::MAX),
+                applied: count(status.applied().len()),
+                pending: count(status.pending().len()),
                 drifted: status.drifted(),
                 unknown: status.unknown(),
                 latest_applied: status.latest_applied().unwrap_or_default().to_owned(),
@@ -263,6 +274,19 @@ impl Admin {
             database: Some(database),
             redis: Some(redis),
             migrations,
+            tasks: ctx
+                .tasks
+                .snapshot()
+                .into_iter()
+                .map(|t| pb::BackgroundTask {
+                    name: t.name,
+                    interval: Some(duration(t.every)),
+                    last_run_time: t.last_run.map(prost_types::Timestamp::from),
+                    last_run_failed: t.last_failed,
+                    run_count: i64::try_from(t.runs).unwrap_or(i64::MAX),
+                    failure_count: i64::try_from(t.failures).unwrap_or(i64::MAX),
+                })
+                .collect(),
         })
     }
 
@@ -271,39 +295,60 @@ impl Admin {
         request: Request<pb::ListSlowQueriesRequest>,
     ) -> Result<pb::ListSlowQueriesResponse, ApiError> {
         let req = request.into_inner();
-        let limit = match req.limit {
-            0 => DEFAULT_SLOW_QUERIES,
-            n if n < 0 => return Err(ApiError::invalid("limit", "must not be negative")),
-            n => n.min(MAX_SLOW_QUERIES),
-        };
+        let mut violations = Violations::new();
+        let limit = violations.absorb(page_size_within(
+            req.page_size,
+            DEFAULT_SLOW_QUERIES,
+            MAX_SLOW_QUERIES,
+        ))?;
         if req.min_calls < 0 {
-            return Err(ApiError::invalid("min_calls", "must not be negative"));
+            violations.add("min_calls", "must not be negative");
         }
         let order = match pb::SlowQueryOrder::try_from(req.order_by) {
             Ok(pb::SlowQueryOrder::Unspecified | pb::SlowQueryOrder::MeanTime) => {
                 SlowQueryOrder::MeanTime
             }
             Ok(pb::SlowQueryOrder::TotalTime) => SlowQueryOrder::TotalTime,
-            Err(_) => return Err(ApiError::invalid("order_by", "unknown value")),
+            Err(_) => {
+                violations.add("order_by", "unknown value");
+                SlowQueryOrder::MeanTime
+            }
         };
-        let mut conn = self
-            .ctx
-            .db
-            .get()
-            .await
-            .map_err(strata_storage::Error::from)?;
-        if !stats::has_pg_stat_statements(&mut conn)
-            .await
-            .map_err(strata_storage::Error::from)?
-        {
+        let limit = violations.finish_with(limit)?;
+        // Bound to the order and filter: a token of another ordering would skip rows.
+        let context = PageContext::new(
+            LIST_SLOW_QUERIES,
+            &Uuid::nil(),
+            &[&req.order_by.to_string(), &req.min_calls.to_string()],
+        );
+        let after = match KeyCursor::decode(&req.page_token, &context)? {
+            Some(cursor) => {
+                let mut keys = cursor.reader();
+                let key = (keys.f64()?, keys.i64()?);
+                keys.end()?;
+                Some(key)
+            }
+            None => None,
+        };
+        let mut conn = self.ctx.db.get().await?;
+        if !stats::has_pg_stat_statements(&mut conn).await? {
             return Err(ApiError::failed_precondition(
                 "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations",
             ));
         }
-        let rows = stats::slow_queries(&mut conn, order, i64::from(limit), req.min_calls)
-            .await
-            .map_err(strata_storage::Error::from)?;
+        let rows = stats::slow_queries(&mut conn, order, after, limit + 1, req.min_calls).await?;
+        let (rows, next_page_token) = finish_page(rows, limit, |last| {
+            let key = match order {
+                SlowQueryOrder::MeanTime => last.mean_time_ms,
+                SlowQueryOrder::TotalTime => last.total_time_ms,
+            };
+            KeyCursor::default()
+                .push_f64(key)
+                .push_i64(last.query_id)
+                .encode(&context)
+        });
         Ok(pb::ListSlowQueriesResponse {
+            next_page_token,
             queries: rows
                 .into_iter()
                 .map(|q| pb::SlowQuery {
@@ -311,10 +356,10 @@ impl Admin {
                     query: q.query,
                     calls: q.calls,
                     rows: q.rows,
-                    total_time_ms: q.total_time_ms,
-                    mean_time_ms: q.mean_time_ms,
-                    max_time_ms: q.max_time_ms,
-                    stddev_time_ms: q.stddev_time_ms,
+                    total_time: Some(millis(q.total_time_ms)),
+                    mean_time: Some(millis(q.mean_time_ms)),
+                    max_time: Some(millis(q.max_time_ms)),
+                    stddev_time: Some(millis(q.stddev_time_ms)),
                     cache_hit_ratio: q.cache_hit_ratio,
                 })
                 .collect(),
@@ -327,15 +372,8 @@ impl Admin {
     ) -> Result<pb::GetIndexUsageResponse, ApiError> {
         let req = request.into_inner();
         let (schemas, table) = Self::filters(&req.schema, &req.table)?;
-        let mut conn = self
-            .ctx
-            .db
-            .get()
-            .await
-            .map_err(strata_storage::Error::from)?;
-        let rows = stats::index_usage(&mut conn, &schemas, table)
-            .await
-            .map_err(strata_storage::Error::from)?;
+        let mut conn = self.ctx.db.get().await?;
+        let rows = stats::index_usage(&mut conn, &schemas, table).await?;
         Ok(pb::GetIndexUsageResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
         })
@@ -345,18 +383,40 @@ impl Admin {
         &self,
         request: Request<pb::ListUnusedIndexesRequest>,
     ) -> Result<pb::ListUnusedIndexesResponse, ApiError> {
-        let (schemas, _) = Self::filters(&request.into_inner().schema, "")?;
-        let mut conn = self
-            .ctx
-            .db
-            .get()
-            .await
-            .map_err(strata_storage::Error::from)?;
-        let rows = stats::unused_indexes(&mut conn, &schemas)
-            .await
-            .map_err(strata_storage::Error::from)?;
+        let req = request.into_inner();
+        let mut violations = Violations::new();
+        let schemas = violations.absorb(Self::filters(&req.schema, "").map(|(s, _)| s))?;
+        let limit = violations.absorb(page_size(req.page_size))?;
+        let limit = limit.unwrap_or_default();
+        let schemas = violations.finish_with(schemas)?;
+        let context = PageContext::new(LIST_UNUSED_INDEXES, &Uuid::nil(), &[&req.schema]);
+        let after = match KeyCursor::decode(&req.page_token, &context)? {
+            Some(cursor) => {
+                let mut keys = cursor.reader();
+                let key = stats::UnusedIndexKey {
+                    size_bytes: keys.i64()?,
+                    schema: keys.str()?,
+                    table: keys.str()?,
+                    index: keys.str()?,
+                };
+                keys.end()?;
+                Some(key)
+            }
+            None => None,
+        };
+        let mut conn = self.ctx.db.get().await?;
+        let rows = stats::unused_indexes(&mut conn, &schemas, after.as_ref(), limit + 1).await?;
+        let (rows, next_page_token) = finish_page(rows, limit, |last| {
+            KeyCursor::default()
+                .push_i64(last.size_bytes)
+                .push_str(&last.schema)
+                .push_str(&last.table)
+                .push_str(&last.index)
+                .encode(&context)
+        });
         Ok(pb::ListUnusedIndexesResponse {
             indexes: rows.into_iter().map(index_usage).collect(),
+            next_page_token,
         })
     }
 
@@ -366,15 +426,8 @@ impl Admin {
     ) -> Result<pb::GetTableStatsResponse, ApiError> {
         let req = request.into_inner();
         let (schemas, table) = Self::filters(&req.schema, &req.table)?;
-        let mut conn = self
-            .ctx
-            .db
-            .get()
-            .await
-            .map_err(strata_storage::Error::from)?;
-        let rows = stats::table_stats(&mut conn, &schemas, table)
-            .await
-            .map_err(strata_storage::Error::from)?;
+        let mut conn = self.ctx.db.get().await?;
+        let rows = stats::table_stats(&mut conn, &schemas, table).await?;
         Ok(pb::GetTableStatsResponse {
             tables: rows
                 .into_iter()
@@ -440,8 +493,8 @@ impl Admin {
         Ok(pb::ExplainQueryResponse {
             plan: plan.text,
             total_cost: plan.total_cost,
-            execution_time_ms: plan.execution_time_ms,
-            planning_time_ms: plan.planning_time_ms,
+            execution_time: req.analyze.then(|| millis(plan.execution_time_ms)),
+            planning_time: req.analyze.then(|| millis(plan.planning_time_ms)),
         })
     }
 }

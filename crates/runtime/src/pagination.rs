@@ -18,10 +18,16 @@ pub const MAX_PAGE_SIZE: i64 = 1000;
 
 /// The effective page size of a request's `page_size`.
 pub fn page_size(requested: i32) -> Result<i64, ApiError> {
+    page_size_within(requested, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+}
+
+/// The effective page size of a list with its own default and maximum (rankings and
+/// statistics, whose rows are costlier).
+pub fn page_size_within(requested: i32, default: i64, max: i64) -> Result<i64, ApiError> {
     match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
+        0 => Ok(default),
         n if n < 0 => Err(ApiError::invalid("page_size", "must not be negative")),
-        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
+        n => Ok(i64::from(n).min(max)),
     }
 }
 
@@ -82,14 +88,23 @@ impl PageContext {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The position inside `token` (`len` bytes), if the token is well-formed and was made
-    /// for this context.
-    fn open(&self, token: &str, len: usize) -> Result<Vec<u8>, ApiError> {
+    /// The position inside `token` (`len` bytes, or any length up to
+    /// [`MAX_KEY_BYTES`] when `None`), if the token is well-formed and was made for this
+    /// context.
+    fn open(&self, token: &str, len: impl Into<Option<usize>>) -> Result<Vec<u8>, ApiError> {
+        let wanted = len.into();
+        if token.len() > (MAX_KEY_BYTES + FINGERPRINT_LEN) * 4 / 3 + 4 {
+            return Err(not_a_token());
+        }
         let mut bytes = URL_SAFE_NO_PAD
             .decode(token)
             .ok()
-            .filter(|b| b.len() == len + FINGERPRINT_LEN)
+            .filter(|b| match wanted {
+                Some(len) => b.len() == len + FINGERPRINT_LEN,
+                None => b.len() >= FINGERPRINT_LEN,
+            })
             .ok_or_else(not_a_token)?;
+        let len = bytes.len() - FINGERPRINT_LEN;
         if bytes[len..] != self.0 {
             return Err(ApiError::invalid(
                 "page_token",
@@ -157,6 +172,104 @@ impl IdCursor {
     }
 }
 
+/// Longest position a [`KeyCursor`] holds.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Position after the last row of a page ordered by other keys (a ranking's value and
+/// name, a statistic and an id): the keys in order, each self-delimiting. Build it with
+/// the `push_*` methods and read it back in the same order with [`KeyCursor::reader`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyCursor(Vec<u8>);
+
+impl KeyCursor {
+    /// Appends an integer key.
+    pub fn push_i64(mut self, value: i64) -> Self {
+        self.0.extend_from_slice(&value.to_be_bytes());
+        self
+    }
+
+    /// Appends a floating-point key.
+    pub fn push_f64(self, value: f64) -> Self {
+        self.push_i64(value.to_bits() as i64)
+    }
+
+    /// Appends a text key (cut at [`MAX_KEY_BYTES`], which no sort key comes near).
+    pub fn push_str(mut self, value: &str) -> Self {
+        let bytes = &value.as_bytes()[..value.len().min(MAX_KEY_BYTES / 2)];
+        self.0
+            .extend_from_slice(&u16::try_from(bytes.len()).unwrap_or(0).to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    /// The opaque token for this position in the list of `context`.
+    pub fn encode(&self, context: &PageContext) -> String {
+        context.seal(&self.0)
+    }
+
+    /// Parses a request's `page_token` for the list of `context`; empty means the first
+    /// page.
+    pub fn decode(token: &str, context: &PageContext) -> Result<Option<Self>, ApiError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self(context.open(token, None)?)))
+    }
+
+    /// Reads the keys back, in the order they were pushed.
+    pub fn reader(&self) -> KeyReader<'_> {
+        KeyReader(&self.0)
+    }
+}
+
+/// Reads a [`KeyCursor`]'s keys; a token that does not hold what the list expects is
+/// `INVALID_ARGUMENT` on `page_token`.
+#[derive(Debug)]
+pub struct KeyReader<'a>(&'a [u8]);
+
+impl KeyReader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], ApiError> {
+        if self.0.len() < n {
+            return Err(not_a_token());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    /// The next integer key.
+    pub fn i64(&mut self) -> Result<i64, ApiError> {
+        let bytes: [u8; 8] = self.take(8)?.try_into().map_err(|_| not_a_token())?;
+        Ok(i64::from_be_bytes(bytes))
+    }
+
+    /// The next floating-point key (finite only).
+    pub fn f64(&mut self) -> Result<f64, ApiError> {
+        let value = f64::from_bits(self.i64()? as u64);
+        if value.is_finite() {
+            Ok(value)
+        } else {
+            Err(not_a_token())
+        }
+    }
+
+    /// The next text key.
+    pub fn str(&mut self) -> Result<String, ApiError> {
+        let len: [u8; 2] = self.take(2)?.try_into().map_err(|_| not_a_token())?;
+        let bytes = self.take(usize::from(u16::from_be_bytes(len)))?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| not_a_token())
+    }
+
+    /// Refuses a token with keys left over.
+    pub fn end(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(not_a_token())
+        }
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
@@ -202,6 +315,28 @@ mod tests {
             IdCursor::decode(&id.encode(&context), &context).unwrap(),
             Some(id)
         );
+    }
+
+    #[test]
+    fn key_cursors_round_trip_and_refuse_what_they_do_not_hold() {
+        let context = PageContext::new("svc/Rank", &Uuid::nil(), &["a"]);
+        let token = KeyCursor::default()
+            .push_f64(12.5)
+            .push_i64(-7)
+            .push_str("gpt-4o")
+            .encode(&context);
+        let cursor = KeyCursor::decode(&token, &context).unwrap().unwrap();
+        let mut keys = cursor.reader();
+        assert_eq!(keys.f64().unwrap(), 12.5);
+        assert_eq!(keys.i64().unwrap(), -7);
+        assert_eq!(keys.str().unwrap(), "gpt-4o");
+        keys.end().unwrap();
+        let mut short = cursor.reader();
+        short.f64().unwrap();
+        assert!(short.end().is_err());
+        let other = PageContext::new("svc/Rank", &Uuid::nil(), &["b"]);
+        assert!(KeyCursor::decode(&token, &other).is_err());
+        assert!(KeyCursor::decode(&"A".repeat(5000), &context).is_err());
     }
 
     #[test]

@@ -285,13 +285,17 @@ impl Migrations {
                 version: version.clone(),
                 problem: "has no down.sql".into(),
             })?;
-            let sql = format!("{down};\nDELETE FROM public.strata_schema_migrations WHERE version = '{}'", escape(&version));
+            let forget = format!("DELETE FROM public.strata_schema_migrations WHERE version = '{}'", escape(&version));
             if migration.runs_in_transaction() {
+                let sql = format!("{down};\n{forget}");
                 conn.transaction(async |c| c.batch_execute(&sql).await)
                     .await
                     .map_err(|e| migration_error(&version, e))?;
             } else {
-                conn.batch_execute(&sql).await.map_err(|e| migration_error(&version, e))?;
+                // One statement per round trip: several in one simple query would form an
+                // implicit transaction block, where CONCURRENTLY cannot run.
+                conn.batch_execute(down).await.map_err(|e| migration_error(&version, e))?;
+                conn.batch_execute(&forget).await.map_err(|e| migration_error(&version, e))?;
             }
             tracing::info!(migration.version = %version, "reverted migration");
             Ok(Some(version))
@@ -363,6 +367,12 @@ struct Exists {
 
 /// Runs `f` holding the migration advisory lock, creating the bookkeeping table first;
 /// the lock is released whatever `f` returns.
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
 async fn with_lock<T>(
     conn: &mut AsyncPgConnection,
     f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, Error>,
@@ -370,10 +380,21 @@ async fn with_lock<T>(
     // Waiting for another replica's migration, or building a large index, may take longer
     // than the pool's statement timeout; this session is the migrator's alone.
     conn.batch_execute("SET statement_timeout = 0").await?;
-    sql_query("SELECT pg_advisory_lock($1)")
-        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-        .execute(conn)
-        .await?;
+    // Polled, not waited for: a session blocked in `pg_advisory_lock` holds a snapshot,
+    // and `CREATE INDEX CONCURRENTLY` in the lock holder's migration waits for every
+    // snapshot older than its own, so the two would deadlock.
+    let mut backoff = std::time::Duration::from_millis(20);
+    loop {
+        let locked: Vec<Locked> = sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+            .load(conn)
+            .await?;
+        if locked.iter().any(|l| l.locked) {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+    }
     // Created under the lock: concurrent `CREATE TABLE IF NOT EXISTS` can still collide
     // on the catalog's unique indexes.
     let result = match conn.batch_execute(CREATE_TABLE).await {

@@ -76,6 +76,7 @@ pub async fn has_pg_stat_statements(conn: &mut AsyncPgConnection) -> Result<bool
 pub async fn slow_queries(
     conn: &mut AsyncPgConnection,
     order: SlowQueryOrder,
+    after: Option<(f64, i64)>,
     limit: i64,
     min_calls: i64,
 ) -> Result<Vec<StatementStats>, Error> {
@@ -92,12 +93,15 @@ pub async fn slow_queries(
            FROM pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND calls >= $1
-          ORDER BY {order_by} DESC
+            AND ($3::float8 IS NULL OR ({order_by}, queryid) < ($3, $4))
+          ORDER BY {order_by} DESC, queryid DESC
           LIMIT $2"
     );
     Ok(sql_query(sql)
         .bind::<BigInt, _>(min_calls)
         .bind::<BigInt, _>(limit)
+        .bind::<Nullable<diesel::sql_types::Double>, _>(after.map(|a| a.0))
+        .bind::<Nullable<BigInt>, _>(after.map(|a| a.1))
         .load(conn)
         .await?)
 }
@@ -159,17 +163,42 @@ pub async fn index_usage(
         .await?)
 }
 
-/// Indexes in `schemas` never scanned since statistics were last reset, largest first.
+/// Where a page of [`unused_indexes`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusedIndexKey {
+    /// Size of the last index.
+    pub size_bytes: i64,
+    /// Its schema.
+    pub schema: String,
+    /// Its table.
+    pub table: String,
+    /// Its name.
+    pub index: String,
+}
+
+/// Indexes in `schemas` never scanned since statistics were last reset, largest first,
+/// after `after`.
 /// Primary keys and unique indexes are excluded: they enforce constraints even unscanned.
 pub async fn unused_indexes(
     conn: &mut AsyncPgConnection,
     schemas: &[String],
+    after: Option<&UnusedIndexKey>,
+    limit: i64,
 ) -> Result<Vec<IndexStats>, Error> {
     let sql = format!(
-        "{INDEX_STATS} AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary ORDER BY size_bytes DESC, 1, 2, 3"
+        "SELECT * FROM ({INDEX_STATS} AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary) x
+          WHERE $2::bigint IS NULL OR x.size_bytes < $2
+             OR (x.size_bytes = $2 AND (x.schema, x.\"table\", x.index) > ($3, $4, $5))
+          ORDER BY x.size_bytes DESC, 1, 2, 3
+          LIMIT $6"
     );
     Ok(sql_query(sql)
         .bind::<diesel::sql_types::Array<Text>, _>(schemas)
+        .bind::<Nullable<BigInt>, _>(after.map(|a| a.size_bytes))
+        .bind::<Nullable<Text>, _>(after.map(|a| a.schema.as_str()))
+        .bind::<Nullable<Text>, _>(after.map(|a| a.table.as_str()))
+        .bind::<Nullable<Text>, _>(after.map(|a| a.index.as_str()))
+        .bind::<BigInt, _>(limit)
         .load(conn)
         .await?)
 }

@@ -30,7 +30,7 @@ async fn acknowledged_usage_survives_a_postgres_crash_exactly_once() {
 
     // A user and an access token.
     let mut conn = AsyncPgConnection::establish(&cluster.url()).await.unwrap();
-    let user = strata_auth::store::insert_user(&mut conn, "load@example.com", "x", "Load")
+    let user = strata_auth::store::insert_user(&mut conn, "load@example.com", "x", "Load", None)
         .await
         .unwrap();
     let token = access_token(&mut conn, user.id, Role::User).await;

@@ -1,14 +1,14 @@
 //! API keys: created (the secret is shown once), listed and revoked by a session of their
 //! owner.
 
-use strata_errors::Violations;
+use strata_errors::{ApiError, Resource, Violations};
 use strata_proto::strata::auth::v1::{self as pb};
 use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::Request;
 
 use super::caller::require_session;
-use super::{AuthHandlers, db_now, parse_id};
+use super::{AuthHandlers, db_now, parse_id, parse_request_id};
 use crate::error::AuthError;
 use crate::store;
 use crate::tokens::new_api_key;
@@ -40,6 +40,22 @@ fn api_key_proto(key: &store::ApiKeyRow) -> pb::ApiKey {
         expire_time: key.expires_at.map(timestamp),
         revoke_time: key.revoked_at.map(timestamp),
     }
+}
+
+/// The refusal of a replayed `CreateApiKey`: the secret was shown once and is not stored,
+/// so the retry names the key its first attempt created instead.
+fn replayed(key: uuid::Uuid) -> AuthError {
+    AuthError::Api(ApiError::AlreadyExists {
+        message: format!("API key {key} was already created with this request_id").into(),
+        resource: Some(Resource {
+            kind: "strata.auth.v1.ApiKey".into(),
+            name: key.to_string(),
+            description: "created by an earlier request with this request_id; its secret was \
+                          shown only in that response: revoke the key and create another if it \
+                          was lost"
+                .into(),
+        }),
+    })
 }
 
 /// `CreateApiKey`: a new key of the caller; its secret is in this answer only.
@@ -77,13 +93,21 @@ pub async fn create_api_key(
             at
         }
     };
+    let request_id = violations
+        .check(parse_request_id(&req.request_id))
+        .flatten();
     violations.finish()?;
+    let mut conn = h.ctx.db.get().await?;
+    if let Some(id) = request_id
+        && let Some(key) = store::api_key_by_request(&mut conn, principal.user_id, id).await?
+    {
+        return Err(replayed(key));
+    }
     let mut scopes = req.scopes;
     scopes.sort();
     scopes.dedup();
     let (secret, prefix, hash) = new_api_key();
-    let mut conn = h.ctx.db.get().await?;
-    let key = store::insert_api_key(
+    let inserted = store::insert_api_key(
         &mut conn,
         store::NewApiKey {
             user_id: principal.user_id,
@@ -92,10 +116,25 @@ pub async fn create_api_key(
             hash: &hash,
             scopes: &scopes,
             expires_at,
+            request_id,
         },
         now,
     )
-    .await?;
+    .await;
+    let key = match (inserted, request_id) {
+        // A concurrent retry of the same request got there first.
+        (
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )),
+            Some(id),
+        ) => {
+            let key = store::api_key_by_request(&mut conn, principal.user_id, id).await?;
+            return Err(key.map_or(AuthError::not_found("API key"), replayed));
+        }
+        (inserted, _) => inserted?,
+    };
     tracing::info!(user.id = %principal.user_id, api_key.id = %key.id, "API key created");
     Ok(pb::CreateApiKeyResponse {
         api_key: Some(api_key_proto(&key)),

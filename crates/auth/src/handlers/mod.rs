@@ -66,6 +66,16 @@ fn parse_id(field: &'static str, value: &str) -> Result<Uuid, AuthError> {
     Uuid::parse_str(value).map_err(|_| AuthError::invalid(field, "must be a UUID"))
 }
 
+/// An optional AIP-155 `request_id`: empty, or a UUID.
+fn parse_request_id(value: &str) -> Result<Option<Uuid>, strata_errors::Violation> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(value)
+        .map(Some)
+        .map_err(|_| strata_errors::Violation::new("request_id", "must be empty or a UUID"))
+}
+
 impl AuthHandlers {
     /// Handlers over the process context. Hashes the dummy password once (~20 ms).
     pub fn new(ctx: Arc<AppContext>, config: AuthConfig) -> Result<Self, AuthError> {

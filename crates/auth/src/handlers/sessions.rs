@@ -3,7 +3,7 @@
 //! (`VerifyToken`, `GetJwks`).
 
 use chrono::{DateTime, Utc};
-use strata_errors::Violations;
+use strata_errors::{ApiError, Violations};
 use strata_proto::strata::auth::v1::{self as pb, Credentials};
 use strata_runtime::identity::{Credential, REFRESH_TOKEN_PREFIX, Role};
 use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
@@ -12,7 +12,7 @@ use tonic::Request;
 
 use super::caller::{client_details, require_session, role_of};
 use super::profile::{check_display_name, user_proto};
-use super::{AuthHandlers, db_now, parse_id};
+use super::{AuthHandlers, db_now, parse_id, parse_request_id};
 use crate::error::AuthError;
 use crate::store::{self, ACTIVE, RefreshOutcome, UserRow};
 use crate::tokens::{hash_token, issue_access_token};
@@ -73,7 +73,8 @@ impl AuthHandlers {
     }
 }
 
-/// `SignUp`: a new account and its first session.
+/// `SignUp`: a new account and its first session. A retry with the same `request_id`,
+/// email and password signs the account it created in again (see the proto).
 pub async fn sign_up(
     h: &AuthHandlers,
     request: Request<pb::SignUpRequest>,
@@ -86,12 +87,21 @@ pub async fn sign_up(
     if let Err(v) = h.passwords.check_policy(&req.password) {
         violations.add("password", v.to_string());
     }
+    let request_id = violations
+        .check(parse_request_id(&req.request_id))
+        .flatten();
     let display_name = violations.finish_with(display_name)?;
-    let hash = h.passwords.hash(req.password).await?;
+    if let Some(id) = request_id
+        && let Some(user) = store::user_by_signup_request(&mut *h.ctx.db.get().await?, id).await?
+    {
+        return sign_up_again(h, user, req, &user_agent, &ip).await;
+    }
+    let hash = h.passwords.hash(req.password.clone()).await?;
     let now = db_now();
     let mut conn = h.ctx.db.get().await?;
-    let (user, session) = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
-        let user = match store::insert_user(conn, &req.email, &hash, &display_name).await {
+    let created = diesel_async::AsyncConnection::transaction(&mut *conn, async |conn| {
+        let inserted = store::insert_user(conn, &req.email, &hash, &display_name, request_id).await;
+        let user = match inserted {
             Ok(user) => user,
             Err(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -103,12 +113,65 @@ pub async fn sign_up(
             store::create_session(conn, &h.config, user.id, &user_agent, &ip, now).await?;
         Ok::<_, AuthError>((user, session))
     })
-    .await?;
+    .await;
+    let (user, session) = match (created, request_id) {
+        // A concurrent retry of the same sign-up got there first.
+        (Err(AuthError::Conflict), Some(id)) => {
+            let Some(user) = store::user_by_signup_request(&mut conn, id).await? else {
+                return Err(AuthError::Conflict);
+            };
+            drop(conn);
+            return sign_up_again(h, user, req, &user_agent, &ip).await;
+        }
+        (created, _) => created?,
+    };
     // Signing may load the key ring through the pool: never hold a connection meanwhile,
     // or a full pool waits on itself.
     drop(conn);
     let credentials = h.credentials(&user, &session, now).await?;
     tracing::info!(user.id = %user.id, session.id = %session.session_id, "signed up");
+    Ok(pb::SignUpResponse {
+        user: Some(user_proto(&user)),
+        credentials: Some(credentials),
+    })
+}
+
+/// The answer to a retried sign-up: the account its first attempt created, signed in
+/// again, if the retry carries the same email and password (throttled like sign-in, so a
+/// request id is no way to guess passwords); otherwise `ALREADY_EXISTS`.
+async fn sign_up_again(
+    h: &AuthHandlers,
+    user: UserRow,
+    req: pb::SignUpRequest,
+    user_agent: &str,
+    ip: &str,
+) -> Result<pb::SignUpResponse, AuthError> {
+    let reused = || {
+        AuthError::Api(ApiError::AlreadyExists {
+            message: "request_id was used by another sign-up".into(),
+            resource: None,
+        })
+    };
+    if !user.email.eq_ignore_ascii_case(&req.email) {
+        return Err(reused());
+    }
+    if let Some(retry_after) = h.throttle.locked_for(&req.email, ip).await {
+        return Err(AuthError::Locked(retry_after));
+    }
+    let matched = h
+        .passwords
+        .verify(req.password, Some(user.password_hash.clone()))
+        .await?;
+    if !matched || user.status != ACTIVE {
+        h.throttle.record_failure(&req.email, ip).await;
+        return Err(reused());
+    }
+    let now = db_now();
+    let mut conn = h.ctx.db.get().await?;
+    let session = store::create_session(&mut conn, &h.config, user.id, user_agent, ip, now).await?;
+    drop(conn);
+    let credentials = h.credentials(&user, &session, now).await?;
+    tracing::info!(user.id = %user.id, session.id = %session.session_id, "sign-up retried");
     Ok(pb::SignUpResponse {
         user: Some(user_proto(&user)),
         credentials: Some(credentials),

@@ -38,6 +38,7 @@ async fn admin_reads_of_nothing_answer_empty_results() {
     let unused = client
         .list_unused_indexes(admin_request(pb::ListUnusedIndexesRequest {
             schema: "content".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
