@@ -68,9 +68,11 @@ test: ## build all targets and run the tests (nextest when installed) against th
 			$(CARGO) test -j$(JOBS) --workspace --lib --bins --tests --no-fail-fast; \
 		fi
 
-lint: ## check formatting and run clippy with warnings as errors
+lint: ## check formatting, run clippy with warnings as errors, lint the protos and check them for breaking changes (buf)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+	deploy/local/buf.sh lint
+	deploy/local/buf.sh breaking
 
 bench: ## run the workspace's benchmarks against the infrastructure
 	$(WITH_INFRA) $(CARGO) bench -j$(JOBS) --workspace
