@@ -21,6 +21,7 @@ use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::common::{Decimal, TimeRange};
 use strata_runtime::identity::Role;
 use strata_runtime::time::timestamp as ts;
+use strata_testkit::app::{self, TestUser};
 use strata_testkit::{TestDb, TestRedis, TestServer, bearer};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -91,27 +92,6 @@ async fn serve(
     (server, handlers)
 }
 
-/// An access token of user `user` with `role`, signed with the database's current key.
-async fn access_token(conn: &mut AsyncPgConnection, user: Uuid, role: Role) -> String {
-    let ring = strata_auth::keys::load_or_create(
-        conn,
-        AuthConfig::default().access_ttl,
-        &AuthConfig::default().key_encryption,
-    )
-    .await
-    .unwrap();
-    strata_auth::tokens::issue_access_token(
-        &ring.signer,
-        &AuthConfig::default(),
-        user,
-        Uuid::now_v7(),
-        role,
-        Utc::now(),
-    )
-    .unwrap()
-    .0
-}
-
 impl Harness {
     fn client(&self) -> Client {
         AnalyticsServiceClient::new(self.server.channel())
@@ -121,42 +101,28 @@ impl Harness {
         self.db.connect().await
     }
 
-    /// A user (an admin with `admin`) and an access token of theirs.
+    /// A user (an admin with `Role::Admin`) and an access token of theirs, made through
+    /// the auth service's API.
     async fn user(&self, role: Role) -> Caller {
-        let mut conn = self.conn().await;
-        let email = format!("{}@example.com", Uuid::new_v4().simple());
-        let user = strata_auth::store::insert_user(&mut conn, &email, "not-a-hash", "Tester", None)
-            .await
-            .unwrap();
+        let mut user = app::sign_up(self.server.channel()).await;
         if role == Role::Admin {
-            strata_auth::store::grant_admin(&mut conn, &email, Utc::now())
-                .await
-                .unwrap();
+            app::promote(&self.db, self.server.channel(), &mut user).await;
         }
-        let token = access_token(&mut conn, user.id, role).await;
-        Caller { id: user.id, token }
+        Caller {
+            id: user.id,
+            token: user.token,
+        }
     }
 
     /// An API key of `owner` with `scopes`.
     async fn api_key(&self, owner: &Caller, scopes: &[&str]) -> String {
-        let (secret, prefix, hash) = strata_auth::tokens::new_api_key();
-        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        strata_auth::store::insert_api_key(
-            &mut self.conn().await,
-            strata_auth::store::NewApiKey {
-                user_id: owner.id,
-                name: "service",
-                prefix: &prefix,
-                hash: &hash,
-                scopes: &scopes,
-                expires_at: None,
-                request_id: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-        secret
+        let user = TestUser {
+            id: owner.id,
+            email: String::new(),
+            token: owner.token.clone(),
+            refresh_token: String::new(),
+        };
+        app::api_key(self.server.channel(), &user, scopes).await
     }
 
     async fn count(&self, sql: &str) -> i64 {

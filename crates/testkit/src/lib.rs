@@ -17,11 +17,14 @@
 //! `.strata/infra.env` written by `deploy/local/infra.sh up` (what `make test` runs).
 //! This crate panics on setup failures: it is only ever used from tests.
 
+pub mod app;
 pub mod bench;
 pub mod cluster;
 pub mod otlp;
 pub mod raw;
 pub mod redis_server;
+
+pub use app::{TestApp, TestUser};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

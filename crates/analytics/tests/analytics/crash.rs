@@ -29,12 +29,8 @@ async fn acknowledged_usage_survives_a_postgres_crash_exactly_once() {
     let (server, _) = serve(config, &redis).await;
 
     // A user and an access token.
-    let mut conn = AsyncPgConnection::establish(&cluster.url()).await.unwrap();
-    let user = strata_auth::store::insert_user(&mut conn, "load@example.com", "x", "Load", None)
-        .await
-        .unwrap();
-    let token = access_token(&mut conn, user.id, Role::User).await;
-    drop(conn);
+    let user = app::sign_up(server.channel()).await;
+    let token = user.token.clone();
 
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
