@@ -175,6 +175,8 @@ async fn other_service(
     config.auth_url = Some(auth_url.to_owned());
     config.redis_url = Some(strata_runtime::config::Secret::new(redis_url.to_owned()));
     config.redis_prefix = redis_prefix.to_owned();
+    // Every answer fresh: tests see a revocation at once instead of sleeping out a cache.
+    config.tokens.cache_ttl = std::time::Duration::ZERO;
     config.db =
         strata_storage::DbConfig::new(db.url(), "other", strata_storage::Environment::Development);
     TestServer::start(config, |_| {}).await

@@ -278,7 +278,6 @@ async fn demoting_an_admin_ends_their_sessions_everywhere() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(
         health_as(&other, Some(&ada.access_token))
             .await

@@ -5,10 +5,10 @@
 //! - Access tokens are verified locally with the auth service's public keys, fetched over
 //!   gRPC (`GetJwks`), cached, and fetched again when a token names an unknown `kid`.
 //! - Revocation: the session of an access token is checked in Redis through
-//!   [`SessionCheck`] (see [`super::revocation`]), answers cached for one second. When Redis
+//!   [`SessionCheck`] (see [`super::revocation`]), answers cached for `TokenSettings::cache_ttl` (one second). When Redis
 //!   cannot vouch, the auth service decides (`VerifyToken`, the database); when neither can
 //!   answer the call is refused (`UNAVAILABLE`).
-//! - API keys are verified by the auth service (`VerifyToken`), answers cached one second.
+//! - API keys are verified by the auth service (`VerifyToken`), answers cached as long.
 //!
 //! Calls without credentials are `UNAUTHENTICATED`, except health, reflection, and the
 //! auth service itself, which authenticates its own calls more strictly (database-backed).
@@ -40,8 +40,6 @@ use super::{Credential, Principal, Role};
 use crate::redis::RedisHandle;
 use crate::telemetry::{TraceContextInterceptor, client_call};
 
-/// How long a revocation answer or a remote verification is reused.
-const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of calls to the auth service.
@@ -63,7 +61,7 @@ pub struct Authenticator {
     keys: RwLock<Arc<PublicKeys>>,
     last_key_fetch: tokio::sync::Mutex<Option<Instant>>,
     sessions: SessionCheck,
-    remote: moka::future::Cache<[u8; 32], Principal>,
+    remote: Option<moka::future::Cache<[u8; 32], Principal>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -85,16 +83,23 @@ fn unavailable() -> ApiError {
 impl Authenticator {
     /// An authenticator asking the auth service behind `channel`.
     pub fn new(channel: Channel, settings: TokenSettings, redis: Option<RedisHandle>) -> Self {
+        let ttl = settings.cache_ttl;
         Self {
             auth: AuthServiceClient::with_interceptor(channel, TraceContextInterceptor),
             settings,
             keys: RwLock::new(Arc::new(PublicKeys::default())),
             last_key_fetch: tokio::sync::Mutex::new(None),
-            sessions: SessionCheck::cached(redis, CACHE_TTL),
-            remote: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            sessions: if ttl.is_zero() {
+                SessionCheck::uncached(redis)
+            } else {
+                SessionCheck::cached(redis, ttl)
+            },
+            remote: (!ttl.is_zero()).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(ttl)
+                    .build()
+            }),
         }
     }
 
@@ -164,7 +169,9 @@ impl Authenticator {
     /// Verification by the auth service, cached briefly by the token's digest.
     async fn remote(&self, token: &str) -> Result<Principal, ApiError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = self.remote.get(&digest).await {
+        if let Some(cache) = &self.remote
+            && let Some(principal) = cache.get(&digest).await
+        {
             return Ok(principal);
         }
         let mut request = tonic::Request::new(pb::VerifyTokenRequest {
@@ -183,7 +190,9 @@ impl Authenticator {
         })?;
         let principal = principal_from_proto(answer.into_inner().principal.unwrap_or_default())
             .ok_or_else(unauthenticated)?;
-        self.remote.insert(digest, principal.clone()).await;
+        if let Some(cache) = &self.remote {
+            cache.insert(digest, principal.clone()).await;
+        }
         Ok(principal)
     }
 }

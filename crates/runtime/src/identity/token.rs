@@ -56,6 +56,9 @@ pub struct TokenSettings {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// How long a verifier of another service reuses a revocation answer or a remote
+    /// verification (one second; tests set zero to see every revocation at once).
+    pub cache_ttl: Duration,
 }
 
 impl Default for TokenSettings {
@@ -64,6 +67,7 @@ impl Default for TokenSettings {
             issuer: "strata-auth".into(),
             audience: "strata".into(),
             leeway: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(1),
         }
     }
 }
