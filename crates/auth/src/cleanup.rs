@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Timestamptz};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use strata_storage::Db;
 
 /// Rows deleted per statement.
@@ -26,16 +26,18 @@ pub struct Report {
     pub sessions: usize,
 }
 
-const DELETE_TOKENS: &str = "DELETE FROM auth.refresh_tokens WHERE id IN (
-    SELECT id FROM auth.refresh_tokens WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
-const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM auth.sessions WHERE id IN (
-    SELECT id FROM auth.sessions WHERE idle_expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
-const DELETE_REVOKED_SESSIONS: &str = "DELETE FROM auth.sessions WHERE id IN (
-    SELECT id FROM auth.sessions WHERE revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+const DELETE_TOKENS: &str = "DELETE FROM auth.refresh_tokens WHERE id = ANY(ARRAY(
+    SELECT id FROM auth.refresh_tokens WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM auth.sessions WHERE id = ANY(ARRAY(
+    SELECT id FROM auth.sessions WHERE idle_expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+const DELETE_REVOKED_SESSIONS: &str = "DELETE FROM auth.sessions WHERE id = ANY(ARRAY(
+    SELECT id FROM auth.sessions WHERE revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
 /// Deletes everything older than `cutoff`, batch by batch.
-pub async fn run_once(db: &Db, cutoff: DateTime<Utc>) -> Result<Report, strata_storage::Error> {
-    let mut conn = db.get().await?;
+pub async fn run_once(
+    conn: &mut AsyncPgConnection,
+    cutoff: DateTime<Utc>,
+) -> Result<Report, strata_storage::Error> {
     let mut deleted = [0usize; 3];
     for (sql, total) in [
         DELETE_TOKENS,
@@ -49,7 +51,7 @@ pub async fn run_once(db: &Db, cutoff: DateTime<Utc>) -> Result<Report, strata_s
             let batch = diesel::sql_query(sql)
                 .bind::<Timestamptz, _>(cutoff)
                 .bind::<BigInt, _>(BATCH)
-                .execute(&mut conn)
+                .execute(conn)
                 .await?;
             *total += batch;
             if batch < usize::try_from(BATCH).unwrap_or(usize::MAX) {
@@ -68,7 +70,7 @@ pub async fn run_once(db: &Db, cutoff: DateTime<Utc>) -> Result<Report, strata_s
 /// ago, and logs what it deleted.
 pub async fn round(db: &Db) -> Result<(), strata_storage::Error> {
     let cutoff = Utc::now() - chrono::Duration::from_std(GRACE).unwrap_or_default();
-    let report = run_once(db, cutoff).await?;
+    let report = run_once(&mut *db.get().await?, cutoff).await?;
     if report != Report::default() {
         tracing::info!(
             cleanup.refresh_tokens = report.refresh_tokens,

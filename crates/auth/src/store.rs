@@ -546,6 +546,9 @@ pub struct UserFilter {
     pub email_prefix: Option<String>,
 }
 
+diesel::infix_operator!(PatternGe, " ~>=~ ");
+diesel::infix_operator!(PatternLt, " ~<~ ");
+
 /// `s` with LIKE's wildcards escaped (PostgreSQL's default escape is `\`).
 fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -569,9 +572,22 @@ pub async fn list_users(
         query = query.filter(users::status.eq(status));
     }
     if let Some(prefix) = &filter.email_prefix {
-        query = query.filter(
-            lower_text(users::email).like(format!("{}%", escape_like(&prefix.to_lowercase()))),
-        );
+        let prefix = prefix.to_lowercase();
+        // The range lets even a generic plan (a prepared statement's, whatever the prefix)
+        // scan `users_email_key` (text_pattern_ops, byte order) from the prefix to just past
+        // it; LIKE alone is usable by the index only when the planner sees the value. The
+        // upper bound is the prefix followed by the highest code point, above every email
+        // that continues the prefix with any other character; LIKE keeps the answer exact.
+        query = query
+            .filter(PatternGe::new(
+                lower_text(users::email),
+                prefix.clone().into_sql::<Text>(),
+            ))
+            .filter(PatternLt::new(
+                lower_text(users::email),
+                format!("{prefix}\u{10FFFF}").into_sql::<Text>(),
+            ))
+            .filter(lower_text(users::email).like(format!("{}%", escape_like(&prefix))));
     }
     if let Some(after) = after {
         query = query.filter(users::id.gt(after));

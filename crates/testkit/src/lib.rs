@@ -21,6 +21,7 @@ pub mod app;
 pub mod bench;
 pub mod cluster;
 pub mod otlp;
+pub mod plans;
 pub mod raw;
 pub mod redis_server;
 

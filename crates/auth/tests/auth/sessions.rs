@@ -344,7 +344,7 @@ async fn cleanup_deletes_expired_and_revoked_credentials_in_batches() {
         .await
         .unwrap();
     let cutoff = Utc::now() - chrono::Duration::days(1);
-    let report = strata_auth::cleanup::run_once(&h.db.db().clone(), cutoff)
+    let report = strata_auth::cleanup::run_once(&mut h.db.connect().await, cutoff)
         .await
         .unwrap();
     assert_eq!(report.refresh_tokens, 2500);
@@ -359,7 +359,7 @@ async fn cleanup_deletes_expired_and_revoked_credentials_in_batches() {
     refresh(&mut h.client, &live.refresh_token)
         .await
         .expect("live credentials untouched");
-    let again = strata_auth::cleanup::run_once(&h.db.db().clone(), cutoff)
+    let again = strata_auth::cleanup::run_once(&mut h.db.connect().await, cutoff)
         .await
         .unwrap();
     assert_eq!(again, strata_auth::cleanup::Report::default());
