@@ -236,6 +236,9 @@ mod page_tokens;
 #[path = "auth/profile.rs"]
 mod profile;
 
+#[path = "auth/request_ids.rs"]
+mod request_ids;
+
 #[path = "auth/revocation.rs"]
 mod revocation;
 
