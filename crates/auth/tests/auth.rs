@@ -248,6 +248,9 @@ mod sealing;
 #[path = "auth/sessions.rs"]
 mod sessions;
 
+#[path = "auth/tasks.rs"]
+mod tasks;
+
 #[path = "auth/throttle.rs"]
 mod throttle;
 
