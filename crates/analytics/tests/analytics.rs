@@ -378,6 +378,81 @@ async fn ingest_and_summarize() {
         .into_inner();
     let ranked: Vec<_> = top.models.iter().map(|m| m.model.as_str()).collect();
     assert_eq!(ranked, ["gpt-4o", "claude-3-haiku"]);
+    assert!(top.next_page_token.is_empty());
+
+    // The same ranking a model per page, by tokens and by cost.
+    for rank_by in [pb::RankBy::TotalTokens, pb::RankBy::Cost] {
+        let whole: Vec<String> = client
+            .list_top_models(bearer(
+                pb::ListTopModelsRequest {
+                    time_range: range(yesterday, Utc::now()),
+                    rank_by: rank_by.into(),
+                    ..Default::default()
+                },
+                &ada.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .models
+            .into_iter()
+            .map(|m| m.model)
+            .collect();
+        assert_eq!(whole.len(), 2);
+        let mut token = String::new();
+        let mut paged = Vec::new();
+        loop {
+            let page = client
+                .list_top_models(bearer(
+                    pb::ListTopModelsRequest {
+                        time_range: range(yesterday, Utc::now()),
+                        rank_by: rank_by.into(),
+                        page_size: 1,
+                        page_token: token.clone(),
+                        ..Default::default()
+                    },
+                    &ada.token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.models.len() <= 1);
+            paged.extend(page.models.into_iter().map(|m| m.model));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(paged, whole, "{rank_by:?}");
+    }
+    // A token is bound to its ranking.
+    let first = client
+        .list_top_models(bearer(
+            pb::ListTopModelsRequest {
+                time_range: range(yesterday, Utc::now()),
+                page_size: 1,
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = client
+        .list_top_models(bearer(
+            pb::ListTopModelsRequest {
+                time_range: range(yesterday, Utc::now()),
+                rank_by: pb::RankBy::Cost.into(),
+                page_size: 1,
+                page_token: first.next_page_token,
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("page_token"), "{status:?}");
 
     // ListUsage: newest first, two pages of two and one.
     let mut token = String::new();

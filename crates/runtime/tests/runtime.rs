@@ -257,6 +257,47 @@ async fn index_table_and_slow_query_statistics() {
         slow.iter()
             .all(|q| q.calls >= 1 && (0.0..=1.0).contains(&q.cache_hit_ratio))
     );
+    // Pages follow each other without repeating a statement.
+    let first = client
+        .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.queries.len(), 2);
+    let second = client
+        .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!second.queries.is_empty());
+    assert!(
+        second
+            .queries
+            .iter()
+            .all(|q| first.queries.iter().all(|f| f.query_id != q.query_id))
+    );
+    let status = client
+        .list_slow_queries(admin_request(pb::ListSlowQueriesRequest {
+            page_size: 2,
+            order_by: pb::SlowQueryOrder::TotalTime.into(),
+            page_token: first.next_page_token,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "bound to its ordering"
+    );
+
     let by_mean = client
         .list_slow_queries(admin_request(pb::ListSlowQueriesRequest::default()))
         .await
@@ -268,6 +309,50 @@ async fn index_table_and_slow_query_statistics() {
             .windows(2)
             .all(|w| ms(&w[0].mean_time) >= ms(&w[1].mean_time))
     );
+}
+
+#[tokio::test]
+async fn unused_indexes_are_listed_by_page() {
+    let db = TestDb::new().await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE content.wide (a int, b int, c int, d int);
+             CREATE INDEX wide_a_idx ON content.wide (a);
+             CREATE INDEX wide_b_idx ON content.wide (b);
+             CREATE INDEX wide_c_idx ON content.wide (c);
+             CREATE INDEX wide_d_idx ON content.wide (d);",
+        )
+        .await
+        .unwrap();
+    let server = TestServer::start(db.server_config("test"), |_| {}).await;
+    let mut client = admin(&server);
+    let mut token = String::new();
+    let mut names = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_unused_indexes(admin_request(pb::ListUnusedIndexesRequest {
+                schema: "content".into(),
+                page_size: 3,
+                page_token: token.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        names.extend(page.indexes.into_iter().map(|i| i.index));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["wide_a_idx", "wide_b_idx", "wide_c_idx", "wide_d_idx"]
+    );
+    assert_eq!(pages, 2);
 }
 
 #[tokio::test]

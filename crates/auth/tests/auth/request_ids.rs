@@ -35,8 +35,14 @@ async fn a_retried_sign_up_returns_the_same_account_signed_in_again() {
     let (first_user, retry_user) = (first.user.unwrap(), retry.user.unwrap());
     assert_eq!(first_user.id, retry_user.id, "the same account");
     let (a, b) = (first.credentials.unwrap(), retry.credentials.unwrap());
-    assert_ne!(a.session_id, b.session_id, "signed in again: a session of its own");
-    assert_eq!(count(&h.db, "SELECT count(*) AS n FROM auth.users").await, 1);
+    assert_ne!(
+        a.session_id, b.session_id,
+        "signed in again: a session of its own"
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.users").await,
+        1
+    );
     for token in [&a.access_token, &b.access_token] {
         h.client
             .get_profile(bearer(pb::GetProfileRequest::default(), token))
@@ -57,8 +63,14 @@ async fn a_retried_sign_up_returns_the_same_account_signed_in_again() {
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
         assert!(status.message().contains("request_id"), "{status:?}");
     }
-    assert_eq!(count(&h.db, "SELECT count(*) AS n FROM auth.users").await, 1);
-    assert_eq!(count(&h.db, "SELECT count(*) AS n FROM auth.sessions").await, 2);
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.users").await,
+        1
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.sessions").await,
+        2
+    );
 
     // Without an id, a retry is a second sign-up of a taken email.
     let status = h
@@ -101,7 +113,10 @@ async fn a_retried_api_key_creation_names_the_key_and_stores_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    assert!(!status.message().contains("sk_"), "the secret is never shown again");
+    assert!(
+        !status.message().contains("sk_"),
+        "the secret is never shown again"
+    );
     let resource = status.get_error_details().resource_info().cloned().unwrap();
     assert_eq!(resource.resource_type, "strata.auth.v1.ApiKey");
     assert_eq!(resource.resource_name, key.id);
@@ -145,7 +160,10 @@ async fn every_violation_of_a_request_is_listed_and_nothing_is_written() {
         .collect();
     assert_eq!(fields, ["email", "display_name", "password", "request_id"]);
     assert!(status.message().contains("(and 3 more)"), "{status:?}");
-    assert_eq!(count(&h.db, "SELECT count(*) AS n FROM auth.users").await, 0);
+    assert_eq!(
+        count(&h.db, "SELECT count(*) AS n FROM auth.users").await,
+        0
+    );
 
     let (_, ada) = sign_up(&mut h.client, "ada@example.com").await;
     let status = h

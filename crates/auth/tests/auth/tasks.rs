@@ -27,9 +27,16 @@ async fn tasks_are_listed_and_pending_key_uses_are_written_at_shutdown() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["auth.key_usage", "auth.revocations", "auth.cleanup"]);
+    assert_eq!(
+        names,
+        ["auth.key_usage", "auth.revocations", "auth.cleanup"]
+    );
     assert_eq!(tasks[0].interval.unwrap().seconds, 30);
-    assert!(tasks.iter().all(|t| t.last_run_time.is_some() && !t.last_run_failed));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.last_run_time.is_some() && !t.last_run_failed)
+    );
 
     // A key used once: the use waits in memory for the next 30-second flush…
     let key = create_key(&mut h.client, &root.access_token, &["profile:read"])
