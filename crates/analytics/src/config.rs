@@ -1,34 +1,52 @@
-//! Analytics settings, read like every other setting (environment, optional TOML file):
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `STRATA_ANALYTICS_SUMMARY_REFRESH_SECS` | 3600 | interval between scheduled refreshes of `user_token_summary` |
-//! | `STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS` | 900 | interval between scheduled refreshes of `project_stats` |
-//! | `STRATA_ANALYTICS_SCHEDULER` | true | run the refresh and partition scheduler in this process (every replica may: an advisory lock lets one refresh a view at a time) |
-//! | `STRATA_ANALYTICS_TICK_SECS` | 30 | how often the scheduler looks for due work |
-//! | `STRATA_ANALYTICS_PARTITIONS_AHEAD` | 3 | months of `token_usage` partitions kept ready beyond the current one |
-//! | `STRATA_ANALYTICS_REFRESH_TIMEOUT_SECS` | 1800 | statement timeout of one view refresh |
+//! Analytics settings, read like every other setting (environment, optional TOML file);
+//! each is one [`Setting`] below, listed in [`SETTINGS`] (documented by `strata settings`).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use strata_runtime::config::positive_duration;
 use strata_storage::config::ConfigError;
+use strata_storage::settings::Setting;
 
 /// `STRATA_ANALYTICS_SUMMARY_REFRESH_SECS`
-pub const SUMMARY_REFRESH_SECS: &str = "STRATA_ANALYTICS_SUMMARY_REFRESH_SECS";
+pub const SUMMARY_REFRESH_SECS: Setting = Setting::new(
+    "STRATA_ANALYTICS_SUMMARY_REFRESH_SECS",
+    "3600",
+    "interval between refreshes of the `user_token_summary` view",
+);
 /// `STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS`
-pub const PROJECT_STATS_REFRESH_SECS: &str = "STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS";
+pub const PROJECT_STATS_REFRESH_SECS: Setting = Setting::new(
+    "STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS",
+    "900",
+    "interval between refreshes of the `project_stats` view",
+);
 /// `STRATA_ANALYTICS_SCHEDULER`
-pub const SCHEDULER: &str = "STRATA_ANALYTICS_SCHEDULER";
+pub const SCHEDULER: Setting = Setting::new(
+    "STRATA_ANALYTICS_SCHEDULER",
+    "true",
+    "run view refreshes and partition upkeep in this process (safe on every replica: one refreshes a view at a time)",
+);
 /// `STRATA_ANALYTICS_TICK_SECS`
-pub const TICK_SECS: &str = "STRATA_ANALYTICS_TICK_SECS";
+pub const TICK_SECS: Setting = Setting::new(
+    "STRATA_ANALYTICS_TICK_SECS",
+    "30",
+    "how often the scheduler looks for due work",
+);
 /// `STRATA_ANALYTICS_PARTITIONS_AHEAD`
-pub const PARTITIONS_AHEAD: &str = "STRATA_ANALYTICS_PARTITIONS_AHEAD";
+pub const PARTITIONS_AHEAD: Setting = Setting::new(
+    "STRATA_ANALYTICS_PARTITIONS_AHEAD",
+    "3",
+    "months of ledger partitions created ahead of time",
+);
 /// `STRATA_ANALYTICS_REFRESH_TIMEOUT_SECS`
-pub const REFRESH_TIMEOUT_SECS: &str = "STRATA_ANALYTICS_REFRESH_TIMEOUT_SECS";
+pub const REFRESH_TIMEOUT_SECS: Setting = Setting::new(
+    "STRATA_ANALYTICS_REFRESH_TIMEOUT_SECS",
+    "1800",
+    "statement timeout of one view refresh",
+);
 
-const KNOWN: &[&str] = &[
+/// Every setting of this crate, in documentation order.
+pub const SETTINGS: &[Setting] = &[
     SUMMARY_REFRESH_SECS,
     PROJECT_STATS_REFRESH_SECS,
     SCHEDULER,
@@ -60,7 +78,7 @@ pub struct AnalyticsSettings {
 impl AnalyticsSettings {
     /// Reads the settings from the environment and `STRATA_CONFIG_FILE`.
     pub fn load() -> Result<Self, Box<figment::Error>> {
-        strata_runtime::config::figment(KNOWN)
+        strata_runtime::config::figment(SETTINGS)
             .extract()
             .map_err(Box::new)
     }
@@ -74,7 +92,7 @@ impl AnalyticsSettings {
         let partitions_ahead = match self.strata_analytics_partitions_ahead {
             Some(n) if n > MAX_PARTITIONS_AHEAD => {
                 return Err(ConfigError {
-                    variable: PARTITIONS_AHEAD,
+                    variable: PARTITIONS_AHEAD.name,
                     problem: format!("must be at most {MAX_PARTITIONS_AHEAD}"),
                 });
             }
@@ -83,22 +101,26 @@ impl AnalyticsSettings {
         };
         Ok(AnalyticsConfig {
             summary_refresh: secs(
-                SUMMARY_REFRESH_SECS,
+                SUMMARY_REFRESH_SECS.name,
                 self.strata_analytics_summary_refresh_secs,
                 defaults.summary_refresh,
             )?,
             project_stats_refresh: secs(
-                PROJECT_STATS_REFRESH_SECS,
+                PROJECT_STATS_REFRESH_SECS.name,
                 self.strata_analytics_project_stats_refresh_secs,
                 defaults.project_stats_refresh,
             )?,
             scheduler: self
                 .strata_analytics_scheduler
                 .unwrap_or(defaults.scheduler),
-            tick: secs(TICK_SECS, self.strata_analytics_tick_secs, defaults.tick)?,
+            tick: secs(
+                TICK_SECS.name,
+                self.strata_analytics_tick_secs,
+                defaults.tick,
+            )?,
             partitions_ahead,
             refresh_timeout: secs(
-                REFRESH_TIMEOUT_SECS,
+                REFRESH_TIMEOUT_SECS.name,
                 self.strata_analytics_refresh_timeout_secs,
                 defaults.refresh_timeout,
             )?,
@@ -152,11 +174,11 @@ mod tests {
             strata_analytics_tick_secs: Some(0),
             ..Default::default()
         };
-        assert_eq!(zero.resolve().unwrap_err().variable, TICK_SECS);
+        assert_eq!(zero.resolve().unwrap_err().variable, TICK_SECS.name);
         let far = AnalyticsSettings {
             strata_analytics_partitions_ahead: Some(100),
             ..Default::default()
         };
-        assert_eq!(far.resolve().unwrap_err().variable, PARTITIONS_AHEAD);
+        assert_eq!(far.resolve().unwrap_err().variable, PARTITIONS_AHEAD.name);
     }
 }

@@ -1,12 +1,5 @@
-//! Auth settings, read like every other setting (environment, optional TOML file):
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `STRATA_AUTH_ACCESS_TTL_SECS` | 900 | access-token lifetime |
-//! | `STRATA_AUTH_REFRESH_IDLE_SECS` | 604800 (7 days) | a session ends if not refreshed for this long |
-//! | `STRATA_AUTH_REFRESH_ABSOLUTE_SECS` | 2592000 (30 days) | a session ends this long after sign-in, whatever happens |
-//! | `STRATA_AUTH_KEY_ENCRYPTION_KEY` | required, unless `STRATA_ENV=development` is set | base64 of 32 random bytes: the key-encryption key sealing the signing keys at rest (explicit development: a built-in, publicly known key, with a warning) |
-//! | `STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS` | unset | comma-separated earlier KEKs, accepted to open keys they sealed (rotation) |
+//! Auth settings, read like every other setting (environment, optional TOML file); each is
+//! one [`Setting`] below, listed in [`SETTINGS`] (documented by `strata settings`).
 //!
 //! Issuer and audience (`STRATA_AUTH_ISSUER`, `STRATA_AUTH_AUDIENCE`) are read by the
 //! runtime's config, since every service verifies tokens with them.
@@ -18,21 +11,43 @@ use strata_runtime::config::{Secret, positive_duration};
 use strata_runtime::identity::TokenSettings;
 use strata_storage::Environment;
 use strata_storage::config::ConfigError;
+use strata_storage::settings::Setting;
 
 use crate::kek::{self, Kek, KeyEncryption};
 
 /// `STRATA_AUTH_ACCESS_TTL_SECS`
-pub const ACCESS_TTL_SECS: &str = "STRATA_AUTH_ACCESS_TTL_SECS";
+pub const ACCESS_TTL_SECS: Setting = Setting::new(
+    "STRATA_AUTH_ACCESS_TTL_SECS",
+    "900",
+    "access-token lifetime",
+);
 /// `STRATA_AUTH_REFRESH_IDLE_SECS`
-pub const REFRESH_IDLE_SECS: &str = "STRATA_AUTH_REFRESH_IDLE_SECS";
+pub const REFRESH_IDLE_SECS: Setting = Setting::new(
+    "STRATA_AUTH_REFRESH_IDLE_SECS",
+    "604800 (7 days)",
+    "a session ends if not refreshed for this long",
+);
 /// `STRATA_AUTH_REFRESH_ABSOLUTE_SECS`
-pub const REFRESH_ABSOLUTE_SECS: &str = "STRATA_AUTH_REFRESH_ABSOLUTE_SECS";
+pub const REFRESH_ABSOLUTE_SECS: Setting = Setting::new(
+    "STRATA_AUTH_REFRESH_ABSOLUTE_SECS",
+    "2592000 (30 days)",
+    "a session ends this long after sign-in",
+);
 /// `STRATA_AUTH_KEY_ENCRYPTION_KEY`
-pub const KEY_ENCRYPTION_KEY: &str = "STRATA_AUTH_KEY_ENCRYPTION_KEY";
+pub const KEY_ENCRYPTION_KEY: Setting = Setting::new(
+    "STRATA_AUTH_KEY_ENCRYPTION_KEY",
+    "required",
+    "base64 of 32 random bytes that seals the token-signing keys at rest (`make run` generates `.strata/kek`); only with `STRATA_ENV=development` set explicitly may it be left out, for a built-in, public key (with a warning)",
+);
 /// `STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS`
-pub const PREVIOUS_KEY_ENCRYPTION_KEYS: &str = "STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS";
+pub const PREVIOUS_KEY_ENCRYPTION_KEYS: Setting = Setting::new(
+    "STRATA_AUTH_PREVIOUS_KEY_ENCRYPTION_KEYS",
+    "unset",
+    "comma-separated earlier keys, accepted to open what they sealed (rotation)",
+);
 
-const KNOWN: &[&str] = &[
+/// Every setting of this crate, in documentation order.
+pub const SETTINGS: &[Setting] = &[
     ACCESS_TTL_SECS,
     REFRESH_IDLE_SECS,
     REFRESH_ABSOLUTE_SECS,
@@ -58,7 +73,7 @@ pub struct AuthSettings {
 impl AuthSettings {
     /// Reads the settings from the environment and `STRATA_CONFIG_FILE`.
     pub fn load() -> Result<Self, Box<figment::Error>> {
-        strata_runtime::config::figment(KNOWN)
+        strata_runtime::config::figment(SETTINGS)
             .extract()
             .map_err(Box::new)
     }
@@ -77,17 +92,17 @@ impl AuthSettings {
         let config = AuthConfig {
             tokens,
             access_ttl: secs(
-                ACCESS_TTL_SECS,
+                ACCESS_TTL_SECS.name,
                 self.strata_auth_access_ttl_secs,
                 defaults.access_ttl,
             )?,
             refresh_idle: secs(
-                REFRESH_IDLE_SECS,
+                REFRESH_IDLE_SECS.name,
                 self.strata_auth_refresh_idle_secs,
                 defaults.refresh_idle,
             )?,
             refresh_absolute: secs(
-                REFRESH_ABSOLUTE_SECS,
+                REFRESH_ABSOLUTE_SECS.name,
                 self.strata_auth_refresh_absolute_secs,
                 defaults.refresh_absolute,
             )?,
@@ -95,7 +110,7 @@ impl AuthSettings {
         };
         if config.refresh_idle > config.refresh_absolute {
             return Err(ConfigError {
-                variable: REFRESH_IDLE_SECS,
+                variable: REFRESH_IDLE_SECS.name,
                 problem: "must not exceed STRATA_AUTH_REFRESH_ABSOLUTE_SECS".into(),
             });
         }
@@ -119,14 +134,14 @@ impl AuthSettings {
         let production = environment == Some(Environment::Production);
         let current = match (&self.strata_auth_key_encryption_key, environment) {
             (Some(text), _) if !text.expose().trim().is_empty() => {
-                parse(KEY_ENCRYPTION_KEY, text.expose())?
+                parse(KEY_ENCRYPTION_KEY.name, text.expose())?
             }
             // Only a deliberate development setting falls back to the public key: a
             // deployment that forgot STRATA_ENV must not seal its keys with it.
             (_, Some(Environment::Development)) => development.clone(),
             _ => {
                 return Err(ConfigError {
-                    variable: KEY_ENCRYPTION_KEY,
+                    variable: KEY_ENCRYPTION_KEY.name,
                     problem: "is required (the key-encryption key of the signing keys: \
                               generate one with `head -c 32 /dev/urandom | base64`), unless \
                               STRATA_ENV=development, which uses a built-in, public key"
@@ -136,14 +151,14 @@ impl AuthSettings {
         };
         if production && current.id() == development.id() {
             return Err(ConfigError {
-                variable: KEY_ENCRYPTION_KEY,
+                variable: KEY_ENCRYPTION_KEY.name,
                 problem: "must not be the built-in development key in production".into(),
             });
         }
         let mut previous = Vec::new();
         if let Some(list) = &self.strata_auth_previous_key_encryption_keys {
             for text in list.expose().split(',').filter(|t| !t.trim().is_empty()) {
-                previous.push(parse(PREVIOUS_KEY_ENCRYPTION_KEYS, text)?);
+                previous.push(parse(PREVIOUS_KEY_ENCRYPTION_KEYS.name, text)?);
             }
         }
         if !production && current.id() != development.id() {
@@ -206,17 +221,17 @@ mod tests {
     fn production_requires_a_real_kek_and_errors_never_echo_it() {
         let resolve = |s: &AuthSettings, env| s.resolve(TokenSettings::default(), Some(env));
         let err = resolve(&settings(None, None), Environment::Production).unwrap_err();
-        assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
+        assert_eq!(err.variable, KEY_ENCRYPTION_KEY.name);
         // Unset STRATA_ENV is no excuse either.
         let err = settings(None, None)
             .resolve(TokenSettings::default(), None)
             .unwrap_err();
-        assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
+        assert_eq!(err.variable, KEY_ENCRYPTION_KEY.name);
         let development =
             base64::engine::general_purpose::STANDARD.encode(b"strata development KEK: NOT SAFE");
         let err =
             resolve(&settings(Some(&development), None), Environment::Production).unwrap_err();
-        assert_eq!(err.variable, KEY_ENCRYPTION_KEY);
+        assert_eq!(err.variable, KEY_ENCRYPTION_KEY.name);
         let short = "c2hvcnQ=";
         let err = resolve(&settings(Some(short), None), Environment::Production).unwrap_err();
         assert!(!err.to_string().contains(short), "{err}");
@@ -233,7 +248,7 @@ mod tests {
             Environment::Production,
         )
         .unwrap_err();
-        assert_eq!(err.variable, PREVIOUS_KEY_ENCRYPTION_KEYS);
+        assert_eq!(err.variable, PREVIOUS_KEY_ENCRYPTION_KEYS.name);
         // Development runs without one, on the built-in key, with a warning at start.
         let config = resolve(&settings(None, None), Environment::Development).unwrap();
         assert!(config.uses_development_kek());

@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         action: AuthAction,
     },
+    /// Print every setting (environment variable) with its default and meaning, as
+    /// Markdown; README's configuration tables are this output.
+    Settings,
     /// Load synthetic data for benchmarks and demos (DATABASE_URL).
     Seed {
         #[command(subcommand)]
@@ -164,7 +167,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { action } => migrate(action).await,
         Command::Auth { action } => auth(action).await,
         Command::Seed { what } => seed(what).await,
+        Command::Settings => {
+            print!("{}", settings_doc());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The documentation of every setting, derived from each crate's `SETTINGS`: the database's,
+/// then the server's (runtime first, then each service).
+fn settings_doc() -> String {
+    use strata_storage::settings::table;
+    let server = strata_runtime::config::SETTINGS
+        .iter()
+        .chain(strata_auth::config::SETTINGS)
+        .chain(strata_analytics::config::SETTINGS);
+    format!(
+        "Database:\n\n{}\nServer:\n\n{}",
+        table(strata_storage::config::SETTINGS),
+        table(server)
+    )
 }
 
 /// A service of the suite: its name on the command line and how it joins a server.
@@ -491,4 +513,20 @@ fn generate(dir: &Path, name: &str, now: chrono::DateTime<chrono::Utc>) -> anyho
         format!("-- {name}: undo everything up.sql does.\n"),
     )?;
     Ok(folder)
+}
+
+#[cfg(test)]
+mod tests {
+    /// README's configuration tables are exactly what `strata settings` prints, so a
+    /// setting added, renamed or re-documented in code cannot leave them stale.
+    #[test]
+    fn readme_documents_every_setting_as_the_code_defines_it() {
+        let readme = include_str!("../../../README.md");
+        let doc = super::settings_doc();
+        assert!(
+            readme.contains(&doc),
+            "README.md's configuration tables differ from the code's settings; \
+             replace them with the output of `strata settings`:\n\n{doc}"
+        );
+    }
 }

@@ -1,29 +1,9 @@
-//! Process configuration, read from the environment and optionally a TOML file.
+//! Process configuration, read from the environment and optionally a TOML file; each
+//! variable is one [`Setting`] below, listed in [`SETTINGS`] (the database's are in
+//! [`strata_storage::config`]; `strata settings` prints them all).
 //!
 //! `STRATA_CONFIG_FILE` names a TOML file whose keys are the lower-cased variable names
-//! (`strata_listen_addr = "0.0.0.0:50051"`); environment variables override it. The
-//! database variables are documented in [`strata_storage::config`]; the rest:
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `STRATA_CONFIG_FILE` | unset | optional TOML file |
-//! | `STRATA_LISTEN_ADDR` | `127.0.0.1:50051` | gRPC listen address (`:0` picks a free port) |
-//! | `STRATA_REQUEST_TIMEOUT_MS` | 30000 | server-side deadline of every RPC (a shorter `grpc-timeout` wins) |
-//! | `STRATA_MAX_MESSAGE_BYTES` | 4194304 | largest request message accepted |
-//! | `STRATA_SHUTDOWN_GRACE_MS` | 30000 | how long SIGTERM waits for in-flight calls |
-//! | `STRATA_HEALTH_INTERVAL_MS` | 5000 | how often health re-checks the database |
-//! | `STRATA_MIGRATE_ON_START` | true | apply pending migrations before serving |
-//! | `STRATA_ADMIN_TOKEN` | unset | break-glass bearer token for the admin RPCs, besides the ADMIN role; unset: role only |
-//! | `STRATA_AUTH_URL` | this process, when it serves auth | where the auth service is (JWKS, `VerifyToken`) |
-//! | `STRATA_AUTH_ISSUER` | `strata-auth` | `iss` of access tokens |
-//! | `STRATA_AUTH_AUDIENCE` | `strata` | `aud` of access tokens |
-//! | `REDIS_URL` | unset | Redis for cache and rate limits; unset disables Redis |
-//! | `STRATA_REDIS_PREFIX` | `strata:` | prefix of every Redis key this process writes |
-//! | `STRATA_LOG_FORMAT` | `auto` | `auto` (`pretty` on a terminal, else `plain`), `pretty`, `plain` or `json` |
-//! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | unset | OTLP/gRPC collector; unset disables trace export |
-//! | `STRATA_TRACE_FILTER` | `strata=info` | which spans are exported (`EnvFilter` syntax); the HTTP/2 stack and the exporter's own transport never are |
-//! | `OTEL_BSP_SCHEDULE_DELAY` | 5000 | milliseconds between two exports of finished spans |
+//! (`strata_listen_addr = "0.0.0.0:50051"`); environment variables override it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,58 +13,110 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 pub use strata_storage::Secret;
 use strata_storage::config::{ConfigError, DbSettings};
+use strata_storage::settings::Setting;
 use strata_storage::{DbConfig, Environment};
 
 /// `STRATA_CONFIG_FILE`
-pub const CONFIG_FILE: &str = "STRATA_CONFIG_FILE";
+pub const CONFIG_FILE: Setting = Setting::new("STRATA_CONFIG_FILE", "unset", "optional TOML file");
 /// `STRATA_LISTEN_ADDR`
-pub const LISTEN_ADDR: &str = "STRATA_LISTEN_ADDR";
+pub const LISTEN_ADDR: Setting = Setting::new(
+    "STRATA_LISTEN_ADDR",
+    "`127.0.0.1:50051`",
+    "gRPC address (`:0` picks a free port)",
+);
 /// `STRATA_REQUEST_TIMEOUT_MS`
-pub const REQUEST_TIMEOUT_MS: &str = "STRATA_REQUEST_TIMEOUT_MS";
+pub const REQUEST_TIMEOUT_MS: Setting = Setting::new(
+    "STRATA_REQUEST_TIMEOUT_MS",
+    "30000",
+    "deadline of every call (a shorter client `grpc-timeout` wins)",
+);
 /// `STRATA_MAX_MESSAGE_BYTES`
-pub const MAX_MESSAGE_BYTES: &str = "STRATA_MAX_MESSAGE_BYTES";
+pub const MAX_MESSAGE_BYTES: Setting = Setting::new(
+    "STRATA_MAX_MESSAGE_BYTES",
+    "4194304",
+    "largest request message",
+);
 /// `STRATA_SHUTDOWN_GRACE_MS`
-pub const SHUTDOWN_GRACE_MS: &str = "STRATA_SHUTDOWN_GRACE_MS";
+pub const SHUTDOWN_GRACE_MS: Setting = Setting::new(
+    "STRATA_SHUTDOWN_GRACE_MS",
+    "30000",
+    "on SIGTERM/Ctrl-C, how long in-flight calls may finish",
+);
 /// `STRATA_HEALTH_INTERVAL_MS`
-pub const HEALTH_INTERVAL_MS: &str = "STRATA_HEALTH_INTERVAL_MS";
+pub const HEALTH_INTERVAL_MS: Setting = Setting::new(
+    "STRATA_HEALTH_INTERVAL_MS",
+    "5000",
+    "how often health re-checks the database",
+);
 /// `STRATA_MIGRATE_ON_START`
-pub const MIGRATE_ON_START: &str = "STRATA_MIGRATE_ON_START";
+pub const MIGRATE_ON_START: Setting = Setting::new(
+    "STRATA_MIGRATE_ON_START",
+    "true",
+    "apply pending migrations before serving",
+);
 /// `STRATA_ADMIN_TOKEN`
-pub const ADMIN_TOKEN: &str = "STRATA_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: Setting = Setting::new(
+    "STRATA_ADMIN_TOKEN",
+    "unset",
+    "break-glass bearer token for `strata.admin.v1`, honoured only by processes that know no auth service (e.g. `strata serve admin` without `STRATA_AUTH_URL`); otherwise the ADMIN role is required",
+);
 /// `STRATA_AUTH_URL`
-pub const AUTH_URL: &str = "STRATA_AUTH_URL";
+pub const AUTH_URL: Setting = Setting::new(
+    "STRATA_AUTH_URL",
+    "this process, when it serves auth",
+    "where the auth service is: every service fetches its public keys (JWKS) there and asks it when Redis cannot confirm a session",
+);
 /// `STRATA_AUTH_ISSUER`
-pub const AUTH_ISSUER: &str = "STRATA_AUTH_ISSUER";
+pub const AUTH_ISSUER: Setting = Setting::new(
+    "STRATA_AUTH_ISSUER",
+    "`strata-auth`",
+    "`iss` of access tokens",
+);
 /// `STRATA_AUTH_AUDIENCE`
-pub const AUTH_AUDIENCE: &str = "STRATA_AUTH_AUDIENCE";
+pub const AUTH_AUDIENCE: Setting =
+    Setting::new("STRATA_AUTH_AUDIENCE", "`strata`", "`aud` of access tokens");
 /// `REDIS_URL`
-pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_URL: Setting = Setting::new("REDIS_URL", "unset", "Redis; unset runs without it");
 /// `STRATA_REDIS_PREFIX`
-pub const REDIS_PREFIX: &str = "STRATA_REDIS_PREFIX";
+pub const REDIS_PREFIX: Setting = Setting::new(
+    "STRATA_REDIS_PREFIX",
+    "`strata:`",
+    "prefix of every Redis key",
+);
 /// `STRATA_LOG_FORMAT`
-pub const LOG_FORMAT: &str = "STRATA_LOG_FORMAT";
+pub const LOG_FORMAT: Setting = Setting::new(
+    "STRATA_LOG_FORMAT",
+    "`auto`",
+    "`auto` (`pretty` with colours when stderr is a terminal, `plain` otherwise: no ANSI codes in files), `pretty`, `plain` or `json`",
+);
 /// `RUST_LOG`
-pub const LOG_FILTER: &str = "RUST_LOG";
+pub const LOG_FILTER: Setting = Setting::new(
+    "RUST_LOG",
+    "`info`",
+    "log filter, e.g. `info,strata_storage=debug`",
+);
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`
-pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTLP_ENDPOINT: Setting = Setting::new(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "unset",
+    "OTLP/gRPC collector for traces, e.g. `http://localhost:4317`",
+);
 /// `STRATA_TRACE_FILTER`
-pub const TRACE_FILTER: &str = "STRATA_TRACE_FILTER";
+pub const TRACE_FILTER: Setting = Setting::new(
+    "STRATA_TRACE_FILTER",
+    "`strata=info`",
+    "which spans are exported: Strata's request spans, one span per SQL statement (text with `$n` placeholders) and one client span per call to another service",
+);
 /// `OTEL_BSP_SCHEDULE_DELAY`
-pub const TRACE_EXPORT_INTERVAL_MS: &str = "OTEL_BSP_SCHEDULE_DELAY";
+pub const TRACE_EXPORT_INTERVAL_MS: Setting = Setting::new(
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "5000",
+    "milliseconds between two exports of finished spans",
+);
 
-/// Every variable the loader reads; others in the environment are ignored.
-const KNOWN: &[&str] = &[
-    strata_storage::config::DATABASE_URL,
-    strata_storage::config::STRATA_ENV,
-    strata_storage::config::DB_MAX_CONNECTIONS,
-    strata_storage::config::DB_MIN_IDLE,
-    strata_storage::config::DB_CHECKOUT_TIMEOUT_MS,
-    strata_storage::config::DB_IDLE_TIMEOUT_SECS,
-    strata_storage::config::DB_MAX_LIFETIME_SECS,
-    strata_storage::config::DB_STATEMENT_TIMEOUT_MS,
-    strata_storage::config::DB_TEST_ON_CHECKOUT,
-    strata_storage::config::DB_SLOW_QUERY_WARN_MS,
-    strata_storage::config::DB_SLOW_QUERY_ERROR_MS,
+/// Every setting of this crate, in documentation order.
+pub const SETTINGS: &[Setting] = &[
+    CONFIG_FILE,
     LISTEN_ADDR,
     REQUEST_TIMEOUT_MS,
     MAX_MESSAGE_BYTES,
@@ -105,15 +137,18 @@ const KNOWN: &[&str] = &[
 ];
 
 /// The configuration sources: `STRATA_CONFIG_FILE` (if set), then the environment
-/// variables named in `known` on top of it. Service crates extract their own settings
-/// structs from it, with their own variable lists.
-pub fn figment(known: &'static [&'static str]) -> Figment {
+/// variables of `settings` on top of it (others in the environment are ignored). Service
+/// crates extract their own settings structs from it, with their own `SETTINGS`.
+pub fn figment(settings: &'static [Setting]) -> Figment {
     let mut figment = Figment::new();
-    if let Ok(path) = std::env::var(CONFIG_FILE) {
+    if let Ok(path) = std::env::var(CONFIG_FILE.name) {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment
-        .merge(Env::raw().filter(|key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
+    figment.merge(Env::raw().filter(|key| {
+        settings
+            .iter()
+            .any(|s| key.as_str().eq_ignore_ascii_case(s.name))
+    }))
 }
 
 /// A duration setting that must be positive: `value` in the unit `unit` makes (e.g.
@@ -215,9 +250,10 @@ fn lenient_secret<'de, D: serde::Deserializer<'de>>(
 impl Settings {
     /// Reads `STRATA_CONFIG_FILE` (if set), then the environment on top of it.
     pub fn load() -> Result<Self, Box<figment::Error>> {
-        let figment = figment(KNOWN);
-        let mut settings: Settings = figment.extract().map_err(Box::new)?;
-        settings.db = figment.extract().map_err(Box::new)?;
+        let mut settings: Settings = figment(SETTINGS).extract().map_err(Box::new)?;
+        settings.db = figment(strata_storage::config::SETTINGS)
+            .extract()
+            .map_err(Box::new)?;
         Ok(settings)
     }
 
@@ -228,7 +264,7 @@ impl Settings {
             .as_deref()
             .unwrap_or("127.0.0.1:50051");
         let listen_addr = listen.parse().map_err(|_| ConfigError {
-            variable: LISTEN_ADDR,
+            variable: LISTEN_ADDR.name,
             problem: format!("{listen:?} is not an IP:port address"),
         })?;
         let positive = |variable: &'static str, value: Option<u64>, default: u64| {
@@ -243,10 +279,22 @@ impl Settings {
             service: service.to_owned(),
             environment: self.db.strata_env.unwrap_or_default(),
             listen_addr,
-            request_timeout: positive(REQUEST_TIMEOUT_MS, self.strata_request_timeout_ms, 30_000)?,
+            request_timeout: positive(
+                REQUEST_TIMEOUT_MS.name,
+                self.strata_request_timeout_ms,
+                30_000,
+            )?,
             max_message_bytes: self.strata_max_message_bytes.unwrap_or(4 * 1024 * 1024),
-            shutdown_grace: positive(SHUTDOWN_GRACE_MS, self.strata_shutdown_grace_ms, 30_000)?,
-            health_interval: positive(HEALTH_INTERVAL_MS, self.strata_health_interval_ms, 5_000)?,
+            shutdown_grace: positive(
+                SHUTDOWN_GRACE_MS.name,
+                self.strata_shutdown_grace_ms,
+                30_000,
+            )?,
+            health_interval: positive(
+                HEALTH_INTERVAL_MS.name,
+                self.strata_health_interval_ms,
+                5_000,
+            )?,
             migrate_on_start: self.strata_migrate_on_start.unwrap_or(true),
             admin_token: self
                 .strata_admin_token
@@ -281,7 +329,7 @@ impl Settings {
                 .filter(|f| !f.is_empty())
                 .unwrap_or_else(|| DEFAULT_TRACE_FILTER.into()),
             trace_export_interval: positive(
-                TRACE_EXPORT_INTERVAL_MS,
+                TRACE_EXPORT_INTERVAL_MS.name,
                 self.otel_bsp_schedule_delay,
                 5_000,
             )?,
@@ -391,7 +439,7 @@ mod tests {
                 "strata.toml",
                 "strata_listen_addr = \"0.0.0.0:1\"\nstrata_request_timeout_ms = 1000\n",
             )?;
-            jail.set_env(CONFIG_FILE, "strata.toml");
+            jail.set_env(CONFIG_FILE.name, "strata.toml");
             jail.set_env("DATABASE_URL", "postgres://u:pw@h/db");
             jail.set_env("STRATA_REQUEST_TIMEOUT_MS", "2500");
             jail.set_env("STRATA_ADMIN_TOKEN", "123456");
@@ -423,7 +471,7 @@ mod tests {
                     .resolve("s")
                     .unwrap_err()
                     .variable,
-                LISTEN_ADDR
+                LISTEN_ADDR.name
             );
             jail.set_env("STRATA_DB_MAX_CONNECTIONS", "many");
             let err = Settings::load().unwrap_err();

@@ -1,49 +1,97 @@
-//! Typed database configuration.
+//! Typed database configuration; each variable is one [`Setting`] below, listed in
+//! [`SETTINGS`] (documented by `strata settings`).
 //!
 //! Read by the runtime's config loader from the environment (or a TOML file); every
-//! variable is optional except `DATABASE_URL`, and `STRATA_ENV` picks the defaults:
-//!
-//! | variable | default (development / production) |
-//! |---|---|
-//! | `DATABASE_URL` | required, e.g. `postgres://strata@127.0.0.1:54329/strata` |
-//! | `STRATA_ENV` | `development` (`development` or `production`) |
-//! | `STRATA_DB_MAX_CONNECTIONS` | 10 / 20 |
-//! | `STRATA_DB_MIN_IDLE` | 2 / 5 |
-//! | `STRATA_DB_CHECKOUT_TIMEOUT_MS` | 5000 (bb8's own default of 30 s is far too long for an RPC) |
-//! | `STRATA_DB_IDLE_TIMEOUT_SECS` | 600 (0 disables) |
-//! | `STRATA_DB_MAX_LIFETIME_SECS` | 1800 (0 disables) |
-//! | `STRATA_DB_STATEMENT_TIMEOUT_MS` | 30000 |
-//! | `STRATA_DB_TEST_ON_CHECKOUT` | true (a `SELECT 1` before handing out a connection) |
-//! | `STRATA_DB_SLOW_QUERY_WARN_MS` | 100 |
-//! | `STRATA_DB_SLOW_QUERY_ERROR_MS` | 500 |
+//! variable is optional except `DATABASE_URL`, and `STRATA_ENV` picks the defaults.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// `DATABASE_URL`: connection string of the one Strata database.
-pub const DATABASE_URL: &str = "DATABASE_URL";
-/// `STRATA_ENV`: `development` or `production`; picks pool defaults.
-pub const STRATA_ENV: &str = "STRATA_ENV";
-/// `STRATA_DB_MAX_CONNECTIONS`: pool upper bound.
-pub const DB_MAX_CONNECTIONS: &str = "STRATA_DB_MAX_CONNECTIONS";
-/// `STRATA_DB_MIN_IDLE`: idle connections the pool keeps open.
-pub const DB_MIN_IDLE: &str = "STRATA_DB_MIN_IDLE";
-/// `STRATA_DB_CHECKOUT_TIMEOUT_MS`: how long a request waits for a connection.
-pub const DB_CHECKOUT_TIMEOUT_MS: &str = "STRATA_DB_CHECKOUT_TIMEOUT_MS";
-/// `STRATA_DB_IDLE_TIMEOUT_SECS`: idle connections above `min_idle` close after this.
-pub const DB_IDLE_TIMEOUT_SECS: &str = "STRATA_DB_IDLE_TIMEOUT_SECS";
-/// `STRATA_DB_MAX_LIFETIME_SECS`: connections are replaced after this age.
-pub const DB_MAX_LIFETIME_SECS: &str = "STRATA_DB_MAX_LIFETIME_SECS";
-/// `STRATA_DB_STATEMENT_TIMEOUT_MS`: server-side `statement_timeout` of every connection.
-pub const DB_STATEMENT_TIMEOUT_MS: &str = "STRATA_DB_STATEMENT_TIMEOUT_MS";
-/// `STRATA_DB_TEST_ON_CHECKOUT`: validate connections before handing them out.
-pub const DB_TEST_ON_CHECKOUT: &str = "STRATA_DB_TEST_ON_CHECKOUT";
-/// `STRATA_DB_SLOW_QUERY_WARN_MS`: queries at least this slow are logged at WARN.
-pub const DB_SLOW_QUERY_WARN_MS: &str = "STRATA_DB_SLOW_QUERY_WARN_MS";
-/// `STRATA_DB_SLOW_QUERY_ERROR_MS`: queries at least this slow are logged at ERROR.
-pub const DB_SLOW_QUERY_ERROR_MS: &str = "STRATA_DB_SLOW_QUERY_ERROR_MS";
+use crate::settings::Setting;
+
+/// `DATABASE_URL`
+pub const DATABASE_URL: Setting = Setting::new(
+    "DATABASE_URL",
+    "required",
+    "`postgres://user[:password]@host:port/db`",
+);
+/// `STRATA_ENV`
+pub const STRATA_ENV: Setting = Setting::new(
+    "STRATA_ENV",
+    "`development`",
+    "`development` or `production`; picks the pool defaults below",
+);
+/// `STRATA_DB_MAX_CONNECTIONS`
+pub const DB_MAX_CONNECTIONS: Setting = Setting::new(
+    "STRATA_DB_MAX_CONNECTIONS",
+    "10 (production: 20)",
+    "pool size",
+);
+/// `STRATA_DB_MIN_IDLE`
+pub const DB_MIN_IDLE: Setting = Setting::new(
+    "STRATA_DB_MIN_IDLE",
+    "2 (production: 5)",
+    "idle connections kept open",
+);
+/// `STRATA_DB_CHECKOUT_TIMEOUT_MS`
+pub const DB_CHECKOUT_TIMEOUT_MS: Setting = Setting::new(
+    "STRATA_DB_CHECKOUT_TIMEOUT_MS",
+    "5000",
+    "how long a call waits for a connection before `UNAVAILABLE`",
+);
+/// `STRATA_DB_IDLE_TIMEOUT_SECS`
+pub const DB_IDLE_TIMEOUT_SECS: Setting = Setting::new(
+    "STRATA_DB_IDLE_TIMEOUT_SECS",
+    "600",
+    "idle connections above the minimum close after this (0: never)",
+);
+/// `STRATA_DB_MAX_LIFETIME_SECS`
+pub const DB_MAX_LIFETIME_SECS: Setting = Setting::new(
+    "STRATA_DB_MAX_LIFETIME_SECS",
+    "1800",
+    "connections are replaced after this age (0: never)",
+);
+/// `STRATA_DB_STATEMENT_TIMEOUT_MS`
+pub const DB_STATEMENT_TIMEOUT_MS: Setting = Setting::new(
+    "STRATA_DB_STATEMENT_TIMEOUT_MS",
+    "30000",
+    "`statement_timeout` of every connection",
+);
+/// `STRATA_DB_TEST_ON_CHECKOUT`
+pub const DB_TEST_ON_CHECKOUT: Setting = Setting::new(
+    "STRATA_DB_TEST_ON_CHECKOUT",
+    "true",
+    "validate a connection before handing it out",
+);
+/// `STRATA_DB_SLOW_QUERY_WARN_MS`
+pub const DB_SLOW_QUERY_WARN_MS: Setting = Setting::new(
+    "STRATA_DB_SLOW_QUERY_WARN_MS",
+    "100",
+    "slower queries are logged at WARN (SQL text, never values)",
+);
+/// `STRATA_DB_SLOW_QUERY_ERROR_MS`
+pub const DB_SLOW_QUERY_ERROR_MS: Setting = Setting::new(
+    "STRATA_DB_SLOW_QUERY_ERROR_MS",
+    "500",
+    "slower queries are logged at ERROR",
+);
+
+/// Every setting of this crate, in documentation order.
+pub const SETTINGS: &[Setting] = &[
+    DATABASE_URL,
+    STRATA_ENV,
+    DB_MAX_CONNECTIONS,
+    DB_MIN_IDLE,
+    DB_CHECKOUT_TIMEOUT_MS,
+    DB_IDLE_TIMEOUT_SECS,
+    DB_MAX_LIFETIME_SECS,
+    DB_STATEMENT_TIMEOUT_MS,
+    DB_TEST_ON_CHECKOUT,
+    DB_SLOW_QUERY_WARN_MS,
+    DB_SLOW_QUERY_ERROR_MS,
+];
 
 /// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -129,12 +177,12 @@ impl DbSettings {
     pub fn resolve(&self, application_name: &str) -> Result<DbConfig, ConfigError> {
         let env = self.strata_env.unwrap_or_default();
         let url = self.database_url.clone().ok_or(ConfigError {
-            variable: DATABASE_URL,
+            variable: DATABASE_URL.name,
             problem: "is not set".into(),
         })?;
         if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
             return Err(ConfigError {
-                variable: DATABASE_URL,
+                variable: DATABASE_URL.name,
                 problem: "must start with postgres:// or postgresql://".into(),
             });
         }
@@ -238,17 +286,20 @@ impl DbConfig {
             })
         };
         if self.max_connections == 0 {
-            return fail(DB_MAX_CONNECTIONS, "must be at least 1");
+            return fail(DB_MAX_CONNECTIONS.name, "must be at least 1");
         }
         if self.min_idle > self.max_connections {
-            return fail(DB_MIN_IDLE, "must not exceed STRATA_DB_MAX_CONNECTIONS");
+            return fail(
+                DB_MIN_IDLE.name,
+                "must not exceed STRATA_DB_MAX_CONNECTIONS",
+            );
         }
         if self.checkout_timeout.is_zero() {
-            return fail(DB_CHECKOUT_TIMEOUT_MS, "must be positive");
+            return fail(DB_CHECKOUT_TIMEOUT_MS.name, "must be positive");
         }
         if self.slow_query.error < self.slow_query.warn {
             return fail(
-                DB_SLOW_QUERY_ERROR_MS,
+                DB_SLOW_QUERY_ERROR_MS.name,
                 "must not be below STRATA_DB_SLOW_QUERY_WARN_MS",
             );
         }
@@ -299,15 +350,15 @@ mod tests {
     fn bad_values_name_their_variable() {
         assert_eq!(
             DbSettings::default().resolve("s").unwrap_err().variable,
-            DATABASE_URL
+            DATABASE_URL.name
         );
         assert_eq!(
             settings("mysql://x").resolve("s").unwrap_err().variable,
-            DATABASE_URL
+            DATABASE_URL.name
         );
         let mut s = settings("postgres://x/y");
         s.strata_db_min_idle = Some(11);
-        assert_eq!(s.resolve("s").unwrap_err().variable, DB_MIN_IDLE);
+        assert_eq!(s.resolve("s").unwrap_err().variable, DB_MIN_IDLE.name);
     }
 
     #[test]

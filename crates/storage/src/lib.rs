@@ -15,6 +15,7 @@ pub mod instrument;
 pub mod migrate;
 pub mod pool;
 pub mod retry;
+pub mod settings;
 pub mod stats;
 
 pub use config::{DbConfig, Environment, Secret};
