@@ -373,6 +373,7 @@ pub fn respond<T, E: Into<ApiError>>(result: Result<T, E>) -> Result<tonic::Resp
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 

@@ -255,7 +255,7 @@ impl Admin {
             },
         };
         let migrations = if database.status == i32::from(ComponentStatus::Up) {
-            let mut conn = ctx.db.get().await.map_err(strata_storage::Error::from)?;
+            let mut conn = ctx.db.get().await?;
             let status = ctx.migrations.status(&mut conn).await?;
             Some(pb::MigrationHealth {
                 applied: count(status.applied().len()),
