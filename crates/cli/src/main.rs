@@ -168,7 +168,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Auth { action } => auth(action).await,
         Command::Seed { what } => seed(what).await,
         Command::Settings => {
-            std::io::stdout().lock().write_all(settings_doc().as_bytes())?;
+            std::io::stdout()
+                .lock()
+                .write_all(settings_doc().as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
     }

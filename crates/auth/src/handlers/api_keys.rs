@@ -7,7 +7,6 @@ use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::Request;
 
-use super::caller::require_session;
 use super::{AuthHandlers, db_now, parse_id, parse_request_id};
 use crate::error::AuthError;
 use crate::store;
@@ -63,8 +62,7 @@ pub async fn create_api_key(
     h: &AuthHandlers,
     request: Request<pb::CreateApiKeyRequest>,
 ) -> Result<pb::CreateApiKeyResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let req = request.into_inner();
     let now = db_now();
     let mut violations = Violations::new();
@@ -147,8 +145,7 @@ pub async fn list_api_keys(
     h: &AuthHandlers,
     request: Request<pb::ListApiKeysRequest>,
 ) -> Result<pb::ListApiKeysResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let req = request.into_inner();
     let limit = page_size(req.page_size)?;
     let context = PageContext::new(LIST_API_KEYS, &principal.user_id, &[]);
@@ -173,8 +170,7 @@ pub async fn revoke_api_key(
     h: &AuthHandlers,
     request: Request<pb::RevokeApiKeyRequest>,
 ) -> Result<pb::RevokeApiKeyResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let id = parse_id("api_key_id", &request.into_inner().api_key_id)?;
     let mut conn = h.ctx.db.get().await?;
     // Another user's key, a revoked key and a missing one all look the same.

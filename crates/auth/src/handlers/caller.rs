@@ -72,6 +72,17 @@ impl AuthHandlers {
         Ok(self.caller(request).await?.0)
     }
 
+    /// The caller's principal and session, for the RPCs only a session may call (API keys
+    /// cannot manage sessions, passwords or keys).
+    pub(super) async fn session<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Principal, uuid::Uuid), AuthError> {
+        let principal = self.principal(request).await?;
+        let session = require_session(&principal)?;
+        Ok((principal, session))
+    }
+
     /// Verifies `token` (an access token checked locally plus its session, or an API key)
     /// and returns the caller's principal and account, in one query.
     pub(super) async fn principal_of(

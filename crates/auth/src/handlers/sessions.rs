@@ -10,7 +10,7 @@ use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
 use strata_runtime::time::timestamp;
 use tonic::Request;
 
-use super::caller::{client_details, require_session, role_of};
+use super::caller::{client_details, role_of};
 use super::profile::{check_display_name, user_proto};
 use super::{AuthHandlers, db_now, parse_id, parse_request_id};
 use crate::error::AuthError;
@@ -276,8 +276,7 @@ pub async fn logout(
     h: &AuthHandlers,
     request: Request<pb::LogoutRequest>,
 ) -> Result<pb::LogoutResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    let session = require_session(&principal)?;
+    let (principal, session) = h.session(&request).await?;
     let mut conn = h.ctx.db.get().await?;
     store::revoke_session(&mut conn, principal.user_id, session, db_now()).await?;
     h.revocations.publish(&[session]).await;
@@ -289,8 +288,7 @@ pub async fn logout_all(
     h: &AuthHandlers,
     request: Request<pb::LogoutAllRequest>,
 ) -> Result<pb::LogoutAllResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let mut conn = h.ctx.db.get().await?;
     let revoked = store::revoke_sessions(&mut conn, principal.user_id, None, db_now()).await?;
     h.revocations.publish(&revoked).await;
@@ -358,8 +356,7 @@ pub async fn list_sessions(
     h: &AuthHandlers,
     request: Request<pb::ListSessionsRequest>,
 ) -> Result<pb::ListSessionsResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let req = request.into_inner();
     let limit = page_size(req.page_size)?;
     let context = PageContext::new(LIST_SESSIONS, &principal.user_id, &[]);
@@ -397,8 +394,7 @@ pub async fn revoke_session(
     h: &AuthHandlers,
     request: Request<pb::RevokeSessionRequest>,
 ) -> Result<pb::RevokeSessionResponse, AuthError> {
-    let principal = h.principal(&request).await?;
-    require_session(&principal)?;
+    let (principal, _) = h.session(&request).await?;
     let session = parse_id("session_id", &request.into_inner().session_id)?;
     let mut conn = h.ctx.db.get().await?;
     // Another user's session, an ended one and a missing one all look the same.
