@@ -47,6 +47,11 @@ const LIST_USAGE: &str = "strata.analytics.v1.AnalyticsService/ListUsage";
 /// How long RefreshViews waits for a refresh running elsewhere.
 const REFRESH_WAIT: Duration = Duration::from_secs(30);
 
+/// Whether `s` is one or more ASCII digits.
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A proto duration of `ms` milliseconds (as stored).
 fn duration_ms(ms: i64) -> prost_types::Duration {
     prost_types::Duration {
@@ -524,13 +529,18 @@ impl AnalyticsHandlers {
                     model: keys.str()?,
                 };
                 keys.end()?;
-                // The value goes to SQL as numeric text: only digits, one point, a sign.
-                if key.value.is_empty()
-                    || !key
+                // The value goes to SQL as numeric text: a whole number of tokens, or a
+                // cost of digits with at most one point.
+                let numeric = match rank {
+                    Rank::Tokens => key.value.parse::<i64>().is_ok_and(|v| v >= 0),
+                    Rank::Cost => key
                         .value
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
-                {
+                        .split_once('.')
+                        .map_or(is_digits(&key.value), |(whole, fraction)| {
+                            is_digits(whole) && is_digits(fraction)
+                        }),
+                };
+                if !numeric {
                     return Err(ApiError::invalid(
                         "page_token",
                         "is not a token from a previous response",

@@ -359,8 +359,27 @@ fn invalid_request(violations: &[Violation]) -> (String, ErrorDetails) {
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         let code = err.code();
+        let detailed = matches!(
+            err,
+            ApiError::InvalidArgument(_)
+                | ApiError::ResourceExhausted { .. }
+                | ApiError::WithInfo { .. }
+                | ApiError::AlreadyExists {
+                    resource: Some(_),
+                    ..
+                }
+                | ApiError::Unauthenticated {
+                    retry_after: Some(_),
+                    ..
+                }
+        );
         let (message, details) = err.message_and_details();
-        Status::with_error_details(code, message, details)
+        if detailed {
+            Status::with_error_details(code, message, details)
+        } else {
+            // No `grpc-status-details-bin` trailer when there is nothing to detail.
+            Status::new(code, message)
+        }
     }
 }
 
@@ -405,6 +424,12 @@ mod tests {
             .retry_info()
             .and_then(|r| r.retry_delay);
         assert_eq!(delay, Some(Duration::from_secs(3)));
+
+        let plain = Status::from(ApiError::not_found("agent"));
+        assert!(
+            plain.details().is_empty(),
+            "no details trailer without details"
+        );
 
         let status = Status::from(ApiError::not_found("agent").with_info(ErrorInfo {
             reason: "GONE".into(),

@@ -324,7 +324,12 @@ impl Admin {
         let after = match KeyCursor::decode(&req.page_token, &context)? {
             Some(cursor) => {
                 let mut keys = cursor.reader();
-                let key = (keys.f64()?, keys.i64()?);
+                let key = stats::SlowQueryKey {
+                    time_ms: keys.f64()?,
+                    query_id: keys.i64()?,
+                    user_id: keys.i64()?,
+                    top_level: i32::try_from(keys.i64()?).unwrap_or_default(),
+                };
                 keys.end()?;
                 Some(key)
             }
@@ -336,7 +341,8 @@ impl Admin {
                 "pg_stat_statements is not installed: preload it (shared_preload_libraries) and rerun migrations",
             ));
         }
-        let rows = stats::slow_queries(&mut conn, order, after, limit + 1, req.min_calls).await?;
+        let rows =
+            stats::slow_queries(&mut conn, order, after.as_ref(), limit + 1, req.min_calls).await?;
         let (rows, next_page_token) = finish_page(rows, limit, |last| {
             let key = match order {
                 SlowQueryOrder::MeanTime => last.mean_time_ms,
@@ -345,6 +351,8 @@ impl Admin {
             KeyCursor::default()
                 .push_f64(key)
                 .push_i64(last.query_id)
+                .push_i64(last.user_id)
+                .push_i64(i64::from(last.top_level))
                 .encode(&context)
         });
         Ok(pb::ListSlowQueriesResponse {

@@ -28,6 +28,9 @@ use crate::tasks::{Running, Task};
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: far above [`crate::layers::MAX_METADATA_BYTES`]
 /// (see `serve`). With the concurrent-stream limit it bounds header memory per connection.
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+/// Part of the shutdown grace period kept for the background tasks' last rounds (at most a
+/// quarter of it).
+const TASK_FLUSH_RESERVE: Duration = Duration::from_secs(5);
 /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls in flight on one connection.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
@@ -217,7 +220,7 @@ impl BoundServer {
         // balancers stop routing here) and tells tonic to stop accepting and drain; the
         // grace timer then bounds how long the drain may take.
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let (began_tx, mut began_rx) = tokio::sync::watch::channel(None::<Instant>);
+        let (began_tx, began_rx) = tokio::sync::watch::channel(None::<Instant>);
         let grace = config.shutdown_grace;
         let shutdown_reporter = reporter.clone();
         let shutdown_names = names.clone();
@@ -267,11 +270,16 @@ impl BoundServer {
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = drain_rx.await;
             });
-        let grace_over = async {
-            if began_rx.wait_for(|began| began.is_some()).await.is_err() {
+        // The drain may take the grace period but what the background tasks' last rounds
+        // (pending writes) are guaranteed: a call running to its deadline cannot starve them.
+        let reserve = (grace / 4).min(TASK_FLUSH_RESERVE);
+        let drain = grace.saturating_sub(reserve);
+        let mut drain_rx = began_rx.clone();
+        let grace_over = async move {
+            if drain_rx.wait_for(|began| began.is_some()).await.is_err() {
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep(drain).await;
         };
         let result = tokio::select! {
             result = server => result,
@@ -282,10 +290,11 @@ impl BoundServer {
         };
         monitor.abort();
         signal_task.abort();
-        // No call is running now, so no new work reaches the tasks: each finishes its
-        // round and flushes what is pending, within what is left of the grace period.
+        // The server accepts no more calls (any still running were abandoned at the end of
+        // the drain): each task finishes its round and flushes what is pending, within what
+        // is left of the grace period, at least the reserve.
         let began = (*began_rx.borrow()).unwrap_or_else(Instant::now);
-        let left = grace.saturating_sub(began.elapsed());
+        let left = grace.saturating_sub(began.elapsed()).max(reserve);
         if tokio::time::timeout(left, running.stop()).await.is_err() {
             tracing::warn!("grace period over; abandoning background tasks");
             running.abort();

@@ -292,8 +292,10 @@ impl Migrations {
                     .await
                     .map_err(|e| migration_error(&version, e))?;
             } else {
-                // One statement per round trip: several in one simple query would form an
-                // implicit transaction block, where CONCURRENTLY cannot run.
+                // The bookkeeping in a round trip of its own: with the down.sql in one simple
+                // query it would form an implicit transaction block, where CONCURRENTLY
+                // cannot run. (So a no-transaction down.sql holds one statement, as its
+                // up.sql does.)
                 conn.batch_execute(down).await.map_err(|e| migration_error(&version, e))?;
                 conn.batch_execute(&forget).await.map_err(|e| migration_error(&version, e))?;
             }
@@ -431,13 +433,50 @@ async fn apply(conn: &mut AsyncPgConnection, migration: &Migration) -> Result<()
         .await
         .map_err(|e| migration_error(version, e))
     } else {
+        // An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that
+        // `IF NOT EXISTS` would then take for done: drop such leftovers first, and refuse to
+        // record a migration that leaves one.
+        for name in invalid_indexes(conn).await? {
+            tracing::warn!(index = %name, "dropping an invalid index left by an interrupted migration");
+            conn.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await
+                .map_err(|e| migration_error(version, e))?;
+        }
         conn.batch_execute(&migration.up)
             .await
             .map_err(|e| migration_error(version, e))?;
+        let invalid = invalid_indexes(conn).await?;
+        if !invalid.is_empty() {
+            return Err(Error::Migration {
+                version: version.clone(),
+                problem: format!("left invalid indexes {}; run it again", invalid.join(", ")),
+            });
+        }
         conn.batch_execute(&record(started.elapsed().as_millis()))
             .await
             .map_err(|e| migration_error(version, e))
     }
+}
+
+#[derive(QueryableByName)]
+struct IndexName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// The INVALID indexes of the application's schemas, schema-qualified and quoted.
+async fn invalid_indexes(conn: &mut AsyncPgConnection) -> Result<Vec<String>, Error> {
+    let rows: Vec<IndexName> = sql_query(
+        "SELECT format('%I.%I', n.nspname, c.relname) AS name
+           FROM pg_index i
+           JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE NOT i.indisvalid AND n.nspname = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(crate::stats::APP_SCHEMAS)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
 }
 
 fn migration_error(version: &str, err: diesel::result::Error) -> Error {

@@ -44,6 +44,12 @@ pub struct StatementStats {
     /// Shared-buffer hit ratio, 0..1.
     #[diesel(sql_type = Double)]
     pub cache_hit_ratio: f64,
+    /// The role that ran it (part of the entry's key).
+    #[diesel(sql_type = BigInt)]
+    pub user_id: i64,
+    /// 1 when run at top level, 0 inside a function (part of the entry's key).
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub top_level: i32,
 }
 
 /// Order of [`slow_queries`].
@@ -76,7 +82,7 @@ pub async fn has_pg_stat_statements(conn: &mut AsyncPgConnection) -> Result<bool
 pub async fn slow_queries(
     conn: &mut AsyncPgConnection,
     order: SlowQueryOrder,
-    after: Option<(f64, i64)>,
+    after: Option<&SlowQueryKey>,
     limit: i64,
     min_calls: i64,
 ) -> Result<Vec<StatementStats>, Error> {
@@ -86,24 +92,40 @@ pub async fn slow_queries(
         SlowQueryOrder::TotalTime => "total_exec_time",
     };
     let sql = format!(
-        "SELECT queryid AS query_id, query, calls, rows,
+        "SELECT queryid AS query_id, query, calls, rows, userid::bigint AS user_id, toplevel::int AS top_level,
                 total_exec_time AS total_time_ms, mean_exec_time AS mean_time_ms,
                 max_exec_time AS max_time_ms, stddev_exec_time AS stddev_time_ms,
                 COALESCE(shared_blks_hit::float8 / NULLIF(shared_blks_hit + shared_blks_read, 0), 1.0) AS cache_hit_ratio
            FROM pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND calls >= $1
-            AND ($3::float8 IS NULL OR ({order_by}, queryid) < ($3, $4))
-          ORDER BY {order_by} DESC, queryid DESC
+            AND ($3::float8 IS NULL OR ({order_by}, queryid, userid::bigint, toplevel::int) < ($3, $4, $5, $6))
+          ORDER BY {order_by} DESC, queryid DESC, userid DESC, toplevel DESC
           LIMIT $2"
     );
     Ok(sql_query(sql)
         .bind::<BigInt, _>(min_calls)
         .bind::<BigInt, _>(limit)
-        .bind::<Nullable<diesel::sql_types::Double>, _>(after.map(|a| a.0))
-        .bind::<Nullable<BigInt>, _>(after.map(|a| a.1))
+        .bind::<Nullable<diesel::sql_types::Double>, _>(after.map(|a| a.time_ms))
+        .bind::<Nullable<BigInt>, _>(after.map(|a| a.query_id))
+        .bind::<Nullable<BigInt>, _>(after.map(|a| a.user_id))
+        .bind::<Nullable<diesel::sql_types::Integer>, _>(after.map(|a| a.top_level))
         .load(conn)
         .await?)
+}
+
+/// Where a page of [`slow_queries`] ended: the ordering's time, then the key of a
+/// `pg_stat_statements` entry (query id, user, top level).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowQueryKey {
+    /// Mean or total time of the last statement, milliseconds.
+    pub time_ms: f64,
+    /// Its query id.
+    pub query_id: i64,
+    /// The role that ran it.
+    pub user_id: i64,
+    /// 1 when run at top level, 0 inside a function.
+    pub top_level: i32,
 }
 
 /// Usage statistics of one index.

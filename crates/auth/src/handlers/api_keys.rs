@@ -122,14 +122,21 @@ pub async fn create_api_key(
     let key = match (inserted, request_id) {
         // A concurrent retry of the same request got there first.
         (
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )),
+            Err(
+                e @ diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ),
+            ),
             Some(id),
         ) => {
-            let key = store::api_key_by_request(&mut conn, principal.user_id, id).await?;
-            return Err(key.map_or(AuthError::not_found("API key"), replayed));
+            return Err(
+                match store::api_key_by_request(&mut conn, principal.user_id, id).await? {
+                    Some(key) => replayed(key),
+                    // Another constraint: not a replay.
+                    None => e.into(),
+                },
+            );
         }
         (inserted, _) => inserted?,
     };

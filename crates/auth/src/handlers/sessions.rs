@@ -91,9 +91,13 @@ pub async fn sign_up(
         .check(parse_request_id(&req.request_id))
         .flatten();
     let display_name = violations.finish_with(display_name)?;
-    if let Some(id) = request_id
-        && let Some(user) = store::user_by_signup_request(&mut *h.ctx.db.get().await?, id).await?
-    {
+    // A statement of its own: the connection goes back to the pool at the `;`, before the
+    // retry path hashes.
+    let earlier = match request_id {
+        Some(id) => store::user_by_signup_request(&mut *h.ctx.db.get().await?, id).await?,
+        None => None,
+    };
+    if let Some(user) = earlier {
         return sign_up_again(h, user, req, &user_agent, &ip).await;
     }
     let hash = h.passwords.hash(req.password.clone()).await?;
@@ -166,6 +170,7 @@ async fn sign_up_again(
         h.throttle.record_failure(&req.email, ip).await;
         return Err(reused());
     }
+    h.throttle.record_success(&req.email).await;
     let now = db_now();
     let mut conn = h.ctx.db.get().await?;
     let session = store::create_session(&mut conn, &h.config, user.id, user_agent, ip, now).await?;
