@@ -4,7 +4,8 @@
 //! generated code is served with ([`codec`]), whose request checks ([`wire`]) read that
 //! descriptor set: a request that breaks a wire rule (NUL or invalid UTF-8 in a string, an
 //! unknown enum value, an impossible timestamp) or does not decode is `INVALID_ARGUMENT`
-//! before any handler runs. It must not grow service logic. Packages are re-exported along
+//! before any handler runs, and [`GrpcServer`], through which the server bootstrap sets every
+//! generated server's limits once. It must not grow service logic. Packages are re-exported along
 //! their proto path, so `strata.admin.v1` is [`strata::admin::v1`], with shorter aliases at
 //! the crate root.
 

@@ -3,8 +3,11 @@
 //! This crate owns the bb8 pool of diesel-async connections ([`Db`]), the embedded
 //! migrations and their runner ([`migrate`]), retry of transient errors ([`retry`]),
 //! per-request query instrumentation ([`instrument`]), the catalog/statistics queries
-//! behind the admin RPCs ([`stats`]) and the guarded `EXPLAIN` of `ExplainQuery`
-//! ([`explain`]). It knows nothing about gRPC, Redis or any service's
+//! behind the admin RPCs ([`stats`]), the guarded `EXPLAIN` of `ExplainQuery`
+//! ([`explain`]), the typed database configuration ([`config`]), the storage error and how
+//! clients read it ([`error`]), and [`settings::Setting`], the one definition of each
+//! environment variable every crate's configuration uses. It knows nothing about gRPC
+//! beyond the shared error vocabulary, nor about Redis or any service's
 //! tables: services bring their own schema modules and call plain async functions that
 //! take `&mut AsyncPgConnection`.
 

@@ -5,6 +5,9 @@
 //!   under an advisory lock so parallel test processes build it once), dropped on drop.
 //! - [`TestRedis`]: a Redis handle whose keys carry a per-test prefix, deleted on drop.
 //! - [`TestServer`]: any set of services on `127.0.0.1:0` with a connected channel.
+//! - [`TestApp`] ([`app`]): a server that hands out users, admins and API keys through the
+//!   auth service's API, so no test reaches into the auth crate to mint credentials.
+//! - [`plans`]: the generic plans of the SQL that store code really sends, for index tests.
 //! - [`TcpProxy`]: a proxy in front of PostgreSQL that a test can cut, to see what the
 //!   services do while the database is unreachable.
 //! - [`raw`]: calls with hand-made request bytes (invalid UTF-8, malformed protobuf).
