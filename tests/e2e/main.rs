@@ -474,6 +474,9 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
     );
 }
 
+#[path = "bench.rs"]
+mod bench;
+
 #[path = "hostile.rs"]
 mod hostile;
 

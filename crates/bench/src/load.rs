@@ -219,12 +219,16 @@ where
     }
     let mut total = Tally::new();
     for task in tasks {
-        if let Ok(tally) = task.await {
-            total.ok += tally.ok;
-            for (code, n) in tally.errors {
-                *total.errors.entry(code).or_default() += n;
+        match task.await {
+            Ok(tally) => {
+                total.ok += tally.ok;
+                for (code, n) in tally.errors {
+                    *total.errors.entry(code).or_default() += n;
+                }
+                let _ = total.latency.add(&tally.latency);
             }
-            let _ = total.latency.add(&tally.latency);
+            // A worker that panicked lost its tally: the run cannot be reported as fast.
+            Err(_) => *total.errors.entry("WorkerPanicked".to_owned()).or_default() += 1,
         }
     }
     Report {

@@ -5,6 +5,8 @@
 //! also exits 3 when migrations are pending and 4 when an applied migration drifted or
 //! the database has migrations this binary does not know.
 
+mod bench;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +57,25 @@ enum Command {
     Auth {
         #[command(subcommand)]
         action: AuthAction,
+    },
+    /// Measure the suite under load beside this machine's limits (DATABASE_URL,
+    /// REDIS_URL); writes report.md and report.json.
+    Bench {
+        /// `smoke` (seconds, proves the harness), `quick` or `full`.
+        #[arg(long, value_enum, default_value = "quick")]
+        scale: bench::Scale,
+        /// Where the report goes.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// Connections of the throughput scenarios.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Calls in flight on each.
+        #[arg(long, default_value_t = 32)]
+        in_flight: usize,
+        /// The databases it creates afresh: this name and `<name>_pgbench`.
+        #[arg(long, default_value = "strata_bench")]
+        database: String,
     },
     /// Print every setting (environment variable) with its default and meaning, as
     /// Markdown; README's configuration tables are this output.
@@ -167,6 +188,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { action } => migrate(action).await,
         Command::Auth { action } => auth(action).await,
         Command::Seed { what } => seed(what).await,
+        Command::Bench {
+            scale,
+            out,
+            connections,
+            in_flight,
+            database,
+        } => {
+            if !database
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                bail!("--database: lowercase letters, digits and '_' only");
+            }
+            bench::run(bench::Options {
+                scale,
+                out,
+                connections,
+                in_flight,
+                database,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Settings => {
             std::io::stdout()
                 .lock()

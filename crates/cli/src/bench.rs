@@ -1,0 +1,954 @@
+//! `strata bench`: the suite under load, side by side with this machine's limits.
+//!
+//! It starts the suite the way users run it (this binary, `strata serve all`, a process of
+//! its own, on a database of its own), measures the limits in the same run with the same
+//! load generator (`strata_bench`): the tonic hello-world, `pgbench -S -M prepared` and
+//! TPC-B against the same PostgreSQL, `redis-benchmark` GET against the same Redis, one
+//! argon2id hash at Strata's parameters; then runs each scenario and writes
+//! `report.md` and `report.json` to the output directory. A scenario with failed calls is
+//! reported as failed, never as fast.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use strata_bench::hello::{self, Hello};
+use strata_bench::load::{self, Load, Report};
+use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use strata_proto::analytics::{self as apb};
+use strata_proto::auth::auth_service_client::AuthServiceClient;
+use strata_proto::auth::{self as pb};
+use strata_proto::common::{Decimal, TimeRange};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+/// The password of every bench user.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// How long and how hard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scale {
+    /// A few hundred milliseconds per scenario: proves the harness works (`make test`).
+    Smoke,
+    /// A few seconds per scenario (the default).
+    Quick,
+    /// Ten seconds per scenario, 10M usage rows seeded.
+    Full,
+}
+
+impl Scale {
+    /// Usage rows seeded into the ledger before the scenarios.
+    fn seeded_rows(self) -> u64 {
+        match self {
+            Scale::Smoke => 0,
+            Scale::Quick => 200_000,
+            Scale::Full => 10_000_000,
+        }
+    }
+}
+
+impl Scale {
+    fn measure(self) -> Duration {
+        match self {
+            Scale::Smoke => Duration::from_millis(300),
+            Scale::Quick => Duration::from_secs(3),
+            Scale::Full => Duration::from_secs(10),
+        }
+    }
+
+    fn pgbench_seconds(self) -> u32 {
+        match self {
+            Scale::Smoke => 1,
+            Scale::Quick => 5,
+            Scale::Full => 15,
+        }
+    }
+}
+
+/// What `strata bench` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long and how hard.
+    pub scale: Scale,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Connections of the throughput scenarios.
+    pub connections: usize,
+    /// Calls in flight per connection.
+    pub in_flight: usize,
+    /// Name of the databases it creates afresh (`<name>` for the suite, `<name>_pgbench`).
+    pub database: String,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    operation: String,
+    load: String,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    rate: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    limit: String,
+    limit_rate: f64,
+    ratio: Option<f64>,
+    reference: String,
+    target: String,
+    met: Option<bool>,
+}
+
+/// The machine's limits, measured in this run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Limits {
+    hello_rps: f64,
+    pgbench_select_tps: f64,
+    pgbench_tpcb_tps: f64,
+    redis_get_rps: f64,
+    argon2_hash_ms: f64,
+    argon2_hashes_per_second: f64,
+}
+
+impl Limits {
+    fn of(&self, name: &str) -> f64 {
+        match name {
+            "hello-world" => self.hello_rps,
+            "pgbench -S" => self.pgbench_select_tps,
+            "pgbench TPC-B" => self.pgbench_tpcb_tps,
+            "argon2id" => self.argon2_hashes_per_second,
+            _ => 0.0,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A report row for `report`, set against `limit`.
+fn row(
+    operation: &str,
+    report: &Report,
+    limits: &Limits,
+    limit: &str,
+    reference: &str,
+    target: Target,
+) -> Row {
+    let limit_rate = limits.of(limit);
+    let ratio = (limit_rate > 0.0).then(|| report.rate() / limit_rate);
+    let met = report.succeeded().then(|| target.met(report, ratio));
+    Row {
+        operation: operation.to_owned(),
+        load: match report.load.mode {
+            load::Mode::Closed => format!("{}×{}", report.load.connections, report.load.in_flight),
+            load::Mode::Open { per_second } => format!(
+                "{}×{} at {per_second}/s",
+                report.load.connections, report.load.in_flight
+            ),
+        },
+        ok: report.ok,
+        errors: report.errors.clone(),
+        rate: report.rate(),
+        p50_ms: ms(report.quantile(0.5)),
+        p95_ms: ms(report.quantile(0.95)),
+        p99_ms: ms(report.quantile(0.99)),
+        p999_ms: ms(report.quantile(0.999)),
+        max_ms: ms(report.max()),
+        limit: limit.to_owned(),
+        limit_rate,
+        ratio,
+        reference: reference.to_owned(),
+        target: target.describe(),
+        met,
+    }
+}
+
+/// What a scenario should reach.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// p95 at most this.
+    P95(Duration),
+    /// Throughput at least this share of its limit.
+    Ratio(f64),
+    /// None set.
+    None,
+}
+
+impl Target {
+    fn met(self, report: &Report, ratio: Option<f64>) -> bool {
+        match self {
+            Target::P95(d) => report.quantile(0.95) <= d,
+            Target::Ratio(r) => ratio.is_some_and(|x| x >= r),
+            Target::None => true,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Target::P95(d) => format!("p95 ≤ {} ms", ms(d)),
+            Target::Ratio(r) => format!("≥ {r} of limit"),
+            Target::None => String::new(),
+        }
+    }
+}
+
+/// The suite, running as a child process.
+struct Suite {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Suite {
+    async fn start(database_url: &str, redis_url: &str) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "all"])
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url)
+            .env(
+                "STRATA_REDIS_PREFIX",
+                format!("bench:{}:", std::process::id()),
+            )
+            .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
+            // The built-in key-encryption key: a throwaway database.
+            .env("STRATA_ENV", "development")
+            .env("STRATA_DB_MAX_CONNECTIONS", "20")
+            .env("STRATA_LOG_FORMAT", "plain")
+            .env("RUST_LOG", "warn")
+            .env_remove("STRATA_CONFIG_FILE")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting strata serve all")?;
+        let stdout = child.stdout.take().context("the suite's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    return Ok(addr.trim().to_owned());
+                }
+            }
+            bail!("strata serve all exited before listening")
+        })
+        .await
+        .context("waiting for the suite to listen")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child,
+            url: format!("http://{addr}"),
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.split_once('?').unwrap_or((url, ""));
+    match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{database}", &base[..i]),
+        _ => format!("{base}/{database}"),
+    }
+}
+
+/// Creates `database` afresh.
+async fn fresh_database(admin_url: &str, database: &str) -> anyhow::Result<String> {
+    let mut conn = AsyncPgConnection::establish(admin_url)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    // One statement per round trip: neither may run inside a transaction block.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        conn.batch_execute(&sql)
+            .await
+            .with_context(|| format!("creating {database}"))?;
+    }
+    Ok(with_database(admin_url, database))
+}
+
+/// The path of `pgbench`: on PATH, else under /usr/lib/postgresql.
+fn pgbench() -> anyhow::Result<PathBuf> {
+    if let Ok(paths) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("pgbench");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("pgbench not found (install postgresql-contrib or the server package)")
+}
+
+/// The `tps = …` figure of a pgbench run.
+fn pgbench_tps(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs pgbench with `args` against `url`; its standard output.
+async fn pgbench_run(url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(pgbench()?)
+        .args(args)
+        .arg(url)
+        .output()
+        .await
+        .context("running pgbench")?;
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The TPS of a pgbench run with `args`.
+async fn run_pgbench(url: &str, args: &[&str]) -> anyhow::Result<f64> {
+    let text = pgbench_run(url, args).await?;
+    pgbench_tps(&text).with_context(|| format!("no tps in pgbench's output: {text}"))
+}
+
+/// `redis-benchmark` GET requests per second against `redis_url`.
+async fn redis_get(redis_url: &str, clients: usize) -> anyhow::Result<f64> {
+    let rest = redis_url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379");
+    let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "6379"));
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-t", "get", "-n", "100000", "-q"])
+        .args(["-c", &clients.to_string()])
+        .output()
+        .await
+        .context("running redis-benchmark")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split(['\r', '\n'])
+        .filter(|l| l.starts_with("GET:"))
+        .filter_map(|l| l.trim_start_matches("GET:").split_whitespace().next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .next_back()
+        .with_context(|| format!("no GET rate in redis-benchmark's output: {text}"))
+}
+
+/// One argon2id hash at Strata's parameters, on this machine.
+async fn argon2_hash() -> anyhow::Result<Duration> {
+    let passwords = strata_auth::password::Passwords::new()?;
+    // The first hash allocates the working memory; time the second.
+    passwords.hash(PASSWORD.to_owned()).await?;
+    let started = Instant::now();
+    passwords.hash(PASSWORD.to_owned()).await?;
+    Ok(started.elapsed())
+}
+
+/// A signed-in bench user.
+#[derive(Debug, Clone)]
+struct User {
+    id: String,
+    email: String,
+    token: String,
+    refresh_token: String,
+}
+
+async fn sign_up(channel: Channel, email: String) -> Result<User, tonic::Status> {
+    let answer = AuthServiceClient::new(channel)
+        .sign_up(pb::SignUpRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            display_name: "Bench".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let (user, credentials) = (
+        answer.user.unwrap_or_default(),
+        answer.credentials.unwrap_or_default(),
+    );
+    Ok(User {
+        id: user.id,
+        email,
+        token: credentials.access_token,
+        refresh_token: credentials.refresh_token,
+    })
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+fn usage_event(key: String, user: &str, seq: u64) -> apb::UsageEvent {
+    let models = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude-3-haiku",
+        "claude-3-5-sonnet",
+    ];
+    let now = Utc::now();
+    apb::UsageEvent {
+        idempotency_key: key,
+        user_id: user.to_owned(),
+        model: models[(seq % 4) as usize].into(),
+        provider: "bench".into(),
+        operation: apb::Operation::Chat.into(),
+        prompt_tokens: 100 + (seq % 900) as i64,
+        completion_tokens: 20 + (seq % 200) as i64,
+        cost: Some(Decimal {
+            value: "0.00125".into(),
+        }),
+        latency: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 350_000_000,
+        }),
+        status: apb::CallStatus::Succeeded.into(),
+        occur_time: Some(prost_types::Timestamp {
+            seconds: now.timestamp() - (seq % 86_400) as i64,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn last_week() -> Option<TimeRange> {
+    let now = Utc::now().timestamp();
+    Some(TimeRange {
+        start_time: Some(prost_types::Timestamp {
+            seconds: now - 7 * 86_400,
+            nanos: 0,
+        }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: now + 3600,
+            nanos: 0,
+        }),
+    })
+}
+
+/// Runs the whole bench; see the module docs.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let admin_url = std::env::var("DATABASE_URL").context("DATABASE_URL (make bench sets it)")?;
+    let redis_url = std::env::var("REDIS_URL").context("REDIS_URL (make bench sets it)")?;
+    let scale = options.scale;
+    let measure = scale.measure();
+    let wide = Load::closed(options.connections, options.in_flight, measure);
+    // Password hashing is bounded by the cores: a narrow load shows its latency.
+    let narrow = Load::closed(2, 2, measure);
+    let progress = |what: &str| eprintln!("strata bench: {what}");
+
+    progress("limits: argon2id, hello-world, pgbench, redis-benchmark");
+    let hash = argon2_hash().await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hello = Hello::start().await?;
+    let hello_channels = load::connect(&hello.url(), wide.connections).await?;
+    let hello_report = load::run(&wide, &hello_channels, |c, _| hello::call(c)).await;
+    drop(hello);
+    let pgbench_url = fresh_database(&admin_url, &format!("{}_pgbench", options.database)).await?;
+    pgbench_run(&pgbench_url, &["-i", "-q", "-s", "10"]).await?;
+    let seconds = scale.pgbench_seconds().to_string();
+    let clients = options.connections.to_string();
+    let select = run_pgbench(
+        &pgbench_url,
+        &[
+            "-S", "-M", "prepared", "-c", &clients, "-j", "2", "-T", &seconds,
+        ],
+    )
+    .await?;
+    let tpcb = run_pgbench(
+        &pgbench_url,
+        &["-M", "prepared", "-c", &clients, "-j", "2", "-T", &seconds],
+    )
+    .await?;
+    let limits = Limits {
+        hello_rps: hello_report.rate(),
+        pgbench_select_tps: select,
+        pgbench_tpcb_tps: tpcb,
+        redis_get_rps: redis_get(&redis_url, options.connections * 4).await?,
+        argon2_hash_ms: ms(hash),
+        argon2_hashes_per_second: cores as f64 / hash.as_secs_f64().max(f64::EPSILON),
+    };
+
+    progress("starting the suite");
+    let database_url = fresh_database(&admin_url, &options.database).await?;
+    let suite = Suite::start(&database_url, &redis_url).await?;
+    let channels = load::connect(&suite.url, wide.connections).await?;
+    let mut rows = vec![row(
+        "hello-world (limit)",
+        &hello_report,
+        &limits,
+        "hello-world",
+        "",
+        Target::None,
+    )];
+    let run_id = std::process::id();
+
+    let seeded = scale.seeded_rows();
+    if seeded > 0 {
+        progress(&format!("seeding {seeded} usage rows"));
+        let config = strata_storage::DbConfig::new(
+            database_url.clone(),
+            "strata-bench-seed",
+            strata_storage::Environment::Development,
+        );
+        let started = Instant::now();
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let options = strata_analytics::seed::SeedOptions {
+            rows: seeded,
+            ..strata_analytics::seed::SeedOptions::default()
+        };
+        strata_analytics::seed::seed(&config, options, workers, |done, total| {
+            eprint!("\r{}", super::progress_bar(done, total, started.elapsed()));
+        })
+        .await
+        .context("seeding usage")?;
+        eprintln!();
+    }
+
+    progress("seeding users");
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(
+            sign_up(
+                channels[0].clone(),
+                format!("seed{i}.{run_id}@bench.example"),
+            )
+            .await?,
+        );
+    }
+    let users = Arc::new(users);
+
+    progress("SignUp");
+    let report = load::run(&narrow, &channels, move |c, seq| async move {
+        sign_up(c, format!("u{seq}.{run_id}@bench.example"))
+            .await
+            .map(|_| ())
+    })
+    .await;
+    rows.push(row(
+        "SignUp",
+        &report,
+        &limits,
+        "argon2id",
+        "2,364 ms",
+        Target::P95(Duration::from_millis(200)),
+    ));
+
+    progress("Login");
+    let login = |users: Arc<Vec<User>>| {
+        move |c: Channel, seq: u64| {
+            let user = users[(seq as usize) % users.len()].clone();
+            async move {
+                AuthServiceClient::new(c)
+                    .login(pb::LoginRequest {
+                        email: user.email,
+                        password: PASSWORD.into(),
+                    })
+                    .await
+                    .map(|_| ())
+            }
+        }
+    };
+    let report = load::run(&narrow, &channels, login(Arc::clone(&users))).await;
+    rows.push(row(
+        "Login",
+        &report,
+        &limits,
+        "argon2id",
+        "707 ms",
+        Target::P95(Duration::from_millis(100)),
+    ));
+    let report = load::run(
+        &Load::closed(5, 1, measure),
+        &channels,
+        login(Arc::clone(&users)),
+    )
+    .await;
+    rows.push(row(
+        "5 concurrent logins",
+        &report,
+        &limits,
+        "argon2id",
+        "2,989 ms",
+        Target::P95(Duration::from_millis(150)),
+    ));
+
+    progress("VerifyToken, RefreshToken, GetProfile");
+    let tokens = Arc::clone(&users);
+    let report = load::run(&wide, &channels, move |c, seq| {
+        let token = tokens[(seq as usize) % tokens.len()].token.clone();
+        async move {
+            AuthServiceClient::new(c)
+                .verify_token(pb::VerifyTokenRequest { token })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    rows.push(row(
+        "VerifyToken",
+        &report,
+        &limits,
+        "hello-world",
+        "11 ms",
+        Target::Ratio(0.5),
+    ));
+
+    // Each worker refreshes its own session's token, which rotates on every call.
+    let sessions: Vec<Mutex<String>> = {
+        let mut sessions = Vec::new();
+        for i in 0..narrow.workers() {
+            let user = sign_up(channels[0].clone(), format!("r{i}.{run_id}@bench.example")).await?;
+            sessions.push(Mutex::new(user.refresh_token));
+        }
+        sessions
+    };
+    let sessions = Arc::new(sessions);
+    let workers = narrow.workers();
+    let report = load::run(&narrow, &channels, move |c, seq| {
+        let sessions = Arc::clone(&sessions);
+        async move {
+            let slot = &sessions[(seq as usize) % workers];
+            let token = slot.lock().map(|t| t.clone()).unwrap_or_default();
+            let answer = AuthServiceClient::new(c)
+                .refresh_token(pb::RefreshTokenRequest {
+                    refresh_token: token,
+                })
+                .await?
+                .into_inner();
+            if let (Ok(mut t), Some(credentials)) = (slot.lock(), answer.credentials) {
+                *t = credentials.refresh_token;
+            }
+            Ok(())
+        }
+    })
+    .await;
+    rows.push(row(
+        "RefreshToken",
+        &report,
+        &limits,
+        "pgbench TPC-B",
+        "266 ms",
+        Target::P95(Duration::from_millis(50)),
+    ));
+
+    let profiles = Arc::clone(&users);
+    let report = load::run(&wide, &channels, move |c, seq| {
+        let token = profiles[(seq as usize) % profiles.len()].token.clone();
+        async move {
+            AuthServiceClient::new(c)
+                .get_profile(bearer(pb::GetProfileRequest::default(), &token))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    rows.push(row(
+        "GetProfile",
+        &report,
+        &limits,
+        "pgbench -S",
+        "0.6 ms",
+        Target::Ratio(0.3),
+    ));
+
+    progress("RecordUsage");
+    let mut conn = AsyncPgConnection::establish(&database_url).await?;
+    let service = sign_up(
+        channels[0].clone(),
+        format!("service.{run_id}@bench.example"),
+    )
+    .await?;
+    strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now()).await?;
+    let service = {
+        // The role is a claim: a refresh carries the promotion.
+        let credentials = AuthServiceClient::new(channels[0].clone())
+            .refresh_token(pb::RefreshTokenRequest {
+                refresh_token: service.refresh_token.clone(),
+            })
+            .await?
+            .into_inner()
+            .credentials
+            .unwrap_or_default();
+        User {
+            token: credentials.access_token,
+            ..service
+        }
+    };
+    let key = AuthServiceClient::new(channels[0].clone())
+        .create_api_key(bearer(
+            pb::CreateApiKeyRequest {
+                name: "bench".into(),
+                scopes: vec!["usage:write".into()],
+                ..Default::default()
+            },
+            &service.token,
+        ))
+        .await?
+        .into_inner()
+        .secret;
+    let producers = Load::closed(4, 1, measure);
+    let owners = Arc::clone(&users);
+    let batch_key = Arc::new(key);
+    let record = move |c: Channel, seq: u64, size: u64, tag: &'static str| {
+        let owners = Arc::clone(&owners);
+        let key = Arc::clone(&batch_key);
+        async move {
+            let events = (0..size)
+                .map(|i| {
+                    let n = seq.wrapping_mul(size).wrapping_add(i);
+                    let owner = &owners[(n as usize) % owners.len()].id;
+                    usage_event(format!("{run_id}-{tag}-{seq}-{i}"), owner, n)
+                })
+                .collect();
+            AnalyticsServiceClient::new(c)
+                .record_usage(bearer(apb::RecordUsageRequest { events }, &key))
+                .await
+                .map(|_| ())
+        }
+    };
+    let batches = record.clone();
+    let report = load::run(&producers, &channels, move |c, seq| {
+        batches(c, seq, 1000, "batch")
+    })
+    .await;
+    let mut record_row = row(
+        "RecordUsage (1,000 per call)",
+        &report,
+        &limits,
+        "pgbench TPC-B",
+        "",
+        Target::None,
+    );
+    record_row.operation = format!(
+        "RecordUsage (1,000 per call: {:.0} events/s)",
+        report.rate() * 1000.0
+    );
+    rows.push(record_row);
+
+    progress("GetUsageSummary, ListUsage, mixed");
+    let readers = Arc::clone(&users);
+    let report = load::run(&wide, &channels, move |c, seq| {
+        let token = readers[(seq as usize) % readers.len()].token.clone();
+        async move {
+            AnalyticsServiceClient::new(c)
+                .get_usage_summary(bearer(
+                    apb::GetUsageSummaryRequest {
+                        time_range: last_week(),
+                        bucket_width: apb::BucketWidth::Day.into(),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    rows.push(row(
+        "GetUsageSummary (raw rows after the watermark)",
+        &report,
+        &limits,
+        "pgbench -S",
+        "200 ms",
+        Target::P95(Duration::from_millis(20)),
+    ));
+    let listers = Arc::clone(&users);
+    let report = load::run(&wide, &channels, move |c, seq| {
+        let token = listers[(seq as usize) % listers.len()].token.clone();
+        async move {
+            AnalyticsServiceClient::new(c)
+                .list_usage(bearer(
+                    apb::ListUsageRequest {
+                        page_size: 50,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    rows.push(row(
+        "ListUsage (50 per page)",
+        &report,
+        &limits,
+        "pgbench -S",
+        "",
+        Target::None,
+    ));
+    let mixed_users = Arc::clone(&users);
+    let writes = record.clone();
+    let report = load::run(&wide, &channels, move |c, seq| {
+        let token = mixed_users[(seq as usize) % mixed_users.len()]
+            .token
+            .clone();
+        let writes = writes.clone();
+        async move {
+            match seq % 10 {
+                0..=3 => AuthServiceClient::new(c)
+                    .get_profile(bearer(pb::GetProfileRequest::default(), &token))
+                    .await
+                    .map(|_| ()),
+                4..=5 => AnalyticsServiceClient::new(c)
+                    .get_usage_summary(bearer(
+                        apb::GetUsageSummaryRequest {
+                            time_range: last_week(),
+                            bucket_width: apb::BucketWidth::Day.into(),
+                            ..Default::default()
+                        },
+                        &token,
+                    ))
+                    .await
+                    .map(|_| ()),
+                6..=7 => AnalyticsServiceClient::new(c)
+                    .list_usage(bearer(apb::ListUsageRequest::default(), &token))
+                    .await
+                    .map(|_| ()),
+                _ => writes(c, seq, 10, "mixed").await,
+            }
+        }
+    })
+    .await;
+    rows.push(row(
+        "mixed: 80 % reads, 20 % RecordUsage of 10",
+        &report,
+        &limits,
+        "pgbench -S",
+        "",
+        Target::None,
+    ));
+
+    suite.stop().await;
+    write_report(&options.out, scale, cores, &limits, &rows)?;
+    progress(&format!(
+        "report: {}",
+        options.out.join("report.md").display()
+    ));
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.errors.is_empty() || r.ok == 0)
+        .map(|r| r.operation.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("scenarios with failed calls: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn write_report(
+    out: &Path,
+    scale: Scale,
+    cores: usize,
+    limits: &Limits,
+    rows: &[Row],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let mut md = String::from("# Strata under load\n\n");
+    md.push_str(&format!(
+        "Scale `{scale:?}`, {cores} cores, measured {}. Limits in the same run: tonic \
+         hello-world {:.0} RPC/s; `pgbench -S -M prepared` {:.0} TPS; `pgbench` TPC-B {:.0} \
+         TPS; `redis-benchmark` GET {:.0} /s; one argon2id hash {:.1} ms ({:.1} hashes/s on \
+         all cores).\n\n",
+        Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        limits.hello_rps,
+        limits.pgbench_select_tps,
+        limits.pgbench_tpcb_tps,
+        limits.redis_get_rps,
+        limits.argon2_hash_ms,
+        limits.argon2_hashes_per_second,
+    ));
+    md.push_str("| operation | load | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | calls/s | limit | ratio | errors | earlier report | target | met |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        let errors = if r.errors.is_empty() {
+            "0".to_owned()
+        } else {
+            r.errors
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            r.operation,
+            r.load,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.max_ms,
+            r.rate,
+            r.limit,
+            r.ratio.map_or(String::new(), |x| format!("{x:.2}")),
+            errors,
+            r.reference,
+            r.target,
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "failed calls",
+            },
+        ));
+    }
+    std::fs::write(out.join("report.md"), md)?;
+    let json = serde_json::json!({
+        "scale": format!("{scale:?}"),
+        "cores": cores,
+        "limits": limits,
+        "rows": rows,
+    });
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_and_urls_are_read() {
+        let out = "number of failed transactions: 0 (0.000%)\nlatency average = 0.2 ms\ntps = 61234.5 (without initial connection time)\n";
+        assert_eq!(pgbench_tps(out), Some(61234.5));
+        assert_eq!(
+            with_database("postgres://u@h:1/strata", "strata_bench"),
+            "postgres://u@h:1/strata_bench"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:1/strata?sslmode=disable", "x"),
+            "postgres://u@h:1/x"
+        );
+    }
+}

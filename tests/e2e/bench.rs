@@ -1,0 +1,80 @@
+//! `strata bench` at smoke scale, so the harness cannot rot: every scenario runs against the
+//! real binary, none fails, and the report holds every figure. Targets are read in the
+//! report, never asserted here.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+use super::*;
+
+#[tokio::test]
+async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
+    let admin_url = strata_testkit::env_or_infra("DATABASE_URL").unwrap();
+    let redis_url = strata_testkit::env_or_infra("REDIS_URL").unwrap();
+    let name = format!("strata_bench_e2e_{}", std::process::id());
+    let out = std::env::temp_dir().join(&name);
+    let output = tokio::process::Command::new(STRATA)
+        .args([
+            "bench",
+            "--scale",
+            "smoke",
+            "--connections",
+            "2",
+            "--in-flight",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .args(["--database", &name])
+        .env("DATABASE_URL", &admin_url)
+        .env("REDIS_URL", &redis_url)
+        .env_remove("STRATA_CONFIG_FILE")
+        .output()
+        .await
+        .unwrap();
+    // The databases are the run's own: dropped whatever happened.
+    let mut conn = AsyncPgConnection::establish(&admin_url).await.unwrap();
+    for db in [name.clone(), format!("{name}_pgbench")] {
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let operations: Vec<&str> = rows
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "hello-world (limit)",
+        "SignUp",
+        "Login",
+        "5 concurrent logins",
+        "VerifyToken",
+        "RefreshToken",
+        "GetProfile",
+        "ListUsage (50 per page)",
+    ] {
+        assert!(operations.contains(&expected), "{expected}: {operations:?}");
+    }
+    for row in rows {
+        assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["errors"], serde_json::json!({}), "{row}");
+    }
+    for limit in [
+        "hello_rps",
+        "pgbench_select_tps",
+        "pgbench_tpcb_tps",
+        "redis_get_rps",
+    ] {
+        assert!(report["limits"][limit].as_f64().unwrap() > 0.0, "{limit}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| VerifyToken |"), "{md}");
+    let _ = std::fs::remove_dir_all(&out);
+}
