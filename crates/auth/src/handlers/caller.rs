@@ -2,9 +2,7 @@
 //! [`Principal`], the auth service checks every credential against the database: the
 //! session must still be live and the account active, and the role is read fresh.
 
-use strata_runtime::identity::{
-    API_KEY_PREFIX, Credential, Principal, Revocation, Role, verify_access_token,
-};
+use strata_runtime::identity::{API_KEY_PREFIX, Credential, Principal, Revocation, Role};
 use tonic::Request;
 
 use super::{AuthHandlers, db_now};
@@ -126,12 +124,9 @@ impl AuthHandlers {
     /// The principal an access token claims, after checking signature and claims locally.
     async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
         let ring = self.key_ring().await?;
-        verify_access_token(token, &ring.public, &self.config.tokens)
-            .ok()
-            .and_then(|claims| Principal::from_claims(&claims).ok())
-            .ok_or(AuthError::unauthenticated(
-                "invalid or expired access token",
-            ))
+        self.verified
+            .verify(token, &ring.public, &self.config.tokens)
+            .map_err(|_| AuthError::unauthenticated("invalid or expired access token"))
     }
 
     /// VerifyToken's fast path for access tokens: the checks every service's verifier makes

@@ -22,7 +22,7 @@ use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb};
 use strata_runtime::AppContext;
 use strata_runtime::clock::{Clock, SystemClock};
-use strata_runtime::identity::SessionCheck;
+use strata_runtime::identity::{SessionCheck, VerifiedTokens};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -43,6 +43,9 @@ pub struct AuthHandlers {
     key_usage: Arc<KeyUsage>,
     revocations: Arc<Revocations>,
     sessions: SessionCheck,
+    // Access tokens already verified (signature and claims), so VerifyToken and every
+    // authenticated call skip the Ed25519 check for a token seen before.
+    verified: VerifiedTokens,
     keys: KeyRingCache,
 }
 
@@ -111,6 +114,7 @@ impl AuthHandlers {
                 config.tokens.leeway,
             )),
             sessions: SessionCheck::uncached(ctx.redis.clone()),
+            verified: VerifiedTokens::new(100_000, std::time::Duration::from_secs(60)),
             keys: KeyRingCache::new(
                 ctx.db.clone(),
                 config.access_ttl,

@@ -33,13 +33,14 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use super::revocation::{Revocation, SessionCheck};
-use super::token::{
-    API_KEY_PREFIX, AccessClaims, PublicKeys, TokenError, TokenSettings, verify_access_token,
-};
+use super::token::{API_KEY_PREFIX, PublicKeys, TokenError, TokenSettings, VerifiedTokens};
 use super::{Credential, Principal, Role};
 use crate::redis::RedisHandle;
 use crate::telemetry::{TraceContextInterceptor, client_call};
 
+/// Access tokens whose verification is remembered, and for how long at most.
+const VERIFIED_TOKENS: u64 = 100_000;
+const VERIFIED_TOKEN_MAX_AGE: Duration = Duration::from_secs(60);
 /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of calls to the auth service.
@@ -61,6 +62,7 @@ pub struct Authenticator {
     keys: RwLock<Arc<PublicKeys>>,
     last_key_fetch: tokio::sync::Mutex<Option<Instant>>,
     sessions: SessionCheck,
+    verified: VerifiedTokens,
     remote: Option<moka::future::Cache<[u8; 32], Principal>>,
 }
 
@@ -89,6 +91,7 @@ impl Authenticator {
             settings,
             keys: RwLock::new(Arc::new(PublicKeys::default())),
             last_key_fetch: tokio::sync::Mutex::new(None),
+            verified: VerifiedTokens::new(VERIFIED_TOKENS, VERIFIED_TOKEN_MAX_AGE),
             sessions: if ttl.is_zero() {
                 SessionCheck::uncached(redis)
             } else {
@@ -108,7 +111,7 @@ impl Authenticator {
         if token.starts_with(API_KEY_PREFIX) {
             return self.remote(token).await;
         }
-        let claims = match self.verify_locally(token) {
+        let principal = match self.verify_locally(token) {
             Err(TokenError::UnknownKey) => {
                 self.refresh_keys().await?;
                 self.verify_locally(token)
@@ -116,7 +119,6 @@ impl Authenticator {
             other => other,
         }
         .map_err(|_| unauthenticated())?;
-        let principal = Principal::from_claims(&claims).map_err(|_| unauthenticated())?;
         match self.sessions.check(&principal).await {
             Revocation::Live => Ok(principal),
             Revocation::Revoked => Err(unauthenticated()),
@@ -125,13 +127,13 @@ impl Authenticator {
         }
     }
 
-    fn verify_locally(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    fn verify_locally(&self, token: &str) -> Result<Principal, TokenError> {
         let keys = self
             .keys
             .read()
             .map(|k| Arc::clone(&k))
             .map_err(|_| TokenError::UnknownKey)?;
-        verify_access_token(token, &keys, &self.settings)
+        self.verified.verify(token, &keys, &self.settings)
     }
 
     /// Fetches the JWKS again, at most once per [`KEY_REFETCH_INTERVAL`].

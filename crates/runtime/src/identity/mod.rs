@@ -18,5 +18,5 @@ pub use revocation::{
 };
 pub use token::{
     ACCESS_TOKEN_TYPE, API_KEY_PREFIX, AccessClaims, PublicKeys, REFRESH_TOKEN_PREFIX, TokenError,
-    TokenSettings, verify_access_token,
+    TokenSettings, VerifiedTokens, verify_access_token,
 };

@@ -142,6 +142,78 @@ pub enum TokenError {
     Audience,
 }
 
+/// Access tokens already verified, so a token presented again costs a SHA-256 and a map
+/// lookup instead of an Ed25519 signature check and a JSON decode (the costly part of every
+/// authenticated call). An entry holds the principal the token names; it is used only while
+/// the token is unexpired (with the leeway) and for at most `max_age`, so a key withdrawn
+/// from the JWKS stops being honoured within that time. Revocation is not cached here:
+/// callers check the session on every call.
+pub struct VerifiedTokens {
+    cache: moka::sync::Cache<[u8; 32], super::Principal>,
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+impl VerifiedTokens {
+    /// A cache of at most `capacity` tokens, each kept at most `max_age`.
+    pub fn new(capacity: u64, max_age: Duration) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(max_age)
+                .build(),
+        }
+    }
+
+    /// The principal of `token`: from the cache when it was verified before and has not
+    /// expired, else verified against `keys` (see [`verify_access_token`]) and remembered.
+    pub fn verify(
+        &self,
+        token: &str,
+        keys: &PublicKeys,
+        settings: &TokenSettings,
+    ) -> Result<super::Principal, TokenError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.verify_at(token, keys, settings, now)
+    }
+
+    /// [`VerifiedTokens::verify`] at `now` (seconds since the epoch) for remembered tokens;
+    /// a token verified afresh is checked against the system clock, as always.
+    pub fn verify_at(
+        &self,
+        token: &str,
+        keys: &PublicKeys,
+        settings: &TokenSettings,
+        now: u64,
+    ) -> Result<super::Principal, TokenError> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.cache.get(&digest) {
+            let expires = principal
+                .expires_at
+                .and_then(|e| u64::try_from(e).ok())
+                .unwrap_or(0);
+            if now <= expires.saturating_add(settings.leeway.as_secs()) {
+                return Ok(principal);
+            }
+            self.cache.invalidate(&digest);
+            return Err(TokenError::Expired);
+        }
+        let claims = verify_access_token(token, keys, settings)?;
+        let principal = super::Principal::from_claims(&claims)?;
+        self.cache.insert(digest, principal.clone());
+        Ok(principal)
+    }
+}
+
 /// Verifies an access token against `keys`; see the module docs for what is refused.
 pub fn verify_access_token(
     token: &str,
@@ -187,4 +259,76 @@ pub fn verify_access_token(
             ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
             _ => TokenError::Malformed,
         })
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    use super::*;
+
+    /// DER prefix of a PKCS#8 v1 Ed25519 private key; the 32-byte seed follows it.
+    const PKCS8_ED25519_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+
+    fn token(seed: [u8; 32], exp: i64) -> String {
+        let mut der = PKCS8_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header.kid = Some("k1".into());
+        let now = chrono::Utc::now().timestamp() - 10;
+        let claims = AccessClaims {
+            iss: "strata-auth".into(),
+            aud: "strata".into(),
+            sub: uuid::Uuid::now_v7().to_string(),
+            sid: uuid::Uuid::now_v7().to_string(),
+            role: Role::User,
+            iat: now,
+            nbf: now,
+            exp,
+            jti: "j".into(),
+        };
+        encode(&header, &claims, &EncodingKey::from_ed_der(&der)).unwrap()
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_forgeries_are_never_remembered() {
+        let seed = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let mut keys = PublicKeys::default();
+        keys.insert("k1", &public);
+        let settings = TokenSettings {
+            leeway: Duration::ZERO,
+            ..TokenSettings::default()
+        };
+        let verified = VerifiedTokens::new(100, Duration::from_secs(60));
+        let now = chrono::Utc::now().timestamp();
+
+        let live = token(seed, now + 600);
+        let first = verified.verify(&live, &keys, &settings).unwrap();
+        // Remembered: verified again without the keys.
+        let again = verified
+            .verify(&live, &PublicKeys::default(), &settings)
+            .unwrap();
+        assert_eq!(first, again);
+
+        // A token remembered while valid is refused once past its expiry.
+        let exp = u64::try_from(now + 600).unwrap();
+        assert!(verified.verify_at(&live, &keys, &settings, exp).is_ok());
+        assert_eq!(
+            verified.verify_at(&live, &keys, &settings, exp + 1),
+            Err(TokenError::Expired)
+        );
+
+        // A forgery fails and is not remembered: it fails again with the right keys too.
+        let forged = token([8u8; 32], now + 600);
+        assert!(verified.verify(&forged, &keys, &settings).is_err());
+        assert!(verified.verify(&forged, &keys, &settings).is_err());
+    }
 }
