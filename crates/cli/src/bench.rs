@@ -5,7 +5,8 @@
 //! load generator (`strata_bench`): the tonic hello-world, `pgbench -S -M prepared` and
 //! TPC-B against the same PostgreSQL, `redis-benchmark` GET against the same Redis, one
 //! argon2id hash at Strata's parameters; then runs each scenario and writes
-//! `report.md` and `report.json` to the output directory. A scenario with failed calls is
+//! `report.md` and `report.json` to the output directory, with the suite's log
+//! (`suite.log`: slow queries, warnings). A scenario with failed calls is
 //! reported as failed, never as fast.
 
 use std::collections::BTreeMap;
@@ -207,7 +208,9 @@ struct Suite {
 }
 
 impl Suite {
-    async fn start(database_url: &str, redis_url: &str) -> anyhow::Result<Self> {
+    /// Starts `strata serve all`; its log goes to `log`.
+    async fn start(database_url: &str, redis_url: &str, log: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(log).context("creating the suite's log")?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "all"])
             .env("DATABASE_URL", database_url)
@@ -225,7 +228,7 @@ impl Suite {
             .env_remove("STRATA_CONFIG_FILE")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
             .context("starting strata serve all")?;
@@ -498,7 +501,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     progress("starting the suite");
     let database_url = fresh_database(&admin_url, &options.database).await?;
-    let suite = Suite::start(&database_url, &redis_url).await?;
+    std::fs::create_dir_all(&options.out)?;
+    let suite = Suite::start(&database_url, &redis_url, &options.out.join("suite.log")).await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
     let mut rows = vec![row(
         "hello-world (limit)",
