@@ -66,6 +66,12 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["errors"], serde_json::json!({}), "{row}");
     }
+    // Every scenario of the suite says where its resources went.
+    for row in rows.iter().skip(1) {
+        let resources = &row["resources"];
+        assert!(resources["rss_mib"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(resources["cpu_suite_s"].as_f64().unwrap() >= 0.0, "{row}");
+    }
     for limit in [
         "hello_rps",
         "pgbench_select_tps",

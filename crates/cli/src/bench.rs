@@ -105,6 +105,7 @@ struct Row {
     reference: String,
     target: String,
     met: Option<bool>,
+    resources: Option<Resources>,
 }
 
 /// The machine's limits, measured in this run.
@@ -169,6 +170,7 @@ fn row(
         reference: reference.to_owned(),
         target: target.describe(),
         met,
+        resources: None,
     }
 }
 
@@ -201,9 +203,168 @@ impl Target {
     }
 }
 
+/// Where the resources of a scenario went: CPU seconds of the suite, PostgreSQL, Redis and
+/// the load generator (from `/proc`), the suite's memory, and SQL statements and Redis
+/// commands per call (`pg_stat_statements`, `INFO commandstats`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Resources {
+    cpu_suite_s: f64,
+    cpu_postgres_s: f64,
+    cpu_redis_s: f64,
+    cpu_bench_s: f64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    sql_per_call: Option<f64>,
+    redis_per_call: Option<f64>,
+}
+
+/// Counters read before and after a scenario.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    cpu: [f64; 4],
+    sql_calls: Option<i64>,
+    redis_calls: Option<i64>,
+}
+
+/// Reads [`Sample`]s.
+struct Probe {
+    suite: u32,
+    db: AsyncPgConnection,
+    redis: Option<redis::aio::MultiplexedConnection>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Calls {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// User plus system CPU seconds of process `pid` (`/proc/<pid>/stat`), zero when gone.
+fn cpu_seconds(pid: &str) -> f64 {
+    // Clock ticks per second: 100 on every Linux this runs on.
+    const TICKS: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command: state is field 0, utime 11, stime 12.
+    (ticks(11) + ticks(12)) / TICKS
+}
+
+/// CPU seconds of every process whose command is `name`.
+fn cpu_of_named(name: &str) -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|pid| cpu_seconds(&pid))
+        .sum()
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+impl Probe {
+    async fn new(suite: u32, database_url: &str, redis_url: &str) -> anyhow::Result<Self> {
+        let redis = match redis::Client::open(redis_url) {
+            Ok(client) => client.get_multiplexed_async_connection().await.ok(),
+            Err(_) => None,
+        };
+        Ok(Self {
+            suite,
+            db: AsyncPgConnection::establish(database_url).await?,
+            redis,
+        })
+    }
+
+    async fn sample(&mut self) -> Sample {
+        use diesel_async::RunQueryDsl as _;
+        let sql_calls = diesel::sql_query(
+            "SELECT coalesce(sum(calls), 0)::bigint AS n FROM pg_stat_statements
+              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .load::<Calls>(&mut self.db)
+        .await
+        .ok()
+        .and_then(|rows| rows.into_iter().next().map(|r| r.n));
+        let redis_calls = match &mut self.redis {
+            Some(conn) => redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async::<String>(conn)
+                .await
+                .ok()
+                .map(|info| {
+                    info.lines()
+                        .filter_map(|l| l.split("calls=").nth(1))
+                        .filter_map(|v| v.split(',').next())
+                        .filter_map(|v| v.parse::<i64>().ok())
+                        .sum()
+                }),
+            None => None,
+        };
+        Sample {
+            cpu: [
+                cpu_seconds(&self.suite.to_string()),
+                cpu_of_named("postgres"),
+                cpu_of_named("redis-server"),
+                cpu_seconds("self"),
+            ],
+            sql_calls,
+            redis_calls,
+        }
+    }
+
+    /// What was used since `before`, for a scenario of `calls` calls.
+    async fn since(&mut self, before: &Sample, calls: u64) -> Resources {
+        let after = self.sample().await;
+        let (rss, peak) = memory_mib(self.suite);
+        let per_call = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) if calls > 0 => Some((a - b) as f64 / calls as f64),
+            _ => None,
+        };
+        Resources {
+            cpu_suite_s: after.cpu[0] - before.cpu[0],
+            cpu_postgres_s: after.cpu[1] - before.cpu[1],
+            cpu_redis_s: after.cpu[2] - before.cpu[2],
+            cpu_bench_s: after.cpu[3] - before.cpu[3],
+            rss_mib: rss,
+            peak_rss_mib: peak,
+            sql_per_call: per_call(after.sql_calls, before.sql_calls),
+            redis_per_call: per_call(after.redis_calls, before.redis_calls),
+        }
+    }
+}
+
 /// The suite, running as a child process.
 struct Suite {
     child: tokio::process::Child,
+    pid: u32,
     url: String,
 }
 
@@ -246,6 +407,7 @@ impl Suite {
         .context("waiting for the suite to listen")??;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
+            pid: child.id().unwrap_or_default(),
             child,
             url: format!("http://{addr}"),
         })
@@ -504,6 +666,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.out)?;
     let suite = Suite::start(&database_url, &redis_url, &options.out.join("suite.log")).await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
+    let mut probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
     let mut rows = vec![row(
         "hello-world (limit)",
         &hello_report,
@@ -550,20 +713,23 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let users = Arc::new(users);
 
     progress("SignUp");
+    let before = probe.sample().await;
     let report = load::run(&narrow, &channels, move |c, seq| async move {
         sign_up(c, format!("u{seq}.{run_id}@bench.example"))
             .await
             .map(|_| ())
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "SignUp",
         &report,
         &limits,
         "argon2id",
         "2,364 ms",
         Target::P95(Duration::from_millis(200)),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     progress("Login");
     let login = |users: Arc<Vec<User>>| {
@@ -580,32 +746,39 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             }
         }
     };
+    let before = probe.sample().await;
     let report = load::run(&narrow, &channels, login(Arc::clone(&users))).await;
-    rows.push(row(
+    let mut r = row(
         "Login",
         &report,
         &limits,
         "argon2id",
         "707 ms",
         Target::P95(Duration::from_millis(100)),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
+    let before = probe.sample().await;
     let report = load::run(
         &Load::closed(5, 1, measure),
         &channels,
         login(Arc::clone(&users)),
     )
     .await;
-    rows.push(row(
+    let mut r = row(
         "5 concurrent logins",
         &report,
         &limits,
         "argon2id",
         "2,989 ms",
         Target::P95(Duration::from_millis(150)),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     progress("VerifyToken, RefreshToken, GetProfile");
     let tokens = Arc::clone(&users);
+    let before = probe.sample().await;
     let report = load::run(&wide, &channels, move |c, seq| {
         let token = tokens[(seq as usize) % tokens.len()].token.clone();
         async move {
@@ -616,14 +789,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "VerifyToken",
         &report,
         &limits,
         "hello-world",
         "11 ms",
         Target::Ratio(0.5),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     // Each worker refreshes its own session's token, which rotates on every call.
     let sessions: Vec<Mutex<String>> = {
@@ -636,6 +811,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let sessions = Arc::new(sessions);
     let workers = narrow.workers();
+    let before = probe.sample().await;
     let report = load::run(&narrow, &channels, move |c, seq| {
         let sessions = Arc::clone(&sessions);
         async move {
@@ -654,16 +830,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "RefreshToken",
         &report,
         &limits,
         "pgbench TPC-B",
         "266 ms",
         Target::P95(Duration::from_millis(50)),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     let profiles = Arc::clone(&users);
+    let before = probe.sample().await;
     let report = load::run(&wide, &channels, move |c, seq| {
         let token = profiles[(seq as usize) % profiles.len()].token.clone();
         async move {
@@ -674,14 +853,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "GetProfile",
         &report,
         &limits,
         "pgbench -S",
         "0.6 ms",
         Target::Ratio(0.3),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     progress("RecordUsage");
     let mut conn = AsyncPgConnection::establish(&database_url).await?;
@@ -739,6 +920,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     };
     let batches = record.clone();
+    let before = probe.sample().await;
     let report = load::run(&producers, &channels, move |c, seq| {
         batches(c, seq, 1000, "batch")
     })
@@ -755,10 +937,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "RecordUsage (1,000 per call: {:.0} events/s)",
         report.rate() * 1000.0
     );
+    record_row.resources = Some(probe.since(&before, report.ok + report.failed()).await);
     rows.push(record_row);
 
     progress("GetUsageSummary, ListUsage, mixed");
     let readers = Arc::clone(&users);
+    let before = probe.sample().await;
     let report = load::run(&wide, &channels, move |c, seq| {
         let token = readers[(seq as usize) % readers.len()].token.clone();
         async move {
@@ -776,15 +960,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "GetUsageSummary (raw rows after the watermark)",
         &report,
         &limits,
         "pgbench -S",
         "200 ms",
         Target::P95(Duration::from_millis(20)),
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
     let listers = Arc::clone(&users);
+    let before = probe.sample().await;
     let report = load::run(&wide, &channels, move |c, seq| {
         let token = listers[(seq as usize) % listers.len()].token.clone();
         async move {
@@ -801,16 +988,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "ListUsage (50 per page)",
         &report,
         &limits,
         "pgbench -S",
         "",
         Target::None,
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
     let mixed_users = Arc::clone(&users);
     let writes = record.clone();
+    let before = probe.sample().await;
     let report = load::run(&wide, &channels, move |c, seq| {
         let token = mixed_users[(seq as usize) % mixed_users.len()]
             .token
@@ -842,14 +1032,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(row(
+    let mut r = row(
         "mixed: 80 % reads, 20 % RecordUsage of 10",
         &report,
         &limits,
         "pgbench -S",
         "",
         Target::None,
-    ));
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
 
     suite.stop().await;
     write_report(&options.out, scale, cores, &limits, &rows)?;
@@ -923,6 +1115,24 @@ fn write_report(
                 None => "failed calls",
             },
         ));
+    }
+    md.push_str("\n## Resources per scenario\n\nCPU seconds used during the scenario (warmup included), the suite's memory after it, and statements per call.\n\n| operation | CPU suite s | CPU PostgreSQL s | CPU Redis s | CPU load generator s | RSS MiB | peak RSS MiB | SQL/call | Redis/call |\n|---|---|---|---|---|---|---|---|---|\n");
+    let per_call = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    for r in rows {
+        if let Some(x) = &r.resources {
+            md.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |\n",
+                r.operation,
+                x.cpu_suite_s,
+                x.cpu_postgres_s,
+                x.cpu_redis_s,
+                x.cpu_bench_s,
+                x.rss_mib,
+                x.peak_rss_mib,
+                per_call(x.sql_per_call),
+                per_call(x.redis_per_call),
+            ));
+        }
     }
     std::fs::write(out.join("report.md"), md)?;
     let json = serde_json::json!({
