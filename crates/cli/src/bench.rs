@@ -152,7 +152,7 @@ fn row(
         load: match report.load.mode {
             load::Mode::Closed => format!("{}×{}", report.load.connections, report.load.in_flight),
             load::Mode::Open { per_second } => format!(
-                "{}×{} at {per_second}/s",
+                "{}×{} at {per_second:.0}/s",
                 report.load.connections, report.load.in_flight
             ),
         },
@@ -842,8 +842,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     rows.push(r);
 
     let profiles = Arc::clone(&users);
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, move |c, seq| {
+    let get_profile = move |c: Channel, seq: u64| {
         let token = profiles[(seq as usize) % profiles.len()].token.clone();
         async move {
             AuthServiceClient::new(c)
@@ -851,8 +850,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 .await
                 .map(|_| ())
         }
-    })
-    .await;
+    };
+    let before = probe.sample().await;
+    let report = load::run(&wide, &channels, get_profile.clone()).await;
     let mut r = row(
         "GetProfile",
         &report,
@@ -860,6 +860,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "pgbench -S",
         "0.6 ms",
         Target::Ratio(0.3),
+    );
+    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
+    rows.push(r);
+    // The same calls arriving at half that rate, on a schedule: the latency a client sees
+    // at a load the suite sustains, queueing included.
+    let half = (report.rate() / 2.0).max(1.0);
+    let before = probe.sample().await;
+    let report = load::run(&wide.at_rate(half), &channels, get_profile).await;
+    let mut r = row(
+        "GetProfile, open loop at half its closed-loop rate",
+        &report,
+        &limits,
+        "pgbench -S",
+        "0.6 ms",
+        Target::None,
     );
     r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
     rows.push(r);
