@@ -119,14 +119,37 @@ struct Limits {
     argon2_hashes_per_second: f64,
 }
 
+/// Which limit a scenario is set against.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// The gRPC stack: tonic hello-world RPC/s.
+    Hello,
+    /// PostgreSQL reads: `pgbench -S -M prepared` TPS.
+    PgbenchSelect,
+    /// PostgreSQL writes: `pgbench` TPC-B TPS.
+    PgbenchTpcb,
+    /// Password hashing: argon2id hashes per second on all cores.
+    Argon2,
+}
+
+impl Limit {
+    fn name(self) -> &'static str {
+        match self {
+            Limit::Hello => "hello-world",
+            Limit::PgbenchSelect => "pgbench -S",
+            Limit::PgbenchTpcb => "pgbench TPC-B",
+            Limit::Argon2 => "argon2id",
+        }
+    }
+}
+
 impl Limits {
-    fn of(&self, name: &str) -> f64 {
-        match name {
-            "hello-world" => self.hello_rps,
-            "pgbench -S" => self.pgbench_select_tps,
-            "pgbench TPC-B" => self.pgbench_tpcb_tps,
-            "argon2id" => self.argon2_hashes_per_second,
-            _ => 0.0,
+    fn of(&self, limit: Limit) -> f64 {
+        match limit {
+            Limit::Hello => self.hello_rps,
+            Limit::PgbenchSelect => self.pgbench_select_tps,
+            Limit::PgbenchTpcb => self.pgbench_tpcb_tps,
+            Limit::Argon2 => self.argon2_hashes_per_second,
         }
     }
 }
@@ -140,7 +163,7 @@ fn row(
     operation: &str,
     report: &Report,
     limits: &Limits,
-    limit: &str,
+    limit: Limit,
     reference: &str,
     target: Target,
 ) -> Row {
@@ -164,7 +187,7 @@ fn row(
         p99_ms: ms(report.quantile(0.99)),
         p999_ms: ms(report.quantile(0.999)),
         max_ms: ms(report.max()),
-        limit: limit.to_owned(),
+        limit: limit.name().to_owned(),
         limit_rate,
         ratio,
         reference: reference.to_owned(),
@@ -618,6 +641,159 @@ fn last_week() -> Option<TimeRange> {
     })
 }
 
+/// The user a worker's `seq`-th call acts as.
+fn nth(users: &[User], seq: u64) -> &User {
+    &users[(seq as usize) % users.len()]
+}
+
+async fn login(c: Channel, email: String) -> Result<(), tonic::Status> {
+    let request = pb::LoginRequest {
+        email,
+        password: PASSWORD.into(),
+    };
+    AuthServiceClient::new(c).login(request).await.map(|_| ())
+}
+
+async fn verify_token(c: Channel, token: String) -> Result<(), tonic::Status> {
+    let request = pb::VerifyTokenRequest { token };
+    AuthServiceClient::new(c)
+        .verify_token(request)
+        .await
+        .map(|_| ())
+}
+
+async fn get_profile(c: Channel, token: String) -> Result<(), tonic::Status> {
+    let request = bearer(pb::GetProfileRequest::default(), &token);
+    AuthServiceClient::new(c)
+        .get_profile(request)
+        .await
+        .map(|_| ())
+}
+
+/// Daily buckets of the caller's last week.
+async fn usage_summary(c: Channel, token: String) -> Result<(), tonic::Status> {
+    let request = apb::GetUsageSummaryRequest {
+        time_range: last_week(),
+        bucket_width: apb::BucketWidth::Day.into(),
+        ..Default::default()
+    };
+    AnalyticsServiceClient::new(c)
+        .get_usage_summary(bearer(request, &token))
+        .await
+        .map(|_| ())
+}
+
+/// The caller's newest 50 usage records.
+async fn list_usage(c: Channel, token: String) -> Result<(), tonic::Status> {
+    let request = apb::ListUsageRequest {
+        page_size: 50,
+        ..Default::default()
+    };
+    AnalyticsServiceClient::new(c)
+        .list_usage(bearer(request, &token))
+        .await
+        .map(|_| ())
+}
+
+/// A usage producer's API key (`usage:write`) of an admin service account, made the way an
+/// operator would: sign up, `strata auth grant-admin`, refresh (the role is a claim).
+async fn usage_writer_key(
+    channel: &Channel,
+    database_url: &str,
+    run_id: u32,
+) -> anyhow::Result<String> {
+    let service = sign_up(channel.clone(), format!("service.{run_id}@bench.example")).await?;
+    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now()).await?;
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let token = auth
+        .refresh_token(pb::RefreshTokenRequest {
+            refresh_token: service.refresh_token,
+        })
+        .await?
+        .into_inner()
+        .credentials
+        .unwrap_or_default()
+        .access_token;
+    let request = pb::CreateApiKeyRequest {
+        name: "bench".into(),
+        scopes: vec!["usage:write".into()],
+        ..Default::default()
+    };
+    Ok(auth
+        .create_api_key(bearer(request, &token))
+        .await?
+        .into_inner()
+        .secret)
+}
+
+/// The scenarios' measurements: each runs under the probe and becomes a report row.
+struct Recorder<'a> {
+    probe: Probe,
+    channels: &'a [Channel],
+    limits: &'a Limits,
+    rows: Vec<Row>,
+}
+
+/// A RecordUsage call: `(channel, seq, events per call, key tag)`.
+type RecordCall = Arc<
+    dyn Fn(
+            Channel,
+            u64,
+            u64,
+            &'static str,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), tonic::Status>>
+        + Send
+        + Sync,
+>;
+
+impl Recorder<'_> {
+    /// Runs `call` under `load`, records its row (set against `limit`, beside the earlier
+    /// report's `reference` figure and `target`) with the resources it used.
+    async fn measure<F, Fut>(
+        &mut self,
+        operation: &str,
+        load: &Load,
+        limit: Limit,
+        reference: &str,
+        target: Target,
+        call: F,
+    ) -> Report
+    where
+        F: Fn(Channel, u64) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+    {
+        let before = self.probe.sample().await;
+        let report = load::run(load, self.channels, call).await;
+        let mut r = row(operation, &report, self.limits, limit, reference, target);
+        r.resources = Some(self.probe.since(&before, report.ok + report.failed()).await);
+        self.rows.push(r);
+        report
+    }
+
+    /// RecordUsage of events owned by `owners` in turn, with `key`; idempotency keys are
+    /// unique per run, tag, call and event.
+    fn usage(owners: Arc<Vec<User>>, key: Arc<String>, run_id: u32) -> RecordCall {
+        Arc::new(move |c, seq, size, tag| {
+            let owners = Arc::clone(&owners);
+            let key = Arc::clone(&key);
+            Box::pin(async move {
+                let events = (0..size)
+                    .map(|i| {
+                        let n = seq.wrapping_mul(size).wrapping_add(i);
+                        let key = format!("{run_id}-{tag}-{seq}-{i}");
+                        usage_event(key, &nth(&owners, n).id, n)
+                    })
+                    .collect();
+                AnalyticsServiceClient::new(c)
+                    .record_usage(bearer(apb::RecordUsageRequest { events }, &key))
+                    .await
+                    .map(|_| ())
+            })
+        })
+    }
+}
+
 /// Runs the whole bench; see the module docs.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let admin_url = std::env::var("DATABASE_URL").context("DATABASE_URL (make bench sets it)")?;
@@ -666,15 +842,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.out)?;
     let suite = Suite::start(&database_url, &redis_url, &options.out.join("suite.log")).await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
-    let mut probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
-    let mut rows = vec![row(
+    let probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
+    let hello_row = row(
         "hello-world (limit)",
         &hello_report,
         &limits,
-        "hello-world",
+        Limit::Hello,
         "",
         Target::None,
-    )];
+    );
     let run_id = std::process::id();
 
     let seeded = scale.seeded_rows();
@@ -686,12 +862,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             strata_storage::Environment::Development,
         );
         let started = Instant::now();
-        let workers = std::thread::available_parallelism().map_or(2, usize::from);
         let options = strata_analytics::seed::SeedOptions {
             rows: seeded,
             ..strata_analytics::seed::SeedOptions::default()
         };
-        strata_analytics::seed::seed(&config, options, workers, |done, total| {
+        // One writer per core: index maintenance, not the network, is the bottleneck.
+        strata_analytics::seed::seed(&config, options, cores, |done, total| {
             eprint!("\r{}", super::progress_bar(done, total, started.elapsed()));
         })
         .await
@@ -702,120 +878,83 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     progress("seeding users");
     let mut users = Vec::new();
     for i in 0..8 {
-        users.push(
-            sign_up(
-                channels[0].clone(),
-                format!("seed{i}.{run_id}@bench.example"),
-            )
-            .await?,
-        );
+        let email = format!("seed{i}.{run_id}@bench.example");
+        users.push(sign_up(channels[0].clone(), email).await?);
     }
     let users = Arc::new(users);
+    let mut bench = Recorder {
+        probe,
+        channels: &channels,
+        limits: &limits,
+        rows: vec![hello_row],
+    };
 
-    progress("SignUp");
-    let before = probe.sample().await;
-    let report = load::run(&narrow, &channels, move |c, seq| async move {
+    progress("SignUp, Login");
+    let sign_ups = move |c, seq| async move {
         sign_up(c, format!("u{seq}.{run_id}@bench.example"))
             .await
             .map(|_| ())
-    })
-    .await;
-    let mut r = row(
-        "SignUp",
-        &report,
-        &limits,
-        "argon2id",
-        "2,364 ms",
-        Target::P95(Duration::from_millis(200)),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-
-    progress("Login");
-    let login = |users: Arc<Vec<User>>| {
-        move |c: Channel, seq: u64| {
-            let user = users[(seq as usize) % users.len()].clone();
-            async move {
-                AuthServiceClient::new(c)
-                    .login(pb::LoginRequest {
-                        email: user.email,
-                        password: PASSWORD.into(),
-                    })
-                    .await
-                    .map(|_| ())
-            }
-        }
     };
-    let before = probe.sample().await;
-    let report = load::run(&narrow, &channels, login(Arc::clone(&users))).await;
-    let mut r = row(
-        "Login",
-        &report,
-        &limits,
-        "argon2id",
-        "707 ms",
-        Target::P95(Duration::from_millis(100)),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-    let before = probe.sample().await;
-    let report = load::run(
-        &Load::closed(5, 1, measure),
-        &channels,
-        login(Arc::clone(&users)),
-    )
-    .await;
-    let mut r = row(
-        "5 concurrent logins",
-        &report,
-        &limits,
-        "argon2id",
-        "2,989 ms",
-        Target::P95(Duration::from_millis(150)),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
+    let p95 = |ms| Target::P95(Duration::from_millis(ms));
+    bench
+        .measure(
+            "SignUp",
+            &narrow,
+            Limit::Argon2,
+            "2,364 ms",
+            p95(200),
+            sign_ups,
+        )
+        .await;
+    let logins = |users: Arc<Vec<User>>| move |c, seq| login(c, nth(&users, seq).email.clone());
+    bench
+        .measure(
+            "Login",
+            &narrow,
+            Limit::Argon2,
+            "707 ms",
+            p95(100),
+            logins(Arc::clone(&users)),
+        )
+        .await;
+    let five = Load::closed(5, 1, measure);
+    bench
+        .measure(
+            "5 concurrent logins",
+            &five,
+            Limit::Argon2,
+            "2,989 ms",
+            p95(150),
+            logins(Arc::clone(&users)),
+        )
+        .await;
 
     progress("VerifyToken, RefreshToken, GetProfile");
-    let tokens = Arc::clone(&users);
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, move |c, seq| {
-        let token = tokens[(seq as usize) % tokens.len()].token.clone();
-        async move {
-            AuthServiceClient::new(c)
-                .verify_token(pb::VerifyTokenRequest { token })
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
-    let mut r = row(
-        "VerifyToken",
-        &report,
-        &limits,
-        "hello-world",
-        "11 ms",
-        Target::Ratio(0.5),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-
+    let u = Arc::clone(&users);
+    let verify = move |c, seq| verify_token(c, nth(&u, seq).token.clone());
+    bench
+        .measure(
+            "VerifyToken",
+            &wide,
+            Limit::Hello,
+            "11 ms",
+            Target::Ratio(0.5),
+            verify,
+        )
+        .await;
     // Each worker refreshes its own session's token, which rotates on every call.
-    let sessions: Vec<Mutex<String>> = {
-        let mut sessions = Vec::new();
-        for i in 0..narrow.workers() {
-            let user = sign_up(channels[0].clone(), format!("r{i}.{run_id}@bench.example")).await?;
-            sessions.push(Mutex::new(user.refresh_token));
-        }
-        sessions
-    };
+    let mut sessions = Vec::new();
+    for i in 0..narrow.workers() {
+        let email = format!("r{i}.{run_id}@bench.example");
+        sessions.push(Mutex::new(
+            sign_up(channels[0].clone(), email).await?.refresh_token,
+        ));
+    }
     let sessions = Arc::new(sessions);
-    let workers = narrow.workers();
-    let before = probe.sample().await;
-    let report = load::run(&narrow, &channels, move |c, seq| {
+    let refresh = move |c, seq: u64| {
         let sessions = Arc::clone(&sessions);
         async move {
-            let slot = &sessions[(seq as usize) % workers];
+            let slot = &sessions[(seq as usize) % sessions.len()];
             let token = slot.lock().map(|t| t.clone()).unwrap_or_default();
             let answer = AuthServiceClient::new(c)
                 .refresh_token(pb::RefreshTokenRequest {
@@ -828,235 +967,114 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    })
-    .await;
-    let mut r = row(
-        "RefreshToken",
-        &report,
-        &limits,
-        "pgbench TPC-B",
-        "266 ms",
-        Target::P95(Duration::from_millis(50)),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-
-    let profiles = Arc::clone(&users);
-    let get_profile = move |c: Channel, seq: u64| {
-        let token = profiles[(seq as usize) % profiles.len()].token.clone();
-        async move {
-            AuthServiceClient::new(c)
-                .get_profile(bearer(pb::GetProfileRequest::default(), &token))
-                .await
-                .map(|_| ())
-        }
     };
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, get_profile.clone()).await;
-    let mut r = row(
-        "GetProfile",
-        &report,
-        &limits,
-        "pgbench -S",
-        "0.6 ms",
-        Target::Ratio(0.3),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
+    bench
+        .measure(
+            "RefreshToken",
+            &narrow,
+            Limit::PgbenchTpcb,
+            "266 ms",
+            p95(50),
+            refresh,
+        )
+        .await;
+    let u = Arc::clone(&users);
+    let profile = move |c, seq| get_profile(c, nth(&u, seq).token.clone());
+    let report = bench
+        .measure(
+            "GetProfile",
+            &wide,
+            Limit::PgbenchSelect,
+            "0.6 ms",
+            Target::Ratio(0.3),
+            profile.clone(),
+        )
+        .await;
     // The same calls arriving at half that rate, on a schedule: the latency a client sees
     // at a load the suite sustains, queueing included.
-    let half = (report.rate() / 2.0).max(1.0);
-    let before = probe.sample().await;
-    let report = load::run(&wide.at_rate(half), &channels, get_profile).await;
-    let mut r = row(
-        "GetProfile, open loop at half its closed-loop rate",
-        &report,
-        &limits,
-        "pgbench -S",
-        "0.6 ms",
-        Target::None,
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
+    let half = wide.at_rate((report.rate() / 2.0).max(1.0));
+    bench
+        .measure(
+            "GetProfile, open loop at half its closed-loop rate",
+            &half,
+            Limit::PgbenchSelect,
+            "0.6 ms",
+            Target::None,
+            profile,
+        )
+        .await;
 
     progress("RecordUsage");
-    let mut conn = AsyncPgConnection::establish(&database_url).await?;
-    let service = sign_up(
-        channels[0].clone(),
-        format!("service.{run_id}@bench.example"),
-    )
-    .await?;
-    strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now()).await?;
-    let service = {
-        // The role is a claim: a refresh carries the promotion.
-        let credentials = AuthServiceClient::new(channels[0].clone())
-            .refresh_token(pb::RefreshTokenRequest {
-                refresh_token: service.refresh_token.clone(),
-            })
-            .await?
-            .into_inner()
-            .credentials
-            .unwrap_or_default();
-        User {
-            token: credentials.access_token,
-            ..service
-        }
-    };
-    let key = AuthServiceClient::new(channels[0].clone())
-        .create_api_key(bearer(
-            pb::CreateApiKeyRequest {
-                name: "bench".into(),
-                scopes: vec!["usage:write".into()],
-                ..Default::default()
-            },
-            &service.token,
-        ))
-        .await?
-        .into_inner()
-        .secret;
-    let producers = Load::closed(4, 1, measure);
-    let owners = Arc::clone(&users);
-    let batch_key = Arc::new(key);
-    let record = move |c: Channel, seq: u64, size: u64, tag: &'static str| {
-        let owners = Arc::clone(&owners);
-        let key = Arc::clone(&batch_key);
-        async move {
-            let events = (0..size)
-                .map(|i| {
-                    let n = seq.wrapping_mul(size).wrapping_add(i);
-                    let owner = &owners[(n as usize) % owners.len()].id;
-                    usage_event(format!("{run_id}-{tag}-{seq}-{i}"), owner, n)
-                })
-                .collect();
-            AnalyticsServiceClient::new(c)
-                .record_usage(bearer(apb::RecordUsageRequest { events }, &key))
-                .await
-                .map(|_| ())
-        }
-    };
+    let key = usage_writer_key(&channels[0], &database_url, run_id).await?;
+    let record = Recorder::usage(Arc::clone(&users), Arc::new(key), run_id);
     let batches = record.clone();
-    let before = probe.sample().await;
-    let report = load::run(&producers, &channels, move |c, seq| {
-        batches(c, seq, 1000, "batch")
-    })
-    .await;
-    let mut record_row = row(
-        "RecordUsage (1,000 per call)",
-        &report,
-        &limits,
-        "pgbench TPC-B",
-        "",
-        Target::None,
-    );
-    record_row.operation = format!(
-        "RecordUsage (1,000 per call: {:.0} events/s)",
-        report.rate() * 1000.0
-    );
-    record_row.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(record_row);
+    let producers = Load::closed(4, 1, measure);
+    let report = bench
+        .measure(
+            "RecordUsage (1,000 per call)",
+            &producers,
+            Limit::PgbenchTpcb,
+            "",
+            Target::None,
+            move |c, seq| batches(c, seq, 1000, "batch"),
+        )
+        .await;
+    if let Some(last) = bench.rows.last_mut() {
+        last.operation = format!(
+            "RecordUsage (1,000 per call: {:.0} events/s)",
+            report.rate() * 1000.0
+        );
+    }
 
     progress("GetUsageSummary, ListUsage, mixed");
-    let readers = Arc::clone(&users);
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, move |c, seq| {
-        let token = readers[(seq as usize) % readers.len()].token.clone();
-        async move {
-            AnalyticsServiceClient::new(c)
-                .get_usage_summary(bearer(
-                    apb::GetUsageSummaryRequest {
-                        time_range: last_week(),
-                        bucket_width: apb::BucketWidth::Day.into(),
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
-    let mut r = row(
-        "GetUsageSummary (raw rows after the watermark)",
-        &report,
-        &limits,
-        "pgbench -S",
-        "200 ms",
-        Target::P95(Duration::from_millis(20)),
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-    let listers = Arc::clone(&users);
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, move |c, seq| {
-        let token = listers[(seq as usize) % listers.len()].token.clone();
-        async move {
-            AnalyticsServiceClient::new(c)
-                .list_usage(bearer(
-                    apb::ListUsageRequest {
-                        page_size: 50,
-                        ..Default::default()
-                    },
-                    &token,
-                ))
-                .await
-                .map(|_| ())
-        }
-    })
-    .await;
-    let mut r = row(
-        "ListUsage (50 per page)",
-        &report,
-        &limits,
-        "pgbench -S",
-        "",
-        Target::None,
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
-    let mixed_users = Arc::clone(&users);
-    let writes = record.clone();
-    let before = probe.sample().await;
-    let report = load::run(&wide, &channels, move |c, seq| {
-        let token = mixed_users[(seq as usize) % mixed_users.len()]
-            .token
-            .clone();
-        let writes = writes.clone();
+    let u = Arc::clone(&users);
+    let summaries = move |c, seq| usage_summary(c, nth(&u, seq).token.clone());
+    bench
+        .measure(
+            "GetUsageSummary (raw rows after the watermark)",
+            &wide,
+            Limit::PgbenchSelect,
+            "200 ms",
+            p95(20),
+            summaries,
+        )
+        .await;
+    let u = Arc::clone(&users);
+    let lists = move |c, seq| list_usage(c, nth(&u, seq).token.clone());
+    bench
+        .measure(
+            "ListUsage (50 per page)",
+            &wide,
+            Limit::PgbenchSelect,
+            "",
+            Target::None,
+            lists,
+        )
+        .await;
+    let u = Arc::clone(&users);
+    let mixed = move |c, seq| {
+        let token = nth(&u, seq).token.clone();
+        let writes = record.clone();
         async move {
             match seq % 10 {
-                0..=3 => AuthServiceClient::new(c)
-                    .get_profile(bearer(pb::GetProfileRequest::default(), &token))
-                    .await
-                    .map(|_| ()),
-                4..=5 => AnalyticsServiceClient::new(c)
-                    .get_usage_summary(bearer(
-                        apb::GetUsageSummaryRequest {
-                            time_range: last_week(),
-                            bucket_width: apb::BucketWidth::Day.into(),
-                            ..Default::default()
-                        },
-                        &token,
-                    ))
-                    .await
-                    .map(|_| ()),
-                6..=7 => AnalyticsServiceClient::new(c)
-                    .list_usage(bearer(apb::ListUsageRequest::default(), &token))
-                    .await
-                    .map(|_| ()),
+                0..=3 => get_profile(c, token).await,
+                4..=5 => usage_summary(c, token).await,
+                6..=7 => list_usage(c, token).await,
                 _ => writes(c, seq, 10, "mixed").await,
             }
         }
-    })
-    .await;
-    let mut r = row(
-        "mixed: 80 % reads, 20 % RecordUsage of 10",
-        &report,
-        &limits,
-        "pgbench -S",
-        "",
-        Target::None,
-    );
-    r.resources = Some(probe.since(&before, report.ok + report.failed()).await);
-    rows.push(r);
+    };
+    bench
+        .measure(
+            "mixed: 80 % reads, 20 % RecordUsage of 10",
+            &wide,
+            Limit::PgbenchSelect,
+            "",
+            Target::None,
+            mixed,
+        )
+        .await;
+    let rows = bench.rows;
 
     suite.stop().await;
     write_report(&options.out, scale, cores, &limits, &rows)?;
