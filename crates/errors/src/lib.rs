@@ -282,48 +282,50 @@ impl ApiError {
         }
     }
 
-    /// The client's message and details.
-    fn message_and_details(self) -> (String, ErrorDetails) {
+    /// The client's message, and its details when it has any.
+    fn message_and_details(self) -> (String, Option<ErrorDetails>) {
         match self {
-            ApiError::InvalidArgument(violations) => invalid_request(&violations),
-            ApiError::NotFound(what) => (format!("{what} not found"), ErrorDetails::new()),
-            ApiError::AlreadyExists { message, resource } => {
-                let mut details = ErrorDetails::new();
-                if let Some(r) = resource {
-                    details.set_resource_info(r.kind, r.name, "", r.description);
-                }
-                (message.into_owned(), details)
+            ApiError::InvalidArgument(violations) => {
+                let (message, details) = invalid_request(&violations);
+                (message, Some(details))
             }
+            ApiError::NotFound(what) => (format!("{what} not found"), None),
+            ApiError::AlreadyExists { message, resource } => (
+                message.into_owned(),
+                resource.map(|r| {
+                    let mut details = ErrorDetails::new();
+                    details.set_resource_info(r.kind, r.name, "", r.description);
+                    details
+                }),
+            ),
             ApiError::Unauthenticated {
                 message,
                 retry_after,
-            } => {
-                let mut details = ErrorDetails::new();
-                if retry_after.is_some() {
-                    details.set_retry_info(retry_after);
-                }
-                (message.into_owned(), details)
-            }
+            } => (
+                message.into_owned(),
+                retry_after.map(|after| ErrorDetails::with_retry_info(Some(after))),
+            ),
             ApiError::ResourceExhausted {
                 message,
                 retry_after,
             } => (
                 message.into_owned(),
-                ErrorDetails::with_retry_info(Some(retry_after)),
+                Some(ErrorDetails::with_retry_info(Some(retry_after))),
             ),
             ApiError::PermissionDenied(m)
             | ApiError::FailedPrecondition(m)
             | ApiError::Aborted(m)
             | ApiError::Unavailable(m)
-            | ApiError::DeadlineExceeded(m) => (m.into_owned(), ErrorDetails::new()),
+            | ApiError::DeadlineExceeded(m) => (m.into_owned(), None),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, error.debug = ?cause, "internal error");
-                (INTERNAL_MESSAGE.to_owned(), ErrorDetails::new())
+                (INTERNAL_MESSAGE.to_owned(), None)
             }
             ApiError::WithInfo { error, info } => {
-                let (message, mut details) = error.message_and_details();
+                let (message, details) = error.message_and_details();
+                let mut details = details.unwrap_or_default();
                 details.set_error_info(info.reason, info.domain, info.metadata);
-                (message, details)
+                (message, Some(details))
             }
         }
     }
@@ -359,26 +361,10 @@ fn invalid_request(violations: &[Violation]) -> (String, ErrorDetails) {
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         let code = err.code();
-        let detailed = matches!(
-            err,
-            ApiError::InvalidArgument(_)
-                | ApiError::ResourceExhausted { .. }
-                | ApiError::WithInfo { .. }
-                | ApiError::AlreadyExists {
-                    resource: Some(_),
-                    ..
-                }
-                | ApiError::Unauthenticated {
-                    retry_after: Some(_),
-                    ..
-                }
-        );
-        let (message, details) = err.message_and_details();
-        if detailed {
-            Status::with_error_details(code, message, details)
-        } else {
+        match err.message_and_details() {
+            (message, Some(details)) => Status::with_error_details(code, message, details),
             // No `grpc-status-details-bin` trailer when there is nothing to detail.
-            Status::new(code, message)
+            (message, None) => Status::new(code, message),
         }
     }
 }
