@@ -77,11 +77,6 @@ impl Task {
         self.last = Some(round(last));
         self
     }
-
-    /// The task's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// What is known about one task.
