@@ -206,6 +206,7 @@ impl Admin {
             idle: count(pool.idle),
             in_use: count(pool.in_use),
             max_size: count(pool.max_size),
+            waiting: count(pool.waiting),
         };
         let database = match tokio::time::timeout(DEPENDENCY_TIMEOUT, ctx.db.ping()).await {
             Ok(Ok(rtt)) => pb::DatabaseHealth {

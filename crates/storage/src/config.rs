@@ -41,6 +41,12 @@ pub const DB_CHECKOUT_TIMEOUT_MS: Setting = Setting::new(
     "5000",
     "how long a call waits for a connection before `UNAVAILABLE`",
 );
+/// `STRATA_DB_MAX_WAITING`
+pub const DB_MAX_WAITING: Setting = Setting::new(
+    "STRATA_DB_MAX_WAITING",
+    "1024",
+    "calls that may queue for a connection at once (first come, first served); more are refused at once with `UNAVAILABLE`",
+);
 /// `STRATA_DB_IDLE_TIMEOUT_SECS`
 pub const DB_IDLE_TIMEOUT_SECS: Setting = Setting::new(
     "STRATA_DB_IDLE_TIMEOUT_SECS",
@@ -63,7 +69,13 @@ pub const DB_STATEMENT_TIMEOUT_MS: Setting = Setting::new(
 pub const DB_TEST_ON_CHECKOUT: Setting = Setting::new(
     "STRATA_DB_TEST_ON_CHECKOUT",
     "true",
-    "validate a connection before handing it out",
+    "validate a connection before handing it out: a closed one never is; one idle longer than the bypass below runs `SELECT 1` first",
+);
+/// `STRATA_DB_VALIDATION_BYPASS_MS`
+pub const DB_VALIDATION_BYPASS_MS: Setting = Setting::new(
+    "STRATA_DB_VALIDATION_BYPASS_MS",
+    "500",
+    "a connection whose last query succeeded this recently is handed out without `SELECT 1` (0: always validate)",
 );
 /// `STRATA_DB_SLOW_QUERY_WARN_MS`
 pub const DB_SLOW_QUERY_WARN_MS: Setting = Setting::new(
@@ -85,10 +97,12 @@ pub const SETTINGS: &[Setting] = &[
     DB_MAX_CONNECTIONS,
     DB_MIN_IDLE,
     DB_CHECKOUT_TIMEOUT_MS,
+    DB_MAX_WAITING,
     DB_IDLE_TIMEOUT_SECS,
     DB_MAX_LIFETIME_SECS,
     DB_STATEMENT_TIMEOUT_MS,
     DB_TEST_ON_CHECKOUT,
+    DB_VALIDATION_BYPASS_MS,
     DB_SLOW_QUERY_WARN_MS,
     DB_SLOW_QUERY_ERROR_MS,
 ];
@@ -147,6 +161,8 @@ pub struct DbSettings {
     pub strata_db_min_idle: Option<u32>,
     /// `STRATA_DB_CHECKOUT_TIMEOUT_MS`
     pub strata_db_checkout_timeout_ms: Option<u64>,
+    /// `STRATA_DB_MAX_WAITING`
+    pub strata_db_max_waiting: Option<u32>,
     /// `STRATA_DB_IDLE_TIMEOUT_SECS`
     pub strata_db_idle_timeout_secs: Option<u64>,
     /// `STRATA_DB_MAX_LIFETIME_SECS`
@@ -155,6 +171,8 @@ pub struct DbSettings {
     pub strata_db_statement_timeout_ms: Option<u64>,
     /// `STRATA_DB_TEST_ON_CHECKOUT`
     pub strata_db_test_on_checkout: Option<bool>,
+    /// `STRATA_DB_VALIDATION_BYPASS_MS`
+    pub strata_db_validation_bypass_ms: Option<u64>,
     /// `STRATA_DB_SLOW_QUERY_WARN_MS`
     pub strata_db_slow_query_warn_ms: Option<u64>,
     /// `STRATA_DB_SLOW_QUERY_ERROR_MS`
@@ -196,6 +214,9 @@ impl DbSettings {
         if let Some(v) = self.strata_db_checkout_timeout_ms {
             config.checkout_timeout = Duration::from_millis(v);
         }
+        if let Some(v) = self.strata_db_max_waiting {
+            config.max_waiting = v;
+        }
         if let Some(v) = self.strata_db_idle_timeout_secs {
             config.idle_timeout = (v > 0).then(|| Duration::from_secs(v));
         }
@@ -207,6 +228,9 @@ impl DbSettings {
         }
         if let Some(v) = self.strata_db_test_on_checkout {
             config.test_on_checkout = v;
+        }
+        if let Some(v) = self.strata_db_validation_bypass_ms {
+            config.validation_bypass = Duration::from_millis(v);
         }
         if let Some(v) = self.strata_db_slow_query_warn_ms {
             config.slow_query.warn = Duration::from_millis(v);
@@ -241,6 +265,9 @@ pub struct DbConfig {
     pub min_idle: u32,
     /// How long a checkout waits before failing with `UNAVAILABLE`.
     pub checkout_timeout: Duration,
+    /// Checkouts that may wait at once; the next is refused at once with `UNAVAILABLE`.
+    /// Waiters are served first come, first served, so this bounds the wait too.
+    pub max_waiting: u32,
     /// Idle connections above `min_idle` are closed after this.
     pub idle_timeout: Option<Duration>,
     /// Connections are replaced after this age.
@@ -250,6 +277,9 @@ pub struct DbConfig {
     /// Run `SELECT 1` on checkout, so a connection killed server-side is replaced instead
     /// of failing the request that drew it.
     pub test_on_checkout: bool,
+    /// With `test_on_checkout`, a connection whose last query succeeded less than this
+    /// ago skips `SELECT 1` (a connection the server closed is still never handed out).
+    pub validation_bypass: Duration,
     /// Slow-query log thresholds.
     pub slow_query: SlowQueryThresholds,
 }
@@ -267,10 +297,12 @@ impl DbConfig {
             max_connections,
             min_idle,
             checkout_timeout: Duration::from_secs(5),
+            max_waiting: 1024,
             idle_timeout: Some(Duration::from_secs(600)),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             statement_timeout: Duration::from_secs(30),
             test_on_checkout: true,
+            validation_bypass: Duration::from_millis(500),
             slow_query: SlowQueryThresholds {
                 warn: Duration::from_millis(100),
                 error: Duration::from_millis(500),

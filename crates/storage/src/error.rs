@@ -12,6 +12,9 @@ pub enum Error {
     /// No connection could be checked out within the checkout timeout.
     #[error("timed out waiting for a database connection")]
     PoolTimeout,
+    /// The line for a connection was full (`max_waiting`): refused without waiting.
+    #[error("too many calls waiting for a database connection")]
+    PoolSaturated,
     /// A new connection could not be established.
     #[error("could not connect to the database: {0}")]
     Connect(#[source] diesel::ConnectionError),
@@ -69,7 +72,7 @@ impl Error {
     /// refused or lost), which services map to `UNAVAILABLE`.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::PoolTimeout | Error::Connect(_) => true,
+            Error::PoolTimeout | Error::PoolSaturated | Error::Connect(_) => true,
             Error::Query(_) => self.class() == ErrorClass::Transient,
             Error::Migration { .. } => false,
         }
@@ -104,6 +107,8 @@ impl Error {
             // The pool already waited its whole checkout timeout: the caller's deadline is
             // better spent failing fast than queueing again.
             Error::PoolTimeout => ErrorClass::Permanent,
+            // Overload: retrying at once would only lengthen the line.
+            Error::PoolSaturated => ErrorClass::Permanent,
             Error::Connect(_) => ErrorClass::Transient,
             Error::Query(DieselError::BrokenTransactionManager) => ErrorClass::Transient,
             Error::Query(_) => self

@@ -97,6 +97,9 @@ struct InFlight {
 pub struct QueryInstrumentation {
     in_flight: Vec<InFlight>,
     thresholds: SlowQueryThresholds,
+    /// When the last query finished without error: the pool trusts a connection that
+    /// worked this recently without a validation query.
+    last_success: Option<Instant>,
 }
 
 impl QueryInstrumentation {
@@ -105,7 +108,13 @@ impl QueryInstrumentation {
         Self {
             in_flight: Vec::new(),
             thresholds,
+            last_success: None,
         }
+    }
+
+    /// Whether the connection's last query succeeded less than `window` ago.
+    pub fn succeeded_within(&self, window: Duration) -> bool {
+        self.last_success.is_some_and(|t| t.elapsed() < window)
     }
 
     fn start(&mut self) {
@@ -143,6 +152,9 @@ impl QueryInstrumentation {
         };
         let span = span.unwrap_or_else(tracing::Span::none);
         let elapsed = started.elapsed();
+        if !failed {
+            self.last_success = Some(Instant::now());
+        }
         let operation = operation_of(sql);
         span.record("otel.name", operation);
         span.record("db.operation", operation);

@@ -1,14 +1,17 @@
 //! The connection pool: bb8 over diesel-async, with every connection set up the same way.
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::DbConfig;
 use crate::error::Error;
@@ -17,8 +20,28 @@ use crate::retry::{RetryPolicy, retry};
 
 type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
-/// A connection checked out of the pool; returns to it on drop.
-pub type PooledConn<'a> = bb8::PooledConnection<'a, Manager>;
+/// A connection checked out of the pool; returns to it on drop, and then lets the next
+/// waiter in line have one.
+pub struct PooledConn<'a> {
+    // Field order is drop order: the connection goes back before the turn is handed on,
+    // so the next in line finds it idle.
+    conn: bb8::PooledConnection<'a, Manager>,
+    _turn: SemaphorePermit<'a>,
+}
+
+impl Deref for PooledConn<'_> {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for PooledConn<'_> {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        &mut self.conn
+    }
+}
 
 /// Pool occupancy, for health reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +54,22 @@ pub struct PoolState {
     pub in_use: u32,
     /// Configured maximum.
     pub max_size: u32,
+    /// Checkouts waiting in line.
+    pub waiting: u32,
 }
 
 /// Handle to the database: a cheaply clonable pool plus its configuration.
+///
+/// Checkouts queue first come, first served (bb8 alone lets a newcomer take a connection
+/// just returned while earlier callers keep waiting, so under load a few calls wait until
+/// the checkout timeout): a fair semaphore with one permit per connection admits them in
+/// arrival order, and at most `max_waiting` may queue, so the wait is bounded by the queue
+/// rather than by the timeout, and overload is refused at once.
 #[derive(Clone)]
 pub struct Db {
     pool: bb8::Pool<Manager>,
+    turns: Arc<Semaphore>,
+    waiting: Arc<AtomicU32>,
     config: Arc<DbConfig>,
     retry: RetryPolicy,
 }
@@ -63,10 +96,9 @@ impl Db {
             async move { establish(&url, &config).await }.boxed()
         });
         manager_config.recycling_method = if config.test_on_checkout {
-            // The validation query is the pool's business, not the request's: keep it out
-            // of the request's query count.
-            RecyclingMethod::CustomFunction(Box::new(|conn| {
-                unscoped(async move { conn.batch_execute("SELECT 1").await }).boxed()
+            let bypass = config.validation_bypass;
+            RecyclingMethod::CustomFunction(Box::new(move |conn| {
+                async move { validate(conn, bypass).await }.boxed()
             }))
         } else {
             RecyclingMethod::Fast
@@ -82,6 +114,8 @@ impl Db {
             .build_unchecked(manager);
         Self {
             pool,
+            turns: Arc::new(Semaphore::new(config.max_connections as usize)),
+            waiting: Arc::new(AtomicU32::new(0)),
             config,
             retry: RetryPolicy::default(),
         }
@@ -92,9 +126,26 @@ impl Db {
         &self.config
     }
 
-    /// Checks out a connection, waiting at most the checkout timeout.
+    /// Checks out a connection, waiting in line at most the checkout timeout; refused at
+    /// once when `max_waiting` calls are already in line.
     pub async fn get(&self) -> Result<PooledConn<'_>, Error> {
-        Ok(self.pool.get().await?)
+        let started = Instant::now();
+        let turn = match self.turns.try_acquire() {
+            Ok(turn) => turn,
+            Err(_) => {
+                let _in_line = InLine::join(&self.waiting, self.config.max_waiting)?;
+                tokio::time::timeout(self.config.checkout_timeout, self.turns.acquire())
+                    .await
+                    .map_err(|_| Error::PoolTimeout)?
+                    .map_err(|_| Error::PoolTimeout)?
+            }
+        };
+        // A turn means a connection is idle or may be opened; bb8 waits only for opening.
+        let left = self.config.checkout_timeout.saturating_sub(started.elapsed());
+        let conn = tokio::time::timeout(left, self.pool.get())
+            .await
+            .map_err(|_| Error::PoolTimeout)??;
+        Ok(PooledConn { conn, _turn: turn })
     }
 
     /// Runs `op` (typically: check out a connection, run a transaction) again on
@@ -126,8 +177,47 @@ impl Db {
             idle: state.idle_connections,
             in_use: state.connections.saturating_sub(state.idle_connections),
             max_size: self.config.max_connections,
+            waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
+}
+
+/// A place in the checkout line, given up on drop (served, timed out or cancelled).
+struct InLine<'a>(&'a AtomicU32);
+
+impl<'a> InLine<'a> {
+    fn join(waiting: &'a AtomicU32, max: u32) -> Result<Self, Error> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| Error::PoolSaturated)?;
+        Ok(Self(waiting))
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The checkout validation (HikariCP's, in short): a connection whose socket the server
+/// closed is refused for free; one whose last query succeeded within `bypass` is trusted
+/// (it was working a moment ago, and a validation query would double the round trips of
+/// a busy pool); any other runs `SELECT 1`, kept out of the calling request's query count.
+async fn validate(conn: &mut AsyncPgConnection, bypass: Duration) -> diesel::QueryResult<()> {
+    if conn.is_broken() {
+        return Err(diesel::result::Error::BrokenTransactionManager);
+    }
+    let recent = conn
+        .instrumentation()
+        .downcast_ref::<QueryInstrumentation>()
+        .is_some_and(|i| i.succeeded_within(bypass));
+    if recent {
+        return Ok(());
+    }
+    unscoped(async move { conn.batch_execute("SELECT 1").await }).await
 }
 
 /// Opens one connection and applies the session settings every Strata connection has.

@@ -199,7 +199,11 @@ async fn statement_timeout_is_enforced_on_pooled_connections() {
 #[tokio::test]
 async fn pool_recovers_after_all_its_connections_are_terminated() {
     let db = TestDb::new().await;
-    let pool = pool(&db, |c| c.max_connections = 4);
+    // Every checkout validates: the kill below is not yet visible on the sockets.
+    let pool = pool(&db, |c| {
+        c.max_connections = 4;
+        c.validation_bypass = Duration::ZERO;
+    });
     // Open four connections at once.
     let held: Vec<_> = futures_join(&pool, 4).await;
     drop(held);
@@ -229,6 +233,140 @@ async fn pool_recovers_after_all_its_connections_are_terminated() {
         assert_eq!(one[0].n, 1);
     }
     pool.ping().await.unwrap();
+}
+
+/// The last statement the pool's one backend ran, from `pg_stat_activity` (set when a
+/// statement starts, so it is current as soon as the statement returns).
+async fn last_statement(db: &TestDb, pool: &Db) -> String {
+    #[derive(QueryableByName)]
+    struct Query {
+        #[diesel(sql_type = Text)]
+        query: String,
+    }
+    let mut admin = db.admin_connection().await;
+    let rows: Vec<Query> = sql_query(
+        "SELECT query FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+    )
+    .bind::<Text, _>(&pool.config().application_name)
+    .bind::<Text, _>(db.name())
+    .load(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "one pooled backend");
+    rows[0].query.clone()
+}
+
+#[tokio::test]
+async fn a_connection_that_just_worked_is_handed_out_without_a_validation_query() {
+    let db = TestDb::new().await;
+    let trusting = pool(&db, |c| {
+        c.max_connections = 1;
+        c.min_idle = 0;
+        c.validation_bypass = Duration::from_secs(60);
+    });
+    trusting
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("SELECT 42")
+        .await
+        .unwrap();
+    drop(trusting.get().await.unwrap());
+    assert_eq!(last_statement(&db, &trusting).await, "SELECT 42");
+
+    // Past the bypass (zero here) the checkout runs SELECT 1 first.
+    let checking = pool(&db, |c| {
+        c.application_name = "strata-checking".into();
+        c.max_connections = 1;
+        c.min_idle = 0;
+        c.validation_bypass = Duration::ZERO;
+    });
+    checking
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("SELECT 42")
+        .await
+        .unwrap();
+    drop(checking.get().await.unwrap());
+    assert_eq!(last_statement(&db, &checking).await, "SELECT 1");
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_is_not_handed_out_even_inside_the_bypass() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| {
+        c.max_connections = 2;
+        c.validation_bypass = Duration::from_secs(60);
+    });
+    drop(futures_join(&pool, 2).await);
+    let mut admin = db.admin_connection().await;
+    sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+    )
+    .bind::<Text, _>(&pool.config().application_name)
+    .bind::<Text, _>(db.name())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // Wait until the backends are gone and their sockets closed, as after a restart.
+    for _ in 0..100 {
+        let rows: Vec<Count> = sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+        )
+        .bind::<Text, _>(&pool.config().application_name)
+        .bind::<Text, _>(db.name())
+        .load(&mut admin)
+        .await
+        .unwrap();
+        if rows[0].n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        let mut conn = pool.get().await.unwrap();
+        conn.batch_execute("SELECT 1").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn checkouts_are_served_in_arrival_order_and_a_full_line_is_refused_at_once() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| {
+        c.max_connections = 1;
+        c.max_waiting = 3;
+        c.checkout_timeout = Duration::from_secs(30);
+    });
+    let held = pool.get().await.unwrap();
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let waiter = pool.clone();
+        let served = Arc::clone(&served);
+        waiters.push(tokio::spawn(async move {
+            let mut conn = waiter.get().await.unwrap();
+            served.lock().unwrap().push(i);
+            conn.batch_execute("SELECT 1").await.unwrap();
+        }));
+        // Each waiter is in line before the next arrives.
+        while pool.state().waiting < i + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let started = Instant::now();
+    let refused = pool.get().await.err().expect("the line is full");
+    assert!(matches!(refused, Error::PoolSaturated), "{refused:?}");
+    assert!(refused.is_unavailable());
+    assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+
+    drop(held);
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    assert_eq!(*served.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(pool.state().waiting, 0);
 }
 
 async fn futures_join(pool: &Db, n: usize) -> Vec<strata_storage::PooledConn<'_>> {
