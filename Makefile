@@ -76,7 +76,7 @@ lint: ## check formatting, run clippy with warnings as errors, lint the protos a
 
 bench: ## release build; the suite under load beside this machine's limits (BENCH_SCALE=quick|full) -> target/bench/report.md
 	$(CARGO) build -j$(JOBS) --release -p strata-cli
-	$(WITH_INFRA) target/release/strata bench --scale $(or $(BENCH_SCALE),quick) --out target/bench
+	$(WITH_INFRA) target/release/strata bench --scale $(or $(BENCH_SCALE),quick) --out target/bench $(BENCH_ARGS)
 
 bench-crates: ## the per-crate benchmarks (one call at a time) against the infrastructure
 	$(WITH_INFRA) $(CARGO) bench -j$(JOBS) --workspace

@@ -83,6 +83,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a run that did not happen (a scenario left out): no calls.
+    pub fn skipped(load: &Load) -> Self {
+        Self {
+            load: *load,
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency: histogram(),
+        }
+    }
+
     /// Successful calls per second.
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.load.measure.as_secs_f64().max(f64::EPSILON)

@@ -76,6 +76,10 @@ enum Command {
         /// The databases it creates afresh: this name and `<name>_pgbench`.
         #[arg(long, default_value = "strata_bench")]
         database: String,
+        /// Run only the scenarios whose name contains one of these (case-insensitive);
+        /// the limits and the set-up still run. Repeatable.
+        #[arg(long)]
+        only: Vec<String>,
     },
     /// Print every setting (environment variable) with its default and meaning, as
     /// Markdown; README's configuration tables are this output.
@@ -194,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connections,
             in_flight,
             database,
+            only,
         } => {
             if !database
                 .chars()
@@ -207,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connections,
                 in_flight,
                 database,
+                only,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -141,7 +141,10 @@ impl Db {
             }
         };
         // A turn means a connection is idle or may be opened; bb8 waits only for opening.
-        let left = self.config.checkout_timeout.saturating_sub(started.elapsed());
+        let left = self
+            .config
+            .checkout_timeout
+            .saturating_sub(started.elapsed());
         let conn = tokio::time::timeout(left, self.pool.get())
             .await
             .map_err(|_| Error::PoolTimeout)??;

@@ -359,7 +359,10 @@ async fn checkouts_are_served_in_arrival_order_and_a_full_line_is_refused_at_onc
     let refused = pool.get().await.err().expect("the line is full");
     assert!(matches!(refused, Error::PoolSaturated), "{refused:?}");
     assert!(refused.is_unavailable());
-    assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused without waiting"
+    );
 
     drop(held);
     for waiter in waiters {
