@@ -11,25 +11,31 @@ use strata_storage::settings::Setting;
 /// `STRATA_ANALYTICS_SUMMARY_REFRESH_SECS`
 pub const SUMMARY_REFRESH_SECS: Setting = Setting::new(
     "STRATA_ANALYTICS_SUMMARY_REFRESH_SECS",
-    "3600",
-    "interval between refreshes of the `user_token_summary` view",
+    "60",
+    "longest interval between folds of new usage into the `user_token_summary` table",
 );
 /// `STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS`
 pub const PROJECT_STATS_REFRESH_SECS: Setting = Setting::new(
     "STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS",
-    "900",
-    "interval between refreshes of the `project_stats` view",
+    "60",
+    "longest interval between folds of new usage into the `project_stats` table",
+);
+/// `STRATA_ANALYTICS_REFRESH_AFTER_ROWS`
+pub const REFRESH_AFTER_ROWS: Setting = Setting::new(
+    "STRATA_ANALYTICS_REFRESH_AFTER_ROWS",
+    "10000",
+    "fold sooner, at the next tick, once this many usage rows arrived since the last fold (0: on the interval only)",
 );
 /// `STRATA_ANALYTICS_SCHEDULER`
 pub const SCHEDULER: Setting = Setting::new(
     "STRATA_ANALYTICS_SCHEDULER",
     "true",
-    "run view refreshes and partition upkeep in this process (safe on every replica: one refreshes a view at a time)",
+    "run summary folds and partition upkeep in this process (safe on every replica: one folds a summary at a time)",
 );
 /// `STRATA_ANALYTICS_TICK_SECS`
 pub const TICK_SECS: Setting = Setting::new(
     "STRATA_ANALYTICS_TICK_SECS",
-    "30",
+    "1",
     "how often the scheduler looks for due work",
 );
 /// `STRATA_ANALYTICS_PARTITIONS_AHEAD`
@@ -42,13 +48,14 @@ pub const PARTITIONS_AHEAD: Setting = Setting::new(
 pub const REFRESH_TIMEOUT_SECS: Setting = Setting::new(
     "STRATA_ANALYTICS_REFRESH_TIMEOUT_SECS",
     "1800",
-    "statement timeout of one view refresh",
+    "statement timeout of one fold (the first, over a large ledger, is the long one)",
 );
 
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     SUMMARY_REFRESH_SECS,
     PROJECT_STATS_REFRESH_SECS,
+    REFRESH_AFTER_ROWS,
     SCHEDULER,
     TICK_SECS,
     PARTITIONS_AHEAD,
@@ -65,6 +72,8 @@ pub struct AnalyticsSettings {
     pub strata_analytics_summary_refresh_secs: Option<u64>,
     /// `STRATA_ANALYTICS_PROJECT_STATS_REFRESH_SECS`
     pub strata_analytics_project_stats_refresh_secs: Option<u64>,
+    /// `STRATA_ANALYTICS_REFRESH_AFTER_ROWS`
+    pub strata_analytics_refresh_after_rows: Option<u64>,
     /// `STRATA_ANALYTICS_SCHEDULER`
     pub strata_analytics_scheduler: Option<bool>,
     /// `STRATA_ANALYTICS_TICK_SECS`
@@ -110,6 +119,9 @@ impl AnalyticsSettings {
                 self.strata_analytics_project_stats_refresh_secs,
                 defaults.project_stats_refresh,
             )?,
+            refresh_after_rows: self
+                .strata_analytics_refresh_after_rows
+                .unwrap_or(defaults.refresh_after_rows),
             scheduler: self
                 .strata_analytics_scheduler
                 .unwrap_or(defaults.scheduler),
@@ -135,6 +147,8 @@ pub struct AnalyticsConfig {
     pub summary_refresh: Duration,
     /// Interval between scheduled refreshes of `project_stats`.
     pub project_stats_refresh: Duration,
+    /// A summary is due once this many rows arrived since its last cut (0: never early).
+    pub refresh_after_rows: u64,
     /// Whether this process runs the scheduler.
     pub scheduler: bool,
     /// How often the scheduler looks for due work.
@@ -148,10 +162,11 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
-            summary_refresh: Duration::from_secs(3600),
-            project_stats_refresh: Duration::from_secs(15 * 60),
+            summary_refresh: Duration::from_secs(60),
+            project_stats_refresh: Duration::from_secs(60),
+            refresh_after_rows: 10_000,
             scheduler: true,
-            tick: Duration::from_secs(30),
+            tick: Duration::from_secs(1),
             partitions_ahead: 3,
             refresh_timeout: Duration::from_secs(30 * 60),
         }
@@ -167,8 +182,9 @@ mod tests {
     fn defaults_and_checks() {
         let config = AnalyticsSettings::default().resolve().unwrap();
         assert_eq!(config, AnalyticsConfig::default());
-        assert_eq!(config.summary_refresh, Duration::from_secs(3600));
-        assert_eq!(config.project_stats_refresh, Duration::from_secs(900));
+        assert_eq!(config.summary_refresh, Duration::from_secs(60));
+        assert_eq!(config.project_stats_refresh, Duration::from_secs(60));
+        assert_eq!(config.refresh_after_rows, 10_000);
 
         let zero = AnalyticsSettings {
             strata_analytics_tick_secs: Some(0),

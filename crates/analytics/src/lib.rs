@@ -2,7 +2,7 @@
 //!
 //! This crate owns the `analytics` schema and is the only code that reads or writes it:
 //! the month-partitioned `token_usage` table ([`partitions`]), the idempotency keys, the
-//! materialized views and their refresh ([`views`], [`scheduler`]). [`register`] adds the
+//! summary views and their incremental refresh ([`views`], [`scheduler`]). [`register`] adds the
 //! service and its scheduler task to a server. Handlers
 //! ([`service`]) validate ([`model`]), authorize with the caller's `Principal`, and call
 //! plain SQL functions ([`store`]). It must not read other services' schemas: project

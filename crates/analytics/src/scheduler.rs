@@ -1,7 +1,8 @@
 //! The background work of every analytics replica: keeping partitions ahead of time and
-//! refreshing the views when due. Every replica may run it; the views' advisory locks and
-//! the "still due?" check under them make a view refresh once per interval whatever the
-//! number of replicas.
+//! folding new usage into the summaries when due (on time, or on volume: enough rows
+//! arrived, so the raw tail real-time reads add stays short under heavy ingest). Every
+//! replica may run it; the summaries' advisory locks and the "still due?" check under
+//! them make a summary fold once per turn whatever the number of replicas.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use strata_storage::Db;
 use crate::config::AnalyticsConfig;
 use crate::error::AnalyticsError;
 use crate::partitions::{Partitions, months_ahead};
-use crate::views::{self, Contention, Outcome, Refresher, ViewName};
+use crate::views::{self, Contention, Due, Outcome, Refresher, ViewName};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -47,6 +48,14 @@ impl Scheduler {
         }
     }
 
+    /// When `view` is due: its interval, or the configured volume of new rows.
+    pub fn due_rule(&self, view: ViewName) -> Due {
+        Due {
+            interval: self.interval(view),
+            after_rows: self.config.refresh_after_rows,
+        }
+    }
+
     /// One round: partitions ahead, then every due view. Returns what each view did; a
     /// failed view does not stop the others.
     ///
@@ -73,7 +82,7 @@ impl Scheduler {
                 Ok(false) => Ok(Outcome::NotDue),
                 Ok(true) => {
                     self.refresher
-                        .refresh(view, Contention::Skip, Some(self.interval(view)))
+                        .refresh(view, Contention::Skip, Some(self.due_rule(view)))
                         .await
                 }
                 Err(e) => Err(e),
@@ -88,7 +97,7 @@ impl Scheduler {
 
     async fn due(&self, view: ViewName) -> Result<bool, AnalyticsError> {
         let mut conn = self.db.get().await?;
-        views::is_due(&mut conn, view, self.interval(view)).await
+        views::is_due(&mut conn, view, self.due_rule(view)).await
     }
 
     /// Whether this replica runs the `analytics.scheduler` task (`STRATA_ANALYTICS_SCHEDULER`).

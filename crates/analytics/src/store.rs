@@ -2,7 +2,7 @@
 //! statistics. Plain async functions over `&mut AsyncPgConnection`, so callers choose the
 //! transaction.
 //!
-//! Reads that combine a materialized view with raw rows run in one REPEATABLE READ
+//! Reads that combine a summary view with raw rows run in one REPEATABLE READ
 //! snapshot: the view's watermark is read first and passed as a value (so the planner can
 //! see how few rows lie after it), and the view and the raw rows are then read in the
 //! same snapshot the watermark came from. Each row is thus counted exactly once: in the

@@ -1,16 +1,20 @@
-//! The materialized views and their refresh (see the `view_state` comment in the
-//! migration for why summaries stay exact while the views lag).
+//! The usage summaries and their refresh (see the `view_state` comment in the first
+//! analytics migration for why summaries stay exact while they lag, and the
+//! `fold_usage_summaries` migration for why they are folded rather than recomputed).
 //!
-//! A refresh runs on a connection of its own (minutes at tens of millions of rows, so not
-//! on the pool and not under the pool's statement timeout) and holds a session advisory
-//! lock per view, so only one replica refreshes a view at a time:
-//! 1. take the view's lock (the scheduler tries and skips when it is taken; an admin's
+//! A refresh folds: it adds the ledger rows received since the last one to the running
+//! totals, so it costs what arrived since, not the ledger's size, and can run every few
+//! seconds. It runs on a connection of its own (the first fold of a large ledger takes
+//! minutes, so not on the pool and not under the pool's statement timeout) and holds a
+//! session advisory lock per summary, so only one replica folds it at a time:
+//! 1. take the summary's lock (the scheduler tries and skips when it is taken; an admin's
 //!    RefreshViews waits for it);
-//! 2. the scheduler checks again that the view is due (another replica may just have
-//!    refreshed it);
+//! 2. the scheduler checks again that it is due (another replica may just have folded);
 //! 3. set the cut: `LOCK token_usage IN SHARE MODE`, `cut = clock_timestamp()`, commit;
-//! 4. `REFRESH MATERIALIZED VIEW CONCURRENTLY` (readers are never blocked), and in the
-//!    same transaction set `watermark = cut` and record duration and row count.
+//!    every row received up to the cut is committed, every later one is received later;
+//! 4. in one transaction: lock the state row, upsert the rows received in
+//!    `(watermark, cut]` into the totals, set `watermark = cut`, record the fold.
+//!    Readers see the totals and the watermark change together.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +35,29 @@ const REFRESH_WORK_MEM: &str = "256MB";
 /// Attempts at setting the cut before the refresh gives up.
 const CUT_ATTEMPTS: u32 = 5;
 
+/// Rows ever inserted into the ledger's partitions, from PostgreSQL's cumulative
+/// statistics: free to read, shared by every replica, at most a second or so behind.
+/// Compared with the figure recorded at the last cut it says how many rows wait to be
+/// folded (an estimate: rolled-back inserts count too; after a statistics reset it reads
+/// low, and the interval still applies).
+const LEDGER_INSERTS: &str = "(SELECT coalesce(sum(n_tup_ins), 0)::bigint FROM pg_stat_user_tables \
+     WHERE relid IN (SELECT inhrelid FROM pg_inherits \
+                     WHERE inhparent = 'analytics.token_usage'::regclass))";
+
+/// When a summary is due for a fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// Its last fold is older than this.
+    pub interval: Duration,
+    /// Or at least this many rows arrived since its last cut (0: the interval only).
+    pub after_rows: u64,
+}
+
 /// The stored watermark as chrono can hold it: before the first refresh it is
 /// `-infinity`, which reads as the epoch (equivalent: no row was received before it).
 const WATERMARK: &str = "greatest(watermark, 'epoch')";
 
-/// A materialized view of the ledger.
+/// A summary of the ledger (a table of running totals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ViewName {
     /// Per user, UTC day, model and operation.
@@ -165,17 +187,16 @@ impl Refresher {
         }
     }
 
-    /// Refreshes `view`. With `due_after`, only if its last refresh is older than that
-    /// (checked under the lock).
+    /// Refreshes (folds) `view`. With `due`, only if it is due (checked under the lock).
     pub async fn refresh(
         &self,
         view: ViewName,
         contention: Contention,
-        due_after: Option<Duration>,
+        due: Option<Due>,
     ) -> Result<Outcome, AnalyticsError> {
         let mut conn = dedicated_connection(&self.db).await?;
-        // The refresh aggregates the whole ledger and diffs the result against the view:
-        // give its sorts and hashes room instead of spilling to disk.
+        // A fold groups what arrived since the last one (the first, the whole ledger): give
+        // its hash aggregate room instead of spilling to disk.
         conn.batch_execute(&format!(
             "SET statement_timeout = {}; SET work_mem = '{REFRESH_WORK_MEM}'",
             self.timeout.as_millis()
@@ -186,63 +207,66 @@ impl Refresher {
         }
         // The lock belongs to this session; closing the connection (on every path out of
         // here) releases it, so there is no unlock to forget.
-        if let Some(interval) = due_after
-            && !is_due(&mut conn, view, interval).await?
+        if let Some(due) = due
+            && !is_due(&mut conn, view, due).await?
         {
             return Ok(Outcome::NotDue);
         }
         let started = Instant::now();
         let started_at = Utc::now();
         let cut = set_cut(&mut conn, view).await?;
-        let mv = view.as_str();
+        let name = view.as_str();
         let refresher = self.name.clone();
         let row_count = conn
             .transaction::<_, AnalyticsError, _>(async |conn| {
-                // Always CONCURRENTLY, the first fill too: it keeps the view readable, and
-                // its rows stay MVCC-visible only to snapshots after this commit. A plain
-                // REFRESH writes frozen rows that a reader holding the old (lower)
-                // watermark would count a second time from the raw table.
-                conn.batch_execute(&format!(
-                    "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.{mv}"
-                ))
-                .await?;
+                // The state row is locked until commit: the fold and the new watermark
+                // become visible together.
+                let (watermark, cut) = bounds(conn, view).await?;
+                let folded = fold(conn, view, watermark, cut).await?;
+                let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
                 #[derive(QueryableByName)]
                 struct Count {
                     #[diesel(sql_type = BigInt)]
-                    n: i64,
+                    row_count: i64,
                 }
-                let count: Count =
-                    diesel::sql_query(format!("SELECT count(*) AS n FROM analytics.{mv}"))
-                        .get_result(conn)
-                        .await?;
-                let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-                diesel::sql_query(
-                    "WITH state AS ( \
-                       UPDATE analytics.view_state SET watermark = cut, \
-                         refreshed_at = clock_timestamp(), duration_ms = $2, row_count = $3, \
-                         refresh_count = refresh_count + 1 \
-                       WHERE view_name = $1 RETURNING view_name, watermark \
-                     ) \
-                     INSERT INTO analytics.view_refreshes \
-                       (view_name, watermark, started_at, duration_ms, row_count, refreshed_by) \
-                     SELECT view_name, watermark, $4, $2, $3, $5 FROM state",
+                let state: Count = diesel::sql_query(
+                    "UPDATE analytics.view_state SET watermark = cut, \
+                       refreshed_at = clock_timestamp(), duration_ms = $2, \
+                       row_count = coalesce(row_count, 0) + $3, \
+                       refresh_count = refresh_count + 1 \
+                     WHERE view_name = $1 RETURNING row_count",
                 )
-                .bind::<Text, _>(mv)
+                .bind::<Text, _>(name)
                 .bind::<BigInt, _>(duration_ms)
-                .bind::<BigInt, _>(count.n)
-                .bind::<Timestamptz, _>(started_at)
-                .bind::<Text, _>(&refresher)
-                .execute(conn)
+                .bind::<BigInt, _>(folded.added)
+                .get_result(conn)
                 .await?;
-                Ok(count.n)
+                // Operators' history keeps the folds that changed something (an idle
+                // ledger folds nothing every interval).
+                if folded.touched > 0 {
+                    diesel::sql_query(
+                        "INSERT INTO analytics.view_refreshes \
+                           (view_name, watermark, started_at, duration_ms, row_count, refreshed_by) \
+                         SELECT view_name, watermark, $2, $3, $4, $5 \
+                         FROM analytics.view_state WHERE view_name = $1",
+                    )
+                    .bind::<Text, _>(name)
+                    .bind::<Timestamptz, _>(started_at)
+                    .bind::<BigInt, _>(duration_ms)
+                    .bind::<BigInt, _>(state.row_count)
+                    .bind::<Text, _>(&refresher)
+                    .execute(conn)
+                    .await?;
+                }
+                Ok(state.row_count)
             })
             .await?;
         let duration = started.elapsed();
-        tracing::info!(
-            view = mv,
+        tracing::debug!(
+            view = name,
             view.rows = row_count,
             db.duration_ms = duration.as_millis() as u64,
-            "refreshed materialized view"
+            "folded new usage into the summary"
         );
         Ok(Outcome::Refreshed {
             watermark: cut,
@@ -250,6 +274,102 @@ impl Refresher {
             duration,
         })
     }
+}
+
+/// The rows a fold adds: received after the watermark, up to the cut; the state row is
+/// locked until the transaction ends.
+async fn bounds(
+    conn: &mut AsyncPgConnection,
+    view: ViewName,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), AnalyticsError> {
+    #[derive(QueryableByName)]
+    struct Bounds {
+        #[diesel(sql_type = Timestamptz)]
+        watermark: DateTime<Utc>,
+        #[diesel(sql_type = Timestamptz)]
+        cut: DateTime<Utc>,
+    }
+    let row: Bounds = diesel::sql_query(format!(
+        "SELECT {WATERMARK} AS watermark, cut FROM analytics.view_state \
+         WHERE view_name = $1 FOR UPDATE"
+    ))
+    .bind::<Text, _>(view.as_str())
+    .get_result(conn)
+    .await?;
+    Ok((row.watermark, row.cut))
+}
+
+/// What one fold did.
+#[derive(Debug, QueryableByName)]
+struct Folded {
+    /// Summary rows created.
+    #[diesel(sql_type = BigInt)]
+    added: i64,
+    /// Summary rows created or updated.
+    #[diesel(sql_type = BigInt)]
+    touched: i64,
+}
+
+/// Adds the ledger rows received in `(watermark, cut]` to `view`'s running totals. The
+/// BRIN index on `received_at` finds them in every partition (late rows land in old
+/// months); `xmax = 0` tells a row the upsert created from one it updated.
+async fn fold(
+    conn: &mut AsyncPgConnection,
+    view: ViewName,
+    watermark: DateTime<Utc>,
+    cut: DateTime<Utc>,
+) -> Result<Folded, AnalyticsError> {
+    let upsert = match view {
+        ViewName::UserTokenSummary => {
+            "INSERT INTO analytics.user_token_summary AS s \
+               (user_id, day, model, operation, request_count, prompt_tokens, \
+                completion_tokens, total_tokens, cost) \
+             SELECT u.user_id, (u.occurred_at AT TIME ZONE 'UTC')::date, u.model, u.operation, \
+               count(*), sum(u.prompt_tokens)::bigint, sum(u.completion_tokens)::bigint, \
+               sum(u.total_tokens)::bigint, sum(u.cost) \
+             FROM analytics.token_usage u \
+             WHERE u.received_at > $1 AND u.received_at <= $2 \
+             GROUP BY 1, 2, 3, 4 \
+             ON CONFLICT (user_id, day, model, operation) DO UPDATE SET \
+               request_count = s.request_count + excluded.request_count, \
+               prompt_tokens = s.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = s.completion_tokens + excluded.completion_tokens, \
+               total_tokens = s.total_tokens + excluded.total_tokens, \
+               cost = s.cost + excluded.cost \
+             RETURNING (xmax = 0) AS created"
+        }
+        ViewName::ProjectStats => {
+            "INSERT INTO analytics.project_stats AS p \
+               (project_id, request_count, prompt_tokens, completion_tokens, total_tokens, \
+                cost, first_activity_at, last_activity_at, models) \
+             SELECT u.project_id, count(*), sum(u.prompt_tokens)::bigint, \
+               sum(u.completion_tokens)::bigint, sum(u.total_tokens)::bigint, sum(u.cost), \
+               min(u.occurred_at), max(u.occurred_at), \
+               array_agg(DISTINCT u.model ORDER BY u.model) \
+             FROM analytics.token_usage u \
+             WHERE u.project_id IS NOT NULL AND u.received_at > $1 AND u.received_at <= $2 \
+             GROUP BY u.project_id \
+             ON CONFLICT (project_id) DO UPDATE SET \
+               request_count = p.request_count + excluded.request_count, \
+               prompt_tokens = p.prompt_tokens + excluded.prompt_tokens, \
+               completion_tokens = p.completion_tokens + excluded.completion_tokens, \
+               total_tokens = p.total_tokens + excluded.total_tokens, \
+               cost = p.cost + excluded.cost, \
+               first_activity_at = least(p.first_activity_at, excluded.first_activity_at), \
+               last_activity_at = greatest(p.last_activity_at, excluded.last_activity_at), \
+               models = ARRAY(SELECT DISTINCT m FROM unnest(p.models || excluded.models) AS m \
+                              ORDER BY m) \
+             RETURNING (xmax = 0) AS created"
+        }
+    };
+    Ok(diesel::sql_query(format!(
+        "WITH folded AS ({upsert}) \
+         SELECT count(*) FILTER (WHERE created) AS added, count(*) AS touched FROM folded"
+    ))
+    .bind::<Timestamptz, _>(watermark)
+    .bind::<Timestamptz, _>(cut)
+    .get_result(conn)
+    .await?)
 }
 
 /// Takes the view's advisory lock; false when skipping a lock held elsewhere.
@@ -294,23 +414,27 @@ fn is_lock_timeout(err: &strata_storage::Error) -> bool {
     err.sqlstate() == Some("55P03")
 }
 
-/// Whether `view` was last refreshed more than `interval` ago (or never).
+/// Whether `view` is due: never folded, last folded longer than `due.interval` ago, or
+/// `due.after_rows` rows arrived since its last cut.
 pub async fn is_due(
     conn: &mut AsyncPgConnection,
     view: ViewName,
-    interval: Duration,
+    due: Due,
 ) -> Result<bool, AnalyticsError> {
     #[derive(QueryableByName)]
     struct Due {
         #[diesel(sql_type = Bool)]
         due: bool,
     }
-    let row: Due = diesel::sql_query(
-        "SELECT refreshed_at IS NULL OR refreshed_at <= clock_timestamp() - make_interval(secs => $2) AS due \
-         FROM analytics.view_state WHERE view_name = $1",
-    )
+    let row: Due = diesel::sql_query(format!(
+        "SELECT refreshed_at IS NULL \
+             OR refreshed_at <= clock_timestamp() - make_interval(secs => $2) \
+             OR ($3 > 0 AND {LEDGER_INSERTS} - coalesce(inserted_at_cut, 0) >= $3) AS due \
+         FROM analytics.view_state WHERE view_name = $1"
+    ))
     .bind::<Text, _>(view.as_str())
-    .bind::<diesel::sql_types::Double, _>(interval.as_secs_f64())
+    .bind::<diesel::sql_types::Double, _>(due.interval.as_secs_f64())
+    .bind::<BigInt, _>(i64::try_from(due.after_rows).unwrap_or(i64::MAX))
     .get_result(conn)
     .await?;
     Ok(row.due)
@@ -337,10 +461,11 @@ async fn set_cut(
                     CUT_LOCK_TIMEOUT.as_millis()
                 ))
                 .await?;
-                diesel::sql_query(
-                    "UPDATE analytics.view_state SET cut = clock_timestamp() \
-                     WHERE view_name = $1 RETURNING cut",
-                )
+                diesel::sql_query(format!(
+                    "UPDATE analytics.view_state \
+                     SET cut = clock_timestamp(), inserted_at_cut = {LEDGER_INSERTS} \
+                     WHERE view_name = $1 RETURNING cut"
+                ))
                 .bind::<Text, _>(view.as_str())
                 .get_result::<Cut>(conn)
                 .await

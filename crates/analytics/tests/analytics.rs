@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use rand::{Rng, SeedableRng};
 use strata_analytics::config::AnalyticsConfig;
-use strata_analytics::views::{Contention, Outcome, Refresher, ViewName};
+use strata_analytics::views::{Contention, Due, Outcome, Refresher, ViewName};
 use strata_analytics::{AnalyticsHandlers, scheduler::Scheduler};
 use strata_auth::config::AuthConfig;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
@@ -914,8 +914,14 @@ async fn real_time_summaries_equal_raw_aggregation() {
             })
             .collect::<Vec<_>>()
     };
-    // Rows before the watermark ...
-    for late in [true, true, true, false] {
+    // Rows before the watermark, in two folds (the second adds to totals the first
+    // created: the same users, days and models) ...
+    for late in [true, false] {
+        let batch = random_batch(&mut rng, 250, late);
+        record(&mut client, &service_key, batch).await.unwrap();
+    }
+    h.refresh(&admin).await;
+    for late in [true, true] {
         let batch = random_batch(&mut rng, 250, late);
         record(&mut client, &service_key, batch).await.unwrap();
     }
@@ -1020,10 +1026,14 @@ async fn real_time_summaries_equal_raw_aggregation() {
         e.project_id = project.to_string();
     }
     let (before, after) = in_project.split_at(20);
-    record(&mut client, &service_key, before.to_vec())
-        .await
-        .unwrap();
-    h.refresh(&admin).await;
+    // Two folds before the watermark: the second merges models, counts and activity
+    // bounds into the project's row.
+    for part in before.chunks(10) {
+        record(&mut client, &service_key, part.to_vec())
+            .await
+            .unwrap();
+        h.refresh(&admin).await;
+    }
     record(&mut client, &service_key, after.to_vec())
         .await
         .unwrap();
@@ -1054,22 +1064,24 @@ async fn real_time_summaries_equal_raw_aggregation() {
 async fn two_refreshers_take_turns() {
     let h = start().await;
     let ada = h.user(Role::User).await;
-    record(
-        &mut h.client(),
-        &ada.token,
-        vec![event("x", ada.id, "gpt-4o", 1, 1, "0.1", Utc::now())],
-    )
-    .await
-    .unwrap();
+    let mut used = event("x", ada.id, "gpt-4o", 1, 1, "0.1", Utc::now());
+    used.project_id = Uuid::now_v7().to_string();
+    record(&mut h.client(), &ada.token, vec![used])
+        .await
+        .unwrap();
     let db = h.db.server_config("analytics").db;
     let interval = std::time::Duration::from_secs(3600);
+    let due = Due {
+        interval,
+        after_rows: 0,
+    };
     let a = Refresher::new(db.clone(), interval, "replica-a");
     let b = Refresher::new(db.clone(), interval, "replica-b");
     // Both replicas find both views due at the same moment: each view refreshes once.
     for view in ViewName::ALL {
         let (x, y) = tokio::join!(
-            a.refresh(view, Contention::Skip, Some(interval)),
-            b.refresh(view, Contention::Skip, Some(interval))
+            a.refresh(view, Contention::Skip, Some(due)),
+            b.refresh(view, Contention::Skip, Some(due))
         );
         let outcomes = [x.unwrap(), y.unwrap()];
         let refreshed = outcomes
@@ -1147,10 +1159,88 @@ async fn two_refreshers_take_turns() {
             "{outcome:?}"
         );
     }
+    // The third fold found nothing new: counted in the state, not in the history.
     assert_eq!(
         h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
             .await,
-        3
+        2
+    );
+}
+
+/// A summary folds on volume as well as on time: with an hour's interval, a scheduler
+/// folds once enough rows arrived since the last cut, and not before.
+#[tokio::test]
+async fn summaries_fold_early_once_enough_rows_arrive() {
+    let h = start().await;
+    let ada = h.user(Role::User).await;
+    let mut client = h.client();
+    let db = h.db.server_config("analytics").db;
+    let hour = std::time::Duration::from_secs(3600);
+    let refresher = Refresher::new(db, hour, "volume");
+    let config = AnalyticsConfig {
+        summary_refresh: hour,
+        project_stats_refresh: hour,
+        refresh_after_rows: 40,
+        ..AnalyticsConfig::default()
+    };
+    let scheduler = Scheduler::new(h.db.db().clone(), refresher, Default::default(), config);
+    let view = ViewName::UserTokenSummary;
+    let folded = |outcomes: Vec<(ViewName, Result<Outcome, _>)>| {
+        outcomes
+            .into_iter()
+            .any(|(v, o)| v == view && matches!(o, Ok(Outcome::Refreshed { .. })))
+    };
+    // Never folded: due.
+    assert!(folded(scheduler.tick().await));
+    let batch = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| event(&format!("v{i}"), ada.id, "gpt-4o", 1, 1, "0.1", Utc::now()))
+            .collect::<Vec<_>>()
+    };
+    // Fewer rows than the threshold: not due, however long the statistics take.
+    record(&mut client, &ada.token, batch(0, 30)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!folded(scheduler.tick().await));
+    // Past it: due as soon as the statistics show the inserts (about a second).
+    record(&mut client, &ada.token, batch(30, 30))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if folded(scheduler.tick().await) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "never folded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let response = summary(
+        &mut client,
+        &ada.token,
+        pb::GetUsageSummaryRequest {
+            scope: user_scope(ada.id),
+            time_range: range(
+                Utc::now() - Duration::days(1),
+                Utc::now() + Duration::minutes(1),
+            ),
+            bucket_width: pb::BucketWidth::Day.into(),
+            group_by: pb::GroupBy::Unspecified.into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(figures(&response.totals).0, 60);
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) AS n FROM analytics.token_usage WHERE received_at > \
+             (SELECT watermark FROM analytics.view_state WHERE view_name = '{}')",
+            view.as_str()
+        ))
+        .await,
+        0,
+        "the fold took every row"
     );
 }
 
@@ -1169,9 +1259,15 @@ async fn partitions_are_made_ahead_and_on_demand() {
         "{outcomes:?}"
     );
     assert_eq!(
-        h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
+        h.count("SELECT sum(refresh_count)::bigint AS n FROM analytics.view_state")
             .await,
         2
+    );
+    // An empty ledger folds nothing: the operators' history stays empty.
+    assert_eq!(
+        h.count("SELECT count(*) AS n FROM analytics.view_refreshes")
+            .await,
+        0
     );
     // The next round finds nothing due.
     let outcomes = h.handlers.scheduler().tick().await;
@@ -1391,8 +1487,8 @@ async fn authorization_matrix() {
         .into_inner()
         .views;
     assert_eq!(views.len(), 2);
-    assert_eq!(views[0].refresh_interval.unwrap().seconds, 3600);
-    assert_eq!(views[1].refresh_interval.unwrap().seconds, 900);
+    assert_eq!(views[0].refresh_interval.unwrap().seconds, 60);
+    assert_eq!(views[1].refresh_interval.unwrap().seconds, 60);
     assert!(views.iter().all(|v| v.watermark.is_none()));
 
     // No credentials at all.

@@ -108,7 +108,7 @@ enum SeedWhat {
         /// Spread the calls over the last this many days.
         #[arg(long, default_value_t = 90)]
         days: u32,
-        /// Do not refresh the materialized views afterwards.
+        /// Do not fold the new rows into the summary views afterwards.
         #[arg(long)]
         no_refresh: bool,
     },
