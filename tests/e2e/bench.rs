@@ -53,14 +53,23 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     for expected in [
         "hello-world (limit)",
         "SignUp",
-        "Login",
+        "Login (",
         "5 concurrent logins",
         "VerifyToken",
+        "local token verification, afresh (in-process)",
+        "local token verification, remembered (in-process)",
         "RefreshToken",
         "GetProfile",
+        "RecordUsage (1,000 per call: ",
+        "GetUsageSummary (from the view)",
+        "GetUsageSummary (raw rows after the watermark, during ingest of ",
         "ListUsage (50 per page)",
+        "mixed: ",
     ] {
-        assert!(operations.contains(&expected), "{expected}: {operations:?}");
+        assert!(
+            operations.iter().any(|o| o.starts_with(expected)),
+            "{expected}: {operations:?}"
+        );
     }
     for row in rows {
         assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
@@ -70,7 +79,9 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     for row in rows.iter().skip(1) {
         let resources = &row["resources"];
         assert!(resources["rss_mib"].as_f64().unwrap() > 0.0, "{row}");
-        assert!(resources["cpu_suite_s"].as_f64().unwrap() >= 0.0, "{row}");
+        for cpu in ["cpu_suite_s", "cpu_postgres_s", "cpu_redis_s", "cpu_bench_s"] {
+            assert!(resources[cpu].as_f64().unwrap() >= 0.0, "{cpu}: {row}");
+        }
     }
     for limit in [
         "hello_rps",
@@ -82,5 +93,11 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| VerifyToken |"), "{md}");
+    assert!(md.contains("PostgreSQL 1"), "machine facts: {md}");
+    // The chart: a line per scenario.
+    let svg = std::fs::read_to_string(out.join("report.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.contains("GetProfile"), "{svg}");
+    assert!(svg.matches("text-anchor=\"end\"").count() >= rows.len(), "{svg}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -162,6 +162,21 @@ impl Tally {
         }
     }
 
+    /// Adds a worker's tally; `None` is a worker that panicked and lost its tally, so the
+    /// run cannot be reported as fast.
+    fn absorb(&mut self, tally: Option<Tally>) {
+        match tally {
+            Some(tally) => {
+                self.ok += tally.ok;
+                for (code, n) in tally.errors {
+                    *self.errors.entry(code).or_default() += n;
+                }
+                let _ = self.latency.add(&tally.latency);
+            }
+            None => *self.errors.entry("WorkerPanicked".to_owned()).or_default() += 1,
+        }
+    }
+
     fn record(&mut self, took: Duration, result: Result<(), Status>) {
         match result {
             Ok(()) => {
@@ -229,20 +244,60 @@ where
     }
     let mut total = Tally::new();
     for task in tasks {
-        match task.await {
-            Ok(tally) => {
-                total.ok += tally.ok;
-                for (code, n) in tally.errors {
-                    *total.errors.entry(code).or_default() += n;
-                }
-                let _ = total.latency.add(&tally.latency);
-            }
-            // A worker that panicked lost its tally: the run cannot be reported as fast.
-            Err(_) => *total.errors.entry("WorkerPanicked".to_owned()).or_default() += 1,
-        }
+        total.absorb(task.await.ok());
     }
     Report {
         load: *load,
+        ok: total.ok,
+        errors: total.errors,
+        latency: total.latency,
+    }
+}
+
+/// Runs `call` closed loop on `load.connections` OS threads (one call at a time each; the
+/// in-process work, no network), for work such as local token verification; `call` gets
+/// the sequence number and says whether the call succeeded.
+pub fn run_in_process<F>(load: &Load, call: F) -> Report
+where
+    F: Fn(u64) -> Result<(), Status> + Sync,
+{
+    let threads = load.connections.max(1);
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.measure;
+    let tallies: Vec<std::thread::Result<Tally>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let call = &call;
+                scope.spawn(move || {
+                    let mut tally = Tally::new();
+                    let mut seq = thread as u64;
+                    loop {
+                        let due = Instant::now();
+                        if due >= end {
+                            break;
+                        }
+                        let result = call(seq);
+                        if due >= measure_from {
+                            tally.record(due.elapsed(), result);
+                        }
+                        seq += threads as u64;
+                    }
+                    tally
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    let mut total = Tally::new();
+    for tally in tallies {
+        total.absorb(tally.ok());
+    }
+    Report {
+        load: Load {
+            in_flight: 1,
+            ..*load
+        },
         ok: total.ok,
         errors: total.errors,
         latency: total.latency,

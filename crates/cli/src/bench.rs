@@ -25,6 +25,9 @@ use strata_proto::analytics::{self as apb};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
 use strata_proto::auth::{self as pb};
 use strata_proto::common::{Decimal, TimeRange};
+use strata_runtime::identity::token::{
+    PublicKeys, TokenError, TokenSettings, VerifiedTokens, verify_access_token,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
@@ -106,6 +109,8 @@ struct Row {
     ratio: Option<f64>,
     reference: String,
     target: String,
+    /// The share of its limit the scenario should reach, when that is its target.
+    target_ratio: Option<f64>,
     met: Option<bool>,
     resources: Option<Resources>,
 }
@@ -132,6 +137,8 @@ enum Limit {
     PgbenchTpcb,
     /// Password hashing: argon2id hashes per second on all cores.
     Argon2,
+    /// None: work measured on its own (in-process verification).
+    None,
 }
 
 impl Limit {
@@ -141,6 +148,7 @@ impl Limit {
             Limit::PgbenchSelect => "pgbench -S",
             Limit::PgbenchTpcb => "pgbench TPC-B",
             Limit::Argon2 => "argon2id",
+            Limit::None => "",
         }
     }
 }
@@ -152,6 +160,7 @@ impl Limits {
             Limit::PgbenchSelect => self.pgbench_select_tps,
             Limit::PgbenchTpcb => self.pgbench_tpcb_tps,
             Limit::Argon2 => self.argon2_hashes_per_second,
+            Limit::None => 0.0,
         }
     }
 }
@@ -194,6 +203,10 @@ fn row(
         ratio,
         reference: reference.to_owned(),
         target: target.describe(),
+        target_ratio: match target {
+            Target::Ratio(r) => Some(r),
+            _ => None,
+        },
         met,
         resources: None,
     }
@@ -701,11 +714,13 @@ async fn list_usage(c: Channel, token: String) -> Result<(), tonic::Status> {
 
 /// A usage producer's API key (`usage:write`) of an admin service account, made the way an
 /// operator would: sign up, `strata auth grant-admin`, refresh (the role is a claim).
+/// An admin's access token (for RefreshViews) and an API key of theirs that may record
+/// usage.
 async fn usage_writer_key(
     channel: &Channel,
     database_url: &str,
     run_id: u32,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let service = sign_up(channel.clone(), format!("service.{run_id}@bench.example")).await?;
     let mut conn = AsyncPgConnection::establish(database_url).await?;
     strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now()).await?;
@@ -724,11 +739,21 @@ async fn usage_writer_key(
         scopes: vec!["usage:write".into()],
         ..Default::default()
     };
-    Ok(auth
+    let key = auth
         .create_api_key(bearer(request, &token))
         .await?
         .into_inner()
-        .secret)
+        .secret;
+    Ok((token, key))
+}
+
+/// Folds every row received so far into the summaries (RefreshViews, as an admin).
+async fn refresh_views(channel: &Channel, admin_token: &str) -> anyhow::Result<()> {
+    AnalyticsServiceClient::new(channel.clone())
+        .refresh_views(bearer(apb::RefreshViewsRequest::default(), admin_token))
+        .await
+        .context("RefreshViews")?;
+    Ok(())
 }
 
 /// The scenarios' measurements: each runs under the probe and becomes a report row.
@@ -775,6 +800,37 @@ impl Recorder<'_> {
         let before = self.probe.sample().await;
         let report = load::run(load, self.channels, call).await;
         let mut r = row(operation, &report, self.limits, limit, reference, target);
+        r.resources = Some(self.probe.since(&before, report.ok + report.failed()).await);
+        self.rows.push(r);
+        report
+    }
+
+    /// Runs `call` in this process on `load.connections` threads (no network; the other
+    /// processes idle), and records its row like [`Recorder::measure`].
+    async fn measure_in_process<F>(
+        &mut self,
+        operation: &str,
+        load: &Load,
+        reference: &str,
+        call: F,
+    ) -> Report
+    where
+        F: Fn(u64) -> Result<(), tonic::Status> + Sync,
+    {
+        let name = operation.to_lowercase();
+        if !self.only.is_empty() && !self.only.iter().any(|o| name.contains(o.as_str())) {
+            return Report::skipped(load);
+        }
+        let before = self.probe.sample().await;
+        let report = tokio::task::block_in_place(|| load::run_in_process(load, call));
+        let mut r = row(
+            operation,
+            &report,
+            self.limits,
+            Limit::None,
+            reference,
+            Target::None,
+        );
         r.resources = Some(self.probe.since(&before, report.ok + report.failed()).await);
         self.rows.push(r);
         report
@@ -917,7 +973,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         )
         .await;
     let logins = |users: Arc<Vec<User>>| move |c, seq| login(c, nth(&users, seq).email.clone());
-    bench
+    let report = bench
         .measure(
             "Login",
             &narrow,
@@ -927,6 +983,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             logins(Arc::clone(&users)),
         )
         .await;
+    if let Some(last) = bench.rows.last_mut().filter(|r| r.operation == "Login") {
+        last.operation = format!(
+            "Login ({:.0} logins/s per core)",
+            report.rate() / cores as f64
+        );
+    }
     let five = Load::closed(5, 1, measure);
     bench
         .measure(
@@ -950,6 +1012,43 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             "11 ms",
             Target::Ratio(0.5),
             verify,
+        )
+        .await;
+    // Local verification, as every service's auth layer does it: the suite's keys
+    // (GetJwks), the bench users' tokens, a thread per core.
+    let jwks = AuthServiceClient::new(channels[0].clone())
+        .get_jwks(pb::GetJwksRequest {})
+        .await?
+        .into_inner()
+        .keys;
+    let keys = PublicKeys::from_jwks(jwks);
+    let settings = TokenSettings::default();
+    let threads = Load::closed(cores, 1, measure);
+    let refused = |e: TokenError| tonic::Status::unauthenticated(e.to_string());
+    bench
+        .measure_in_process(
+            "local token verification, afresh (in-process)",
+            &threads,
+            "11 ms",
+            |seq| {
+                verify_access_token(&nth(&users, seq).token, &keys, &settings)
+                    .map(|_| ())
+                    .map_err(refused)
+            },
+        )
+        .await;
+    let remembered = VerifiedTokens::new(10_000, Duration::from_secs(60));
+    bench
+        .measure_in_process(
+            "local token verification, remembered (in-process)",
+            &threads,
+            "11 ms",
+            |seq| {
+                remembered
+                    .verify(&nth(&users, seq).token, &keys, &settings)
+                    .map(|_| ())
+                    .map_err(refused)
+            },
         )
         .await;
     // Each worker refreshes its own session's token, which rotates on every call.
@@ -1015,7 +1114,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .await;
 
     progress("RecordUsage");
-    let key = usage_writer_key(&channels[0], &database_url, run_id).await?;
+    let (admin_token, key) = usage_writer_key(&channels[0], &database_url, run_id).await?;
     let record = Recorder::usage(Arc::clone(&users), Arc::new(key), run_id);
     let batches = record.clone();
     let producers = Load::closed(4, 1, measure);
@@ -1041,11 +1140,52 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
 
     progress("GetUsageSummary, ListUsage, mixed");
+    // Everything folded: the summary reads the view and an empty tail.
+    refresh_views(&channels[0], &admin_token).await?;
     let u = Arc::clone(&users);
     let summaries = move |c, seq| usage_summary(c, nth(&u, seq).token.clone());
     bench
         .measure(
-            "GetUsageSummary (raw rows after the watermark)",
+            "GetUsageSummary (from the view)",
+            &wide,
+            Limit::PgbenchSelect,
+            "200 ms",
+            p95(20),
+            summaries.clone(),
+        )
+        .await;
+    // The same reads while four producers keep writing batches of 1,000: rows arrive
+    // after the watermark all along, and the scheduler folds them as they pile up.
+    let ingest = {
+        let record = record.clone();
+        let channels = channels.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let producers: Vec<_> = (0..4u64)
+            .map(|p| {
+                let (record, channel, stop) = (
+                    record.clone(),
+                    channels[p as usize % channels.len()].clone(),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let (mut seq, mut events, mut failed) = (p, 0u64, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match record(channel.clone(), seq, 1000, "tail").await {
+                            Ok(()) => events += 1000,
+                            Err(_) => failed += 1,
+                        }
+                        seq += 4;
+                    }
+                    (events, failed)
+                })
+            })
+            .collect();
+        (stop, producers)
+    };
+    let started = Instant::now();
+    bench
+        .measure(
+            "GetUsageSummary (raw rows after the watermark, during ingest)",
             &wide,
             Limit::PgbenchSelect,
             "200 ms",
@@ -1053,6 +1193,27 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             summaries,
         )
         .await;
+    ingest.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut events, mut failed) = (0, 0);
+    for producer in ingest.1 {
+        let (e, f) = producer.await.unwrap_or((0, 1));
+        events += e;
+        failed += f;
+    }
+    let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
+    if let Some(last) = bench
+        .rows
+        .last_mut()
+        .filter(|r| r.operation.contains("during ingest"))
+    {
+        last.operation = format!(
+            "GetUsageSummary (raw rows after the watermark, during ingest of {:.0} events/s)",
+            events as f64 / seconds
+        );
+        if failed > 0 {
+            *last.errors.entry("IngestFailed".into()).or_default() += failed;
+        }
+    }
     let u = Arc::clone(&users);
     let lists = move |c, seq| list_usage(c, nth(&u, seq).token.clone());
     bench
@@ -1091,7 +1252,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let rows = bench.rows;
 
     suite.stop().await;
-    write_report(&options.out, scale, cores, &limits, &rows)?;
+    let machine = Machine::describe(cores, &database_url, &redis_url).await;
+    write_report(&options.out, scale, &machine, &limits, &rows)?;
     progress(&format!(
         "report: {}",
         options.out.join("report.md").display()
@@ -1107,15 +1269,101 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the figures were measured on.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Machine {
+    cores: usize,
+    memory_gib: f64,
+    cpu: String,
+    kernel: String,
+    postgres: String,
+    redis: String,
+    strata: String,
+}
+
+impl Machine {
+    async fn describe(cores: usize, database_url: &str, redis_url: &str) -> Self {
+        let proc_field = |file: &str, key: &str| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let memory_kib: f64 = proc_field("/proc/meminfo", "MemTotal")
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        #[derive(diesel::QueryableByName)]
+        struct Version {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            v: String,
+        }
+        let postgres = async {
+            let mut conn = AsyncPgConnection::establish(database_url).await.ok()?;
+            diesel_async::RunQueryDsl::get_result::<Version>(
+                diesel::sql_query("SELECT current_setting('server_version') AS v"),
+                &mut conn,
+            )
+            .await
+            .ok()
+            .map(|r| r.v)
+        }
+        .await
+        .unwrap_or_default();
+        let redis = async {
+            let client = redis::Client::open(redis_url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_owned())
+        }
+        .await
+        .unwrap_or_default();
+        Self {
+            cores,
+            memory_gib: memory_kib / (1024.0 * 1024.0),
+            cpu: proc_field("/proc/cpuinfo", "model name"),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            postgres,
+            redis,
+            strata: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
 fn write_report(
     out: &Path,
     scale: Scale,
-    cores: usize,
+    machine: &Machine,
     limits: &Limits,
     rows: &[Row],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let mut md = String::from("# Strata under load\n\n");
+    md.push_str(&format!(
+        "Machine: {} cores ({}), {:.1} GiB, Linux {}; PostgreSQL {}, Redis {}, Strata {} \
+         (release build). Chart: `report.svg`.\n\n",
+        machine.cores,
+        machine.cpu,
+        machine.memory_gib,
+        machine.kernel,
+        machine.postgres,
+        machine.redis,
+        machine.strata,
+    ));
+    let cores = machine.cores;
     md.push_str(&format!(
         "Scale `{scale:?}`, {cores} cores, measured {}. Limits in the same run: tonic \
          hello-world {:.0} RPC/s; `pgbench -S -M prepared` {:.0} TPS; `pgbench` TPC-B {:.0} \
@@ -1182,9 +1430,11 @@ fn write_report(
         }
     }
     std::fs::write(out.join("report.md"), md)?;
+    std::fs::write(out.join("report.svg"), chart(rows))?;
     let json = serde_json::json!({
         "scale": format!("{scale:?}"),
         "cores": cores,
+        "machine": machine,
         "limits": limits,
         "rows": rows,
     });
@@ -1193,6 +1443,122 @@ fn write_report(
         serde_json::to_string_pretty(&json)?,
     )?;
     Ok(())
+}
+
+/// `text` safe inside SVG text.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The report as an SVG chart, one line per operation: p50, p95 and p99 latency on a log
+/// scale (left), and throughput as a share of its limit (right, with the target marked
+/// where there is one; failed scenarios in red).
+fn chart(rows: &[Row]) -> String {
+    const LABEL: f64 = 430.0;
+    const PANEL: f64 = 420.0;
+    const GAP: f64 = 40.0;
+    const LINE: f64 = 30.0;
+    const TOP: f64 = 60.0;
+    let width = LABEL + PANEL * 2.0 + GAP * 2.0;
+    let height = TOP + LINE * rows.len() as f64 + 50.0;
+    let (lo, hi) = (0.01_f64.log10(), 10_000_f64.log10());
+    let lat_x = |ms: f64| LABEL + PANEL * ((ms.max(0.01).log10() - lo) / (hi - lo)).clamp(0.0, 1.0);
+    let ratio_left = LABEL + PANEL + GAP * 2.0;
+    let max_ratio = rows
+        .iter()
+        .filter_map(|r| r.ratio)
+        .fold(1.0_f64, f64::max)
+        .min(4.0);
+    let ratio_x = |x: f64| ratio_left + PANEL * (x / max_ratio).clamp(0.0, 1.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{LABEL}\" y=\"20\" font-weight=\"bold\">latency, ms (log scale): \
+         p50 ■ p95 ■ p99 ■</text>\n\
+         <text x=\"{ratio_left}\" y=\"20\" font-weight=\"bold\">throughput ÷ its limit \
+         (| target)</text>\n"
+    );
+    for decade in [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10_000.0] {
+        let x = lat_x(decade);
+        svg.push_str(&format!(
+            "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/>\
+             <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#666\">{decade}</text>\n",
+            TOP - 20.0,
+            height - 40.0,
+            TOP - 26.0
+        ));
+    }
+    let mut tick = 0.0;
+    while tick <= max_ratio + 1e-9 {
+        let x = ratio_x(tick);
+        svg.push_str(&format!(
+            "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/>\
+             <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\" fill=\"#666\">{tick:.1}</text>\n",
+            TOP - 20.0,
+            height - 40.0,
+            TOP - 26.0
+        ));
+        tick += if max_ratio > 2.0 { 0.5 } else { 0.25 };
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = TOP + LINE * i as f64;
+        let failed = r.met.is_none();
+        let mut label: String = r.operation.chars().take(68).collect();
+        if label.len() < r.operation.len() {
+            label.push('…');
+        }
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\"{}>{} ({})</text>\n",
+            LABEL - 8.0,
+            y + 15.0,
+            if failed { " fill=\"#c00\"" } else { "" },
+            xml(&label),
+            xml(&r.load)
+        ));
+        for (ms, color, offset) in [
+            (r.p99_ms, "#f4a261", 0.0),
+            (r.p95_ms, "#e76f51", 6.0),
+            (r.p50_ms, "#264653", 12.0),
+        ] {
+            if ms > 0.0 {
+                svg.push_str(&format!(
+                    "<rect x=\"{LABEL}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{color}\"/>\n",
+                    y + 2.0 + offset / 2.0,
+                    lat_x(ms) - LABEL,
+                    22.0 - offset
+                ));
+            }
+        }
+        if let Some(ratio) = r.ratio {
+            let color = match r.met {
+                Some(true) => "#2a9d8f",
+                Some(false) => "#e9c46a",
+                None => "#c00",
+            };
+            svg.push_str(&format!(
+                "<rect x=\"{ratio_left}\" y=\"{}\" width=\"{:.1}\" height=\"20\" fill=\"{color}\"/>\
+                 <text x=\"{:.1}\" y=\"{}\">{ratio:.2} of {}</text>\n",
+                y + 3.0,
+                ratio_x(ratio) - ratio_left,
+                ratio_x(ratio) + 4.0,
+                y + 17.0,
+                xml(&r.limit)
+            ));
+        }
+        if let Some(target) = r.target_ratio {
+            let x = ratio_x(target);
+            svg.push_str(&format!(
+                "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"black\" stroke-width=\"2\"/>\n",
+                y,
+                y + 26.0
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 #[cfg(test)]

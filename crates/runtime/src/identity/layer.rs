@@ -17,8 +17,6 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use sha2::{Digest, Sha256};
@@ -152,15 +150,7 @@ impl Authenticator {
                 tracing::warn!(error = %e, "fetching the auth service's keys failed");
                 unavailable()
             })?;
-        let mut keys = PublicKeys::default();
-        for jwk in jwks.into_inner().keys {
-            if jwk.kty == "OKP"
-                && jwk.crv == "Ed25519"
-                && let Ok(raw) = URL_SAFE_NO_PAD.decode(&jwk.x)
-            {
-                keys.insert(jwk.kid, &raw);
-            }
-        }
+        let keys = PublicKeys::from_jwks(jwks.into_inner().keys);
         tracing::info!(keys = keys.len(), "fetched signing keys");
         if let Ok(mut slot) = self.keys.write() {
             *slot = Arc::new(keys);

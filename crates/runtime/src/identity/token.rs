@@ -91,6 +91,21 @@ impl PublicKeys {
             .insert(kid.into(), DecodingKey::from_ed_der(public_key));
     }
 
+    /// The Ed25519 keys of a JWKS (`GetJwks`); other kinds and undecodable keys are left out.
+    pub fn from_jwks(jwks: impl IntoIterator<Item = strata_proto::auth::Jwk>) -> Self {
+        use base64::Engine as _;
+        let mut keys = Self::default();
+        for jwk in jwks {
+            if jwk.kty == "OKP"
+                && jwk.crv == "Ed25519"
+                && let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&jwk.x)
+            {
+                keys.insert(jwk.kid, &raw);
+            }
+        }
+        keys
+    }
+
     /// Whether `kid` is known.
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
