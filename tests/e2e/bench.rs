@@ -79,7 +79,12 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     for row in rows.iter().skip(1) {
         let resources = &row["resources"];
         assert!(resources["rss_mib"].as_f64().unwrap() > 0.0, "{row}");
-        for cpu in ["cpu_suite_s", "cpu_postgres_s", "cpu_redis_s", "cpu_bench_s"] {
+        for cpu in [
+            "cpu_suite_s",
+            "cpu_postgres_s",
+            "cpu_redis_s",
+            "cpu_bench_s",
+        ] {
             assert!(resources[cpu].as_f64().unwrap() >= 0.0, "{cpu}: {row}");
         }
     }
@@ -98,6 +103,9 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     let svg = std::fs::read_to_string(out.join("report.svg")).unwrap();
     assert!(svg.starts_with("<svg"), "{svg}");
     assert!(svg.contains("GetProfile"), "{svg}");
-    assert!(svg.matches("text-anchor=\"end\"").count() >= rows.len(), "{svg}");
+    assert!(
+        svg.matches("text-anchor=\"end\"").count() >= rows.len(),
+        "{svg}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
