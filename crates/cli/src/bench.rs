@@ -1515,7 +1515,8 @@ fn chart(rows: &[Row]) -> String {
          font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"{LABEL}\" y=\"20\" font-weight=\"bold\">latency, ms (log scale): \
-         p50 ■ p95 ■ p99 ■</text>\n\
+         p50 <tspan fill=\"#264653\">■</tspan> p95 <tspan fill=\"#e76f51\">■</tspan> \
+         p99 <tspan fill=\"#f4a261\">■</tspan></text>\n\
          <text x=\"{ratio_left}\" y=\"20\" font-weight=\"bold\">throughput ÷ its limit \
          (| target)</text>\n"
     );
