@@ -209,15 +209,7 @@ async fn pool_recovers_after_all_its_connections_are_terminated() {
     drop(held);
     assert_eq!(pool.state().connections, 4);
 
-    let mut admin = db.admin_connection().await;
-    let rows: Vec<Count> = sql_query(
-        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
-    )
-    .bind::<Text, _>(&pool.config().application_name)
-    .bind::<Text, _>(db.name())
-    .load(&mut admin)
-    .await
-    .unwrap();
+    let rows: Vec<Count> = pool_backends(&db, &pool, "count(pg_terminate_backend(pid)) AS n").await;
     assert_eq!(
         rows[0].n, 4,
         "found every pooled connection by application_name"
@@ -235,6 +227,23 @@ async fn pool_recovers_after_all_its_connections_are_terminated() {
     pool.ping().await.unwrap();
 }
 
+/// `SELECT <select>` over the pool's backends in `pg_stat_activity` (found by the pool's
+/// `application_name` in the test's database), as a superuser.
+async fn pool_backends<T>(db: &TestDb, pool: &Db, select: &str) -> Vec<T>
+where
+    T: QueryableByName<diesel::pg::Pg> + Send + 'static,
+{
+    let mut admin = db.admin_connection().await;
+    sql_query(format!(
+        "SELECT {select} FROM pg_stat_activity WHERE application_name = $1 AND datname = $2"
+    ))
+    .bind::<Text, _>(&pool.config().application_name)
+    .bind::<Text, _>(db.name())
+    .load(&mut admin)
+    .await
+    .unwrap()
+}
+
 /// The last statement the pool's one backend ran, from `pg_stat_activity` (set when a
 /// statement starts, so it is current as soon as the statement returns).
 async fn last_statement(db: &TestDb, pool: &Db) -> String {
@@ -243,15 +252,7 @@ async fn last_statement(db: &TestDb, pool: &Db) -> String {
         #[diesel(sql_type = Text)]
         query: String,
     }
-    let mut admin = db.admin_connection().await;
-    let rows: Vec<Query> = sql_query(
-        "SELECT query FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
-    )
-    .bind::<Text, _>(&pool.config().application_name)
-    .bind::<Text, _>(db.name())
-    .load(&mut admin)
-    .await
-    .unwrap();
+    let rows: Vec<Query> = pool_backends(db, pool, "query").await;
     assert_eq!(rows.len(), 1, "one pooled backend");
     rows[0].query.clone()
 }
@@ -300,25 +301,12 @@ async fn a_connection_the_server_closed_is_not_handed_out_even_inside_the_bypass
         c.validation_bypass = Duration::from_secs(60);
     });
     drop(futures_join(&pool, 2).await);
-    let mut admin = db.admin_connection().await;
-    sql_query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
-    )
-    .bind::<Text, _>(&pool.config().application_name)
-    .bind::<Text, _>(db.name())
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let killed: Vec<Count> =
+        pool_backends(&db, &pool, "count(pg_terminate_backend(pid)) AS n").await;
+    assert_eq!(killed[0].n, 2);
     // Wait until the backends are gone and their sockets closed, as after a restart.
     for _ in 0..100 {
-        let rows: Vec<Count> = sql_query(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
-        )
-        .bind::<Text, _>(&pool.config().application_name)
-        .bind::<Text, _>(db.name())
-        .load(&mut admin)
-        .await
-        .unwrap();
+        let rows: Vec<Count> = pool_backends(&db, &pool, "count(*) AS n").await;
         if rows[0].n == 0 {
             break;
         }
