@@ -712,10 +712,9 @@ async fn list_usage(c: Channel, token: String) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
-/// A usage producer's API key (`usage:write`) of an admin service account, made the way an
-/// operator would: sign up, `strata auth grant-admin`, refresh (the role is a claim).
-/// An admin's access token (for RefreshViews) and an API key of theirs that may record
-/// usage.
+/// An admin service account made the way an operator would (sign up, `strata auth
+/// grant-admin`, refresh: the role is a claim): its access token (for RefreshViews) and
+/// its API key for producing usage (`usage:write`).
 async fn usage_writer_key(
     channel: &Channel,
     database_url: &str,
@@ -793,15 +792,13 @@ impl Recorder<'_> {
         F: Fn(Channel, u64) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
     {
-        let name = operation.to_lowercase();
-        if !self.only.is_empty() && !self.only.iter().any(|o| name.contains(o.as_str())) {
+        if self.left_out(operation) {
             return Report::skipped(load);
         }
         let before = self.probe.sample().await;
         let report = load::run(load, self.channels, call).await;
-        let mut r = row(operation, &report, self.limits, limit, reference, target);
-        r.resources = Some(self.probe.since(&before, report.ok + report.failed()).await);
-        self.rows.push(r);
+        self.record(operation, &report, &before, limit, reference, target)
+            .await;
         report
     }
 
@@ -817,23 +814,48 @@ impl Recorder<'_> {
     where
         F: Fn(u64) -> Result<(), tonic::Status> + Sync,
     {
-        let name = operation.to_lowercase();
-        if !self.only.is_empty() && !self.only.iter().any(|o| name.contains(o.as_str())) {
+        if self.left_out(operation) {
             return Report::skipped(load);
         }
         let before = self.probe.sample().await;
         let report = tokio::task::block_in_place(|| load::run_in_process(load, call));
-        let mut r = row(
+        self.record(
             operation,
             &report,
-            self.limits,
+            &before,
             Limit::None,
             reference,
             Target::None,
-        );
-        r.resources = Some(self.probe.since(&before, report.ok + report.failed()).await);
-        self.rows.push(r);
+        )
+        .await;
         report
+    }
+
+    /// Whether `--only` leaves `operation` out.
+    fn left_out(&self, operation: &str) -> bool {
+        let name = operation.to_lowercase();
+        !self.only.is_empty() && !self.only.iter().any(|o| name.contains(o.as_str()))
+    }
+
+    /// Adds the row of `report` with the resources used since `before`.
+    async fn record(
+        &mut self,
+        operation: &str,
+        report: &Report,
+        before: &Sample,
+        limit: Limit,
+        reference: &str,
+        target: Target,
+    ) {
+        let mut r = row(operation, report, self.limits, limit, reference, target);
+        r.resources = Some(self.probe.since(before, report.ok + report.failed()).await);
+        self.rows.push(r);
+    }
+
+    /// The row of `operation`, when it was the last measured (not left out by `--only`),
+    /// to complete its title with what the run found.
+    fn last(&mut self, operation: &str) -> Option<&mut Row> {
+        self.rows.last_mut().filter(|r| r.operation == operation)
     }
 
     /// RecordUsage of events owned by `owners` in turn, with `key`; idempotency keys are
@@ -858,6 +880,10 @@ impl Recorder<'_> {
         })
     }
 }
+
+/// GetUsageSummary while usage arrives (its title is completed with the rate and tail).
+const DURING_INGEST: &str =
+    "GetUsageSummary (raw rows after the watermark, during ingest), same open loop";
 
 /// Runs the whole bench; see the module docs.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -983,7 +1009,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             logins(Arc::clone(&users)),
         )
         .await;
-    if let Some(last) = bench.rows.last_mut().filter(|r| r.operation == "Login") {
+    if let Some(last) = bench.last("Login") {
         last.operation = format!(
             "Login ({:.0} logins/s per core)",
             report.rate() / cores as f64
@@ -1128,11 +1154,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             move |c, seq| batches(c, seq, 1000, "batch"),
         )
         .await;
-    if let Some(last) = bench
-        .rows
-        .last_mut()
-        .filter(|r| r.operation.starts_with("RecordUsage"))
-    {
+    if let Some(last) = bench.last("RecordUsage (1,000 per call)") {
         last.operation = format!(
             "RecordUsage (1,000 per call: {:.0} events/s)",
             report.rate() * 1000.0
@@ -1225,7 +1247,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     bench
         .measure(
-            "GetUsageSummary (raw rows after the watermark, during ingest), same open loop",
+            DURING_INGEST,
             &quarter,
             Limit::PgbenchSelect,
             "200 ms",
@@ -1237,11 +1259,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (events, failed) = producer.await.unwrap_or((0, 1));
     let longest = sampler.await.ok().flatten();
     let seconds = started.elapsed().as_secs_f64().max(f64::EPSILON);
-    if let Some(last) = bench
-        .rows
-        .last_mut()
-        .filter(|r| r.operation.contains("during ingest"))
-    {
+    if let Some(last) = bench.last(DURING_INGEST) {
         last.operation = format!(
             "GetUsageSummary (raw rows after the watermark, during ingest of {:.0} events/s; \
              longest tail {} rows), same open loop",
