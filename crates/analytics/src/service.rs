@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -66,6 +67,7 @@ pub struct AnalyticsHandlers {
     partitions: Arc<Partitions>,
     refresher: Refresher,
     scheduler: Scheduler,
+    seen: SeenWatermarks,
 }
 
 impl std::fmt::Debug for AnalyticsHandlers {
@@ -97,6 +99,7 @@ impl AnalyticsHandlers {
             partitions,
             refresher,
             scheduler,
+            seen: SeenWatermarks::default(),
         }
     }
 
@@ -132,25 +135,22 @@ impl AnalyticsHandlers {
         .await
     }
 
-    /// Runs `read` in a REPEATABLE READ, READ ONLY transaction after reading `view`'s
-    /// watermark in it, so the view and the raw rows come from one snapshot.
+    /// Runs `read`, one statement that adds the raw rows received after `view`'s current
+    /// watermark to the summary (see [`store::Watermark`]), given the newest watermark of
+    /// `view` this process has seen; remembers the one it read (`watermark_of`) for the
+    /// next read.
     async fn with_watermark<T: Send>(
         &self,
         view: ViewName,
-        read: impl for<'c> FnOnce(&'c mut AsyncPgConnection, DateTime<Utc>) -> Read<'c, T> + Send,
-    ) -> Result<(T, DateTime<Utc>), AnalyticsError> {
+        read: impl for<'c> FnOnce(&'c mut AsyncPgConnection, store::Watermark) -> Read<'c, T> + Send,
+        watermark_of: impl FnOnce(&T) -> Option<DateTime<Utc>>,
+    ) -> Result<T, AnalyticsError> {
         let mut conn = self.ctx.db.get().await?;
-        let result = conn
-            .build_transaction()
-            .repeatable_read()
-            .read_only()
-            .run(async |conn| {
-                let watermark = views::watermark(conn, view).await?;
-                let value = read(conn, watermark).await?;
-                Ok::<_, diesel::result::Error>((value, watermark))
-            })
-            .await?;
-        Ok(result)
+        let value = read(&mut conn, self.seen.watermark(view)).await?;
+        if let Some(watermark) = watermark_of(&value) {
+            self.seen.saw(view, watermark);
+        }
+        Ok(value)
     }
 
     async fn view_statuses(&self) -> Result<Vec<pb::ViewStatus>, AnalyticsError> {
@@ -174,6 +174,33 @@ impl AnalyticsHandlers {
                 })
             })
             .collect())
+    }
+}
+
+/// The newest watermark of each summary that a read in this process has seen (microseconds
+/// since the epoch; the epoch before any).
+#[derive(Debug, Default)]
+struct SeenWatermarks([AtomicI64; 2]);
+
+impl SeenWatermarks {
+    fn slot(&self, view: ViewName) -> &AtomicI64 {
+        match view {
+            ViewName::UserTokenSummary => &self.0[0],
+            ViewName::ProjectStats => &self.0[1],
+        }
+    }
+
+    fn watermark(&self, view: ViewName) -> store::Watermark {
+        let micros = self.slot(view).load(Ordering::Relaxed);
+        store::Watermark::new(
+            view,
+            DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        )
+    }
+
+    fn saw(&self, view: ViewName, watermark: DateTime<Utc>) {
+        self.slot(view)
+            .fetch_max(watermark.timestamp_micros(), Ordering::Relaxed);
     }
 }
 
@@ -409,9 +436,10 @@ impl AnalyticsHandlers {
         let range = bucket_range(req.time_range.as_ref(), bucket)?;
         // Day buckets of users come from the view (plus what arrived after it); hour
         // buckets and projects, which the view does not hold, from the raw rows.
-        let (rows, watermark) = if bucket == Bucket::Day && !matches!(scope, Scope::Project(_)) {
-            let (rows, watermark) = self
-                .with_watermark(ViewName::UserTokenSummary, |conn, watermark| {
+        let rows = if bucket == Bucket::Day && !matches!(scope, Scope::Project(_)) {
+            self.with_watermark(
+                ViewName::UserTokenSummary,
+                |conn, watermark| {
                     Box::pin(store::summary(
                         conn,
                         scope,
@@ -420,16 +448,17 @@ impl AnalyticsHandlers {
                         group,
                         Some(watermark),
                     ))
-                })
-                .await?;
-            (rows, Some(watermark))
+                },
+                |rows| rows.first().and_then(|row| row.watermark),
+            )
+            .await?
         } else {
             let mut conn = self.ctx.db.get().await.map_err(AnalyticsError::from)?;
-            let rows = store::summary(&mut conn, scope, range, bucket, group, None)
+            store::summary(&mut conn, scope, range, bucket, group, None)
                 .await
-                .map_err(AnalyticsError::from)?;
-            (rows, None)
+                .map_err(AnalyticsError::from)?
         };
+        let watermark = rows.first().and_then(|row| row.watermark);
         let mut response = pb::GetUsageSummaryResponse {
             buckets: Vec::new(),
             totals: Some(empty_totals()),
@@ -477,10 +506,12 @@ impl AnalyticsHandlers {
         else {
             return Err(AnalyticsError::NotFound("project"));
         };
-        let (stats, _) = self
-            .with_watermark(ViewName::ProjectStats, |conn, watermark| {
-                Box::pin(store::project_stats(conn, project, watermark))
-            })
+        let stats = self
+            .with_watermark(
+                ViewName::ProjectStats,
+                |conn, watermark| Box::pin(store::project_stats(conn, project, watermark)),
+                |stats| Some(stats.watermark),
+            )
             .await?;
         if stats.totals.request_count == 0 {
             return Err(AnalyticsError::NotFound("project"));
@@ -555,19 +586,22 @@ impl AnalyticsHandlers {
             let mut conn = self.ctx.db.get().await?;
             store::top_models(&mut conn, scope, range, rank, after, limit + 1, None).await?
         } else {
-            self.with_watermark(ViewName::UserTokenSummary, |conn, watermark| {
-                Box::pin(store::top_models(
-                    conn,
-                    scope,
-                    range,
-                    rank,
-                    after,
-                    limit + 1,
-                    Some(watermark),
-                ))
-            })
+            self.with_watermark(
+                ViewName::UserTokenSummary,
+                |conn, watermark| {
+                    Box::pin(store::top_models(
+                        conn,
+                        scope,
+                        range,
+                        rank,
+                        after,
+                        limit + 1,
+                        Some(watermark),
+                    ))
+                },
+                |rows| rows.first().and_then(|row| row.watermark),
+            )
             .await?
-            .0
         };
         let (rows, next_page_token) = finish_page(rows, limit, |last| {
             let value = match rank {

@@ -2,11 +2,13 @@
 //! statistics. Plain async functions over `&mut AsyncPgConnection`, so callers choose the
 //! transaction.
 //!
-//! Reads that combine a summary view with raw rows run in one REPEATABLE READ
-//! snapshot: the view's watermark is read first and passed as a value (so the planner can
-//! see how few rows lie after it), and the view and the raw rows are then read in the
-//! same snapshot the watermark came from. Each row is thus counted exactly once: in the
-//! view if it was received up to the watermark, from the raw table otherwise.
+//! Reads that combine a summary with raw rows are one statement, so one snapshot: it reads
+//! the summary's watermark from `view_state`, the summary, and the raw rows received after
+//! that watermark. Each row is thus counted exactly once: in the summary if it was received
+//! up to the watermark, from the raw table otherwise, with no transaction around the read
+//! (one round trip). A watermark the caller saw earlier is bound as a value beside it (see
+//! [`Watermark`]) so that the planner, which cannot see into the subquery, knows how few
+//! rows lie after it.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::QueryableByName;
@@ -19,6 +21,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::model::NewUsage;
+use crate::views::{ViewName, WATERMARK};
 
 /// A row is flagged `late` when it arrives more than this after it occurred. Short, so the
 /// on-time rows after a watermark cost a few hours of one user's rows to find.
@@ -38,6 +41,34 @@ pub fn late_flag(occurred_at: &str) -> String {
 /// safe from clock steps between the two timestamps.
 fn on_time_since(watermark: DateTime<Utc>) -> DateTime<Utc> {
     watermark - LATE_AFTER * 2
+}
+
+/// The watermark a read adds raw rows after: `view`'s current one, read by the statement
+/// itself, and `seen`, one the caller saw before.
+///
+/// Watermarks only move forward, so `seen` is at most the current one and the condition
+/// `received_at > seen` that the read adds beside `received_at > current` changes no
+/// result. It is there for the planner: it estimates the rows after a bound value from the
+/// statistics, and the rows after a subquery's value as a third of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Watermark {
+    view: ViewName,
+    seen: DateTime<Utc>,
+}
+
+impl Watermark {
+    /// `view`'s watermark, at least `seen`.
+    pub fn new(view: ViewName, seen: DateTime<Utc>) -> Self {
+        Self { view, seen }
+    }
+
+    /// The current watermark, as SQL (the view's name comes from an enum, never from input).
+    fn current(self) -> String {
+        format!(
+            "(SELECT {WATERMARK} FROM analytics.view_state WHERE view_name = '{}')",
+            self.view.as_str()
+        )
+    }
 }
 
 /// Whose usage a read covers.
@@ -250,6 +281,17 @@ pub struct Aggregate {
     /// The usage summed.
     #[diesel(embed)]
     pub totals: Totals,
+    /// The watermark the rows were read at (when they were read from a summary).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// The watermark column of an aggregate: the current one of `watermark`'s view, or none.
+fn watermark_column(watermark: Option<Watermark>) -> String {
+    match watermark {
+        Some(watermark) => format!("{} AS watermark", watermark.current()),
+        None => "NULL::timestamptz AS watermark".to_owned(),
+    }
 }
 
 /// What an aggregation reads.
@@ -271,7 +313,7 @@ fn source(
     range: Range,
     bucket: Bucket,
     group: Group,
-    watermark: Option<DateTime<Utc>>,
+    watermark: Option<Watermark>,
 ) {
     match watermark {
         Some(watermark) => {
@@ -308,16 +350,20 @@ fn source(
 /// completion, total, cost)`, in two disjoint parts: on-time rows, found by occurrence
 /// time (they occurred after [`on_time_since`] the watermark, see the migration), and
 /// late rows, found by arrival through the partial `late` indexes.
-fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: DateTime<Utc>) {
+fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: Watermark) {
     let select = format!(
         "SELECT date_trunc('day', u.occurred_at, 'UTC'), {grp_u}, 1, u.prompt_tokens, \
            u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u WHERE ",
         grp_u = group.expr("u"),
     );
-    let on_time_from = range.start.max(on_time_since(watermark));
+    // After the current watermark, whose on-time rows occurred after the one seen (at
+    // most the current one) less the margin.
+    let after = format!(" AND u.received_at > {}", watermark.current());
+    let on_time_from = range.start.max(on_time_since(watermark.seen));
     sql.push(&select)
         .push("NOT u.late AND u.received_at > ")
-        .bind(Bind::Time(watermark))
+        .bind(Bind::Time(watermark.seen))
+        .push(&after)
         .push(" AND u.occurred_at >= ")
         .bind(Bind::Time(on_time_from))
         .push(" AND u.occurred_at < ")
@@ -326,7 +372,8 @@ fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark
         .push(" UNION ALL ")
         .push(&select)
         .push("u.late AND u.received_at > ")
-        .bind(Bind::Time(watermark))
+        .bind(Bind::Time(watermark.seen))
+        .push(&after)
         .push(" AND u.occurred_at >= ")
         .bind(Bind::Time(range.start))
         .push(" AND u.occurred_at < ")
@@ -342,10 +389,10 @@ pub async fn summary(
     range: Range,
     bucket: Bucket,
     group: Group,
-    watermark: Option<DateTime<Utc>>,
+    watermark: Option<Watermark>,
 ) -> Result<Vec<Aggregate>, diesel::result::Error> {
     let mut sql = Sql::default();
-    sql.push(
+    sql.push(&format!(
         // The grand-total grouping set yields a row even over no rows at all, whose sums
         // are NULL: a range without usage is all zeros.
         "SELECT x.bucket, coalesce(x.grp, '') AS grp, GROUPING(x.bucket) = 1 AS total, \
@@ -353,9 +400,10 @@ pub async fn summary(
            coalesce(sum(x.prompt_tokens), 0)::bigint AS prompt_tokens, \
            coalesce(sum(x.completion_tokens), 0)::bigint AS completion_tokens, \
            coalesce(sum(x.total_tokens), 0)::bigint AS total_tokens, \
-           coalesce(trim_scale(sum(x.cost)), 0)::text AS cost \
+           coalesce(trim_scale(sum(x.cost)), 0)::text AS cost, {} \
          FROM (",
-    );
+        watermark_column(watermark),
+    ));
     source(&mut sql, scope, range, bucket, group, watermark);
     sql.push(") x GROUP BY GROUPING SETS ((x.bucket, x.grp), ()) ORDER BY total, x.bucket, 2");
     sql.build().load(conn).await
@@ -378,7 +426,7 @@ pub async fn top_models(
     rank: Rank,
     after: Option<RankKey>,
     limit: i64,
-    watermark: Option<DateTime<Utc>>,
+    watermark: Option<Watermark>,
 ) -> Result<Vec<Aggregate>, diesel::result::Error> {
     // The ranked expression comes from an enum, never from input.
     let (ranked, order) = match rank {
@@ -386,15 +434,16 @@ pub async fn top_models(
         Rank::Cost => ("sum(x.cost)", "cost_n"),
     };
     let mut sql = Sql::default();
-    sql.push(
+    sql.push(&format!(
         "SELECT NULL::timestamptz AS bucket, x.grp, false AS total, \
            sum(x.request_count)::bigint AS request_count, \
            sum(x.prompt_tokens)::bigint AS prompt_tokens, \
            sum(x.completion_tokens)::bigint AS completion_tokens, \
            sum(x.total_tokens)::bigint AS total_tokens, \
-           trim_scale(sum(x.cost))::text AS cost, sum(x.cost) AS cost_n \
+           trim_scale(sum(x.cost))::text AS cost, sum(x.cost) AS cost_n, {} \
          FROM (",
-    );
+        watermark_column(watermark),
+    ));
     source(&mut sql, scope, range, Bucket::Day, Group::Model, watermark);
     sql.push(") x GROUP BY x.grp");
     if let Some(after) = after {
@@ -436,6 +485,9 @@ pub struct ProjectStatsRow {
     /// Distinct models, sorted.
     #[diesel(sql_type = Array<Text>)]
     pub models: Vec<String>,
+    /// The watermark of `project_stats` the statistics were read at.
+    #[diesel(sql_type = Timestamptz)]
+    pub watermark: DateTime<Utc>,
 }
 
 /// The project's row of `project_stats` (rows received up to `watermark`) combined with
@@ -443,9 +495,9 @@ pub struct ProjectStatsRow {
 pub async fn project_stats(
     conn: &mut AsyncPgConnection,
     project: Uuid,
-    watermark: DateTime<Utc>,
+    watermark: Watermark,
 ) -> Result<ProjectStatsRow, diesel::result::Error> {
-    diesel::sql_query(
+    diesel::sql_query(format!(
         "WITH parts AS ( \
            SELECT request_count, prompt_tokens, completion_tokens, total_tokens, cost, \
                   first_activity_at, last_activity_at, models \
@@ -456,10 +508,10 @@ pub async fn project_stats(
                   array_agg(DISTINCT model) \
            FROM ( \
              SELECT * FROM analytics.token_usage WHERE project_id = $1 AND NOT late \
-               AND received_at > $2 AND occurred_at >= $3 \
+               AND received_at > $2 AND received_at > {current} AND occurred_at >= $3 \
              UNION ALL \
              SELECT * FROM analytics.token_usage WHERE project_id = $1 AND late \
-               AND received_at > $2 \
+               AND received_at > $2 AND received_at > {current} \
            ) fresh \
          ) \
          SELECT coalesce(sum(request_count), 0)::bigint AS request_count, \
@@ -469,13 +521,15 @@ pub async fn project_stats(
                 coalesce(trim_scale(sum(cost)), 0)::text AS cost, \
                 min(first_activity_at) AS first_activity_at, \
                 max(last_activity_at) AS last_activity_at, \
-                (SELECT coalesce(array_agg(DISTINCT m ORDER BY m), '{}') \
-                   FROM parts p, unnest(p.models) AS m) AS models \
+                (SELECT coalesce(array_agg(DISTINCT m ORDER BY m), '{{}}') \
+                   FROM parts p, unnest(p.models) AS m) AS models, \
+                {current} AS watermark \
          FROM parts",
-    )
+        current = watermark.current(),
+    ))
     .bind::<SqlUuid, _>(project)
-    .bind::<Timestamptz, _>(watermark)
-    .bind::<Timestamptz, _>(on_time_since(watermark))
+    .bind::<Timestamptz, _>(watermark.seen)
+    .bind::<Timestamptz, _>(on_time_since(watermark.seen))
     .get_result(conn)
     .await
 }

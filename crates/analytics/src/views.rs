@@ -55,7 +55,7 @@ pub struct Due {
 
 /// The stored watermark as chrono can hold it: before the first refresh it is
 /// `-infinity`, which reads as the epoch (equivalent: no row was received before it).
-const WATERMARK: &str = "greatest(watermark, 'epoch')";
+pub(crate) const WATERMARK: &str = "greatest(watermark, 'epoch')";
 
 /// A summary of the ledger (a table of running totals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,25 +109,6 @@ pub struct ViewState {
     /// Refreshes so far.
     #[diesel(sql_type = BigInt)]
     pub refresh_count: i64,
-}
-
-/// The committed watermark of `view`: rows received up to it are in the view.
-pub async fn watermark(
-    conn: &mut AsyncPgConnection,
-    view: ViewName,
-) -> Result<DateTime<Utc>, diesel::result::Error> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Timestamptz)]
-        watermark: DateTime<Utc>,
-    }
-    let row: Row = diesel::sql_query(format!(
-        "SELECT {WATERMARK} AS watermark FROM analytics.view_state WHERE view_name = $1"
-    ))
-    .bind::<Text, _>(view.as_str())
-    .get_result(conn)
-    .await?;
-    Ok(row.watermark)
 }
 
 /// The state of every view.
@@ -229,8 +210,10 @@ impl Refresher {
                     #[diesel(sql_type = BigInt)]
                     row_count: i64,
                 }
+                // The watermark never moves back (a clock stepped back leaves it where it
+                // was; the fold of that interval was empty): reads rely on it.
                 let state: Count = diesel::sql_query(
-                    "UPDATE analytics.view_state SET watermark = cut, \
+                    "UPDATE analytics.view_state SET watermark = greatest(watermark, cut), \
                        refreshed_at = clock_timestamp(), duration_ms = $2, \
                        row_count = coalesce(row_count, 0) + $3, \
                        refresh_count = refresh_count + 1 \
