@@ -52,13 +52,18 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         .collect();
     for expected in [
         "hello-world (limit)",
+        "SignUp, one at a time",
         "SignUp",
+        "Login, one at a time",
         "Login (",
         "5 concurrent logins",
+        "VerifyToken, one at a time",
         "VerifyToken",
         "local token verification, afresh (in-process)",
         "local token verification, remembered (in-process)",
+        "RefreshToken, one at a time",
         "RefreshToken",
+        "GetProfile, one at a time",
         "GetProfile",
         "RecordUsage (1,000 per call: ",
         "GetUsageSummary (from the view)",
@@ -71,6 +76,21 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
             "{expected}: {operations:?}"
         );
     }
+    // The targets of the auth and analytics issues are set on their rows.
+    let target = |operation: &str| {
+        rows.iter()
+            .find(|r| r["operation"].as_str().unwrap().starts_with(operation))
+            .map(|r| r["target"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(target("Login, one at a time"), "p50 ≤ one hash + 10 ms");
+    assert!(target("5 concurrent logins").starts_with("p95 ≤ 3× one login ("));
+    assert_eq!(target("VerifyToken, one at a time"), "p50 ≤ 0.5 ms");
+    assert_eq!(
+        target("RefreshToken, one at a time"),
+        "p50 ≤ 3 ms, p99 ≤ 10 ms"
+    );
+    assert_eq!(target("RecordUsage"), "≥ 50000 events/s");
     for row in rows {
         assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["errors"], serde_json::json!({}), "{row}");
