@@ -412,7 +412,7 @@ pub async fn revoke_sessions(
 /// `user` if `session` is theirs and still live and the account is active: one indexed
 /// lookup per authenticated call, which also serves the caller's profile.
 pub async fn live_session_user(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     user: Uuid,
     session: Uuid,
     now: DateTime<Utc>,
@@ -429,7 +429,7 @@ pub async fn live_session_user(
                 .and(users::status.eq(ACTIVE)),
         )
         .select(UserRow::as_select())
-        .first(conn)
+        .first(&mut conn)
         .await
         .optional()
 }

@@ -264,8 +264,8 @@ impl Target {
             Target::Latency {
                 quantile,
                 at_most,
-                why,
-            } if why.is_empty() => format!("{} ≤ {} ms", q(*quantile), ms(*at_most)),
+                why: "",
+            } => format!("{} ≤ {} ms", q(*quantile), ms(*at_most)),
             Target::Latency {
                 quantile,
                 at_most,

@@ -77,6 +77,12 @@ pub const DB_VALIDATION_BYPASS_MS: Setting = Setting::new(
     "500",
     "a connection whose last query succeeded this recently is handed out without `SELECT 1` (0: always validate)",
 );
+/// `STRATA_DB_SHARED_CONNECTIONS`
+pub const DB_SHARED_CONNECTIONS: Setting = Setting::new(
+    "STRATA_DB_SHARED_CONNECTIONS",
+    "2",
+    "connections outside the pool that many calls use at once for their key lookups (the per-call session check), pipelined: one write and one read carry many calls' statements (0: those lookups use the pool)",
+);
 /// `STRATA_DB_SLOW_QUERY_WARN_MS`
 pub const DB_SLOW_QUERY_WARN_MS: Setting = Setting::new(
     "STRATA_DB_SLOW_QUERY_WARN_MS",
@@ -103,6 +109,7 @@ pub const SETTINGS: &[Setting] = &[
     DB_STATEMENT_TIMEOUT_MS,
     DB_TEST_ON_CHECKOUT,
     DB_VALIDATION_BYPASS_MS,
+    DB_SHARED_CONNECTIONS,
     DB_SLOW_QUERY_WARN_MS,
     DB_SLOW_QUERY_ERROR_MS,
 ];
@@ -173,6 +180,8 @@ pub struct DbSettings {
     pub strata_db_test_on_checkout: Option<bool>,
     /// `STRATA_DB_VALIDATION_BYPASS_MS`
     pub strata_db_validation_bypass_ms: Option<u64>,
+    /// `STRATA_DB_SHARED_CONNECTIONS`
+    pub strata_db_shared_connections: Option<u32>,
     /// `STRATA_DB_SLOW_QUERY_WARN_MS`
     pub strata_db_slow_query_warn_ms: Option<u64>,
     /// `STRATA_DB_SLOW_QUERY_ERROR_MS`
@@ -232,6 +241,9 @@ impl DbSettings {
         if let Some(v) = self.strata_db_validation_bypass_ms {
             config.validation_bypass = Duration::from_millis(v);
         }
+        if let Some(v) = self.strata_db_shared_connections {
+            config.shared_connections = v;
+        }
         if let Some(v) = self.strata_db_slow_query_warn_ms {
             config.slow_query.warn = Duration::from_millis(v);
         }
@@ -280,6 +292,9 @@ pub struct DbConfig {
     /// With `test_on_checkout`, a connection whose last query succeeded less than this
     /// ago skips `SELECT 1` (a connection the server closed is still never handed out).
     pub validation_bypass: Duration,
+    /// Connections outside the pool shared by many calls at once, for single key lookups
+    /// (see [`crate::Db::shared`]); 0: those use the pool.
+    pub shared_connections: u32,
     /// Slow-query log thresholds.
     pub slow_query: SlowQueryThresholds,
 }
@@ -303,6 +318,7 @@ impl DbConfig {
             statement_timeout: Duration::from_secs(30),
             test_on_checkout: true,
             validation_bypass: Duration::from_millis(500),
+            shared_connections: 2,
             slow_query: SlowQueryThresholds {
                 warn: Duration::from_millis(100),
                 error: Duration::from_millis(500),

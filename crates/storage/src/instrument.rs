@@ -68,27 +68,30 @@ pub async fn unscoped<F: Future>(fut: F) -> F::Output {
     SCOPE.scope(None, fut).await
 }
 
-/// Most queries one connection tracks as started but not finished. Only a query whose
-/// future was dropped mid-flight (a cancelled call) is never finished; beyond this many,
-/// the oldest such leftover is closed as abandoned.
-const MAX_IN_FLIGHT: usize = 16;
+/// Most queries one connection tracks as started but not finished: the calls pipelining
+/// on a shared connection, plus queries whose future was dropped mid-flight (a cancelled
+/// call), which never finish; beyond this many, the oldest is closed as abandoned.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// A query that started on a connection and has not finished yet.
 #[derive(Debug)]
 struct InFlight {
+    /// The task that runs it (none outside a runtime task).
+    task: Option<tokio::task::Id>,
     started: Instant,
-    // Taken (closed) early when the query turns out abandoned: an open child span would
-    // keep its request's span from closing, and so from being exported.
+    // Closed as soon as the query turns out abandoned: an open child span would keep its
+    // request's span from closing, and so from being exported.
     span: Option<tracing::Span>,
 }
 
 /// The instrumentation installed on every pooled connection.
 ///
-/// Start events push onto a stack and finish events pop its top. A connection runs one
-/// query at a time here (nothing pipelines), so the top is always the query finishing;
-/// a query whose future was dropped between start and finish (the call was cancelled by
-/// its deadline) leaves its start below, where it can never be mistaken for a later
-/// query's. Pipelined queries would still sum to the right total.
+/// Start and finish events come from the task that runs the query, and a task runs one
+/// query at a time, so a finish closes the latest start of its own task, also on a shared
+/// connection where many calls' queries are in flight at once (see [`crate::Db::shared`]).
+/// A query whose future was dropped between start and finish (the call was cancelled by
+/// its deadline) is found when its task starts another, or evicted as the oldest, and can
+/// never be mistaken for a later query's.
 ///
 /// Each query gets a `db.query` span (OpenTelemetry database conventions: `db.system`,
 /// `db.operation`, `db.statement` as SQL text with `$n` placeholders, never values), a
@@ -118,16 +121,14 @@ impl QueryInstrumentation {
     }
 
     fn start(&mut self) {
+        let task = tokio::task::try_id();
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.in_flight.remove(0);
+            abandon(self.in_flight.remove(0));
         }
-        // Nothing pipelines on one connection, so a query still in flight when the next
-        // starts was abandoned (its call was cancelled): close its span now.
-        for leftover in &mut self.in_flight {
-            if let Some(span) = leftover.span.take() {
-                span.record("db.abandoned", true);
-                span.record("otel.status_code", "ERROR");
-            }
+        // A task runs one query at a time, so its query still in flight when it starts the
+        // next was abandoned (its call was cancelled): close its span now.
+        for leftover in self.in_flight.extract_if(.., |q| q.task == task) {
+            abandon(leftover);
         }
         let span = tracing::info_span!(
             target: "strata_storage::query",
@@ -141,15 +142,18 @@ impl QueryInstrumentation {
             db.abandoned = tracing::field::Empty,
         );
         self.in_flight.push(InFlight {
+            task,
             started: Instant::now(),
             span: Some(span),
         });
     }
 
     fn finish(&mut self, sql: &str, failed: bool) {
-        let Some(InFlight { started, span }) = self.in_flight.pop() else {
+        let task = tokio::task::try_id();
+        let Some(at) = self.in_flight.iter().rposition(|q| q.task == task) else {
             return;
         };
+        let InFlight { started, span, .. } = self.in_flight.remove(at);
         let span = span.unwrap_or_else(tracing::Span::none);
         let elapsed = started.elapsed();
         if !failed {
@@ -186,6 +190,14 @@ impl QueryInstrumentation {
                 );
             }
         }
+    }
+}
+
+/// Closes the span of a query that will never finish.
+fn abandon(query: InFlight) {
+    if let Some(span) = query.span {
+        span.record("db.abandoned", true);
+        span.record("otel.status_code", "ERROR");
     }
 }
 
@@ -307,11 +319,26 @@ mod tests {
             "{:?}",
             stats.total()
         );
-        // Leftovers are bounded.
+        // A task's leftover is closed when the task starts its next query.
         for _ in 0..100 {
             inst.on_connection_event(InstrumentationEvent::start_query(&q));
         }
-        assert_eq!(inst.in_flight.len(), MAX_IN_FLIGHT);
+        assert_eq!(inst.in_flight.len(), 1);
+        // The leftovers of many tasks are bounded.
+        let inst = Arc::new(std::sync::Mutex::new(inst));
+        for _ in 0..MAX_IN_FLIGHT + 10 {
+            let inst = Arc::clone(&inst);
+            // A task that failed would leave the count below short.
+            let _ = tokio::spawn(async move {
+                let q = diesel::connection::StrQueryHelper::new("SELECT 1");
+                if let Ok(mut inst) = inst.lock() {
+                    inst.on_connection_event(InstrumentationEvent::start_query(&q));
+                }
+            })
+            .await;
+        }
+        let tracked = inst.lock().map(|i| i.in_flight.len()).unwrap_or_default();
+        assert_eq!(tracked, MAX_IN_FLIGHT);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::ConnectionError;
@@ -11,12 +11,13 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::DbConfig;
 use crate::error::Error;
 use crate::instrument::{QueryInstrumentation, unscoped};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{ErrorClass, RetryPolicy, retry};
 
 type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
@@ -70,8 +71,17 @@ pub struct Db {
     pool: bb8::Pool<Manager>,
     turns: Arc<Semaphore>,
     waiting: Arc<AtomicU32>,
+    shared: Arc<[tokio::sync::Mutex<Option<Arc<Shared>>>]>,
+    next_shared: Arc<AtomicUsize>,
     config: Arc<DbConfig>,
     retry: RetryPolicy,
+}
+
+/// A connection many calls use at once.
+struct Shared {
+    conn: AsyncPgConnection,
+    /// A statement found it closed: the next call opens a new one.
+    broken: AtomicBool,
 }
 
 impl std::fmt::Debug for Db {
@@ -116,6 +126,10 @@ impl Db {
             pool,
             turns: Arc::new(Semaphore::new(config.max_connections as usize)),
             waiting: Arc::new(AtomicU32::new(0)),
+            shared: (0..config.shared_connections)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_shared: Arc::new(AtomicUsize::new(0)),
             config,
             retry: RetryPolicy::default(),
         }
@@ -149,6 +163,70 @@ impl Db {
             .await
             .map_err(|_| Error::PoolTimeout)??;
         Ok(PooledConn { conn, _turn: turn })
+    }
+
+    /// Runs `read` on one of the shared connections (`STRATA_DB_SHARED_CONNECTIONS`), which
+    /// many calls use at once: tokio-postgres pipelines their statements, so one write and
+    /// one read on each side carry many calls' statements instead of one each, and no call
+    /// waits for a pool turn. For single statements that find a few rows by key (the
+    /// per-call session check): no transactions (a shared reference cannot start one), and
+    /// nothing slow, since statements on one connection run one after another. A
+    /// connection found closed is replaced and the read runs once more on the new one.
+    /// Without shared connections, `read` runs on a pooled one.
+    pub async fn shared<T: Send>(
+        &self,
+        read: impl for<'c> Fn(&'c AsyncPgConnection) -> BoxFuture<'c, diesel::QueryResult<T>>,
+    ) -> Result<T, Error> {
+        if self.shared.is_empty() {
+            let conn = self.get().await?;
+            return Ok(read(&conn).await?);
+        }
+        let slot =
+            &self.shared[self.next_shared.fetch_add(1, Ordering::Relaxed) % self.shared.len()];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let shared = self.shared_connection(slot).await?;
+            match read(&shared.conn).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    let e = Error::from(e);
+                    // The connection or the server went away (closed socket, terminated
+                    // backend): nothing else will work on this connection.
+                    if e.class() != ErrorClass::Transient {
+                        return Err(e);
+                    }
+                    shared.broken.store(true, Ordering::Relaxed);
+                    if attempt > 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The live connection of `slot`, opened (once, however many wait) when it has none
+    /// or its last one was found closed.
+    async fn shared_connection(
+        &self,
+        slot: &tokio::sync::Mutex<Option<Arc<Shared>>>,
+    ) -> Result<Arc<Shared>, Error> {
+        let mut slot = slot.lock().await;
+        if let Some(shared) = slot.as_ref().filter(|s| !s.broken.load(Ordering::Relaxed)) {
+            return Ok(Arc::clone(shared));
+        }
+        let conn = tokio::time::timeout(
+            self.config.checkout_timeout,
+            establish(self.config.url.expose(), &self.config),
+        )
+        .await
+        .map_err(|_| Error::PoolTimeout)??;
+        let shared = Arc::new(Shared {
+            conn,
+            broken: AtomicBool::new(false),
+        });
+        *slot = Some(Arc::clone(&shared));
+        Ok(shared)
     }
 
     /// Runs `op` (typically: check out a connection, run a transaction) again on

@@ -370,6 +370,123 @@ async fn futures_join(pool: &Db, n: usize) -> Vec<strata_storage::PooledConn<'_>
     conns
 }
 
+#[derive(QueryableByName)]
+struct Echo {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+/// `SELECT n, pg_backend_pid()` on a shared connection of `pool`.
+async fn shared_echo(pool: &Db, n: i64) -> Result<Echo, Error> {
+    pool.shared(move |conn| {
+        Box::pin(async move {
+            let mut conn = conn;
+            sql_query("SELECT $1::bigint AS n, pg_backend_pid() AS pid")
+                .bind::<BigInt, _>(n)
+                .get_result::<Echo>(&mut conn)
+                .await
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn shared_reads_of_many_calls_run_at_once_on_one_connection_each_counted_in_its_own_call() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.shared_connections = 1);
+    let calls: Vec<_> = (0..200i64)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let stats = Arc::new(QueryStats::default());
+                let echo = scope(Arc::clone(&stats), shared_echo(&pool, i))
+                    .await
+                    .unwrap();
+                (i, echo, stats.count())
+            })
+        })
+        .collect();
+    let mut pids = std::collections::HashSet::new();
+    for call in calls {
+        let (i, echo, queries) = call.await.unwrap();
+        assert_eq!(echo.n, i, "each call gets its own answer");
+        assert_eq!(
+            queries, 1,
+            "each call counts its own query, not its neighbours'"
+        );
+        pids.insert(echo.pid);
+    }
+    assert_eq!(pids.len(), 1, "one connection served them all");
+    // No pooled connection was opened for them.
+    assert_eq!(pool.state().connections, 0);
+}
+
+#[tokio::test]
+async fn a_call_on_a_shared_connection_is_timed_from_its_own_start() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.shared_connections = 1);
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let stats = Arc::new(QueryStats::default());
+            scope(Arc::clone(&stats), async {
+                pool.shared(|conn| {
+                    Box::pin(async move {
+                        let mut conn = conn;
+                        sql_query("SELECT pg_sleep(0.3)").execute(&mut conn).await
+                    })
+                })
+                .await
+                .unwrap()
+            })
+            .await;
+            stats
+        })
+    };
+    // A second call starts while the first is in flight and is answered after it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let quick = tokio::spawn(async move {
+        let stats = Arc::new(QueryStats::default());
+        scope(Arc::clone(&stats), shared_echo(&pool, 1))
+            .await
+            .unwrap();
+        stats
+    });
+    let (slow, quick) = (slow.await.unwrap(), quick.await.unwrap());
+    assert_eq!((slow.count(), quick.count()), (1, 1));
+    // Matched to the other call's start, the slow call would be timed from 150 ms later.
+    assert!(
+        slow.total() >= Duration::from_millis(300),
+        "{:?}",
+        slow.total()
+    );
+    assert!(quick.total() < slow.total());
+}
+
+#[tokio::test]
+async fn a_shared_connection_the_server_ended_is_replaced_without_failing_a_call() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.shared_connections = 1);
+    let first = shared_echo(&pool, 1).await.unwrap().pid;
+    let rows: Vec<Count> = pool_backends(&db, &pool, "count(pg_terminate_backend(pid)) AS n").await;
+    assert_eq!(rows[0].n, 1);
+    for n in 2..5 {
+        let echo = shared_echo(&pool, n).await.unwrap();
+        assert_eq!(echo.n, n);
+        assert_ne!(echo.pid, first, "a new backend");
+    }
+}
+
+#[tokio::test]
+async fn without_shared_connections_shared_reads_use_the_pool() {
+    let db = TestDb::new().await;
+    let pool = pool(&db, |c| c.shared_connections = 0);
+    assert_eq!(shared_echo(&pool, 7).await.unwrap().n, 7);
+    assert_eq!(pool.state().connections, 1);
+}
+
 #[tokio::test]
 async fn real_server_errors_are_classified_for_retry() {
     let db = TestDb::new().await;

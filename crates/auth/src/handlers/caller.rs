@@ -92,8 +92,12 @@ impl AuthHandlers {
         }
         let mut principal = self.token_principal(token).await?;
         let session = require_session(&principal)?;
-        let mut conn = self.ctx.db.get().await?;
-        let user = store::live_session_user(&mut conn, principal.user_id, session, db_now())
+        let (user_id, now) = (principal.user_id, db_now());
+        // Every authenticated call makes this lookup: on a shared, pipelined connection.
+        let user = self
+            .ctx
+            .db
+            .shared(|conn| Box::pin(store::live_session_user(conn, user_id, session, now)))
             .await?
             .ok_or(AuthError::unauthenticated("session has ended"))?;
         // The role may have changed since the token was issued; the database is current.
