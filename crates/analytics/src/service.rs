@@ -177,6 +177,11 @@ impl AnalyticsHandlers {
     }
 }
 
+/// The watermark aggregate rows were read at (every row carries it).
+fn read_at(rows: &[store::Aggregate]) -> Option<DateTime<Utc>> {
+    rows.first().and_then(|row| row.watermark)
+}
+
 /// The newest watermark of each summary that a read in this process has seen (microseconds
 /// since the epoch; the epoch before any).
 #[derive(Debug, Default)]
@@ -449,7 +454,7 @@ impl AnalyticsHandlers {
                         Some(watermark),
                     ))
                 },
-                |rows| rows.first().and_then(|row| row.watermark),
+                |rows| read_at(rows),
             )
             .await?
         } else {
@@ -458,7 +463,7 @@ impl AnalyticsHandlers {
                 .await
                 .map_err(AnalyticsError::from)?
         };
-        let watermark = rows.first().and_then(|row| row.watermark);
+        let watermark = read_at(&rows);
         let mut response = pb::GetUsageSummaryResponse {
             buckets: Vec::new(),
             totals: Some(empty_totals()),
@@ -599,7 +604,7 @@ impl AnalyticsHandlers {
                         Some(watermark),
                     ))
                 },
-                |rows| rows.first().and_then(|row| row.watermark),
+                |rows| read_at(rows),
             )
             .await?
         };
