@@ -463,21 +463,10 @@ async fn run() {
             "user_token_summary_key",
         ),
         (
-            "summary: on-time rows after the watermark",
+            "summary: rows after the watermark",
             format!(
                 "SELECT sum(u.total_tokens) FROM analytics.token_usage u \
-                 WHERE u.user_id = '{heavy}' AND NOT u.late AND u.received_at > '{w}' \
-                 AND u.occurred_at >= '{}' AND u.occurred_at < '{now}'",
-                now - chrono::Duration::hours(2),
-                w = now - chrono::Duration::minutes(5),
-            ),
-            "user_id_occurred_at_id",
-        ),
-        (
-            "summary: late rows after the watermark",
-            format!(
-                "SELECT sum(u.total_tokens) FROM analytics.token_usage u \
-                 WHERE u.user_id = '{heavy}' AND u.late AND u.received_at > '{}' \
+                 WHERE u.user_id = '{heavy}' AND u.received_at > '{}' \
                  AND u.occurred_at >= '{month_ago}' AND u.occurred_at < '{now}'",
                 now - chrono::Duration::minutes(5)
             ),

@@ -16,7 +16,6 @@ use strata_storage::pool::dedicated_connection;
 use uuid::Uuid;
 
 use crate::partitions::{Partitions, month_of};
-use crate::store::late_flag;
 
 /// Producer id of seeded rows.
 pub const SEED_PRODUCER: Uuid = Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000);
@@ -147,7 +146,7 @@ async fn insert_chunk(
         .num_microseconds()
         .unwrap_or(i64::MAX) as f64;
     let step_micros = span / options.rows.max(1) as f64;
-    diesel::sql_query(format!(
+    diesel::sql_query(
         "WITH models(i, model, provider, price_in, price_out) AS (VALUES \
            (0, 'gpt-4o-mini', 'openai', 0.00000015, 0.0000006), \
            (1, 'gpt-4o', 'openai', 0.0000025, 0.00001), \
@@ -184,15 +183,12 @@ async fn insert_chunk(
          ) \
          INSERT INTO analytics.token_usage (id, producer_id, idempotency_key, user_id, \
              project_id, conversation_id, model, provider, operation, prompt_tokens, \
-             completion_tokens, cost, latency_ms, status, occurred_at, late) \
+             completion_tokens, cost, latency_ms, status, occurred_at) \
          SELECT r.id, $1, r.idempotency_key, r.user_id, r.project_id, r.conversation_id, \
                 r.model, r.provider, r.operation, r.prompt_tokens, r.completion_tokens, \
                 round(r.prompt_tokens * r.price_in + r.completion_tokens * r.price_out, 10), \
-                r.latency_ms, r.status, r.occurred_at, \
-                {late} \
-         FROM rows r JOIN fresh f ON f.usage_id = r.id",
-        late = late_flag("r.occurred_at"),
-    ))
+                r.latency_ms, r.status, r.occurred_at \
+         FROM rows r JOIN fresh f ON f.usage_id = r.id")
     .bind::<SqlUuid, _>(SEED_PRODUCER)
     .bind::<Text, _>(run)
     .bind::<Integer, _>(i32::try_from(options.users.max(1)).unwrap_or(i32::MAX))

@@ -23,26 +23,6 @@ use uuid::Uuid;
 use crate::model::NewUsage;
 use crate::views::{ViewName, WATERMARK};
 
-/// A row is flagged `late` when it arrives more than this after it occurred. Short, so the
-/// on-time rows after a watermark cost a few hours of one user's rows to find.
-pub const LATE_AFTER: chrono::Duration = chrono::Duration::hours(1);
-
-/// The `late` flag of a row being inserted whose occurrence time is `occurred_at` (a SQL
-/// expression), for every writer of the ledger.
-pub fn late_flag(occurred_at: &str) -> String {
-    format!(
-        "{occurred_at} < clock_timestamp() - make_interval(secs => {})",
-        LATE_AFTER.num_seconds()
-    )
-}
-
-/// A row that is not late and was received after `watermark` occurred after this: it
-/// arrived within [`LATE_AFTER`] of occurring, and as much again of margin keeps the bound
-/// safe from clock steps between the two timestamps.
-fn on_time_since(watermark: DateTime<Utc>) -> DateTime<Utc> {
-    watermark - LATE_AFTER * 2
-}
-
 /// The watermark a read adds raw rows after: `view`'s current one, read by the statement
 /// itself, and `seen`, one the caller saw before.
 ///
@@ -197,7 +177,7 @@ pub async fn insert_usage(
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
-    let inserted: Vec<Inserted> = diesel::sql_query(format!(
+    let inserted: Vec<Inserted> = diesel::sql_query(
         "WITH input AS ( \
            SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
                                 $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], \
@@ -213,15 +193,12 @@ pub async fn insert_usage(
          ) \
          INSERT INTO analytics.token_usage (id, producer_id, idempotency_key, user_id, \
              project_id, conversation_id, model, provider, operation, prompt_tokens, \
-             completion_tokens, cost, latency_ms, status, occurred_at, late) \
+             completion_tokens, cost, latency_ms, status, occurred_at) \
          SELECT i.id, $1, i.idempotency_key, i.user_id, i.project_id, i.conversation_id, \
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
-                i.cost::numeric, i.latency_ms, i.status, i.occurred_at, \
-                {late} \
+                i.cost::numeric, i.latency_ms, i.status, i.occurred_at \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
-         RETURNING id",
-        late = late_flag("i.occurred_at"),
-    ))
+         RETURNING id")
     .bind::<SqlUuid, _>(producer)
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(
@@ -347,38 +324,24 @@ fn source(
 }
 
 /// Rows received after `watermark` that occurred in `range`, as `(bucket, grp, 1, prompt,
-/// completion, total, cost)`, in two disjoint parts: on-time rows, found by occurrence
-/// time (they occurred after [`on_time_since`] the watermark, see the migration), and
-/// late rows, found by arrival through the partial `late` indexes.
+/// completion, total, cost)`: one range scan of the arrival indexes for a user or a
+/// project (late rows, which occurred before the watermark, included), the BRIN index for
+/// everyone.
 fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: Watermark) {
-    let select = format!(
+    sql.push(&format!(
         "SELECT date_trunc('day', u.occurred_at, 'UTC'), {grp_u}, 1, u.prompt_tokens, \
-           u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u WHERE ",
+           u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u \
+         WHERE u.received_at > ",
         grp_u = group.expr("u"),
-    );
-    // After the current watermark, whose on-time rows occurred after the one seen (at
-    // most the current one) less the margin.
-    let after = format!(" AND u.received_at > {}", watermark.current());
-    let on_time_from = range.start.max(on_time_since(watermark.seen));
-    sql.push(&select)
-        .push("NOT u.late AND u.received_at > ")
-        .bind(Bind::Time(watermark.seen))
-        .push(&after)
-        .push(" AND u.occurred_at >= ")
-        .bind(Bind::Time(on_time_from))
-        .push(" AND u.occurred_at < ")
-        .bind(Bind::Time(range.end))
-        .scope("u", scope)
-        .push(" UNION ALL ")
-        .push(&select)
-        .push("u.late AND u.received_at > ")
-        .bind(Bind::Time(watermark.seen))
-        .push(&after)
-        .push(" AND u.occurred_at >= ")
-        .bind(Bind::Time(range.start))
-        .push(" AND u.occurred_at < ")
-        .bind(Bind::Time(range.end))
-        .scope("u", scope);
+    ))
+    // After the current watermark and the one seen (at most the current one).
+    .bind(Bind::Time(watermark.seen))
+    .push(&format!(" AND u.received_at > {}", watermark.current()))
+    .push(" AND u.occurred_at >= ")
+    .bind(Bind::Time(range.start))
+    .push(" AND u.occurred_at < ")
+    .bind(Bind::Time(range.end))
+    .scope("u", scope);
 }
 
 /// Bucketed (and grouped) usage plus a grand-total row (`total = true`), ordered by
@@ -491,7 +454,7 @@ pub struct ProjectStatsRow {
 }
 
 /// The project's row of `project_stats` (rows received up to `watermark`) combined with
-/// its raw rows received after it (on-time and late found apart, as in summaries).
+/// its raw rows received after it (one range scan of the project's arrival index).
 pub async fn project_stats(
     conn: &mut AsyncPgConnection,
     project: Uuid,
@@ -506,13 +469,8 @@ pub async fn project_stats(
            SELECT count(*), sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, \
                   sum(total_tokens)::bigint, sum(cost), min(occurred_at), max(occurred_at), \
                   array_agg(DISTINCT model) \
-           FROM ( \
-             SELECT * FROM analytics.token_usage WHERE project_id = $1 AND NOT late \
-               AND received_at > $2 AND received_at > {current} AND occurred_at >= $3 \
-             UNION ALL \
-             SELECT * FROM analytics.token_usage WHERE project_id = $1 AND late \
-               AND received_at > $2 AND received_at > {current} \
-           ) fresh \
+           FROM analytics.token_usage \
+           WHERE project_id = $1 AND received_at > $2 AND received_at > {current} \
          ) \
          SELECT coalesce(sum(request_count), 0)::bigint AS request_count, \
                 coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens, \
@@ -529,7 +487,6 @@ pub async fn project_stats(
     ))
     .bind::<SqlUuid, _>(project)
     .bind::<Timestamptz, _>(watermark.seen)
-    .bind::<Timestamptz, _>(on_time_since(watermark.seen))
     .get_result(conn)
     .await
 }
