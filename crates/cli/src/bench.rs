@@ -1094,27 +1094,39 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             report.rate() / cores as f64
         );
     }
-    let five = Load::closed(5, 1, measure);
-    // "5 concurrent logins finish within 3× one login".
+    // "5 concurrent logins finish within 3× one login": as in the report the figure comes
+    // from, a call here is five logins sent at once, timed until the last one answered.
+    // Five hashes on this machine's cores take ceil(5 / cores) rounds.
     let within_three_logins = if single.ok > 0 {
         Target::Latency {
-            quantile: 0.95,
+            quantile: 0.5,
             at_most: single.quantile(0.5) * 3,
             why: "3× one login",
         }
     } else {
         Target::None
     };
+    let u = Arc::clone(&users);
+    let five_logins = "5 concurrent logins (all five answered)";
     bench
         .measure(
-            "5 concurrent logins",
-            &five,
+            five_logins,
+            &one,
             Limit::Argon2,
             "2,989 ms",
             within_three_logins,
-            logins(Arc::clone(&users)),
+            move |c: Channel, seq| {
+                let five: Vec<_> = (0..5)
+                    .map(|i| login(c.clone(), nth(&u, seq * 5 + i).email.clone()))
+                    .collect();
+                async move { futures_util::future::try_join_all(five).await.map(|_| ()) }
+            },
         )
         .await;
+    // Its ratio compares hashes: five per call.
+    if let Some(last) = bench.last(five_logins) {
+        last.ratio = last.ratio.map(|r| r * 5.0);
+    }
 
     progress("VerifyToken, RefreshToken, GetProfile");
     let u = Arc::clone(&users);
