@@ -244,6 +244,7 @@ impl Refresher {
                 Ok(state.row_count)
             })
             .await?;
+        summarize_new_ranges(&mut conn).await;
         let duration = started.elapsed();
         tracing::debug!(
             view = name,
@@ -353,6 +354,38 @@ async fn fold(
     .bind::<Timestamptz, _>(cut)
     .get_result(conn)
     .await?)
+}
+
+/// Summarizes the page ranges of the ledger's BRIN index on `received_at` that rows filled
+/// since it was last summarized.
+///
+/// The index answers a fold's `received_at` range only from summarized ranges: ranges
+/// filled since autovacuum last summarized are read whole by every fold. Under steady
+/// ingest a fold then cost everything inserted since the last autovacuum instead of what
+/// arrived since the last fold (at 10M rows, 200–550 ms per fold of one second of ingest,
+/// 170,000 rows rechecked to find 1,200). A summarized range stays accurate as rows are
+/// added to it, so summarizing after each fold keeps the next one as short as its rows;
+/// the pages were just read by the fold. A lock held by autovacuum or DDL is not waited
+/// for: autovacuum summarizes too.
+async fn summarize_new_ranges(conn: &mut AsyncPgConnection) {
+    let result = async {
+        conn.batch_execute("SET lock_timeout = 100").await?;
+        diesel::sql_query(
+            "SELECT brin_summarize_new_values(i.inhrelid) FROM pg_inherits i \
+             WHERE i.inhparent = 'analytics.token_usage_received_brin'::regclass",
+        )
+        .execute(conn)
+        .await?;
+        conn.batch_execute("SET lock_timeout = 0").await
+    }
+    .await;
+    if let Err(e) = result.map_err(strata_storage::Error::from) {
+        if is_lock_timeout(&e) {
+            tracing::debug!("BRIN ranges left to autovacuum: a lock is held");
+        } else {
+            tracing::warn!(error = %e, "cannot summarize the ledger's BRIN ranges; folds read unsummarized ranges whole");
+        }
+    }
 }
 
 /// Takes the view's advisory lock; false when skipping a lock held elsewhere.

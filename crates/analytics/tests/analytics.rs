@@ -1187,6 +1187,41 @@ async fn two_refreshers_take_turns() {
 
 /// A summary folds on volume as well as on time: with an hour's interval, a scheduler
 /// folds once enough rows arrived since the last cut, and not before.
+/// Page ranges of the BRIN index on `received_at` that rows filled since autovacuum last
+/// summarized are read whole by every fold; a fold summarizes them, so the next one reads
+/// only its own rows.
+#[tokio::test]
+async fn a_fold_leaves_no_brin_range_unsummarized() {
+    let h = start().await;
+    let ada = h.user(Role::User).await;
+    let admin = h.user(Role::Admin).await;
+    let mut client = h.client();
+    // About a hundred heap pages: several ranges of 32.
+    for b in 0..3 {
+        let events = (0..1000)
+            .map(|i| event(&format!("b{b}-{i}"), ada.id, "gpt-4o", 1, 1, "0.1", Utc::now()))
+            .collect();
+        record(&mut client, &ada.token, events).await.unwrap();
+    }
+    let pages = h
+        .count(
+            "SELECT sum(pg_relation_size(i.inhrelid) / current_setting('block_size')::bigint)::bigint \
+               AS n FROM pg_inherits i WHERE i.inhparent = 'analytics.token_usage'::regclass",
+        )
+        .await;
+    assert!(pages > 64, "{pages} pages");
+    h.refresh(&admin).await;
+    // Summarizing now finds nothing left to summarize.
+    let unsummarized = h
+        .count(
+            "SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid)), 0)::bigint AS n \
+             FROM pg_inherits i \
+             WHERE i.inhparent = 'analytics.token_usage_received_brin'::regclass",
+        )
+        .await;
+    assert_eq!(unsummarized, 0);
+}
+
 #[tokio::test]
 async fn summaries_fold_early_once_enough_rows_arrive() {
     let h = start().await;
