@@ -6,11 +6,12 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 use super::*;
 
-#[tokio::test]
-async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
+/// Runs `strata bench` at smoke scale on 2×2 with `args`, on databases of its own named
+/// after `tag`; returns the report folder and `report.json`.
+async fn bench(tag: &str, args: &[&str]) -> (std::path::PathBuf, serde_json::Value) {
     let admin_url = strata_testkit::env_or_infra("DATABASE_URL").unwrap();
     let redis_url = strata_testkit::env_or_infra("REDIS_URL").unwrap();
-    let name = format!("strata_bench_e2e_{}", std::process::id());
+    let name = format!("strata_bench_{tag}_{}", std::process::id());
     let out = std::env::temp_dir().join(&name);
     let output = tokio::process::Command::new(STRATA)
         .args([
@@ -25,6 +26,7 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         .arg("--out")
         .arg(&out)
         .args(["--database", &name])
+        .args(args)
         .env("DATABASE_URL", &admin_url)
         .env("REDIS_URL", &redis_url)
         .env_remove("STRATA_CONFIG_FILE")
@@ -43,8 +45,14 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
+    let report =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    (out, report)
+}
+
+#[tokio::test]
+async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
+    let (out, report) = bench("e2e", &[]).await;
     let rows = report["rows"].as_array().unwrap();
     let operations: Vec<&str> = rows
         .iter()
@@ -127,5 +135,42 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         svg.matches("text-anchor=\"end\"").count() >= rows.len(),
         "{svg}"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--flamegraphs`, where `perf` can sample (machines without perf, as CI's may be, say so
+/// and skip): the report links one flame graph per scenario, of the suite's own code.
+#[tokio::test]
+async fn the_bench_draws_a_flame_graph_of_each_scenario() {
+    let perf = std::process::Command::new("perf")
+        .args(["record", "-q", "-o", "/dev/null", "--", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !perf {
+        eprintln!("no usable perf here: flame graphs not checked");
+        return;
+    }
+    let (out, report) = bench(
+        "flame",
+        &["--flamegraphs", "--only", "GetProfile, one at a time"],
+    )
+    .await;
+    let rows = report["rows"].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["operation"] == "GetProfile, one at a time")
+        .unwrap();
+    let svg = row["flamegraph"].as_str().unwrap();
+    assert_eq!(svg, "flamegraphs/getprofile-one-at-a-time.svg");
+    let graph = std::fs::read_to_string(out.join(svg)).unwrap();
+    assert!(graph.contains("get_profile"), "{svg}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&format!("[`{svg}`]({svg})")), "{md}");
+    // The samples are gone; the graph holds what they said.
+    let left: Vec<_> = std::fs::read_dir(out.join("flamegraphs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -9,6 +9,8 @@
 //! (`suite.log`: slow queries, warnings). A scenario with failed calls is
 //! reported as failed, never as fast.
 
+mod flamegraph;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -89,6 +91,8 @@ pub struct Options {
     pub database: String,
     /// Only the scenarios whose name contains one of these (all when empty).
     pub only: Vec<String>,
+    /// A flame graph of the suite under each scenario (`perf`), in `<out>/flamegraphs`.
+    pub flamegraphs: bool,
 }
 
 /// One line of the report.
@@ -113,6 +117,8 @@ struct Row {
     target_ratio: Option<f64>,
     met: Option<bool>,
     resources: Option<Resources>,
+    /// The suite's flame graph under this scenario, relative to the report.
+    flamegraph: Option<String>,
 }
 
 /// The machine's limits, measured in this run.
@@ -208,6 +214,7 @@ fn row(
         target_ratio: target.ratio(),
         met,
         resources: None,
+        flamegraph: None,
     }
 }
 
@@ -817,6 +824,7 @@ struct Recorder<'a> {
     channels: &'a [Channel],
     limits: &'a Limits,
     rows: Vec<Row>,
+    profiler: Option<flamegraph::Profiler>,
 }
 
 /// A RecordUsage call: `(channel, seq, events per call, key tag)`.
@@ -850,10 +858,25 @@ impl Recorder<'_> {
         if self.left_out(operation) {
             return Report::skipped(load);
         }
+        let recording = self.profiler.as_ref().and_then(|p| {
+            p.start(operation)
+                .map_err(|e| eprintln!("strata bench: no flame graph of {operation}: {e:#}"))
+                .ok()
+        });
         let before = self.probe.sample().await;
         let report = load::run(load, self.channels, call).await;
         self.record(operation, &report, &before, limit, reference, target)
             .await;
+        if let Some(recording) = recording {
+            match recording.finish().await {
+                Ok(svg) => {
+                    if let Some(row) = self.rows.last_mut() {
+                        row.flamegraph = Some(svg);
+                    }
+                }
+                Err(e) => eprintln!("strata bench: no flame graph of {operation}: {e:#}"),
+            }
+        }
         report
     }
 
@@ -983,6 +1006,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let suite = Suite::start(&database_url, &redis_url, &options.out.join("suite.log")).await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
     let probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
+    let profiler = match options.flamegraphs {
+        true => Some(flamegraph::Profiler::new(suite.pid, &options.out).await?),
+        false => None,
+    };
     let hello_row = row(
         "hello-world (limit)",
         &hello_report,
@@ -1028,6 +1055,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         channels: &channels,
         limits: &limits,
         rows: vec![hello_row],
+        profiler,
     };
 
     progress("SignUp, Login");
@@ -1623,6 +1651,18 @@ fn write_report(
                 per_call(x.sql_per_call),
                 per_call(x.redis_per_call),
             ));
+        }
+    }
+    let profiled: Vec<&Row> = rows.iter().filter(|r| r.flamegraph.is_some()).collect();
+    if !profiled.is_empty() {
+        md.push_str(
+            "\n## Flame graphs of the suite\n\nSampled with `perf` while each scenario ran \
+             (`--flamegraphs`). Sampling costs the suite CPU: compare the figures of runs \
+             without it.\n\n",
+        );
+        for r in profiled {
+            let svg = r.flamegraph.as_deref().unwrap_or_default();
+            md.push_str(&format!("- {}: [`{svg}`]({svg})\n", r.operation));
         }
     }
     std::fs::write(out.join("report.md"), md)?;

@@ -87,6 +87,10 @@ enum Command {
         /// the limits and the set-up still run. Repeatable.
         #[arg(long)]
         only: Vec<String>,
+        /// Also sample the suite with `perf` under each scenario and draw its flame graph
+        /// into `<out>/flamegraphs/` (needs `perf`; the figures then include its cost).
+        #[arg(long)]
+        flamegraphs: bool,
     },
     /// Print every setting (environment variable) with its default and meaning, as
     /// Markdown; README's configuration tables are this output.
@@ -206,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             in_flight,
             database,
             only,
+            flamegraphs,
         } => {
             if !database
                 .chars()
@@ -220,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 in_flight,
                 database,
                 only,
+                flamegraphs,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
