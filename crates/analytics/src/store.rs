@@ -198,7 +198,8 @@ pub async fn insert_usage(
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
                 i.cost::numeric, i.latency_ms, i.status, i.occurred_at \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
-         RETURNING id")
+         RETURNING id",
+    )
     .bind::<SqlUuid, _>(producer)
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(

@@ -1199,7 +1199,17 @@ async fn a_fold_leaves_no_brin_range_unsummarized() {
     // About a hundred heap pages: several ranges of 32.
     for b in 0..3 {
         let events = (0..1000)
-            .map(|i| event(&format!("b{b}-{i}"), ada.id, "gpt-4o", 1, 1, "0.1", Utc::now()))
+            .map(|i| {
+                event(
+                    &format!("b{b}-{i}"),
+                    ada.id,
+                    "gpt-4o",
+                    1,
+                    1,
+                    "0.1",
+                    Utc::now(),
+                )
+            })
             .collect();
         record(&mut client, &ada.token, events).await.unwrap();
     }
