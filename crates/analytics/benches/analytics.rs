@@ -465,9 +465,9 @@ async fn run() {
         (
             "summary: rows after the watermark",
             format!(
-                "SELECT sum(u.total_tokens) FROM analytics.token_usage u \
-                 WHERE u.user_id = '{heavy}' AND u.received_at > '{}' \
-                 AND u.occurred_at >= '{month_ago}' AND u.occurred_at < '{now}'",
+                "SELECT sum(u.total_tokens) FROM (SELECT * FROM analytics.token_usage u \
+                 WHERE u.user_id = '{heavy}' AND u.received_at > '{}' OFFSET 0) u \
+                 WHERE u.occurred_at >= '{month_ago}' AND u.occurred_at < '{now}'",
                 now - chrono::Duration::minutes(5)
             ),
             "user_id_received_at",

@@ -328,21 +328,27 @@ fn source(
 /// completion, total, cost)`: one range scan of the arrival indexes for a user or a
 /// project (late rows, which occurred before the watermark, included), the BRIN index for
 /// everyone.
+///
+/// The rows are found by arrival alone, in a subquery the planner cannot merge
+/// (`OFFSET 0`), and only then kept to `range`. Given the range beside them, a generic
+/// plan (which a prepared statement gets after five runs) takes the occurrence-time index
+/// for the more selective one (it cannot know how short the tail is) and reads every row
+/// the user has in the range: 143 ms instead of 3 for a user with 120,000 rows this month.
 fn fresh_rows(sql: &mut Sql, scope: Scope, range: Range, group: Group, watermark: Watermark) {
     sql.push(&format!(
         "SELECT date_trunc('day', u.occurred_at, 'UTC'), {grp_u}, 1, u.prompt_tokens, \
-           u.completion_tokens, u.total_tokens, u.cost FROM analytics.token_usage u \
-         WHERE u.received_at > ",
+           u.completion_tokens, u.total_tokens, u.cost \
+         FROM (SELECT * FROM analytics.token_usage u WHERE u.received_at > ",
         grp_u = group.expr("u"),
     ))
     // After the current watermark and the one seen (at most the current one).
     .bind(Bind::Time(watermark.seen))
     .push(&format!(" AND u.received_at > {}", watermark.current()))
-    .push(" AND u.occurred_at >= ")
+    .scope("u", scope)
+    .push(" OFFSET 0) u WHERE u.occurred_at >= ")
     .bind(Bind::Time(range.start))
     .push(" AND u.occurred_at < ")
-    .bind(Bind::Time(range.end))
-    .scope("u", scope);
+    .bind(Bind::Time(range.end));
 }
 
 /// Bucketed (and grouped) usage plus a grand-total row (`total = true`), ordered by
