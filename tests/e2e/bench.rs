@@ -163,7 +163,9 @@ async fn the_bench_draws_a_flame_graph_of_each_scenario() {
     let svg = row["flamegraph"].as_str().unwrap();
     assert_eq!(svg, "flamegraphs/getprofile-one-at-a-time.svg");
     let graph = std::fs::read_to_string(out.join(svg)).unwrap();
-    assert!(graph.contains("get_profile"), "{svg}");
+    // Titled, with frames (each frame's title counts its samples).
+    assert!(graph.contains("GetProfile, one at a time"), "{svg}");
+    assert!(graph.contains(" samples, "), "{svg}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains(&format!("[`{svg}`]({svg})")), "{md}");
     // The samples are gone; the graph holds what they said.
