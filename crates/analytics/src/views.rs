@@ -198,7 +198,7 @@ impl Refresher {
         let cut = set_cut(&mut conn, view).await?;
         let name = view.as_str();
         let refresher = self.name.clone();
-        let row_count = conn
+        let (row_count, touched) = conn
             .transaction::<_, AnalyticsError, _>(async |conn| {
                 // The state row is locked until commit: the fold and the new watermark
                 // become visible together.
@@ -241,10 +241,13 @@ impl Refresher {
                     .execute(conn)
                     .await?;
                 }
-                Ok(state.row_count)
+                Ok((state.row_count, folded.touched))
             })
             .await?;
-        summarize_new_ranges(&mut conn).await;
+        // Rows arrived since the last fold: their pages may fill ranges left unsummarized.
+        if touched > 0 {
+            summarize_new_ranges(&mut conn).await;
+        }
         let duration = started.elapsed();
         tracing::debug!(
             view = name,
