@@ -257,6 +257,20 @@ async fn last_statement(db: &TestDb, pool: &Db) -> String {
     rows[0].query.clone()
 }
 
+/// Runs `SELECT 42` on a connection of `pool` (one connection), checks it out again and
+/// returns the last statement the server saw from it: `SELECT 1` when the checkout
+/// validated the connection.
+async fn statement_before_reuse(db: &TestDb, pool: &Db) -> String {
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("SELECT 42")
+        .await
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    last_statement(db, pool).await
+}
+
 #[tokio::test]
 async fn a_connection_that_just_worked_is_handed_out_without_a_validation_query() {
     let db = TestDb::new().await;
@@ -265,15 +279,7 @@ async fn a_connection_that_just_worked_is_handed_out_without_a_validation_query(
         c.min_idle = 0;
         c.validation_bypass = Duration::from_secs(60);
     });
-    trusting
-        .get()
-        .await
-        .unwrap()
-        .batch_execute("SELECT 42")
-        .await
-        .unwrap();
-    drop(trusting.get().await.unwrap());
-    assert_eq!(last_statement(&db, &trusting).await, "SELECT 42");
+    assert_eq!(statement_before_reuse(&db, &trusting).await, "SELECT 42");
 
     // Past the bypass (zero here) the checkout runs SELECT 1 first.
     let checking = pool(&db, |c| {
@@ -282,15 +288,7 @@ async fn a_connection_that_just_worked_is_handed_out_without_a_validation_query(
         c.min_idle = 0;
         c.validation_bypass = Duration::ZERO;
     });
-    checking
-        .get()
-        .await
-        .unwrap()
-        .batch_execute("SELECT 42")
-        .await
-        .unwrap();
-    drop(checking.get().await.unwrap());
-    assert_eq!(last_statement(&db, &checking).await, "SELECT 1");
+    assert_eq!(statement_before_reuse(&db, &checking).await, "SELECT 1");
 }
 
 #[tokio::test]
