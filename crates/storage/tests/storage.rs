@@ -163,7 +163,7 @@ fn pool(db: &TestDb, tweak: impl FnOnce(&mut DbConfig)) -> Db {
 }
 
 #[tokio::test]
-async fn statement_timeout_is_enforced_on_pooled_connections() {
+async fn pooled_connections_have_the_session_settings() {
     let db = TestDb::new().await;
     let pool = pool(&db, |c| c.statement_timeout = Duration::from_millis(200));
     let mut conn = pool.get().await.unwrap();
@@ -194,6 +194,17 @@ async fn statement_timeout_is_enforced_on_pooled_connections() {
         .await
         .unwrap();
     assert_eq!(rows[0].value, pool.config().application_name);
+
+    // No JIT compilation in any Strata session, pooled or dedicated (the analytics folds
+    // compiled every second of ingest): the server's default is on.
+    let mut dedicated = dedicated_connection(pool.config()).await.unwrap();
+    for conn in [&mut *conn, &mut dedicated] {
+        let jit: Setting = sql_query("SELECT current_setting('jit') AS value")
+            .get_result(conn)
+            .await
+            .unwrap();
+        assert_eq!(jit.value, "off");
+    }
 }
 
 #[tokio::test]
