@@ -28,7 +28,8 @@ pub mod health;
 pub mod identity;
 pub mod layers;
 pub mod pagination;
-pub mod redis;
+/// The shared Redis handle (it lives with the cache, which needs it below the runtime).
+pub use strata_cache::redis;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
