@@ -1,0 +1,189 @@
+//! The auth service's caches (two-tier, see `strata_cache`): what every authenticated call
+//! reads, so a call whose session and account are cached touches no database.
+//!
+//! - `auth_sessions`: a session's owner, revocation and expiries, by session id. The
+//!   revocation answer of every call. Invalidated by every write that ends a session
+//!   ([`AuthCaches::sessions_ended`]), in the same code path as the write. A refresh only
+//!   moves the idle expiry later, so it does not invalidate: an entry that says "expired"
+//!   is checked against the database before it is believed.
+//! - `auth_users`: an account (profile, role, status; never its password hash), by user
+//!   id. Invalidated by every write to the account: profile, password, role, status.
+//!
+//! Short lives bound what a partitioned replica can miss: 30 s in memory, 60 s in Redis
+//! for sessions; 60 s and 5 minutes for accounts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use strata_cache::{Caches, Policy, Tiered};
+use strata_proto::strata::auth::v1 as pb;
+use strata_storage::Db;
+use uuid::Uuid;
+
+use crate::error::AuthError;
+use crate::schema::sessions;
+use crate::store;
+
+/// A session as the per-call check needs it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CachedSession {
+    /// Owner.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// Ended (logout, revocation, reuse of a refresh token, password change).
+    #[prost(bool, tag = "2")]
+    pub revoked: bool,
+    /// Idle expiry, microseconds since the epoch.
+    #[prost(int64, tag = "3")]
+    pub idle_expires_at_us: i64,
+    /// Absolute expiry, microseconds since the epoch.
+    #[prost(int64, tag = "4")]
+    pub absolute_expires_at_us: i64,
+}
+
+impl CachedSession {
+    /// Whether it is `user`'s, not ended, and unexpired at `now`.
+    fn live_for(&self, user: Uuid, now: DateTime<Utc>) -> bool {
+        let now = now.timestamp_micros();
+        self.user_id == user.to_string()
+            && !self.revoked
+            && self.idle_expires_at_us > now
+            && self.absolute_expires_at_us > now
+    }
+}
+
+/// The caches of the auth service.
+#[derive(Debug, Clone)]
+pub struct AuthCaches {
+    sessions: Tiered<CachedSession>,
+    users: Tiered<pb::User>,
+    db: Db,
+}
+
+/// The error of a load, which every caller that waited for it shares.
+fn shared(e: Arc<strata_storage::Error>) -> AuthError {
+    AuthError::Api(strata_storage::Error::shared_into_api(e))
+}
+
+impl AuthCaches {
+    /// Registers the caches with the process's `caches`.
+    pub fn new(caches: &Caches, db: Db) -> Self {
+        Self {
+            sessions: caches.tiered(
+                "auth_sessions",
+                Policy {
+                    l1_ttl: Duration::from_secs(30),
+                    l1_capacity: 200_000,
+                    l2_ttl: Duration::from_secs(60),
+                },
+            ),
+            users: caches.tiered(
+                "auth_users",
+                Policy {
+                    l1_ttl: Duration::from_secs(60),
+                    l1_capacity: 200_000,
+                    l2_ttl: Duration::from_secs(300),
+                },
+            ),
+            db,
+        }
+    }
+
+    /// Whether `session` is `user`'s and live at `now`: from the cache, and from the
+    /// database when the cache says it expired (a refresh may have moved its idle expiry).
+    pub async fn session_live(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AuthError> {
+        let db = &self.db;
+        let cached = self
+            .sessions
+            .get_or_load(&session.to_string(), || load_session(db, session))
+            .await
+            .map_err(shared)?;
+        let Some(cached) = cached else {
+            return Ok(false);
+        };
+        if cached.live_for(user, now) {
+            return Ok(true);
+        }
+        let expired_only = cached.user_id == user.to_string() && !cached.revoked;
+        if !expired_only {
+            return Ok(false);
+        }
+        Ok(load_session(db, session)
+            .await
+            .map_err(AuthError::Storage)?
+            .is_some_and(|fresh| fresh.live_for(user, now)))
+    }
+
+    /// The account `user` (`None`: no such account).
+    pub async fn user(&self, user: Uuid) -> Result<Option<Arc<pb::User>>, AuthError> {
+        let db = &self.db;
+        self.users
+            .get_or_load(&user.to_string(), || load_user(db, user))
+            .await
+            .map_err(shared)
+    }
+
+    /// After a write that ended `sessions` committed.
+    pub async fn sessions_ended(&self, sessions: &[Uuid]) {
+        let keys: Vec<String> = sessions.iter().map(Uuid::to_string).collect();
+        self.sessions.invalidate(&keys).await;
+    }
+
+    /// After a write to the account `user` committed.
+    pub async fn user_changed(&self, user: Uuid) {
+        self.users.invalidate(&[user.to_string()]).await;
+    }
+}
+
+/// For a process that changed the account `user` outside the auth service (the CLI):
+/// forgets it in the caches of every replica listening on `caches`' Redis.
+pub async fn forget_user(caches: &Caches, db: Db, user: Uuid) {
+    AuthCaches::new(caches, db).user_changed(user).await;
+}
+
+async fn load_session(
+    db: &Db,
+    session: Uuid,
+) -> Result<Option<CachedSession>, strata_storage::Error> {
+    type Row = (Uuid, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
+    let row: Option<Row> = db
+        .shared(move |conn: &AsyncPgConnection| {
+            Box::pin(async move {
+                let mut conn = conn;
+                sessions::table
+                    .find(session)
+                    .select((
+                        sessions::user_id,
+                        sessions::revoked_at,
+                        sessions::idle_expires_at,
+                        sessions::absolute_expires_at,
+                    ))
+                    .first::<Row>(&mut conn)
+                    .await
+                    .optional()
+            })
+        })
+        .await?;
+    Ok(
+        row.map(|(user_id, revoked_at, idle, absolute)| CachedSession {
+            user_id: user_id.to_string(),
+            revoked: revoked_at.is_some(),
+            idle_expires_at_us: idle.timestamp_micros(),
+            absolute_expires_at_us: absolute.timestamp_micros(),
+        }),
+    )
+}
+
+async fn load_user(db: &Db, user: Uuid) -> Result<Option<pb::User>, strata_storage::Error> {
+    let mut conn = db.get().await?;
+    let row = store::user_by_id(&mut conn, user).await?;
+    Ok(row.as_ref().map(crate::handlers::profile::user_proto))
+}
