@@ -134,19 +134,25 @@ impl AuthCaches {
     /// After a write that ended `sessions` committed.
     pub async fn sessions_ended(&self, sessions: &[Uuid]) {
         let keys: Vec<String> = sessions.iter().map(Uuid::to_string).collect();
-        self.sessions.invalidate(&keys).await;
+        // Undelivered, it is replayed; this process reads no L2 until it is.
+        let _delivered = self.sessions.invalidate(&keys).await;
     }
 
     /// After a write to the account `user` committed.
     pub async fn user_changed(&self, user: Uuid) {
-        self.users.invalidate(&[user.to_string()]).await;
+        let _delivered = self.users.invalidate(&[user.to_string()]).await;
     }
 }
 
 /// For a process that changed the account `user` outside the auth service (the CLI):
-/// forgets it in the caches of every replica listening on `caches`' Redis.
-pub async fn forget_user(caches: &Caches, db: Db, user: Uuid) {
-    AuthCaches::new(caches, db).user_changed(user).await;
+/// forgets it in the caches of every replica listening on `caches`' Redis. False when
+/// Redis could not be reached (replicas then keep the old account for at most the caches'
+/// TTLs).
+pub async fn forget_user(caches: &Caches, db: Db, user: Uuid) -> bool {
+    AuthCaches::new(caches, db)
+        .users
+        .invalidate(&[user.to_string()])
+        .await
 }
 
 async fn load_session(

@@ -7,11 +7,13 @@
 //! ([`tokens`]), throttles sign-in ([`throttle`]), records API-key use in batches
 //! ([`usage`]), deletes expired credentials ([`cleanup`]), publishes ended sessions to
 //! Redis from an outbox ([`revocations`]), and serves the RPCs ([`handlers`], one file per
-//! resource) over its queries ([`store`], [`schema`]). [`register`] adds all of it to a
+//! resource) over its queries ([`store`], [`schema`]), reading sessions and accounts
+//! through the two-tier caches ([`cached`]). [`register`] adds all of it to a
 //! server. Verifying access tokens and checking revocations is shared with every service
 //! and lives in `strata_runtime::identity`; this crate must not grow verification logic of
 //! its own.
 
+pub mod cached;
 pub mod cleanup;
 pub mod config;
 pub mod error;

@@ -817,15 +817,16 @@ pub async fn touch_api_keys(
 }
 
 /// Gives the user with `email` the ADMIN role (the bootstrap path for the first admin);
-/// false when there is no such user.
+/// their id, or `None` when there is no such user.
 pub async fn grant_admin(
     conn: &mut AsyncPgConnection,
     email: &str,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> QueryResult<Option<Uuid>> {
     diesel::update(users::table.filter(lower_text(users::email).eq(email.to_lowercase())))
         .set((users::role.eq("ADMIN"), users::updated_at.eq(now)))
-        .execute(conn)
+        .returning(users::id)
+        .get_result(conn)
         .await
-        .map(|n| n == 1)
+        .optional()
 }

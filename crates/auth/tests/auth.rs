@@ -133,15 +133,17 @@ async fn login(
         .map(|r| r.into_inner().credentials.unwrap())
 }
 
-async fn make_admin(db: &TestDb, email: &str) {
-    use diesel_async::SimpleAsyncConnection;
-    db.connect()
+/// Grants ADMIN the way `strata auth grant-admin` does: in the database, then forgotten
+/// in the caches of every replica.
+async fn make_admin(h: &Harness, email: &str) {
+    let mut conn = h.db.connect().await;
+    let user = strata_auth::store::grant_admin(&mut conn, email, chrono::Utc::now())
         .await
-        .batch_execute(&format!(
-            "UPDATE auth.users SET role = 'ADMIN' WHERE email = '{email}'"
-        ))
-        .await
+        .unwrap()
         .unwrap();
+    let context = h.handlers.context();
+    let _delivered =
+        strata_auth::cached::forget_user(&context.caches, context.db.clone(), user).await;
 }
 
 async fn create_key(
@@ -202,7 +204,7 @@ async fn start_with_redis(redis: &TestRedis) -> Harness {
 
 async fn admin_credentials(h: &mut Harness, email: &str) -> Credentials {
     let (_, credentials) = sign_up(&mut h.client, email).await;
-    make_admin(&h.db, email).await;
+    make_admin(h, email).await;
     // The role is a claim: a refresh carries the promotion.
     refresh(&mut h.client, &credentials.refresh_token)
         .await
@@ -235,6 +237,9 @@ mod page_tokens;
 
 #[path = "auth/profile.rs"]
 mod profile;
+
+#[path = "auth/replicas.rs"]
+mod replicas;
 
 #[path = "auth/request_ids.rs"]
 mod request_ids;

@@ -33,17 +33,25 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts at subscribing.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Deletes L2 values, bumps generations, publishes (KEYS: value, generation pairs; ARGV:
-/// generation TTL in ms, channel, message).
+/// Deletes L2 values, gives their keys a new generation, publishes (KEYS: value,
+/// generation pairs; ARGV: generation TTL in ms, channel, message, the new generation).
+/// A generation is the publisher's id and sequence number: it never repeats, even after
+/// the key expired or Redis restarted empty (a counter would start again at 1 and let a
+/// load that read the old row fill it back).
 const INVALIDATE: &str = r"
 for i = 1, #KEYS, 2 do
   redis.call('DEL', KEYS[i])
-  redis.call('INCR', KEYS[i + 1])
-  redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+  redis.call('SET', KEYS[i + 1], ARGV[4], 'PX', ARGV[1])
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
+
+/// The key of `cache`'s own generation, which [`clear_l2`] changes so that loads in
+/// flight cannot fill back what the clear removed.
+pub(crate) fn cache_generation_key(redis: &RedisHandle, cache: &str) -> String {
+    redis.key(&format!("cache:{cache}:generation"))
+}
 
 /// An invalidation message, as published.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -80,9 +88,18 @@ pub(crate) struct Job {
     keys: Vec<String>,
     /// (value, generation) key of each key in L2.
     l2_keys: Vec<(String, String)>,
-    /// Clear these caches (`None` in the list: every cache) instead.
+    /// Clear this cache (`Some(None)`: every cache) instead.
     clear: Option<Option<String>>,
-    done: oneshot::Sender<()>,
+    done: oneshot::Sender<Delivery>,
+}
+
+/// What became of a job.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Delivery {
+    /// It reached Redis (otherwise it is kept and replayed).
+    pub delivered: bool,
+    /// L2 entries a clear deleted.
+    pub l2_deleted: u64,
 }
 
 /// The handle writers send invalidations through.
@@ -96,31 +113,36 @@ impl Publisher {
         (Self { queue }, jobs)
     }
 
-    /// Sends an invalidation of `keys` of `cache` and waits until it reached Redis or was
-    /// kept for replay.
-    pub async fn invalidate(&self, cache: &str, keys: Vec<String>, l2_keys: Vec<(String, String)>) {
-        self.send(cache, keys, l2_keys, None).await;
+    /// Queues an invalidation of `keys` of `cache` at once (so a caller cancelled later
+    /// cannot lose it); the answer says whether it reached Redis or was kept for replay.
+    pub fn invalidate(
+        &self,
+        cache: &str,
+        keys: Vec<String>,
+        l2_keys: Vec<(String, String)>,
+    ) -> oneshot::Receiver<Delivery> {
+        self.enqueue(cache, keys, l2_keys, None)
     }
 
-    /// Tells every replica to flush `cache` (every cache with `None`).
-    pub async fn clear(&self, cache: Option<&str>) {
-        self.send(
+    /// Queues a clear of `cache` (every cache with `None`): from L2, then from every
+    /// replica's L1.
+    pub fn clear(&self, cache: Option<&str>) -> oneshot::Receiver<Delivery> {
+        self.enqueue(
             cache.unwrap_or_default(),
             Vec::new(),
             Vec::new(),
             Some(cache.map(str::to_owned)),
         )
-        .await;
     }
 
-    async fn send(
+    fn enqueue(
         &self,
         cache: &str,
         keys: Vec<String>,
         l2_keys: Vec<(String, String)>,
         clear: Option<Option<String>>,
-    ) {
-        let (done, answered) = oneshot::channel();
+    ) -> oneshot::Receiver<Delivery> {
+        let (done, answer) = oneshot::channel();
         let job = Job {
             cache: cache.to_owned(),
             keys,
@@ -128,9 +150,9 @@ impl Publisher {
             clear,
             done,
         };
-        if self.queue.send(job).is_ok() {
-            let _ = answered.await;
-        }
+        // Only fails once the publisher is gone with the process's caches.
+        let _ = self.queue.send(job);
+        answer
     }
 }
 
@@ -183,6 +205,12 @@ struct Sender {
 }
 
 impl Sender {
+    /// A value no other invalidation ever used: this publisher's id and sequence number.
+    fn generation(&self) -> String {
+        let id: String = self.id.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{id}:{}", self.seq)
+    }
+
     /// Runs the script for `keys` of `cache` (and `cleared` caches), with the next
     /// sequence number. A number is used even when the script fails: the gap tells the
     /// other replicas they missed something.
@@ -208,7 +236,8 @@ impl Sender {
         invocation
             .arg(self.generation_ttl_ms)
             .arg(&self.channel)
-            .arg(prost::Message::encode_to_vec(&message));
+            .arg(prost::Message::encode_to_vec(&message))
+            .arg(self.generation());
         redis
             .invoke::<i64>("cache invalidation", &invocation)
             .await
@@ -249,23 +278,14 @@ async fn publish(shared: Weak<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let mut answer = None;
         if let Some(job) = job {
-            let cleared = match &job.clear {
-                Some(Some(name)) => (vec![name.clone()], false),
-                Some(None) => (Vec::new(), true),
-                None => (Vec::new(), false),
-            };
-            let keys = if job.keys.is_empty() {
-                Vec::new()
-            } else {
-                vec![CacheKeys {
-                    cache: job.cache.clone(),
-                    keys: job.keys.clone(),
-                }]
-            };
-            // Behind earlier failures, a new invalidation waits its turn with them.
-            let sent = pending.is_empty() && sender.send(&redis, keys, &job.l2_keys, cleared).await;
-            if !sent {
+            let mut delivery = Delivery::default();
+            // Behind earlier failures, a new job waits its turn with them.
+            if pending.is_empty() {
+                delivery = run(&shared, &redis, &mut sender, &job).await;
+            }
+            if !delivery.delivered {
                 pending.add(&job, max_pending);
                 match &job.clear {
                     Some(Some(name)) => {
@@ -277,15 +297,57 @@ async fn publish(shared: Weak<Shared>, mut jobs: mpsc::UnboundedReceiver<Job>) {
                     None => {}
                 }
             }
-            let _ = job.done.send(());
+            answer = Some((job.done, delivery));
         }
         if !pending.is_empty() {
             replay(&shared, &redis, &mut sender, &mut pending).await;
         }
+        // Stored before the writer hears back: a writer whose invalidation is pending
+        // must not read L2 (it may still hold what the write replaced).
         shared.pending_count.store(
             pending.count as u64 + pending.overflowed.len() as u64,
             Ordering::Release,
         );
+        if let Some((done, delivery)) = answer {
+            let _ = done.send(delivery);
+        }
+    }
+}
+
+/// Runs one job: an invalidation, or a clear (L2 first, then the message).
+async fn run(shared: &Shared, redis: &RedisHandle, sender: &mut Sender, job: &Job) -> Delivery {
+    match &job.clear {
+        None => {
+            let keys = vec![CacheKeys {
+                cache: job.cache.clone(),
+                keys: job.keys.clone(),
+            }];
+            let delivered = sender
+                .send(redis, keys, &job.l2_keys, (Vec::new(), false))
+                .await;
+            Delivery {
+                delivered,
+                l2_deleted: 0,
+            }
+        }
+        Some(cache) => {
+            let names = match cache {
+                Some(name) => vec![name.clone()],
+                None => shared.all().iter().map(|c| c.name().to_owned()).collect(),
+            };
+            let Some(l2_deleted) = clear_l2(redis, &names).await else {
+                return Delivery::default();
+            };
+            let cleared = match cache {
+                Some(name) => (vec![name.clone()], false),
+                None => (Vec::new(), true),
+            };
+            let delivered = sender.send(redis, Vec::new(), &[], cleared).await;
+            Delivery {
+                delivered,
+                l2_deleted,
+            }
+        }
     }
 }
 
@@ -302,7 +364,9 @@ async fn replay(shared: &Shared, redis: &RedisHandle, sender: &mut Sender, pendi
             return;
         }
         pending.overflowed.remove(&cache);
-        pending.keys.remove(&cache);
+        if let Some(keys) = pending.keys.remove(&cache) {
+            pending.count -= keys.len();
+        }
     }
     let caches: Vec<String> = pending.keys.keys().cloned().collect();
     for cache in caches {
@@ -345,6 +409,18 @@ async fn replay(shared: &Shared, redis: &RedisHandle, sender: &mut Sender, pendi
 async fn clear_l2(redis: &RedisHandle, caches: &[String]) -> Option<u64> {
     let mut deleted = 0u64;
     for cache in caches {
+        // First a new generation for the whole cache: loads in flight, which read the
+        // old one, cannot fill back what is deleted below.
+        let generation = uuid::Uuid::new_v4().simple().to_string();
+        let _: () = redis
+            .query(
+                "cache clear",
+                redis::cmd("SET")
+                    .arg(cache_generation_key(redis, cache))
+                    .arg(generation),
+            )
+            .await
+            .ok()?;
         let pattern = format!("{}*", glob_escape(&redis.key(&format!("cache:{cache}:"))));
         let mut cursor: u64 = 0;
         loop {
@@ -360,7 +436,7 @@ async fn clear_l2(redis: &RedisHandle, caches: &[String]) -> Option<u64> {
                 )
                 .await
                 .ok()?;
-            // Values only: generations stay, so loads in flight still cannot fill.
+            // Values only: the keys' generations stay.
             let values: Vec<&String> = keys
                 .iter()
                 .filter(|k| k.contains(&format!("cache:{cache}:v:")))
@@ -393,17 +469,6 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Clears `caches` from L2 and tells every replica to flush them (`cache` `None`: all).
-/// How many L2 entries were deleted (0 when Redis is away).
-pub(crate) async fn clear(shared: &Shared, cache: Option<&str>, caches: &[String]) -> u64 {
-    let Some(redis) = &shared.redis else {
-        return 0;
-    };
-    let deleted = clear_l2(redis, caches).await.unwrap_or(0);
-    shared.publisher.clear(cache).await;
-    deleted
-}
-
 async fn subscribe(shared: Weak<Shared>) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -433,6 +498,7 @@ async fn subscribe(shared: Weak<Shared>) {
             }
         };
         backoff = Duration::from_millis(50);
+        redis.answered();
         {
             let Some(shared) = shared.upgrade() else {
                 return;

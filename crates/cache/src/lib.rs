@@ -115,7 +115,9 @@ pub(crate) struct Shared {
     /// Redis: only then is L2 used and L1 kept for its full TTL.
     subscribed: AtomicBool,
     pending_count: AtomicU64,
-    caches: Mutex<HashMap<String, Weak<dyn Registered>>>,
+    /// Every cache by name (a name may be taken twice: two sets of handlers on one
+    /// context, in tests; both are flushed and counted together).
+    caches: Mutex<HashMap<String, Vec<Weak<dyn Registered>>>>,
     publisher: bus::Publisher,
     /// The background tasks, stopped when the last handle goes.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -170,33 +172,28 @@ impl Shared {
 
     /// Flushes the L1 of `cache` (every cache with `None`) in this process.
     fn flush(&self, cache: Option<&str>) {
-        match cache {
-            None => {
-                self.epoch.fetch_add(1, Ordering::AcqRel);
-                for registered in self.all() {
-                    registered.flush();
-                }
-            }
-            Some(name) => {
-                if let Some(registered) = self.registered(name) {
-                    registered.flush();
-                }
-            }
+        if cache.is_none() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        for registered in self.registered(cache) {
+            registered.flush();
         }
     }
 
-    fn registered(&self, name: &str) -> Option<Arc<dyn Registered>> {
-        self.caches
-            .lock()
-            .ok()
-            .and_then(|caches| caches.get(name).and_then(Weak::upgrade))
+    /// The live caches named `name` (every cache with `None`).
+    fn registered(&self, name: Option<&str>) -> Vec<Arc<dyn Registered>> {
+        let Ok(caches) = self.caches.lock() else {
+            return Vec::new();
+        };
+        caches
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|name| name == n.as_str()))
+            .flat_map(|(_, all)| all.iter().filter_map(Weak::upgrade))
+            .collect()
     }
 
     fn all(&self) -> Vec<Arc<dyn Registered>> {
-        self.caches
-            .lock()
-            .map(|caches| caches.values().filter_map(Weak::upgrade).collect())
-            .unwrap_or_default()
+        self.registered(None)
     }
 }
 
@@ -240,11 +237,11 @@ impl Caches {
         Self { shared }
     }
 
-    /// A cache named `name` (unique in the process; letters, digits, `_` and `-`) of
-    /// values `V`, with `policy`.
+    /// A cache named `name` (letters, digits, `_` and `-`) of values `V`, with `policy`.
+    /// Invalidations and clears of a name reach every cache of that name.
     ///
     /// # Panics
-    /// If the name is taken or not of that alphabet: a programming error, found at start.
+    /// If the name is not of that alphabet: a programming error, found at start.
     pub fn tiered<V>(&self, name: &str, policy: Policy) -> Tiered<V>
     where
         V: prost::Message + Default + Clone + Send + Sync + 'static,
@@ -263,15 +260,21 @@ impl Caches {
             .caches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken = caches.get(name).and_then(Weak::upgrade).is_some();
-        assert!(!taken, "cache {name:?} registered twice");
-        caches.insert(name.to_owned(), Arc::downgrade(&registered));
+        let all = caches.entry(name.to_owned()).or_default();
+        all.retain(|c| c.strong_count() > 0);
+        all.push(Arc::downgrade(&registered));
         cache
     }
 
     /// Statistics of every cache, by name.
     pub fn stats(&self) -> Vec<CacheStats> {
-        let mut all: Vec<CacheStats> = self.shared.all().iter().map(|c| c.stats()).collect();
+        let mut all: Vec<CacheStats> = Vec::new();
+        for stats in self.shared.all().iter().map(|c| c.stats()) {
+            match all.iter_mut().find(|s| s.name == stats.name) {
+                Some(same) => same.add(&stats),
+                None => all.push(stats),
+            }
+        }
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -283,21 +286,30 @@ impl Caches {
 
     /// Clears `cache` (every cache with `None`) in L2 and in the L1 of every replica.
     pub async fn clear(&self, cache: Option<&str>) -> Result<Cleared, UnknownCache> {
-        let names = match cache {
-            Some(name) => {
-                if self.shared.registered(name).is_none() {
-                    return Err(UnknownCache(name.to_owned()));
-                }
-                vec![name.to_owned()]
-            }
-            None => self.names(),
-        };
-        let l1_before: u64 = self.stats().iter().map(|s| s.l1.entries).sum();
+        if let Some(name) = cache
+            && self.shared.registered(Some(name)).is_empty()
+        {
+            return Err(UnknownCache(name.to_owned()));
+        }
+        // Every entry of the caches cleared (moka counts lazily: taken before the flush).
+        let l1_entries: u64 = self
+            .stats()
+            .iter()
+            .filter(|s| cache.is_none_or(|name| s.name == name))
+            .map(|s| s.l1.entries)
+            .sum();
         self.shared.flush(cache);
-        let l1_after: u64 = self.stats().iter().map(|s| s.l1.entries).sum();
-        let l2_entries = bus::clear(&self.shared, cache, &names).await;
+        let l2_entries = match &self.shared.redis {
+            Some(_) => self
+                .shared
+                .publisher
+                .clear(cache)
+                .await
+                .map_or(0, |d| d.l2_deleted),
+            None => 0,
+        };
         Ok(Cleared {
-            l1_entries: l1_before.saturating_sub(l1_after),
+            l1_entries,
             l2_entries,
         })
     }

@@ -19,6 +19,14 @@ pub struct TierStats {
 }
 
 impl TierStats {
+    fn add(&mut self, other: &TierStats) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.evictions += other.evictions;
+        self.entries += other.entries;
+        self.errors += other.errors;
+    }
+
     /// Hits over look-ups (0 before any).
     pub fn hit_rate(&self) -> f64 {
         let lookups = self.hits + self.misses;
@@ -47,6 +55,18 @@ pub struct CacheStats {
     pub load_time: Duration,
     /// L2 fills refused because the key was invalidated while it loaded.
     pub refused_fills: u64,
+}
+
+impl CacheStats {
+    /// Adds the figures of another cache of the same name.
+    pub(crate) fn add(&mut self, other: &CacheStats) {
+        self.l1.add(&other.l1);
+        self.l2.add(&other.l2);
+        self.loads += other.loads;
+        self.load_errors += other.load_errors;
+        self.load_time += other.load_time;
+        self.refused_fills += other.refused_fills;
+    }
 }
 
 /// The counters behind [`CacheStats`].

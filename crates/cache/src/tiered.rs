@@ -65,19 +65,22 @@ impl<V> moka::Expiry<String, Entry<V>> for EntryExpiry {
 /// A pause a test puts between a load and its L2 fill.
 type Hook = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// What one L2 read returns: the value, its remaining life in ms, the key's generation.
-type L2Read = (Option<Vec<u8>>, i64, Option<String>);
+/// What one L2 read returns: the value, its remaining life in ms, the key's generation,
+/// the cache's generation.
+type L2Read = (Option<Vec<u8>>, i64, Option<String>, Option<String>);
 
 /// Tag byte of an L2 value: the entity follows.
 const PRESENT: u8 = 1;
 /// Tag byte of an L2 value: the source has no such entity.
 const ABSENT: u8 = 0;
 
-/// Fills L2 only if the key's generation is still the one the load read (KEYS: value,
-/// generation; ARGV: generation read, payload, TTL in ms). 1 when filled, 0 when refused.
+/// Fills L2 only if the key's generation and the cache's are still the ones the load read
+/// (KEYS: value, key generation, cache generation; ARGV: key generation read, payload, TTL
+/// in ms, cache generation read). 1 when filled, 0 when refused.
 const FILL: &str = r"
 local generation = redis.call('GET', KEYS[2]) or ''
-if generation ~= ARGV[1] then return 0 end
+local cache_generation = redis.call('GET', KEYS[3]) or ''
+if generation ~= ARGV[1] or cache_generation ~= ARGV[4] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
@@ -247,13 +250,26 @@ where
             })
             .await?;
         // Another caller's entry, loaded before an invalidation of this key, is not an
-        // answer to give now: ask the source (rare: a write raced this read).
-        if let Some(load) = load
-            && entry.stamp != self.stamp(key)
-        {
+        // answer to give now (rare: a write raced this read). Load again, once, the
+        // waiters sharing that load too.
+        if load.is_some() && entry.stamp != self.stamp(key) {
             self.inner.l1.invalidate(key).await;
-            bump(&counters.loads);
-            return load().await.map(|v| v.map(Arc::new)).map_err(Arc::new);
+            let stamp = self.stamp(key);
+            let entry = self
+                .inner
+                .l1
+                .try_get_with_by_ref(key, async {
+                    match load.take() {
+                        Some(load) => self.fill(key, stamp, load).await,
+                        None => Ok(Entry {
+                            value: None,
+                            ttl: Duration::ZERO,
+                            stamp,
+                        }),
+                    }
+                })
+                .await?;
+            return Ok(entry.value);
         }
         Ok(entry.value)
     }
@@ -269,19 +285,22 @@ where
         let policy = inner.policy;
         let l2 = inner.shared.l2();
         let (value_key, generation_key) = self.l2_key(key);
-        // The generation the fill will expect, when L2 answered a miss.
+        let cache_generation_key = l2.map(|r| crate::bus::cache_generation_key(r, &inner.name));
+        // The generations the fill will expect, when L2 answered a miss.
         let mut generation = None;
-        if let Some(redis) = l2 {
+        if let (Some(redis), Some(cache_generation_key)) = (l2, &cache_generation_key) {
             let mut pipe = redis::pipe();
             pipe.cmd("GET")
                 .arg(&value_key)
                 .cmd("PTTL")
                 .arg(&value_key)
                 .cmd("GET")
-                .arg(&generation_key);
+                .arg(&generation_key)
+                .cmd("GET")
+                .arg(cache_generation_key);
             let answer: Result<L2Read, _> = redis.query_pipeline("cache read", &pipe).await;
             match answer {
-                Ok((Some(bytes), pttl, _)) if pttl > 0 => match decode::<V>(&bytes) {
+                Ok((Some(bytes), pttl, _, _)) if pttl > 0 => match decode::<V>(&bytes) {
                     Some(value) => {
                         bump(&counters.l2_hits);
                         let l2_left = Duration::from_millis(pttl.unsigned_abs());
@@ -297,9 +316,9 @@ where
                         generation = None;
                     }
                 },
-                Ok((_, _, seen)) => {
+                Ok((_, _, seen, cache_seen)) => {
                     bump(&counters.l2_misses);
-                    generation = Some(seen.unwrap_or_default());
+                    generation = Some((seen.unwrap_or_default(), cache_seen.unwrap_or_default()));
                 }
                 Err(_) => bump(&counters.l2_errors),
             }
@@ -323,8 +342,8 @@ where
             hook(key.to_owned()).await;
         }
         let degraded = policy.l1_ttl.min(inner.shared.config.degraded_l1_ttl);
-        let ttl = match (l2, generation) {
-            (Some(redis), Some(generation)) => {
+        let ttl = match (l2, generation, cache_generation_key) {
+            (Some(redis), Some((generation, cache_generation)), Some(cache_generation_key)) => {
                 let filled: Result<i64, _> = redis
                     .invoke(
                         "cache fill",
@@ -332,9 +351,11 @@ where
                             .fill
                             .key(&value_key)
                             .key(&generation_key)
+                            .key(&cache_generation_key)
                             .arg(generation)
                             .arg(encode(value.as_ref()))
-                            .arg(u64::try_from(policy.l2_ttl.as_millis()).unwrap_or(u64::MAX)),
+                            .arg(u64::try_from(policy.l2_ttl.as_millis()).unwrap_or(u64::MAX))
+                            .arg(cache_generation),
                     )
                     .await;
                 match filled {
@@ -359,27 +380,39 @@ where
     }
 
     /// Forgets `keys` everywhere, after the write that changed them committed: in this
-    /// process before it returns, in L2 (bumping each key's generation, so loads that
-    /// read the old row cannot fill it back), and in every other replica's L1 through
-    /// the invalidation channel. Never fails: when Redis is away the invalidation is kept
-    /// and replayed, and this process stops using L2 until it has been.
-    pub async fn invalidate<K: AsRef<str>>(&self, keys: &[K]) {
+    /// process before it returns, in L2 (giving each key a new generation, so loads that
+    /// read the old row cannot fill it back), and in every other replica's L1 through the
+    /// invalidation channel. Never fails: when Redis is away the invalidation is kept and
+    /// replayed, and this process stops using L2 until it has been; the answer says
+    /// whether it reached Redis. Queued before the first await, so a caller cancelled
+    /// after its write committed cannot lose it.
+    pub async fn invalidate<K: AsRef<str>>(&self, keys: &[K]) -> bool {
         let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         if keys.is_empty() {
-            return;
+            return true;
         }
-        self.inner.shared.forget(&self.inner.name, &keys);
+        let shared = &self.inner.shared;
+        shared.forget(&self.inner.name, &keys);
+        let delivery = shared.redis.is_some().then(|| {
+            let l2_keys = keys.iter().map(|k| self.l2_key(k)).collect();
+            shared
+                .publisher
+                .invalidate(&self.inner.name, keys.clone(), l2_keys)
+        });
         for key in &keys {
             self.inner.l1.invalidate(key).await;
         }
-        if self.inner.shared.redis.is_some() {
-            let l2_keys = keys.iter().map(|k| self.l2_key(k)).collect();
-            self.inner
-                .shared
-                .publisher
-                .invalidate(&self.inner.name, keys, l2_keys)
-                .await;
+        let Some(delivery) = delivery else {
+            return true;
+        };
+        let delivered = delivery.await.is_ok_and(|d| d.delivered);
+        // A read of this process between the first forget and the script's DEL may have
+        // found the old value in L2: forget again, now that L2 no longer holds it.
+        shared.forget(&self.inner.name, &keys);
+        for key in &keys {
+            self.inner.l1.invalidate(key).await;
         }
+        delivered
     }
 }
 

@@ -193,6 +193,7 @@ async fn the_writer_reads_its_write_at_once_and_another_replica_within_100_ms() 
         1,
         "B's first read came from A's fill"
     );
+    assert_eq!(version(&cache_b, pool, "b").await, Some(1));
 
     set_version(&db, "a", 2).await;
     cache_a.invalidate(&["a"]).await;
@@ -212,11 +213,12 @@ async fn the_writer_reads_its_write_at_once_and_another_replica_within_100_ms() 
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Untouched keys keep their entries.
-    let loads = cache_b.stats().loads;
+    // Untouched keys keep their entries: "b" is still in B's L1.
+    let before = cache_b.stats();
     assert_eq!(version(&cache_b, pool, "b").await, Some(1));
-    assert_eq!(version(&cache_b, pool, "b").await, Some(1));
-    assert_eq!(cache_b.stats().loads, loads + 1);
+    let after = cache_b.stats();
+    assert_eq!(after.l1.hits, before.l1.hits + 1);
+    assert_eq!(after.loads, before.loads);
 }
 
 /// A message of the invalidation channel, as a foreign publisher would send it.
@@ -299,9 +301,11 @@ fn redis_killed_reads_keep_working_and_recover_with_one_warning() {
         assert!(caches.wait_listening(Duration::from_secs(5)).await);
         let pool = db.db();
         assert_eq!(version(&cache, pool, "a").await, Some(1));
-
+        // Changed by a replica whose invalidation this one will never hear: Redis dies.
+        set_version(&db, "a", 7).await;
         server.stop();
-        // The subscriber notices within its ping interval.
+        // The subscriber notices within its ping interval, and flushes L1: whatever it
+        // kept for the full TTL could outlive invalidations it can no longer hear.
         let deadline = Instant::now() + Duration::from_secs(5);
         while caches.listening() {
             assert!(
@@ -311,7 +315,7 @@ fn redis_killed_reads_keep_working_and_recover_with_one_warning() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for _ in 0..50 {
-            assert_eq!(version(&cache, pool, "a").await, Some(1));
+            assert_eq!(version(&cache, pool, "a").await, Some(7));
         }
         // A write during the outage: read at once by the writer.
         set_version(&db, "a", 2).await;
@@ -328,9 +332,14 @@ fn redis_killed_reads_keep_working_and_recover_with_one_warning() {
             caches.wait_listening(Duration::from_secs(10)).await,
             "the cache did not reconnect by itself"
         );
+        // L2 in use again (the restarted Redis is empty: a miss, then a fill), and L1
+        // entries for their full TTL.
+        let before = cache.stats();
         assert_eq!(version(&cache, pool, "a").await, Some(3));
+        assert_eq!(cache.stats().l2.misses, before.l2.misses + 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(version(&cache, pool, "a").await, Some(3));
-        assert!(cache.stats().l1.hits > 0);
+        assert_eq!(cache.stats().l1.hits, before.l1.hits + 1);
     });
     let text = capture.text();
     let warnings = text.matches("redis unavailable").count();
@@ -360,4 +369,59 @@ async fn clear_cache_empties_l2_and_every_replicas_l1() {
     }
     assert_eq!(version(&cache_a, pool, "a").await, Some(5));
     assert!(caches_a.clear(Some("nope")).await.is_err());
+}
+
+#[tokio::test]
+async fn invalidations_beyond_the_replay_bound_clear_the_cache_and_l2_comes_back() {
+    let db = TestDb::new().await;
+    items(&db).await;
+    let mut server = RedisServer::start().await;
+    let handle =
+        RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_millis(200)).unwrap();
+    let config = CacheConfig {
+        max_pending: 2,
+        ..CacheConfig::default()
+    };
+    let caches = Caches::start(Some(handle.clone()), config);
+    let cache = caches.tiered::<Item>("items", POLICY);
+    assert!(caches.wait_listening(Duration::from_secs(5)).await);
+    let pool = db.db();
+    assert_eq!(version(&cache, pool, "a").await, Some(1));
+    server.stop();
+    // Five invalidations while Redis is away, the bound is two.
+    for key in ["a", "b", "c", "d", "e"] {
+        assert!(
+            !cache.invalidate(&[key]).await,
+            "Redis is away: kept for replay"
+        );
+    }
+    server.restart().await;
+    assert!(
+        caches.wait_listening(Duration::from_secs(10)).await,
+        "L2 never came back after the overflow"
+    );
+    assert_eq!(version(&cache, pool, "a").await, Some(1));
+}
+
+#[tokio::test]
+async fn a_writer_cancelled_after_its_commit_still_invalidates_every_replica() {
+    let db = TestDb::new().await;
+    items(&db).await;
+    let redis = TestRedis::new();
+    let (_a, cache_a) = replica(redis.handle()).await;
+    let (_b, cache_b) = replica(redis.handle()).await;
+    let pool = db.db();
+    assert_eq!(version(&cache_b, pool, "a").await, Some(1));
+    set_version(&db, "a", 2).await;
+    // The handler is dropped (its client went away) right after starting the call.
+    let invalidation = cache_a.invalidate(&["a"]);
+    drop(tokio::time::timeout(Duration::ZERO, invalidation).await);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while version(&cache_b, pool, "a").await != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled invalidation was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -798,7 +798,9 @@ async fn usage_writer_key(
 ) -> anyhow::Result<(String, String)> {
     let service = sign_up(channel.clone(), format!("service.{run_id}@bench.example")).await?;
     let mut conn = AsyncPgConnection::establish(database_url).await?;
-    strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now()).await?;
+    strata_auth::store::grant_admin(&mut conn, &service.email, Utc::now())
+        .await?
+        .context("the bench's service account vanished")?;
     let mut auth = AuthServiceClient::new(channel.clone());
     let token = auth
         .refresh_token(pb::RefreshTokenRequest {

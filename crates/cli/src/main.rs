@@ -351,8 +351,26 @@ async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match action {
         AuthAction::GrantAdmin { email } => {
-            if !strata_auth::store::grant_admin(&mut conn, &email, chrono::Utc::now()).await? {
+            let Some(user) =
+                strata_auth::store::grant_admin(&mut conn, &email, chrono::Utc::now()).await?
+            else {
                 bail!("no user has the email {email:?}");
+            };
+            // Running replicas cache accounts: tell them, when they share a Redis.
+            let server = settings.resolve("cli").context("configuration")?;
+            let context = strata_runtime::AppContext::new(server)?;
+            if context.redis.is_some() {
+                context
+                    .caches
+                    .wait_listening(std::time::Duration::from_secs(2))
+                    .await;
+                if !strata_auth::cached::forget_user(&context.caches, context.db.clone(), user)
+                    .await
+                {
+                    eprintln!(
+                        "warning: Redis could not be reached; running auth replicas may read the old role for up to 5 minutes"
+                    );
+                }
             }
             writeln!(
                 out,

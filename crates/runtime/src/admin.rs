@@ -508,8 +508,83 @@ impl Admin {
     }
 }
 
+/// The caches' figures as the API reports them.
+fn cache_stats(c: strata_cache::CacheStats) -> pb::CacheStats {
+    let tier = |t: &strata_cache::TierStats| pb::CacheTierStats {
+        hits: t.hits,
+        misses: t.misses,
+        hit_rate: t.hit_rate(),
+        evictions: t.evictions,
+        entries: t.entries,
+        errors: t.errors,
+    };
+    pb::CacheStats {
+        memory: Some(tier(&c.l1)),
+        redis: Some(tier(&c.l2)),
+        name: c.name,
+        loads: c.loads,
+        load_errors: c.load_errors,
+        load_time: Some(duration(c.load_time)),
+        refused_fills: c.refused_fills,
+    }
+}
+
+/// The cache handlers.
+impl Admin {
+    fn get_cache_stats(&self) -> pb::GetCacheStatsResponse {
+        let caches = &self.ctx.caches;
+        pb::GetCacheStatsResponse {
+            caches: caches.stats().into_iter().map(cache_stats).collect(),
+            listening: caches.listening(),
+        }
+    }
+
+    async fn clear_cache(
+        &self,
+        request: Request<pb::ClearCacheRequest>,
+    ) -> Result<pb::ClearCacheResponse, ApiError> {
+        let name = request.into_inner().name;
+        let caches = &self.ctx.caches;
+        let only = (!name.is_empty()).then_some(name.as_str());
+        let cleared = caches.clear(only).await.map_err(|_| {
+            ApiError::invalid(
+                "name",
+                format!(
+                    "no such cache; the caches are: {}",
+                    caches.names().join(", ")
+                ),
+            )
+        })?;
+        tracing::info!(
+            cache = only.unwrap_or("*"),
+            cache.memory_entries = cleared.l1_entries,
+            cache.redis_entries = cleared.l2_entries,
+            "cache cleared"
+        );
+        Ok(pb::ClearCacheResponse {
+            names: only.map_or_else(|| caches.names(), |n| vec![n.to_owned()]),
+            memory_entries: cleared.l1_entries,
+            redis_entries: cleared.l2_entries,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for Admin {
+    async fn get_cache_stats(
+        &self,
+        _request: Request<pb::GetCacheStatsRequest>,
+    ) -> Result<Response<pb::GetCacheStatsResponse>, Status> {
+        Ok(Response::new(Admin::get_cache_stats(self)))
+    }
+
+    async fn clear_cache(
+        &self,
+        request: Request<pb::ClearCacheRequest>,
+    ) -> Result<Response<pb::ClearCacheResponse>, Status> {
+        respond(Admin::clear_cache(self, request).await)
+    }
+
     async fn get_health(
         &self,
         request: Request<pb::GetHealthRequest>,

@@ -114,6 +114,13 @@ pub const TRACE_EXPORT_INTERVAL_MS: Setting = Setting::new(
     "milliseconds between two exports of finished spans",
 );
 
+/// `STRATA_CACHE_DEGRADED_TTL_MS`
+pub const CACHE_DEGRADED_TTL_MS: Setting = Setting::new(
+    "STRATA_CACHE_DEGRADED_TTL_MS",
+    "1000",
+    "longest life of an in-memory cache entry while other replicas' invalidations cannot be received (Redis away): how stale a read may be then",
+);
+
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     CONFIG_FILE,
@@ -129,6 +136,7 @@ pub const SETTINGS: &[Setting] = &[
     AUTH_AUDIENCE,
     REDIS_URL,
     REDIS_PREFIX,
+    CACHE_DEGRADED_TTL_MS,
     LOG_FORMAT,
     LOG_FILTER,
     OTLP_ENDPOINT,
@@ -215,6 +223,8 @@ pub struct Settings {
     pub redis_url: Option<Secret<String>>,
     /// `STRATA_REDIS_PREFIX`
     pub strata_redis_prefix: Option<String>,
+    /// `STRATA_CACHE_DEGRADED_TTL_MS`
+    pub strata_cache_degraded_ttl_ms: Option<u64>,
     /// `STRATA_LOG_FORMAT`
     pub strata_log_format: Option<LogFormat>,
     /// `RUST_LOG`
@@ -317,6 +327,14 @@ impl Settings {
                 .strata_redis_prefix
                 .clone()
                 .unwrap_or_else(|| "strata:".into()),
+            cache: strata_cache::CacheConfig {
+                degraded_l1_ttl: positive(
+                    CACHE_DEGRADED_TTL_MS.name,
+                    self.strata_cache_degraded_ttl_ms,
+                    1_000,
+                )?,
+                ..strata_cache::CacheConfig::default()
+            },
             log_format: self.strata_log_format.unwrap_or_default(),
             log_filter: self.rust_log.clone().unwrap_or_else(|| "info".into()),
             otlp_endpoint: self
@@ -367,6 +385,8 @@ pub struct ServerConfig {
     pub redis_url: Option<Secret<String>>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
+    /// The caches' shared settings.
+    pub cache: strata_cache::CacheConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -412,6 +432,7 @@ impl ServerConfig {
                 auth_url: None,
                 tokens: crate::identity::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
+                cache: strata_cache::CacheConfig::default(),
                 log_format: LogFormat::Auto,
                 log_filter: "info".into(),
                 otlp_endpoint: None,

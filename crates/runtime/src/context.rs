@@ -20,6 +20,8 @@ pub struct AppContext {
     pub db: Db,
     /// Redis, when configured.
     pub redis: Option<RedisHandle>,
+    /// The process's caches (two-tier with Redis, in memory only without).
+    pub caches: strata_cache::Caches,
     /// Migrations embedded in this binary.
     pub migrations: Migrations,
     /// When the process started.
@@ -29,7 +31,8 @@ pub struct AppContext {
 }
 
 impl AppContext {
-    /// Builds the pool and the Redis handle; neither waits for its server.
+    /// Builds the pool, the Redis handle and the caches; none waits for its server. The
+    /// caches' invalidation listener starts on the current tokio runtime.
     pub fn new(config: ServerConfig) -> Result<Self, Error> {
         let db = Db::new(config.db.clone());
         let redis = match &config.redis_url {
@@ -43,10 +46,12 @@ impl AppContext {
             ),
             None => None,
         };
+        let caches = strata_cache::Caches::start(redis.clone(), config.cache.clone());
         Ok(Self {
             config,
             db,
             redis,
+            caches,
             migrations: Migrations::embedded()?,
             started_at: Instant::now(),
             tasks: TaskBoard::default(),

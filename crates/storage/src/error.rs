@@ -63,6 +63,20 @@ impl From<Error> for strata_errors::ApiError {
 }
 
 impl Error {
+    /// How a failure shared by several callers (one cache load they all waited for)
+    /// reads in the error vocabulary: as the failure itself would.
+    pub fn shared_into_api(err: std::sync::Arc<Error>) -> strata_errors::ApiError {
+        match std::sync::Arc::try_unwrap(err) {
+            Ok(err) => err.into(),
+            Err(shared) if shared.is_not_found() => strata_errors::ApiError::not_found("resource"),
+            Err(shared) if shared.is_unavailable() => {
+                tracing::warn!(error = %shared, "database unavailable");
+                strata_errors::ApiError::unavailable("service temporarily unavailable, retry later")
+            }
+            Err(shared) => strata_errors::ApiError::internal(shared.to_string()),
+        }
+    }
+
     /// True when no row matched (`diesel::NotFound`), which services map to `NOT_FOUND`.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Query(DieselError::NotFound))

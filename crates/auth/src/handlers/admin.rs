@@ -143,7 +143,8 @@ pub async fn set_user_role(
         Ok::<_, AuthError>((user, revoked))
     })
     .await?;
-    h.revocations.publish(&revoked).await;
+    h.cache.user_changed(user_id).await;
+    h.sessions_ended(&revoked).await;
     tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.role = role, "role changed");
     Ok(pb::SetUserRoleResponse {
         user: Some(user_proto(&user)),
@@ -177,7 +178,8 @@ pub async fn set_user_status(
         Ok((user, revoked))
     })
     .await?;
-    h.revocations.publish(&revoked).await;
+    h.cache.user_changed(user_id).await;
+    h.sessions_ended(&revoked).await;
     tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.status = status, "status changed");
     Ok(pb::SetUserStatusResponse {
         user: Some(user_proto(&user)),

@@ -2,12 +2,16 @@
 //! [`Principal`], the auth service checks every credential against the database: the
 //! session must still be live and the account active, and the role is read fresh.
 
-use strata_runtime::identity::{API_KEY_PREFIX, Credential, Principal, Revocation, Role};
+use strata_runtime::identity::{API_KEY_PREFIX, Credential, Principal, Role};
 use tonic::Request;
+
+use std::sync::Arc;
+
+use strata_proto::strata::auth::v1 as pb;
 
 use super::{AuthHandlers, db_now};
 use crate::error::AuthError;
-use crate::store::{self, UserRow};
+use crate::store;
 use crate::tokens::hash_token;
 
 /// The role an account's stored spelling names.
@@ -55,7 +59,7 @@ impl AuthHandlers {
     pub(super) async fn caller<T>(
         &self,
         request: &Request<T>,
-    ) -> Result<(Principal, UserRow), AuthError> {
+    ) -> Result<(Principal, Arc<pb::User>), AuthError> {
         let token = request
             .metadata()
             .get("authorization")
@@ -82,31 +86,42 @@ impl AuthHandlers {
     }
 
     /// Verifies `token` (an access token checked locally plus its session, or an API key)
-    /// and returns the caller's principal and account, in one query.
+    /// and returns the caller's principal and account. The session and the account come
+    /// from the caches, which every write to them invalidates: a call whose session and
+    /// account are cached touches no database.
     pub(super) async fn principal_of(
         &self,
         token: &str,
-    ) -> Result<(Principal, UserRow), AuthError> {
+    ) -> Result<(Principal, Arc<pb::User>), AuthError> {
         if token.starts_with(API_KEY_PREFIX) {
             return self.api_key_principal(token).await;
         }
         let mut principal = self.token_principal(token).await?;
         let session = require_session(&principal)?;
         let (user_id, now) = (principal.user_id, db_now());
-        // Every authenticated call makes this lookup: on a shared, pipelined connection.
+        if !self.cache.session_live(user_id, session, now).await? {
+            return Err(AuthError::unauthenticated("session has ended"));
+        }
         let user = self
-            .ctx
-            .db
-            .shared(|conn| Box::pin(store::live_session_user(conn, user_id, session, now)))
+            .cache
+            .user(user_id)
             .await?
+            .filter(|u| u.status == i32::from(pb::UserStatus::Active))
             .ok_or(AuthError::unauthenticated("session has ended"))?;
-        // The role may have changed since the token was issued; the database is current.
-        principal.role = role_of(&user.role);
+        // The role may have changed since the token was issued; the account is current.
+        principal.role = if user.role == i32::from(pb::Role::Admin) {
+            Role::Admin
+        } else {
+            Role::User
+        };
         Ok((principal, user))
     }
 
     /// The principal of an API key (live, unexpired, of an active user) and its owner.
-    async fn api_key_principal(&self, secret: &str) -> Result<(Principal, UserRow), AuthError> {
+    async fn api_key_principal(
+        &self,
+        secret: &str,
+    ) -> Result<(Principal, Arc<pb::User>), AuthError> {
         let now = db_now();
         let mut conn = self.ctx.db.get().await?;
         let (key, user) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
@@ -122,7 +137,7 @@ impl AuthHandlers {
             },
             expires_at: key.expires_at.map(|t| t.timestamp()),
         };
-        Ok((principal, user))
+        Ok((principal, Arc::new(super::profile::user_proto(&user))))
     }
 
     /// The principal an access token claims, after checking signature and claims locally.
@@ -131,21 +146,5 @@ impl AuthHandlers {
         self.verified
             .verify(token, &ring.public, &self.config.tokens)
             .map_err(|_| AuthError::unauthenticated("invalid or expired access token"))
-    }
-
-    /// VerifyToken's fast path for access tokens: the checks every service's verifier makes
-    /// (signature, claims, the session's revocation in Redis, through the shared
-    /// [`strata_runtime::identity::SessionCheck`]). `None` when it cannot decide (an API
-    /// key, or Redis absent, failing or not vouching) and the database must.
-    pub(super) async fn verify_fast(&self, token: &str) -> Result<Option<Principal>, AuthError> {
-        if token.starts_with(API_KEY_PREFIX) {
-            return Ok(None);
-        }
-        let principal = self.token_principal(token).await?;
-        match self.sessions.check(&principal).await {
-            Revocation::Live => Ok(Some(principal)),
-            Revocation::Revoked => Err(AuthError::unauthenticated("session has ended")),
-            Revocation::Unknown => Ok(None),
-        }
     }
 }

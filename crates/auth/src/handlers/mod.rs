@@ -22,10 +22,11 @@ use strata_proto::strata::auth::v1::auth_service_server::AuthService;
 use strata_proto::strata::auth::v1::{self as pb};
 use strata_runtime::AppContext;
 use strata_runtime::clock::{Clock, SystemClock};
-use strata_runtime::identity::{SessionCheck, VerifiedTokens};
+use strata_runtime::identity::VerifiedTokens;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::cached::AuthCaches;
 use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::keys::{KeyRing, KeyRingCache};
@@ -42,7 +43,7 @@ pub struct AuthHandlers {
     throttle: LoginThrottle,
     key_usage: Arc<KeyUsage>,
     revocations: Arc<Revocations>,
-    sessions: SessionCheck,
+    cache: AuthCaches,
     // Access tokens already verified (signature and claims), so VerifyToken and every
     // authenticated call skip the Ed25519 check for a token seen before.
     verified: VerifiedTokens,
@@ -80,6 +81,13 @@ fn parse_request_id(value: &str) -> Result<Option<Uuid>, strata_errors::Violatio
 }
 
 impl AuthHandlers {
+    /// After a write that ended `sessions` committed: forgets them in the caches, then
+    /// publishes their revocation for the verifiers of other services.
+    pub(crate) async fn sessions_ended(&self, sessions: &[Uuid]) {
+        self.cache.sessions_ended(sessions).await;
+        self.revocations.publish(sessions).await;
+    }
+
     /// Handlers over the process context. Hashes the dummy password once (~20 ms).
     pub fn new(ctx: Arc<AppContext>, config: AuthConfig) -> Result<Self, AuthError> {
         Self::with_clock(
@@ -113,7 +121,7 @@ impl AuthHandlers {
                 config.access_ttl,
                 config.tokens.leeway,
             )),
-            sessions: SessionCheck::uncached(ctx.redis.clone()),
+            cache: AuthCaches::new(&ctx.caches, ctx.db.clone()),
             verified: VerifiedTokens::new(100_000, std::time::Duration::from_secs(60)),
             keys: KeyRingCache::new(
                 ctx.db.clone(),

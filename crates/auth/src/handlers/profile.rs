@@ -33,7 +33,7 @@ const USER_FIELDS: &[&str] = &[
 const UPDATABLE_FIELDS: &[&str] = &["display_name", "avatar_url", "bio", "locale", "time_zone"];
 
 /// The proto of a stored account.
-pub(super) fn user_proto(user: &UserRow) -> pb::User {
+pub(crate) fn user_proto(user: &UserRow) -> pb::User {
     pb::User {
         id: user.id.to_string(),
         email: user.email.clone(),
@@ -231,7 +231,10 @@ pub async fn get_profile(
     require_scope(&principal, "profile:read")?;
     let mask = request.into_inner().read_mask;
     Ok(pb::GetProfileResponse {
-        user: Some(apply_read_mask(user_proto(&user), mask.as_ref())?),
+        user: Some(apply_read_mask(
+            std::sync::Arc::unwrap_or_clone(user),
+            mask.as_ref(),
+        )?),
     })
 }
 
@@ -246,6 +249,7 @@ pub async fn update_profile(
     let changes = profile_changes(req.user.unwrap_or_default(), req.update_mask)?;
     let mut conn = h.ctx.db.get().await?;
     let user = store::update_profile(&mut conn, principal.user_id, changes, db_now()).await?;
+    h.cache.user_changed(principal.user_id).await;
     Ok(pb::UpdateProfileResponse {
         user: Some(user_proto(&user)),
     })
@@ -256,8 +260,15 @@ pub async fn change_password(
     h: &AuthHandlers,
     request: Request<pb::ChangePasswordRequest>,
 ) -> Result<pb::ChangePasswordResponse, AuthError> {
-    let (principal, user) = h.caller(&request).await?;
+    let principal = h.principal(&request).await?;
     require_session(&principal)?;
+    // The password hash is never cached: read the account itself.
+    let user = {
+        let mut conn = h.ctx.db.get().await?;
+        store::user_by_id(&mut conn, principal.user_id)
+            .await?
+            .ok_or(AuthError::unauthenticated("session has ended"))?
+    };
     let (_, ip) = client_details(&request);
     let req = request.into_inner();
     let mut violations = Violations::new();
@@ -288,7 +299,8 @@ pub async fn change_password(
         store::revoke_sessions(conn, principal.user_id, principal.session_id(), now).await
     })
     .await?;
-    h.revocations.publish(&revoked).await;
+    h.cache.user_changed(principal.user_id).await;
+    h.sessions_ended(&revoked).await;
     tracing::info!(user.id = %principal.user_id, sessions.revoked = revoked.len(), "password changed");
     Ok(pb::ChangePasswordResponse {
         revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),

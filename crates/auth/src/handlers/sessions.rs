@@ -270,7 +270,7 @@ pub async fn refresh_token(
         RefreshOutcome::Invalid => Err(AuthError::unauthenticated("invalid refresh token")),
         RefreshOutcome::Reused { session_id } => {
             tracing::warn!(session.id = %session_id, "refresh token reused: family and session revoked");
-            h.revocations.publish(&[session_id]).await;
+            h.sessions_ended(&[session_id]).await;
             Err(AuthError::unauthenticated("invalid refresh token"))
         }
     }
@@ -284,7 +284,7 @@ pub async fn logout(
     let (principal, session) = h.session(&request).await?;
     let mut conn = h.ctx.db.get().await?;
     store::revoke_session(&mut conn, principal.user_id, session, db_now()).await?;
-    h.revocations.publish(&[session]).await;
+    h.sessions_ended(&[session]).await;
     Ok(pb::LogoutResponse {})
 }
 
@@ -296,7 +296,7 @@ pub async fn logout_all(
     let (principal, _) = h.session(&request).await?;
     let mut conn = h.ctx.db.get().await?;
     let revoked = store::revoke_sessions(&mut conn, principal.user_id, None, db_now()).await?;
-    h.revocations.publish(&revoked).await;
+    h.sessions_ended(&revoked).await;
     Ok(pb::LogoutAllResponse {
         revoked_sessions: i32::try_from(revoked.len()).unwrap_or(i32::MAX),
     })
@@ -311,10 +311,9 @@ pub async fn verify_token(
     if token.is_empty() {
         return Err(AuthError::invalid("token", "is required"));
     }
-    let principal = match h.verify_fast(&token).await? {
-        Some(principal) => principal,
-        None => h.principal_of(&token).await?.0,
-    };
+    // The session and the account from the caches (no database, no Redis, when both
+    // are in memory); the role is the account's current one.
+    let principal = h.principal_of(&token).await?.0;
     let (kind, scopes) = match &principal.credential {
         Credential::ApiKey { scopes, .. } => (pb::CredentialKind::ApiKey, scopes.clone()),
         Credential::Session { .. } => (pb::CredentialKind::AccessToken, Vec::new()),
@@ -406,6 +405,6 @@ pub async fn revoke_session(
     if !store::revoke_session(&mut conn, principal.user_id, session, db_now()).await? {
         return Err(AuthError::not_found("session"));
     }
-    h.revocations.publish(&[session]).await;
+    h.sessions_ended(&[session]).await;
     Ok(pb::RevokeSessionResponse {})
 }

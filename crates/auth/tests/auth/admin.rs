@@ -50,7 +50,7 @@ async fn admin_rpcs_are_refused_to_users_and_work_for_admins() {
         Code::Unauthenticated
     );
 
-    make_admin(&h.db, "ada@example.com").await;
+    make_admin(&h, "ada@example.com").await;
     let list = |token: &str, prefix: &str, page_token: &str, size: i32, role: pb::Role| {
         bearer(
             pb::ListUsersRequest {

@@ -228,7 +228,7 @@ async fn api_keys_expire_die_with_their_owner_and_validate_input() {
         .await
         .unwrap();
     let (_, admin) = sign_up(&mut h.client, "ada@example.com").await;
-    make_admin(&h.db, "ada@example.com").await;
+    make_admin(&h, "ada@example.com").await;
     h.client
         .set_user_status(bearer(
             pb::SetUserStatusRequest {

@@ -6,7 +6,7 @@ use super::*;
 async fn auth_lists_of_nothing_answer_empty_results() {
     let mut h = start().await;
     let (_, credentials) = sign_up(&mut h.client, "lonely@example.com").await;
-    make_admin(&h.db, "lonely@example.com").await;
+    make_admin(&h, "lonely@example.com").await;
     let admin = refresh(&mut h.client, &credentials.refresh_token)
         .await
         .unwrap();

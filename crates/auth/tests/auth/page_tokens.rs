@@ -19,7 +19,7 @@ async fn page_tokens_are_bound_to_their_list_caller_and_filters() {
             .unwrap();
     }
     let (_, bob) = sign_up(&mut h.client, "bob@example.com").await;
-    make_admin(&h.db, "ada@example.com").await;
+    make_admin(&h, "ada@example.com").await;
     let ada = refresh(&mut h.client, &ada.refresh_token).await.unwrap();
     let sessions = |token: &str, page_token: &str| {
         bearer(
