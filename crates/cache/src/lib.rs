@@ -102,6 +102,8 @@ trait Registered: Send + Sync {
     fn name(&self) -> &str;
     fn stats(&self) -> CacheStats;
     fn flush(&self);
+    /// Lets L1 finish its pending bookkeeping, so its entry count is current.
+    fn settle(&self) -> futures_util::future::BoxFuture<'_, ()>;
 }
 
 pub(crate) struct Shared {
@@ -267,9 +269,13 @@ impl Caches {
     }
 
     /// Statistics of every cache, by name.
-    pub fn stats(&self) -> Vec<CacheStats> {
+    pub async fn stats(&self) -> Vec<CacheStats> {
+        let caches = self.shared.all();
+        for cache in &caches {
+            cache.settle().await;
+        }
         let mut all: Vec<CacheStats> = Vec::new();
-        for stats in self.shared.all().iter().map(|c| c.stats()) {
+        for stats in caches.iter().map(|c| c.stats()) {
             match all.iter_mut().find(|s| s.name == stats.name) {
                 Some(same) => same.add(&stats),
                 None => all.push(stats),
@@ -281,7 +287,15 @@ impl Caches {
 
     /// The names of every cache.
     pub fn names(&self) -> Vec<String> {
-        self.stats().into_iter().map(|s| s.name).collect()
+        let mut names: Vec<String> = self
+            .shared
+            .all()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Clears `cache` (every cache with `None`) in L2 and in the L1 of every replica.
@@ -294,6 +308,7 @@ impl Caches {
         // Every entry of the caches cleared (moka counts lazily: taken before the flush).
         let l1_entries: u64 = self
             .stats()
+            .await
             .iter()
             .filter(|s| cache.is_none_or(|name| s.name == name))
             .map(|s| s.l1.entries)

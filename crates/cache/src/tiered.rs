@@ -134,6 +134,10 @@ where
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.l1.invalidate_all();
     }
+
+    fn settle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.l1.run_pending_tasks())
+    }
 }
 
 impl<V> Tiered<V>

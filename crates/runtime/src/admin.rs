@@ -531,10 +531,10 @@ fn cache_stats(c: strata_cache::CacheStats) -> pb::CacheStats {
 
 /// The cache handlers.
 impl Admin {
-    fn get_cache_stats(&self) -> pb::GetCacheStatsResponse {
+    async fn get_cache_stats(&self) -> pb::GetCacheStatsResponse {
         let caches = &self.ctx.caches;
         pb::GetCacheStatsResponse {
-            caches: caches.stats().into_iter().map(cache_stats).collect(),
+            caches: caches.stats().await.into_iter().map(cache_stats).collect(),
             listening: caches.listening(),
         }
     }
@@ -575,7 +575,7 @@ impl AdminService for Admin {
         &self,
         _request: Request<pb::GetCacheStatsRequest>,
     ) -> Result<Response<pb::GetCacheStatsResponse>, Status> {
-        Ok(Response::new(Admin::get_cache_stats(self)))
+        Ok(Response::new(Admin::get_cache_stats(self).await))
     }
 
     async fn clear_cache(

@@ -118,7 +118,107 @@ async fn a_write_on_one_replica_is_read_by_another_within_100_ms() {
     );
 
     // The caches counted it all.
-    let stats = a.handlers.context().caches.stats();
+    let stats = a.handlers.context().caches.stats().await;
     let sessions = stats.iter().find(|s| s.name == "auth_sessions").unwrap();
     assert!(sessions.l1.hits > 0 && sessions.loads > 0, "{sessions:?}");
+}
+
+#[tokio::test]
+async fn cache_stats_and_clear_cache_reach_every_replica() {
+    use strata_proto::admin::admin_service_client::AdminServiceClient;
+    use strata_proto::admin::{self as admin_pb};
+
+    let redis = TestRedis::new();
+    let mut a = start_with_redis(&redis).await;
+    assert!(
+        a.handlers
+            .context()
+            .caches
+            .wait_listening(Duration::from_secs(5))
+            .await
+    );
+    let (_b_server, mut b) = replica(&a, &redis).await;
+    let root = admin_credentials(&mut a, "root@example.com").await;
+    let (_, credentials) = sign_up(&mut a.client, "ada@example.com").await;
+    let token = credentials.access_token;
+    assert_eq!(display_name(&mut b, &token).await.unwrap().0, "Ada");
+    assert_eq!(
+        display_name(&mut b, &token).await.unwrap(),
+        ("Ada".into(), 0.0)
+    );
+
+    assert_eq!(display_name(&mut a.client, &token).await.unwrap().0, "Ada");
+    assert_eq!(display_name(&mut a.client, &token).await.unwrap().0, "Ada");
+
+    let mut admin = AdminServiceClient::new(a._server.channel());
+    let stats = admin
+        .get_cache_stats(bearer(
+            admin_pb::GetCacheStatsRequest::default(),
+            &root.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.listening);
+    let names: Vec<&str> = stats.caches.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["auth_sessions", "auth_users"]);
+    let users = &stats.caches[1];
+    // A read the account from Redis, where B's load had put it.
+    let (memory, l2) = (users.memory.unwrap(), users.redis.unwrap());
+    assert_eq!(
+        (memory.hits, memory.misses, memory.entries),
+        (1, 1, 1),
+        "{users:?}"
+    );
+    assert_eq!((l2.hits, users.loads), (1, 0), "{users:?}");
+    assert!((0.0..=1.0).contains(&memory.hit_rate));
+
+    // An unknown cache is named in the error, nothing is cleared.
+    let unknown = admin
+        .clear_cache(bearer(
+            admin_pb::ClearCacheRequest {
+                name: "nope".into(),
+            },
+            &root.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert!(unknown.message().contains("auth_users"), "{unknown:?}");
+
+    // A change made behind the service's back (a manual fix in the database) shows on
+    // replica B once A clears the cache.
+    use diesel_async::SimpleAsyncConnection;
+    a.db.connect()
+        .await
+        .batch_execute(
+            "UPDATE auth.users SET display_name = 'Fixed' WHERE email = 'ada@example.com'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(display_name(&mut b, &token).await.unwrap().0, "Ada");
+    let cleared = admin
+        .clear_cache(bearer(
+            admin_pb::ClearCacheRequest {
+                name: "auth_users".into(),
+            },
+            &root.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cleared.names, ["auth_users"]);
+    assert!(cleared.redis_entries >= 1, "{cleared:?}");
+    let cleared_at = Instant::now();
+    within_100_ms(cleared_at, "a cleared cache", async || {
+        display_name(&mut b, &token).await.unwrap().0 == "Fixed"
+    })
+    .await;
+
+    // Not for non-admins.
+    let denied = admin
+        .get_cache_stats(bearer(admin_pb::GetCacheStatsRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
 }
