@@ -150,14 +150,12 @@ impl LoginThrottle {
         for key in keys {
             pipe.cmd("HGET").arg(redis.key(key)).arg("locked_until");
         }
-        let mut conn = redis.connection();
-        match pipe.query_async::<Vec<Option<i64>>>(&mut conn).await {
-            Ok(values) => Some(values.into_iter().map(Option::unwrap_or_default).collect()),
-            Err(e) => {
-                tracing::warn!(error = %e, "redis unavailable: login throttling is per process");
-                None
-            }
-        }
+        // An outage is logged once by the handle, not once per sign-in.
+        let values: Vec<Option<i64>> = redis
+            .query_pipeline("login throttling is per process", &pipe)
+            .await
+            .ok()?;
+        Some(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// Records a failure in Redis; false when Redis is absent or failed.
@@ -168,8 +166,8 @@ impl LoginThrottle {
         let full = redis.key(key);
         let window_secs = i64::try_from(self.policy.window.as_secs()).unwrap_or(i64::MAX);
         let mut conn = redis.connection();
-        let counted: Result<(i64, i64), _> = redis::pipe()
-            .cmd("HINCRBY")
+        let mut pipe = redis::pipe();
+        pipe.cmd("HINCRBY")
             .arg(&full)
             .arg("failures")
             .arg(1)
@@ -177,15 +175,12 @@ impl LoginThrottle {
             .cmd("EXPIRE")
             .arg(&full)
             .arg(window_secs)
-            .arg("NX")
-            .query_async(&mut conn)
+            .arg("NX");
+        let counted: Result<(i64, i64), _> = redis
+            .query_pipeline("login throttling is per process", &pipe)
             .await;
-        let failures = match counted {
-            Ok((failures, _)) => failures,
-            Err(e) => {
-                tracing::warn!(error = %e, "redis unavailable: login throttling is per process");
-                return false;
-            }
+        let Ok((failures, _)) = counted else {
+            return false;
         };
         if let Some(lock_ms) = self.policy.lock_ms(failures, threshold) {
             let set: Result<(), _> = redis::cmd("HSET")
