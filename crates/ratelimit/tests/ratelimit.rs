@@ -1,0 +1,272 @@
+//! The GCRA script against a reference implementation, limits shared by two replicas, and
+//! the per-process fallback, against a real Redis.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use strata_cache::RedisHandle;
+use strata_ratelimit::{Check, Limiter, Policy};
+use strata_testkit::TestRedis;
+use strata_testkit::redis_server::RedisServer;
+
+/// GCRA as the textbook states it, in integer microseconds.
+#[derive(Default)]
+struct Reference {
+    tats: HashMap<String, u64>,
+}
+
+/// What the reference decides for one call: allowed, then per check (remaining, reset µs,
+/// retry µs).
+type Expected = (bool, Vec<(u64, u64, u64)>);
+
+impl Reference {
+    fn check(&mut self, checks: &[(Arc<Policy>, String, u32)], now: u64) -> Expected {
+        let mut allowed = true;
+        let mut state = Vec::new();
+        for (policy, key, cost) in checks {
+            let (t, tau) = (policy.emission_us(), policy.tolerance_us());
+            let tat = self
+                .tats
+                .get(&format!("{}:{key}", policy.name))
+                .copied()
+                .unwrap_or(now)
+                .max(now);
+            let new_tat = tat + t * u64::from(*cost);
+            let retry = (new_tat - tau).saturating_sub(now);
+            if new_tat > tau + now {
+                allowed = false;
+            }
+            state.push((tat, new_tat, retry, t, tau));
+        }
+        let mut out = Vec::new();
+        for ((policy, key, _), (tat, new_tat, retry, t, tau)) in checks.iter().zip(state) {
+            let tat = if allowed {
+                self.tats.insert(format!("{}:{key}", policy.name), new_tat);
+                new_tat
+            } else {
+                tat
+            };
+            let remaining = tau.saturating_sub(tat - now) / t;
+            out.push((remaining, tat - now, if allowed { 0 } else { retry }));
+        }
+        (allowed, out)
+    }
+}
+
+#[tokio::test]
+async fn the_script_agrees_with_a_reference_gcra() {
+    let redis = TestRedis::new();
+    let limiter = Limiter::new(Some(redis.handle().clone()));
+    let mut reference = Reference::default();
+    let mut rng = rand::rng();
+    let policies: Vec<Arc<Policy>> = (0..4)
+        .map(|i| {
+            Arc::new(Policy::new(
+                format!("p{i}"),
+                rng.random_range(1..=20),
+                Duration::from_micros(rng.random_range(1_000..=10_000_000)),
+            ))
+        })
+        .collect();
+    let mut now: u64 = 1_700_000_000_000_000;
+    let (mut admitted, mut refused) = (0, 0);
+    for step in 0..1500 {
+        let n = rng.random_range(1..=3);
+        let mut checks = Vec::new();
+        for _ in 0..n {
+            let policy = Arc::clone(&policies[rng.random_range(0..policies.len())]);
+            let key = format!("k{}", rng.random_range(0..4));
+            if checks
+                .iter()
+                .any(|(p, k, _): &(Arc<Policy>, String, u32)| p.name == policy.name && *k == key)
+            {
+                continue;
+            }
+            checks.push((policy, key, rng.random_range(1..=4)));
+        }
+        let expected = reference.check(&checks, now);
+        let calls: Vec<Check> = checks
+            .iter()
+            .map(|(policy, key, cost)| Check {
+                policy: Arc::clone(policy),
+                key: key.clone(),
+                cost: *cost,
+            })
+            .collect();
+        let decision = limiter.check_at(&calls, Some(now)).await;
+        assert!(!decision.local, "Redis answered");
+        assert_eq!(decision.allowed, expected.0, "step {step}: {checks:?}");
+        // The binding check: the refusing one with the longest wait, else the one with
+        // the least left.
+        let binding = if expected.0 {
+            expected.1.iter().map(|e| e.0).min().unwrap()
+        } else {
+            expected.1.iter().map(|e| e.2).max().unwrap()
+        };
+        let matching: Vec<&(u64, u64, u64)> = expected
+            .1
+            .iter()
+            .filter(|e| {
+                if expected.0 {
+                    e.0 == binding
+                } else {
+                    e.2 == binding
+                }
+            })
+            .collect();
+        assert!(
+            matching.iter().any(|e| decision.remaining == e.0
+                && decision.reset == Duration::from_micros(e.1)
+                && decision.retry_after
+                    == (!expected.0)
+                        .then(|| Duration::from_micros(e.2).max(Duration::from_millis(1)))),
+            "step {step}: {decision:?} against {expected:?}"
+        );
+        if decision.allowed {
+            admitted += 1;
+        } else {
+            refused += 1;
+        }
+        now += rng.random_range(0..=200_000);
+    }
+    assert!(
+        admitted > 100 && refused > 100,
+        "{admitted} admitted, {refused} refused"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_together_admit_the_limit_and_no_more() {
+    let redis = TestRedis::new();
+    let a = Limiter::new(Some(redis.handle().clone()));
+    let b = Limiter::new(Some(redis.handle().clone()));
+    let policy = Arc::new(Policy::new("burst", 10, Duration::from_secs(60)));
+    let check = |key: &str| {
+        vec![Check {
+            policy: Arc::clone(&policy),
+            key: key.into(),
+            cost: 1,
+        }]
+    };
+    let calls = (0..40).map(|i| {
+        let limiter = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let checks = check("ada");
+        async move { limiter.check(&checks).await }
+    });
+    let decisions = futures_util::future::join_all(calls).await;
+    assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 10);
+    let refused = decisions.iter().find(|d| !d.allowed).unwrap();
+    assert_eq!(refused.remaining, 0);
+    // One call every 6 s at the sustained rate.
+    let retry = refused.retry_after.unwrap();
+    assert!(
+        retry > Duration::from_secs(5) && retry <= Duration::from_secs(6),
+        "{retry:?}"
+    );
+    // Another key has its own budget.
+    assert!(a.check(&check("grace")).await.allowed);
+}
+
+#[tokio::test]
+async fn a_refused_call_is_admitted_once_its_retry_after_has_passed() {
+    let redis = TestRedis::new();
+    let limiter = Limiter::new(Some(redis.handle().clone()));
+    let policy = Arc::new(Policy::new("quick", 2, Duration::from_millis(400)));
+    let checks = vec![Check {
+        policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    assert!(limiter.check(&checks).await.allowed);
+    assert!(limiter.check(&checks).await.allowed);
+    let refused = limiter.check(&checks).await;
+    assert!(!refused.allowed);
+    let retry = refused.retry_after.unwrap();
+    assert!(retry <= Duration::from_millis(200), "{retry:?}");
+    tokio::time::sleep(retry).await;
+    assert!(limiter.check(&checks).await.allowed);
+}
+
+#[tokio::test]
+async fn a_call_refused_by_one_policy_uses_none_of_the_others() {
+    let redis = TestRedis::new();
+    let limiter = Limiter::new(Some(redis.handle().clone()));
+    let wide = Arc::new(Policy::new("wide", 100, Duration::from_secs(60)));
+    let narrow = Arc::new(Policy::new("narrow", 1, Duration::from_secs(60)));
+    let both = vec![
+        Check {
+            policy: Arc::clone(&wide),
+            key: "ada".into(),
+            cost: 1,
+        },
+        Check {
+            policy: Arc::clone(&narrow),
+            key: "10.0.0.1".into(),
+            cost: 1,
+        },
+    ];
+    let first = limiter.check(&both).await;
+    assert!(first.allowed);
+    assert_eq!(first.policy.name, "narrow", "the tighter one is reported");
+    for _ in 0..5 {
+        let refused = limiter.check(&both).await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.policy.name, "narrow");
+    }
+    let wide_only = limiter.check(&both[..1]).await;
+    assert_eq!(
+        wide_only.remaining, 98,
+        "refused calls used none of the wide budget"
+    );
+}
+
+#[tokio::test]
+async fn without_redis_each_replica_admits_its_share() {
+    let mut server = RedisServer::start().await;
+    let handle =
+        || RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_millis(200)).unwrap();
+    let a = Limiter::new(Some(handle()));
+    let b = Limiter::new(Some(handle()));
+    for _ in 0..100 {
+        if a.known_replicas() == 2 && b.known_replicas() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((a.known_replicas(), b.known_replicas()), (2, 2));
+    server.stop();
+    let policy = Arc::new(Policy::new("fallback", 10, Duration::from_secs(60)));
+    let checks = vec![Check {
+        policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    for limiter in [&a, &b] {
+        let decisions: Vec<_> =
+            futures_util::future::join_all((0..10).map(|_| limiter.check(&checks))).await;
+        assert!(decisions.iter().all(|d| d.local));
+        assert_eq!(
+            decisions.iter().filter(|d| d.allowed).count(),
+            5,
+            "half of 10 each"
+        );
+        let refused = decisions.iter().find(|d| !d.allowed).unwrap();
+        assert!(refused.retry_after.unwrap() > Duration::from_secs(1));
+        assert!(limiter.degraded());
+    }
+    // Redis back (empty): shared limits again, once the handle has reconnected.
+    server.restart().await;
+    let mut shared = a.check(&checks).await;
+    for _ in 0..100 {
+        if !shared.local {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shared = a.check(&checks).await;
+    }
+    assert!(!shared.local && shared.allowed, "{shared:?}");
+    assert!(!a.degraded());
+}
