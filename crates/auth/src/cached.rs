@@ -55,11 +55,45 @@ impl CachedSession {
     }
 }
 
+/// An API key as the per-call check needs it (never its secret).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CachedApiKey {
+    /// Id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Owner.
+    #[prost(string, tag = "2")]
+    pub user_id: String,
+    /// Scopes.
+    #[prost(string, repeated, tag = "3")]
+    pub scopes: Vec<String>,
+    /// Expiry, microseconds since the epoch; 0 for none.
+    #[prost(int64, tag = "4")]
+    pub expires_at_us: i64,
+    /// Revoked.
+    #[prost(bool, tag = "5")]
+    pub revoked: bool,
+}
+
+/// A live API key, as the caller check uses it.
+#[derive(Debug, Clone)]
+pub struct LiveApiKey {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: Option<i64>,
+}
+
 /// The caches of the auth service.
 #[derive(Debug, Clone)]
 pub struct AuthCaches {
     sessions: Tiered<CachedSession>,
     users: Tiered<pb::User>,
+    api_keys: Tiered<CachedApiKey>,
     db: Db,
 }
 
@@ -86,6 +120,14 @@ impl AuthCaches {
                     l1_ttl: Duration::from_secs(60),
                     l1_capacity: 200_000,
                     l2_ttl: Duration::from_secs(300),
+                },
+            ),
+            api_keys: caches.tiered(
+                "auth_api_keys",
+                Policy {
+                    l1_ttl: Duration::from_secs(30),
+                    l1_capacity: 100_000,
+                    l2_ttl: Duration::from_secs(60),
                 },
             ),
             db,
@@ -129,6 +171,44 @@ impl AuthCaches {
             .get_or_load(&user.to_string(), || load_user(db, user))
             .await
             .map_err(shared)
+    }
+
+    /// The live, unexpired key whose secret hashes to `hash` (`None`: no such key, or
+    /// revoked, or expired at `now`). The owner's status is the caller's to check.
+    pub async fn api_key(
+        &self,
+        hash: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> Result<Option<LiveApiKey>, AuthError> {
+        let db = &self.db;
+        let cached = self
+            .api_keys
+            .get_or_load(&hex(hash), || load_api_key(db, *hash))
+            .await
+            .map_err(shared)?;
+        let Some(key) = cached else {
+            return Ok(None);
+        };
+        let expired = key.expires_at_us != 0 && key.expires_at_us <= now.timestamp_micros();
+        if key.revoked || expired {
+            return Ok(None);
+        }
+        let (Ok(id), Ok(user_id)) = (Uuid::parse_str(&key.id), Uuid::parse_str(&key.user_id))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(LiveApiKey {
+            id,
+            user_id,
+            scopes: key.scopes.clone(),
+            expires_at: (key.expires_at_us != 0).then(|| key.expires_at_us.div_euclid(1_000_000)),
+        }))
+    }
+
+    /// After a write that revoked the keys with these hashes committed.
+    pub async fn api_keys_revoked(&self, hashes: &[Vec<u8>]) {
+        let keys: Vec<String> = hashes.iter().map(|h| hex(h)).collect();
+        let _delivered = self.api_keys.invalidate(&keys).await;
     }
 
     /// After a write that ended `sessions` committed.
@@ -186,6 +266,26 @@ async fn load_session(
             absolute_expires_at_us: absolute.timestamp_micros(),
         }),
     )
+}
+
+async fn load_api_key(
+    db: &Db,
+    hash: [u8; 32],
+) -> Result<Option<CachedApiKey>, strata_storage::Error> {
+    let mut conn = db.get().await?;
+    let row = store::api_key_state(&mut conn, &hash).await?;
+    Ok(row.map(|key| CachedApiKey {
+        id: key.id.to_string(),
+        user_id: key.user_id.to_string(),
+        scopes: key.scopes,
+        expires_at_us: key.expires_at.map_or(0, |t| t.timestamp_micros()),
+        revoked: key.revoked_at.is_some(),
+    }))
+}
+
+/// Lower-case hex of `bytes`: the cache key of a secret's hash.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn load_user(db: &Db, user: Uuid) -> Result<Option<pb::User>, strata_storage::Error> {

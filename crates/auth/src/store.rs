@@ -736,13 +736,14 @@ pub async fn list_api_keys(
         .await
 }
 
-/// Revokes `user`'s key `id`; false when there is no such live key of theirs.
+/// Revokes `user`'s key `id`; its hash (to forget it in the caches), or `None` when there
+/// is no such live key of theirs.
 pub async fn revoke_api_key(
     conn: &mut AsyncPgConnection,
     user: Uuid,
     id: Uuid,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> QueryResult<Option<Vec<u8>>> {
     diesel::update(
         api_keys::table.find(id).filter(
             api_keys::user_id
@@ -751,17 +752,18 @@ pub async fn revoke_api_key(
         ),
     )
     .set(api_keys::revoked_at.eq(now))
-    .execute(conn)
+    .returning(api_keys::key_hash)
+    .get_result(conn)
     .await
-    .map(|n| n == 1)
+    .optional()
 }
 
-/// Revokes every live key of `user`.
+/// Revokes every live key of `user`; their hashes.
 pub async fn revoke_user_api_keys(
     conn: &mut AsyncPgConnection,
     user: Uuid,
     now: DateTime<Utc>,
-) -> QueryResult<usize> {
+) -> QueryResult<Vec<Vec<u8>>> {
     diesel::update(
         api_keys::table.filter(
             api_keys::user_id
@@ -770,8 +772,23 @@ pub async fn revoke_user_api_keys(
         ),
     )
     .set(api_keys::revoked_at.eq(now))
-    .execute(conn)
+    .returning(api_keys::key_hash)
+    .get_results(conn)
     .await
+}
+
+/// The key with this hash, whatever its state (the per-call check reads it through the
+/// cache and decides).
+pub async fn api_key_state(
+    conn: &mut AsyncPgConnection,
+    hash: &[u8; 32],
+) -> QueryResult<Option<ApiKeyRow>> {
+    api_keys::table
+        .filter(api_keys::key_hash.eq(&hash[..]))
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 /// The live key with this hash and its owner, if the owner is active.

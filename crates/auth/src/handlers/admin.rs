@@ -170,15 +170,17 @@ pub async fn set_user_status(
         let Some(user) = store::set_status(conn, user_id, status, now).await? else {
             return Err(AuthError::not_found("user"));
         };
-        let mut revoked = Vec::new();
+        let (mut revoked, mut keys) = (Vec::new(), Vec::new());
         if status == DISABLED {
             revoked = store::revoke_sessions(conn, user_id, None, now).await?;
-            store::revoke_user_api_keys(conn, user_id, now).await?;
+            keys = store::revoke_user_api_keys(conn, user_id, now).await?;
         }
-        Ok((user, revoked))
+        Ok((user, (revoked, keys)))
     })
     .await?;
+    let (revoked, keys) = revoked;
     h.cache.user_changed(user_id).await;
+    h.cache.api_keys_revoked(&keys).await;
     h.sessions_ended(&revoked).await;
     tracing::info!(admin.id = %principal.user_id, user.id = %user.id, user.status = status, "status changed");
     Ok(pb::SetUserStatusResponse {

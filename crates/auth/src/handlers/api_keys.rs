@@ -181,8 +181,10 @@ pub async fn revoke_api_key(
     let id = parse_id("api_key_id", &request.into_inner().api_key_id)?;
     let mut conn = h.ctx.db.get().await?;
     // Another user's key, a revoked key and a missing one all look the same.
-    if !store::revoke_api_key(&mut conn, principal.user_id, id, db_now()).await? {
+    let Some(hash) = store::revoke_api_key(&mut conn, principal.user_id, id, db_now()).await?
+    else {
         return Err(AuthError::not_found("API key"));
-    }
+    };
+    h.cache.api_keys_revoked(&[hash]).await;
     Ok(pb::RevokeApiKeyResponse {})
 }

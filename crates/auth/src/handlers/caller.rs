@@ -11,7 +11,6 @@ use strata_proto::strata::auth::v1 as pb;
 
 use super::{AuthHandlers, db_now};
 use crate::error::AuthError;
-use crate::store;
 use crate::tokens::hash_token;
 
 /// The role an account's stored spelling names.
@@ -117,27 +116,40 @@ impl AuthHandlers {
         Ok((principal, user))
     }
 
-    /// The principal of an API key (live, unexpired, of an active user) and its owner.
+    /// The principal of an API key (live, unexpired, of an active user) and its owner,
+    /// both from the caches (revocations and account changes invalidate them).
     async fn api_key_principal(
         &self,
         secret: &str,
     ) -> Result<(Principal, Arc<pb::User>), AuthError> {
+        let invalid = || AuthError::unauthenticated("invalid or revoked API key");
         let now = db_now();
-        let mut conn = self.ctx.db.get().await?;
-        let (key, user) = store::api_key_by_hash(&mut conn, &hash_token(secret), now)
+        let key = self
+            .cache
+            .api_key(&hash_token(secret), now)
             .await?
-            .ok_or(AuthError::unauthenticated("invalid or revoked API key"))?;
+            .ok_or_else(invalid)?;
+        let user = self
+            .cache
+            .user(key.user_id)
+            .await?
+            .filter(|u| u.status == i32::from(pb::UserStatus::Active))
+            .ok_or_else(invalid)?;
         self.key_usage.note(key.id, now);
         let principal = Principal {
             user_id: key.user_id,
-            role: role_of(&user.role),
+            role: if user.role == i32::from(pb::Role::Admin) {
+                Role::Admin
+            } else {
+                Role::User
+            },
             credential: Credential::ApiKey {
                 key_id: key.id,
                 scopes: key.scopes,
             },
-            expires_at: key.expires_at.map(|t| t.timestamp()),
+            expires_at: key.expires_at,
         };
-        Ok((principal, Arc::new(super::profile::user_proto(&user))))
+        Ok((principal, user))
     }
 
     /// The principal an access token claims, after checking signature and claims locally.

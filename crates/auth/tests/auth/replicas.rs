@@ -100,6 +100,38 @@ async fn a_write_on_one_replica_is_read_by_another_within_100_ms() {
     })
     .await;
 
+    // An API key revoked on A stops working on B within 100 ms.
+    let key = create_key(&mut a.client, &token, &["profile:read"])
+        .await
+        .unwrap()
+        .secret;
+    assert_eq!(display_name(&mut b, &key).await.unwrap().0, "Grace");
+    assert_eq!(
+        display_name(&mut b, &key).await.unwrap(),
+        ("Grace".into(), 0.0)
+    );
+    let listed = a
+        .client
+        .list_api_keys(bearer(pb::ListApiKeysRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys;
+    a.client
+        .revoke_api_key(bearer(
+            pb::RevokeApiKeyRequest {
+                api_key_id: listed[0].id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    within_100_ms(revoked, "an API key revocation", async || {
+        display_name(&mut b, &key).await.is_err()
+    })
+    .await;
+
     // A ends the session: A refuses the token at once, B within 100 ms.
     a.client
         .logout(bearer(pb::LogoutRequest::default(), &token))
@@ -161,8 +193,8 @@ async fn cache_stats_and_clear_cache_reach_every_replica() {
         .into_inner();
     assert!(stats.listening);
     let names: Vec<&str> = stats.caches.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["auth_sessions", "auth_users"]);
-    let users = &stats.caches[1];
+    assert_eq!(names, ["auth_api_keys", "auth_sessions", "auth_users"]);
+    let users = &stats.caches[2];
     // A read the account from Redis, where B's load had put it.
     let (memory, l2) = (users.memory.unwrap(), users.redis.unwrap());
     assert_eq!(
