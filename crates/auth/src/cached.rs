@@ -16,15 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use strata_cache::{Caches, Policy, Tiered};
 use strata_proto::strata::auth::v1 as pb;
 use strata_storage::Db;
 use uuid::Uuid;
 
 use crate::error::AuthError;
-use crate::schema::sessions;
 use crate::store;
 
 /// A session as the per-call check needs it.
@@ -239,24 +236,8 @@ async fn load_session(
     db: &Db,
     session: Uuid,
 ) -> Result<Option<CachedSession>, strata_storage::Error> {
-    type Row = (Uuid, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
-    let row: Option<Row> = db
-        .shared(move |conn: &AsyncPgConnection| {
-            Box::pin(async move {
-                let mut conn = conn;
-                sessions::table
-                    .find(session)
-                    .select((
-                        sessions::user_id,
-                        sessions::revoked_at,
-                        sessions::idle_expires_at,
-                        sessions::absolute_expires_at,
-                    ))
-                    .first::<Row>(&mut conn)
-                    .await
-                    .optional()
-            })
-        })
+    let row = db
+        .shared(move |conn| Box::pin(store::session_state(conn, session)))
         .await?;
     Ok(
         row.map(|(user_id, revoked_at, idle, absolute)| CachedSession {

@@ -409,30 +409,28 @@ pub async fn revoke_sessions(
     .await
 }
 
-/// `user` if `session` is theirs and still live and the account is active: one indexed
-/// lookup per authenticated call, which also serves the caller's profile.
-pub async fn live_session_user(
+/// The owner, revocation time and expiries of `session`, whatever its state (the per-call
+/// check reads them through the cache and decides). Takes a shared connection: every
+/// authenticated call that misses the cache makes this lookup.
+pub async fn session_state(
     mut conn: &AsyncPgConnection,
-    user: Uuid,
     session: Uuid,
-    now: DateTime<Utc>,
-) -> QueryResult<Option<UserRow>> {
+) -> QueryResult<Option<SessionState>> {
     sessions::table
-        .inner_join(users::table)
-        .filter(
-            sessions::id
-                .eq(session)
-                .and(sessions::user_id.eq(user))
-                .and(sessions::revoked_at.is_null())
-                .and(sessions::idle_expires_at.gt(now))
-                .and(sessions::absolute_expires_at.gt(now))
-                .and(users::status.eq(ACTIVE)),
-        )
-        .select(UserRow::as_select())
+        .find(session)
+        .select((
+            sessions::user_id,
+            sessions::revoked_at,
+            sessions::idle_expires_at,
+            sessions::absolute_expires_at,
+        ))
         .first(&mut conn)
         .await
         .optional()
 }
+
+/// A session's owner, revocation time, idle and absolute expiries.
+pub type SessionState = (Uuid, Option<DateTime<Utc>>, DateTime<Utc>, DateTime<Utc>);
 
 /// A row of `auth.sessions`.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -786,31 +784,6 @@ pub async fn api_key_state(
     api_keys::table
         .filter(api_keys::key_hash.eq(&hash[..]))
         .select(ApiKeyRow::as_select())
-        .first(conn)
-        .await
-        .optional()
-}
-
-/// The live key with this hash and its owner, if the owner is active.
-pub async fn api_key_by_hash(
-    conn: &mut AsyncPgConnection,
-    hash: &[u8; 32],
-    now: DateTime<Utc>,
-) -> QueryResult<Option<(ApiKeyRow, UserRow)>> {
-    api_keys::table
-        .inner_join(users::table)
-        .filter(
-            api_keys::key_hash
-                .eq(&hash[..])
-                .and(api_keys::revoked_at.is_null())
-                .and(
-                    api_keys::expires_at
-                        .is_null()
-                        .or(api_keys::expires_at.gt(now)),
-                )
-                .and(users::status.eq(ACTIVE)),
-        )
-        .select((ApiKeyRow::as_select(), UserRow::as_select()))
         .first(conn)
         .await
         .optional()

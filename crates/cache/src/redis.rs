@@ -80,11 +80,6 @@ impl RedisHandle {
         }
     }
 
-    /// Whether the last call that reported found Redis unavailable.
-    pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Acquire)
-    }
-
     /// `key` with this handle's prefix.
     pub fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)

@@ -237,10 +237,32 @@ where
             self.inner.l1.invalidate(key).await;
         }
         bump(&counters.l1_misses);
-        let stamp = self.stamp(key);
         let mut load = Some(load);
-        let entry = self
-            .inner
+        let entry = self.load_shared(key, &mut load).await?;
+        // Another caller's entry, loaded before an invalidation of this key, is not an
+        // answer to give now (rare: a write raced this read). Load again, once, the
+        // waiters sharing that load too.
+        if load.is_some() && entry.stamp != self.stamp(key) {
+            self.inner.l1.invalidate(key).await;
+            return Ok(self.load_shared(key, &mut load).await?.value);
+        }
+        Ok(entry.value)
+    }
+
+    /// The entry of `key` through L1's coalescing: this caller's `load` fills it (and is
+    /// taken) unless another caller's load of the same key is under way or done.
+    async fn load_shared<E, F, Fut>(
+        &self,
+        key: &str,
+        load: &mut Option<F>,
+    ) -> Result<Entry<V>, Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<V>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let stamp = self.stamp(key);
+        self.inner
             .l1
             .try_get_with_by_ref(key, async {
                 match load.take() {
@@ -252,30 +274,7 @@ where
                     }),
                 }
             })
-            .await?;
-        // Another caller's entry, loaded before an invalidation of this key, is not an
-        // answer to give now (rare: a write raced this read). Load again, once, the
-        // waiters sharing that load too.
-        if load.is_some() && entry.stamp != self.stamp(key) {
-            self.inner.l1.invalidate(key).await;
-            let stamp = self.stamp(key);
-            let entry = self
-                .inner
-                .l1
-                .try_get_with_by_ref(key, async {
-                    match load.take() {
-                        Some(load) => self.fill(key, stamp, load).await,
-                        None => Ok(Entry {
-                            value: None,
-                            ttl: Duration::ZERO,
-                            stamp,
-                        }),
-                    }
-                })
-                .await?;
-            return Ok(entry.value);
-        }
-        Ok(entry.value)
+            .await
     }
 
     /// L2, else the source; the entry to keep in L1 (with its TTL).

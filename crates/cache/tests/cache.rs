@@ -75,10 +75,20 @@ async fn version(cache: &Tiered<Item>, db: &Db, name: &str) -> Option<i64> {
 
 /// A replica: caches of its own on `redis`, listening.
 async fn replica(redis: &RedisHandle) -> (Caches, Tiered<Item>) {
-    let caches = Caches::start(Some(redis.clone()), CacheConfig::default());
+    replica_with(redis, CacheConfig::default()).await
+}
+
+/// A replica with `config`.
+async fn replica_with(redis: &RedisHandle, config: CacheConfig) -> (Caches, Tiered<Item>) {
+    let caches = Caches::start(Some(redis.clone()), config);
     let items = caches.tiered::<Item>("items", POLICY);
     assert!(caches.wait_listening(Duration::from_secs(5)).await);
     (caches, items)
+}
+
+/// A handle on a Redis of the test's own, quick to notice it is gone.
+fn private(server: &RedisServer) -> RedisHandle {
+    RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_millis(200)).unwrap()
 }
 
 #[tokio::test]
@@ -290,15 +300,11 @@ fn redis_killed_reads_keep_working_and_recover_with_one_warning() {
         let db = TestDb::new().await;
         items(&db).await;
         let mut server = RedisServer::start().await;
-        let handle =
-            RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_millis(200)).unwrap();
         let config = CacheConfig {
             degraded_l1_ttl: Duration::from_millis(200),
             ..CacheConfig::default()
         };
-        let caches = Caches::start(Some(handle.clone()), config);
-        let cache = caches.tiered::<Item>("items", POLICY);
-        assert!(caches.wait_listening(Duration::from_secs(5)).await);
+        let (caches, cache) = replica_with(&private(&server), config).await;
         let pool = db.db();
         assert_eq!(version(&cache, pool, "a").await, Some(1));
         // Changed by a replica whose invalidation this one will never hear: Redis dies.
@@ -376,15 +382,11 @@ async fn invalidations_beyond_the_replay_bound_clear_the_cache_and_l2_comes_back
     let db = TestDb::new().await;
     items(&db).await;
     let mut server = RedisServer::start().await;
-    let handle =
-        RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_millis(200)).unwrap();
     let config = CacheConfig {
         max_pending: 2,
         ..CacheConfig::default()
     };
-    let caches = Caches::start(Some(handle.clone()), config);
-    let cache = caches.tiered::<Item>("items", POLICY);
-    assert!(caches.wait_listening(Duration::from_secs(5)).await);
+    let (caches, cache) = replica_with(&private(&server), config).await;
     let pool = db.db();
     assert_eq!(version(&cache, pool, "a").await, Some(1));
     server.stop();

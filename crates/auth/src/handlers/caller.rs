@@ -18,6 +18,15 @@ pub(super) fn role_of(stored: &str) -> Role {
     Role::parse(stored).unwrap_or(Role::User)
 }
 
+/// The role of a cached account.
+fn role_of_user(user: &pb::User) -> Role {
+    if user.role == i32::from(pb::Role::Admin) {
+        Role::Admin
+    } else {
+        Role::User
+    }
+}
+
 /// The session of an access token; API keys cannot manage sessions, passwords or keys.
 pub(super) fn require_session(principal: &Principal) -> Result<uuid::Uuid, AuthError> {
     principal.session_id().ok_or(AuthError::permission_denied(
@@ -108,11 +117,7 @@ impl AuthHandlers {
             .filter(|u| u.status == i32::from(pb::UserStatus::Active))
             .ok_or(AuthError::unauthenticated("session has ended"))?;
         // The role may have changed since the token was issued; the account is current.
-        principal.role = if user.role == i32::from(pb::Role::Admin) {
-            Role::Admin
-        } else {
-            Role::User
-        };
+        principal.role = role_of_user(&user);
         Ok((principal, user))
     }
 
@@ -138,11 +143,7 @@ impl AuthHandlers {
         self.key_usage.note(key.id, now);
         let principal = Principal {
             user_id: key.user_id,
-            role: if user.role == i32::from(pb::Role::Admin) {
-                Role::Admin
-            } else {
-                Role::User
-            },
+            role: role_of_user(&user),
             credential: Credential::ApiKey {
                 key_id: key.id,
                 scopes: key.scopes,

@@ -85,11 +85,13 @@ async fn hot_queries_use_their_indexes() {
         ),
         (
             "API key lookup",
-            plans::plans_of(&mut conn, async |c| {
-                store::api_key_by_hash(c, &[7; 32], now).await
-            })
-            .await,
+            plans::plans_of(&mut conn, async |c| store::api_key_state(c, &[7; 32]).await).await,
             &["api_keys_hash_key"],
+        ),
+        (
+            "the per-call session check (on a cache miss)",
+            plans::plans_of(&mut conn, async |c| store::session_state(c, someone).await).await,
+            &["sessions_pkey"],
         ),
         (
             "list a user's live sessions",

@@ -5,6 +5,19 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// A server on `redis`, listening for cache invalidations.
+async fn listening(redis: &TestRedis) -> Harness {
+    let h = start_with_redis(redis).await;
+    assert!(
+        h.handlers
+            .context()
+            .caches
+            .wait_listening(Duration::from_secs(5))
+            .await
+    );
+    h
+}
+
 /// A second server on `h`'s database and Redis, listening for cache invalidations.
 async fn replica(h: &Harness, redis: &TestRedis) -> (TestServer, AuthServiceClient<Channel>) {
     let mut config = h.db.server_config("auth");
@@ -54,14 +67,7 @@ async fn within_100_ms(since: Instant, what: &str, mut check: impl AsyncFnMut() 
 #[tokio::test]
 async fn a_write_on_one_replica_is_read_by_another_within_100_ms() {
     let redis = TestRedis::new();
-    let mut a = start_with_redis(&redis).await;
-    assert!(
-        a.handlers
-            .context()
-            .caches
-            .wait_listening(Duration::from_secs(5))
-            .await
-    );
+    let mut a = listening(&redis).await;
     let (_b_server, mut b) = replica(&a, &redis).await;
     let (_, credentials) = sign_up(&mut a.client, "ada@example.com").await;
     let token = credentials.access_token.clone();
@@ -161,14 +167,7 @@ async fn cache_stats_and_clear_cache_reach_every_replica() {
     use strata_proto::admin::{self as admin_pb};
 
     let redis = TestRedis::new();
-    let mut a = start_with_redis(&redis).await;
-    assert!(
-        a.handlers
-            .context()
-            .caches
-            .wait_listening(Duration::from_secs(5))
-            .await
-    );
+    let mut a = listening(&redis).await;
     let (_b_server, mut b) = replica(&a, &redis).await;
     let root = admin_credentials(&mut a, "root@example.com").await;
     let (_, credentials) = sign_up(&mut a.client, "ada@example.com").await;
