@@ -80,6 +80,11 @@ impl RedisHandle {
         }
     }
 
+    /// Whether the last use of Redis failed (an outage is under way).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
     /// `key` with this handle's prefix.
     pub fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)

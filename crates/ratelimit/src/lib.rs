@@ -12,6 +12,12 @@
 //! then updates every key; a refused call changes nothing. Time is Redis's own clock, so
 //! replicas whose clocks disagree still share one limit.
 //!
+//! Concurrent calls share runs of the script: whatever is waiting when a run can start goes
+//! into it, so one round trip answers a whole batch under load and a lone call goes at
+//! once. Keys Redis found over their limit are remembered here until their budget allows
+//! a call again, so a flood from one key is refused without asking Redis each time (exact:
+//! other replicas can only move a key's arrival time later).
+//!
 //! Redis has no GCRA command (the module that had one is not in Redis); the script is
 //! below, and the tests check its arithmetic against a reference implementation.
 //!
@@ -19,16 +25,19 @@
 //! divided by the number of replicas last seen (replicas announce themselves in Redis
 //! every second), so the replicas together still admit about the limit. Checks are then
 //! applied one after another: a call refused by a later check has used its earlier ones.
-//! Outages are logged once, by the Redis handle.
+//! While an outage lasts, one call per 250 ms tries Redis again and the others decide
+//! locally at once. Outages are logged once, by the Redis handle.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
+use tokio::sync::{mpsc, oneshot};
 use governor::middleware::StateInformationMiddleware;
+use futures_util::StreamExt as _;
 use governor::{Quota, RateLimiter};
 use strata_cache::RedisHandle;
 
@@ -37,44 +46,66 @@ const REPLICA_TTL: Duration = Duration::from_secs(5);
 /// How often a replica announces itself.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
-/// GCRA over several keys at once (KEYS: one per check; ARGV[1]: now in µs, empty for
-/// Redis's clock; then per check: emission interval in µs, tolerance in µs, cost).
-/// Returns: allowed (1/0), now, then per check: remaining, reset in µs, retry in µs.
+/// Calls answered by one run of the script at most.
+const MAX_BATCH: usize = 128;
+/// Runs of the script in flight at once (each a batch of calls).
+const MAX_IN_FLIGHT: usize = 4;
+/// While Redis is away, how often a call still tries it; the others decide locally at once
+/// instead of each waiting for a timeout.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// Keys known to be over their limit, remembered by this process so that a flood from one
+/// key is refused without asking Redis each time.
+const REFUSED_KEYS: u64 = 100_000;
+/// How long such a key is remembered at most.
+const REFUSED_KEY_TTL: Duration = Duration::from_secs(600);
+
+/// GCRA for a batch of calls, each over several keys and decided on its own, in order.
+/// ARGV[1]: number of calls; then per call: now in µs (empty for Redis's clock), number of
+/// checks, then per check: emission interval in µs, tolerance in µs, cost. KEYS: every
+/// call's keys, in order. Returns per call: allowed (1/0), now, then per check: remaining,
+/// reset in µs, retry in µs.
 const GCRA: &str = r"
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
-local allowed = 1
-local state = {}
-for i = 1, #KEYS do
-  local emission = tonumber(ARGV[2 + (i - 1) * 3])
-  local tolerance = tonumber(ARGV[3 + (i - 1) * 3])
-  local cost = tonumber(ARGV[4 + (i - 1) * 3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + emission * cost
-  local retry = new_tat - tolerance - now
-  if retry > 0 then allowed = 0 else retry = 0 end
-  state[i] = {emission, tolerance, tat, new_tat, retry}
-end
-local result = {allowed, now}
-for i = 1, #KEYS do
-  local s = state[i]
-  local tat = s[3]
-  if allowed == 1 then
-    tat = s[4]
-    -- A second longer than needed: an expired state and an elapsed one read alike.
-    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+local t = redis.call('TIME')
+local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local result = {}
+local a = 2
+local k = 0
+for c = 1, tonumber(ARGV[1]) do
+  local now = clock
+  if ARGV[a] ~= '' then now = tonumber(ARGV[a]) end
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
+  local allowed = 1
+  local state = {}
+  for i = 1, n do
+    local emission = tonumber(ARGV[a])
+    local tolerance = tonumber(ARGV[a + 1])
+    local cost = tonumber(ARGV[a + 2])
+    a = a + 3
+    local tat = tonumber(redis.call('GET', KEYS[k + i]) or now)
+    if tat < now then tat = now end
+    local new_tat = tat + emission * cost
+    local retry = new_tat - tolerance - now
+    if retry > 0 then allowed = 0 else retry = 0 end
+    state[i] = {emission, tolerance, tat, new_tat, retry}
   end
-  local remaining = math.floor((s[2] - (tat - now)) / s[1])
-  if remaining < 0 then remaining = 0 end
-  result[#result + 1] = remaining
-  result[#result + 1] = tat - now
-  result[#result + 1] = s[5]
+  result[#result + 1] = allowed
+  result[#result + 1] = now
+  for i = 1, n do
+    local s = state[i]
+    local tat = s[3]
+    if allowed == 1 then
+      tat = s[4]
+      -- A second longer than needed: an expired state and an elapsed one read alike.
+      redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+    end
+    local remaining = math.floor((s[2] - (tat - now)) / s[1])
+    if remaining < 0 then remaining = 0 end
+    result[#result + 1] = remaining
+    result[#result + 1] = tat - now
+    result[#result + 1] = s[5]
+  end
+  k = k + n
 end
 return result
 ";
@@ -159,12 +190,26 @@ type LocalLimiter = RateLimiter<
 
 struct Shared {
     redis: Option<RedisHandle>,
-    gcra: redis::Script,
+    /// Calls waiting for the script, batched by [`run_batches`].
+    queue: Option<mpsc::Sender<Pending>>,
     /// Per-process limiters by policy name, with the replica count they were sized for.
     local: Mutex<HashMap<String, (u32, Arc<LocalLimiter>)>>,
+    /// Keys Redis last found over their limit: their theoretical arrival time, as a
+    /// lower bound (other replicas can only have moved it later).
+    refused: moka::sync::Cache<String, Instant>,
     replicas: AtomicU32,
     degraded: AtomicBool,
+    /// When a call last tried Redis during an outage.
+    last_probe: Mutex<Option<Instant>>,
     announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One call waiting for the script.
+struct Pending {
+    keys: Vec<String>,
+    /// Now (empty: Redis's clock), the number of checks, then three numbers per check.
+    args: Vec<String>,
+    reply: oneshot::Sender<Option<Vec<i64>>>,
 }
 
 impl Drop for Shared {
@@ -191,15 +236,26 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
-    /// A limiter sharing its limits through `redis` (none: per process only). Announces
-    /// this replica every second on the current tokio runtime, to size the fallback.
+    /// A limiter sharing its limits through `redis` (none: per process only). Starts, on
+    /// the current tokio runtime, the task that batches calls for Redis and the one that
+    /// announces this replica every second (to size the fallback).
     pub fn new(redis: Option<RedisHandle>) -> Self {
+        let queue = redis.clone().map(|redis| {
+            let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT * 4);
+            tokio::spawn(run_batches(redis, rx));
+            tx
+        });
         let shared = Arc::new(Shared {
             redis,
-            gcra: redis::Script::new(GCRA),
+            queue,
             local: Mutex::new(HashMap::new()),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(REFUSED_KEYS)
+                .time_to_live(REFUSED_KEY_TTL)
+                .build(),
             replicas: AtomicU32::new(1),
             degraded: AtomicBool::new(false),
+            last_probe: Mutex::new(None),
             announcer: Mutex::new(None),
         });
         if shared.redis.is_some() {
@@ -221,7 +277,13 @@ impl Limiter {
         self.shared.degraded.load(Ordering::Relaxed)
     }
 
-    /// Admits a call or not, against every check at once.
+    /// Whether limits are shared through Redis at all (configured with one).
+    pub fn shared(&self) -> bool {
+        self.shared.redis.is_some()
+    }
+
+    /// Admits a call or not, against every check at once. Concurrent calls share runs
+    /// of the script: one round trip answers a whole batch.
     ///
     /// # Panics
     /// With no checks: a programming error.
@@ -234,33 +296,106 @@ impl Limiter {
     #[doc(hidden)]
     pub async fn check_at(&self, checks: &[Check], now_us: Option<u64>) -> Decision {
         assert!(!checks.is_empty(), "a call needs at least one check");
+        let real_time = now_us.is_none();
+        if real_time && let Some(refused) = self.refused_here(checks) {
+            return refused;
+        }
         if let Some(redis) = &self.shared.redis {
-            let mut invocation = self.shared.gcra.prepare_invoke();
-            for check in checks {
-                invocation
-                    .key(redis.key(&format!("ratelimit:{}:{}", check.policy.name, check.key)));
-            }
-            invocation.arg(now_us.map(|n| n.to_string()).unwrap_or_default());
-            for check in checks {
-                invocation
-                    .arg(check.policy.emission_us())
-                    .arg(check.policy.tolerance_us())
-                    .arg(check.cost.max(1));
-            }
-            let answer: Result<Vec<i64>, _> = redis
-                .invoke("rate limits are per process", &invocation)
-                .await;
-            if let Ok(answer) = answer
-                && answer.len() == 2 + 3 * checks.len()
+            if (!redis.is_down() || self.probe_due())
+                && let Some(answer) = self.ask_redis(checks, now_us).await
             {
                 self.shared.degraded.store(false, Ordering::Relaxed);
-                return decide(checks, &answer);
+                let decision = decide(checks, &answer);
+                if real_time && !decision.allowed {
+                    self.remember_refusal(checks, &answer);
+                }
+                return decision;
             }
-        }
-        if self.shared.redis.is_some() {
             self.shared.degraded.store(true, Ordering::Relaxed);
         }
         self.check_locally(checks)
+    }
+
+    /// Whether a call may try Redis during an outage (one per [`PROBE_EVERY`]).
+    fn probe_due(&self) -> bool {
+        let Ok(mut last) = self.shared.last_probe.lock() else {
+            return true;
+        };
+        if last.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// The script's answer for this call (through the batching task), or `None` when
+    /// Redis did not give one.
+    async fn ask_redis(&self, checks: &[Check], now_us: Option<u64>) -> Option<Vec<i64>> {
+        let queue = self.shared.queue.as_ref()?;
+        let redis = self.shared.redis.as_ref()?;
+        let mut args = Vec::with_capacity(2 + 3 * checks.len());
+        args.push(now_us.map(|n| n.to_string()).unwrap_or_default());
+        args.push(checks.len().to_string());
+        for check in checks {
+            args.push(check.policy.emission_us().to_string());
+            args.push(check.policy.tolerance_us().to_string());
+            args.push(check.cost.max(1).to_string());
+        }
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            keys: checks
+                .iter()
+                .map(|c| redis.key(&state_key(&c.policy, &c.key)))
+                .collect(),
+            args,
+            reply,
+        };
+        queue.send(pending).await.ok()?;
+        answer
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| a.len() == 2 + 3 * checks.len())
+    }
+
+    /// A refusal decided from what Redis last said about these keys, if one of them is
+    /// known to be over its limit still.
+    fn refused_here(&self, checks: &[Check]) -> Option<Decision> {
+        let now = Instant::now();
+        checks.iter().find_map(|check| {
+            let tat = self
+                .shared
+                .refused
+                .get(&state_key(&check.policy, &check.key))?;
+            let emission = Duration::from_micros(check.policy.emission_us());
+            let tolerance = Duration::from_micros(check.policy.tolerance_us());
+            let conforms_at = (tat + emission * check.cost.max(1)).checked_sub(tolerance)?;
+            (conforms_at > now).then(|| Decision {
+                allowed: false,
+                policy: Arc::clone(&check.policy),
+                remaining: 0,
+                reset: tat.saturating_duration_since(now),
+                retry_after: Some(
+                    conforms_at
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1)),
+                ),
+                local: false,
+            })
+        })
+    }
+
+    /// Remembers the keys of a refused call that are over their limit.
+    fn remember_refusal(&self, checks: &[Check], answer: &[i64]) {
+        let now = Instant::now();
+        for (check, a) in checks.iter().zip(answer[2..].chunks_exact(3)) {
+            if a[2] > 0 {
+                let tat = now + Duration::from_micros(a[1].max(0).unsigned_abs());
+                self.shared
+                    .refused
+                    .insert(state_key(&check.policy, &check.key), tat);
+            }
+        }
     }
 
     /// The per-process decision: each policy divided among the replicas last seen.
@@ -391,6 +526,68 @@ fn decide(checks: &[Check], answer: &[i64]) -> Decision {
         reset: micros(a[1]),
         retry_after: (!allowed).then(|| micros(a[2]).max(Duration::from_millis(1))),
         local: false,
+    }
+}
+
+/// The Redis key of `key`'s state under `policy` (before the handle's prefix).
+fn state_key(policy: &Policy, key: &str) -> String {
+    format!("ratelimit:{}:{key}", policy.name)
+}
+
+/// Answers the calls queued by [`Limiter::ask_redis`]: whatever is waiting when a run can
+/// start goes into it (up to [`MAX_BATCH`]), with up to [`MAX_IN_FLIGHT`] runs at once.
+/// A lone call goes at once; under load, batches grow on their own. Ends when every
+/// limiter sharing the queue is gone.
+async fn run_batches(redis: RedisHandle, mut queue: mpsc::Receiver<Pending>) {
+    let script = Arc::new(redis::Script::new(GCRA));
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = queue.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.push(run_batch(redis.clone(), Arc::clone(&script), batch));
+            }
+        }
+    }
+}
+
+/// One run of the script for `batch`; each call gets its part of the answer, or `None`.
+async fn run_batch(redis: RedisHandle, script: Arc<redis::Script>, batch: Vec<Pending>) {
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(batch.len());
+    for pending in &batch {
+        for key in &pending.keys {
+            invocation.key(key);
+        }
+        for arg in &pending.args {
+            invocation.arg(arg);
+        }
+    }
+    let answer: Option<Vec<i64>> = redis
+        .invoke("rate limits are per process", &invocation)
+        .await
+        .ok();
+    let mut offset = 0;
+    for pending in batch {
+        let len = 2 + 3 * pending.keys.len();
+        let part = answer
+            .as_ref()
+            .and_then(|a| a.get(offset..offset + len))
+            .map(<[i64]>::to_vec);
+        offset += len;
+        let _ = pending.reply.send(part);
     }
 }
 

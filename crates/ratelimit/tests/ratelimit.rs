@@ -270,3 +270,73 @@ async fn without_redis_each_replica_admits_its_share() {
     assert!(!shared.local && shared.allowed, "{shared:?}");
     assert!(!a.degraded());
 }
+
+#[tokio::test]
+async fn a_key_over_its_limit_is_refused_here_until_its_budget_allows_a_call() {
+    let redis = TestRedis::new();
+    let limiter = Limiter::new(Some(redis.handle().clone()));
+    let policy = Arc::new(Policy::new("flood", 2, Duration::from_millis(600)));
+    let checks = |cost| {
+        vec![Check {
+            policy: Arc::clone(&policy),
+            key: "ada".into(),
+            cost,
+        }]
+    };
+    assert!(limiter.check(&checks(2)).await.allowed);
+    let refused = limiter.check(&checks(1)).await;
+    assert!(!refused.allowed);
+    // Redis forgets the key; the process still knows it is over its limit and refuses
+    // without asking, with the same delay (less the time gone by).
+    let mut conn = redis.handle().connection();
+    let _: () = redis::cmd("DEL")
+        .arg(redis.handle().key("ratelimit:flood:ada"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let again = limiter.check(&checks(1)).await;
+    assert!(!again.allowed && !again.local, "{again:?}");
+    assert!(again.retry_after.unwrap() <= refused.retry_after.unwrap());
+    // A dearer call waits one more emission interval (300 ms).
+    let dearer = limiter.check(&checks(2)).await.retry_after.unwrap();
+    assert!(
+        dearer > again.retry_after.unwrap() + Duration::from_millis(250),
+        "{dearer:?}"
+    );
+    // Other keys are not affected, and the key is asked about again once its delay is over.
+    let other = vec![Check {
+        policy: Arc::clone(&policy),
+        key: "grace".into(),
+        cost: 1,
+    }];
+    assert!(limiter.check(&other).await.allowed);
+    tokio::time::sleep(again.retry_after.unwrap()).await;
+    let admitted = limiter.check(&checks(1)).await;
+    assert!(admitted.allowed, "{admitted:?}");
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_many_keys_are_answered_each_by_its_own_budget() {
+    let redis = TestRedis::new();
+    let limiter = Limiter::new(Some(redis.handle().clone()));
+    let policy = Arc::new(Policy::new("many", 3, Duration::from_secs(60)));
+    // 50 keys × 5 calls, all at once: they share runs of the script, and each key gets
+    // exactly its 3.
+    let calls = (0..250).map(|i| {
+        let limiter = limiter.clone();
+        let checks = vec![Check {
+            policy: Arc::clone(&policy),
+            key: format!("user-{}", i % 50),
+            cost: 1,
+        }];
+        async move { (i % 50, limiter.check(&checks).await) }
+    });
+    let decisions = futures_util::future::join_all(calls).await;
+    let mut admitted = HashMap::new();
+    for (key, decision) in &decisions {
+        assert!(!decision.local);
+        *admitted.entry(*key).or_insert(0) += u32::from(decision.allowed);
+    }
+    assert_eq!(admitted.len(), 50);
+    assert!(admitted.values().all(|&n| n == 3), "{admitted:?}");
+}
