@@ -223,6 +223,20 @@ impl Served {
     }
 }
 
+/// Rate limits no test reaches (every test's calls come from one address).
+fn generous_rate_limits() -> Vec<(&'static str, String)> {
+    let limit = format!("{}/min", strata_testkit::TEST_RATE_LIMIT);
+    [
+        "STRATA_RATE_LIMIT_AUTHENTICATED",
+        "STRATA_RATE_LIMIT_USER",
+        "STRATA_RATE_LIMIT_UNAUTHENTICATED",
+        "STRATA_RATE_LIMIT_SIGN_IN",
+    ]
+    .into_iter()
+    .map(|name| (name, limit.clone()))
+    .collect()
+}
+
 /// Starts `strata serve <service>` on `db` and `redis` (plus `env`; an empty value unsets
 /// a variable), waits until it listens and connects a channel. Its logs are collected for
 /// the test to read ([`Served::logs`]).
@@ -241,6 +255,7 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         .env("STRATA_HEALTH_INTERVAL_MS", "100")
         .env("STRATA_LOG_FORMAT", "json")
         .env_remove("STRATA_CONFIG_FILE")
+        .envs(generous_rate_limits())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

@@ -185,6 +185,7 @@ async fn run() {
     let mut config = strata_runtime::ServerConfig::for_database("bench", &url);
     config.db.max_connections = 20;
     config.migrate_on_start = false;
+    config.rate_limits = strata_runtime::layers::RateLimits::all(u32::MAX, Duration::from_secs(60));
     config.redis_url = Some(Secret::new(redis.url().to_owned()));
     config.redis_prefix = redis.handle().prefix().to_owned();
     let refresher = Refresher::new(config.db.clone(), Duration::from_secs(3600), "bench");

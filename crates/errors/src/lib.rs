@@ -14,7 +14,7 @@
 //! | [`ApiError::FailedPrecondition`] | `FAILED_PRECONDITION` | |
 //! | [`ApiError::Aborted`] | `ABORTED` | |
 //! | [`ApiError::Unavailable`] | `UNAVAILABLE` | |
-//! | [`ApiError::ResourceExhausted`] | `RESOURCE_EXHAUSTED` | `RetryInfo` |
+//! | [`ApiError::ResourceExhausted`] | `RESOURCE_EXHAUSTED` | `RetryInfo`, `QuotaFailure` naming the limits |
 //! | [`ApiError::DeadlineExceeded`] | `DEADLINE_EXCEEDED` | |
 //! | [`ApiError::Internal`] | `INTERNAL` | none; the cause is logged, never returned |
 //!
@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::{Code, Status};
+pub use tonic_types::QuotaViolation;
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt as _};
 
 /// Most field violations reported for one request; the rest are counted in the message.
@@ -200,6 +201,8 @@ pub enum ApiError {
         message: Cow<'static, str>,
         /// When to come back.
         retry_after: Duration,
+        /// The limits that refused the call (`QuotaFailure`; none: no such detail).
+        quota: Vec<QuotaViolation>,
     },
     /// The operation ran out of time.
     #[error("deadline exceeded: {0}")]
@@ -308,10 +311,14 @@ impl ApiError {
             ApiError::ResourceExhausted {
                 message,
                 retry_after,
-            } => (
-                message.into_owned(),
-                Some(ErrorDetails::with_retry_info(Some(retry_after))),
-            ),
+                quota,
+            } => {
+                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
+                if !quota.is_empty() {
+                    details.set_quota_failure(quota);
+                }
+                (message.into_owned(), Some(details))
+            }
             ApiError::PermissionDenied(m)
             | ApiError::FailedPrecondition(m)
             | ApiError::Aborted(m)
@@ -404,12 +411,16 @@ mod tests {
         let status = Status::from(ApiError::ResourceExhausted {
             message: "slow down".into(),
             retry_after: Duration::from_secs(3),
+            quota: vec![QuotaViolation::new("user", "10 calls per minute")],
         });
-        let delay = status
-            .get_error_details()
-            .retry_info()
-            .and_then(|r| r.retry_delay);
+        let details = status.get_error_details();
+        let delay = details.retry_info().and_then(|r| r.retry_delay);
         assert_eq!(delay, Some(Duration::from_secs(3)));
+        let quota: Vec<_> = details
+            .quota_failure()
+            .map(|q| q.violations.iter().map(|v| v.subject.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(quota, ["user"]);
 
         let plain = Status::from(ApiError::not_found("agent"));
         assert!(

@@ -17,6 +17,26 @@ pub mod wire;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 
+/// Every method of the suite's services, as gRPC paths without the leading slash
+/// (`strata.auth.v1.AuthService/Login`), read from [`FILE_DESCRIPTOR_SET`].
+pub fn method_paths() -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    set.file
+        .iter()
+        .filter(|file| file.package().starts_with("strata."))
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .collect()
+}
+
 /// Packages, nested like their proto names.
 pub mod strata {
     /// `strata.common.*`

@@ -34,12 +34,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock as _, DefaultClock};
-use tokio::sync::{mpsc, oneshot};
-use governor::middleware::StateInformationMiddleware;
 use futures_util::StreamExt as _;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 use strata_cache::RedisHandle;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a replica counts as alive after its last announcement.
 const REPLICA_TTL: Duration = Duration::from_secs(5);
@@ -304,14 +304,21 @@ impl Limiter {
             if (!redis.is_down() || self.probe_due())
                 && let Some(answer) = self.ask_redis(checks, now_us).await
             {
-                self.shared.degraded.store(false, Ordering::Relaxed);
+                if self.shared.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("rate limits are shared by every replica again");
+                }
                 let decision = decide(checks, &answer);
                 if real_time && !decision.allowed {
                     self.remember_refusal(checks, &answer);
                 }
                 return decision;
             }
-            self.shared.degraded.store(true, Ordering::Relaxed);
+            if !self.shared.degraded.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    replicas = self.known_replicas(),
+                    "rate limits are per process until Redis answers again: each limit divided by the replicas last seen"
+                );
+            }
         }
         self.check_locally(checks)
     }

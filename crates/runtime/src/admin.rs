@@ -275,6 +275,18 @@ impl Admin {
             database: Some(database),
             redis: Some(redis),
             migrations,
+            // This call went through the limiter itself: its state is current.
+            rate_limiter: Some(pb::RateLimiterHealth {
+                status: if !ctx.limiter.shared() {
+                    ComponentStatus::Disabled
+                } else if ctx.limiter.degraded() {
+                    ComponentStatus::Down
+                } else {
+                    ComponentStatus::Up
+                }
+                .into(),
+                replicas: i32::try_from(ctx.limiter.known_replicas()).unwrap_or(i32::MAX),
+            }),
             tasks: ctx
                 .tasks
                 .snapshot()

@@ -16,6 +16,8 @@ use strata_storage::config::{ConfigError, DbSettings};
 use strata_storage::settings::Setting;
 use strata_storage::{DbConfig, Environment};
 
+use crate::layers::RateLimits;
+
 /// `STRATA_CONFIG_FILE`
 pub const CONFIG_FILE: Setting = Setting::new("STRATA_CONFIG_FILE", "unset", "optional TOML file");
 /// `STRATA_LISTEN_ADDR`
@@ -121,6 +123,43 @@ pub const CACHE_DEGRADED_TTL_MS: Setting = Setting::new(
     "longest life of an in-memory cache entry while other replicas' invalidations cannot be received (Redis away): how stale a read may be then",
 );
 
+/// `STRATA_RATE_LIMIT_AUTHENTICATED`
+pub const RATE_LIMIT_AUTHENTICATED: Setting = Setting::new(
+    "STRATA_RATE_LIMIT_AUTHENTICATED",
+    "`120/min`",
+    "calls per API key, else per user (`<calls>/<period>`: `s`, `min`, `h`, `d`, e.g. `100/10s`; or `off`)",
+);
+/// `STRATA_RATE_LIMIT_USER`
+pub const RATE_LIMIT_USER: Setting = Setting::new(
+    "STRATA_RATE_LIMIT_USER",
+    "`600/min`",
+    "calls per user over all of their API keys and sessions",
+);
+/// `STRATA_RATE_LIMIT_UNAUTHENTICATED`
+pub const RATE_LIMIT_UNAUTHENTICATED: Setting = Setting::new(
+    "STRATA_RATE_LIMIT_UNAUTHENTICATED",
+    "`30/min`",
+    "calls per client address without a verified identity (sign-up, login, token refresh)",
+);
+/// `STRATA_RATE_LIMIT_SIGN_IN`
+pub const RATE_LIMIT_SIGN_IN: Setting = Setting::new(
+    "STRATA_RATE_LIMIT_SIGN_IN",
+    "`10/min`",
+    "`SignUp` and `Login` calls per client address, on top of the unauthenticated limit",
+);
+/// `STRATA_RATE_LIMIT_COSTS`
+pub const RATE_LIMIT_COSTS: Setting = Setting::new(
+    "STRATA_RATE_LIMIT_COSTS",
+    "`VerifyToken` and `GetJwks` 0, `ChangePassword` 5, `ExplainQuery` 5, `RefreshViews` 10, others 1",
+    "units a call uses, `package.Service/Method=cost`, comma-separated, over the defaults; 0 exempts a method",
+);
+/// `STRATA_TRUSTED_PROXIES`
+pub const TRUSTED_PROXIES: Setting = Setting::new(
+    "STRATA_TRUSTED_PROXIES",
+    "none",
+    "addresses or CIDR blocks (comma-separated) whose `x-forwarded-for` names the client for rate limiting; from any other peer the header is ignored",
+);
+
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     CONFIG_FILE,
@@ -137,6 +176,12 @@ pub const SETTINGS: &[Setting] = &[
     REDIS_URL,
     REDIS_PREFIX,
     CACHE_DEGRADED_TTL_MS,
+    RATE_LIMIT_AUTHENTICATED,
+    RATE_LIMIT_USER,
+    RATE_LIMIT_UNAUTHENTICATED,
+    RATE_LIMIT_SIGN_IN,
+    RATE_LIMIT_COSTS,
+    TRUSTED_PROXIES,
     LOG_FORMAT,
     LOG_FILTER,
     OTLP_ENDPOINT,
@@ -225,6 +270,18 @@ pub struct Settings {
     pub strata_redis_prefix: Option<String>,
     /// `STRATA_CACHE_DEGRADED_TTL_MS`
     pub strata_cache_degraded_ttl_ms: Option<u64>,
+    /// `STRATA_RATE_LIMIT_AUTHENTICATED`
+    pub strata_rate_limit_authenticated: Option<String>,
+    /// `STRATA_RATE_LIMIT_USER`
+    pub strata_rate_limit_user: Option<String>,
+    /// `STRATA_RATE_LIMIT_UNAUTHENTICATED`
+    pub strata_rate_limit_unauthenticated: Option<String>,
+    /// `STRATA_RATE_LIMIT_SIGN_IN`
+    pub strata_rate_limit_sign_in: Option<String>,
+    /// `STRATA_RATE_LIMIT_COSTS`
+    pub strata_rate_limit_costs: Option<String>,
+    /// `STRATA_TRUSTED_PROXIES`
+    pub strata_trusted_proxies: Option<String>,
     /// `STRATA_LOG_FORMAT`
     pub strata_log_format: Option<LogFormat>,
     /// `RUST_LOG`
@@ -335,6 +392,7 @@ impl Settings {
                 )?,
                 ..strata_cache::CacheConfig::default()
             },
+            rate_limits: self.rate_limits()?,
             log_format: self.strata_log_format.unwrap_or_default(),
             log_filter: self.rust_log.clone().unwrap_or_else(|| "info".into()),
             otlp_endpoint: self
@@ -352,6 +410,68 @@ impl Settings {
                 5_000,
             )?,
             db: self.db.resolve(&format!("strata-{service}"))?,
+        })
+    }
+}
+
+impl Settings {
+    /// The rate limits, defaults for what is unset.
+    fn rate_limits(&self) -> Result<RateLimits, ConfigError> {
+        let defaults = RateLimits::default();
+        let policy = |setting: &Setting,
+                      value: &Option<String>,
+                      default: &Option<std::sync::Arc<strata_ratelimit::Policy>>,
+                      name: &str| {
+            match value.as_deref() {
+                None => Ok(default.clone()),
+                Some(value) => {
+                    RateLimits::parse_policy(name, value).map_err(|problem| ConfigError {
+                        variable: setting.name,
+                        problem,
+                    })
+                }
+            }
+        };
+        Ok(RateLimits {
+            authenticated: policy(
+                &RATE_LIMIT_AUTHENTICATED,
+                &self.strata_rate_limit_authenticated,
+                &defaults.authenticated,
+                "authenticated",
+            )?,
+            user: policy(
+                &RATE_LIMIT_USER,
+                &self.strata_rate_limit_user,
+                &defaults.user,
+                "user",
+            )?,
+            unauthenticated: policy(
+                &RATE_LIMIT_UNAUTHENTICATED,
+                &self.strata_rate_limit_unauthenticated,
+                &defaults.unauthenticated,
+                "unauthenticated",
+            )?,
+            sign_in: policy(
+                &RATE_LIMIT_SIGN_IN,
+                &self.strata_rate_limit_sign_in,
+                &defaults.sign_in,
+                "sign_in",
+            )?,
+            costs: match self.strata_rate_limit_costs.as_deref() {
+                None => defaults.costs,
+                Some(value) => RateLimits::parse_costs(value, &strata_proto::method_paths())
+                    .map_err(|problem| ConfigError {
+                        variable: RATE_LIMIT_COSTS.name,
+                        problem,
+                    })?,
+            },
+            trusted_proxies: RateLimits::parse_proxies(
+                self.strata_trusted_proxies.as_deref().unwrap_or_default(),
+            )
+            .map_err(|problem| ConfigError {
+                variable: TRUSTED_PROXIES.name,
+                problem,
+            })?,
         })
     }
 }
@@ -387,6 +507,8 @@ pub struct ServerConfig {
     pub redis_prefix: String,
     /// The caches' shared settings.
     pub cache: strata_cache::CacheConfig,
+    /// Rate limits of every call.
+    pub rate_limits: RateLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -433,6 +555,7 @@ impl ServerConfig {
                 tokens: crate::identity::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
                 cache: strata_cache::CacheConfig::default(),
+                rate_limits: RateLimits::default(),
                 log_format: LogFormat::Auto,
                 log_filter: "info".into(),
                 otlp_endpoint: None,

@@ -22,6 +22,8 @@ pub struct AppContext {
     pub redis: Option<RedisHandle>,
     /// The process's caches (two-tier with Redis, in memory only without).
     pub caches: strata_cache::Caches,
+    /// The rate limiter (shared through Redis, per process without it).
+    pub limiter: strata_ratelimit::Limiter,
     /// Migrations embedded in this binary.
     pub migrations: Migrations,
     /// When the process started.
@@ -31,8 +33,9 @@ pub struct AppContext {
 }
 
 impl AppContext {
-    /// Builds the pool, the Redis handle and the caches; none waits for its server. The
-    /// caches' invalidation listener starts on the current tokio runtime.
+    /// Builds the pool, the Redis handle, the caches and the rate limiter; none waits for
+    /// its server. The caches' invalidation listener and the limiter's tasks start on the
+    /// current tokio runtime.
     pub fn new(config: ServerConfig) -> Result<Self, Error> {
         let db = Db::new(config.db.clone());
         let redis = match &config.redis_url {
@@ -47,11 +50,13 @@ impl AppContext {
             None => None,
         };
         let caches = strata_cache::Caches::start(redis.clone(), config.cache.clone());
+        let limiter = strata_ratelimit::Limiter::new(redis.clone());
         Ok(Self {
             config,
             db,
             redis,
             caches,
+            limiter,
             migrations: Migrations::embedded()?,
             started_at: Instant::now(),
             tasks: TaskBoard::default(),

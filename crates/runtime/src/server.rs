@@ -22,7 +22,7 @@ use crate::context::AppContext;
 use crate::error::Error;
 use crate::health;
 use crate::identity::{AuthLayer, Authenticator};
-use crate::layers::{MetadataLimitLayer, RequestLayer};
+use crate::layers::{MetadataLimitLayer, RateLimitLayer, RequestLayer};
 use crate::tasks::{Running, Task};
 
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: far above [`crate::layers::MAX_METADATA_BYTES`]
@@ -265,6 +265,12 @@ impl BoundServer {
             // too; absent when no auth service is known (admin RPCs then take the token).
             .layer(tower::util::option_layer(
                 self.authenticator.map(AuthLayer::new),
+            ))
+            // Then the rate limits, after authentication so that they are keyed by a verified
+            // identity (else the client's address).
+            .layer(RateLimitLayer::new(
+                ctx.limiter.clone(),
+                config.rate_limits.clone(),
             ))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async {

@@ -266,10 +266,13 @@ impl TestDb {
     }
 
     /// A [`ServerConfig`] for this database: listens on `127.0.0.1:0`, accepts
-    /// [`ADMIN_TOKEN`], re-checks health every 100 ms and does not migrate (the template
-    /// already is).
+    /// [`ADMIN_TOKEN`], re-checks health every 100 ms, does not migrate (the template
+    /// already is), and has rate limits no test reaches ([`TEST_RATE_LIMIT`] per minute;
+    /// every test's calls come from one address; the rate-limit tests set their own).
     pub fn server_config(&self, service: &str) -> ServerConfig {
         let mut config = ServerConfig::for_database(service, &self.url);
+        config.rate_limits =
+            strata_runtime::layers::RateLimits::all(TEST_RATE_LIMIT, Duration::from_secs(60));
         config.admin_token = Some(Secret::new(ADMIN_TOKEN.to_owned()));
         config.health_interval = Duration::from_millis(100);
         config.migrate_on_start = false;
@@ -301,6 +304,10 @@ impl Drop for TestDb {
         let _ = dropper.join();
     }
 }
+
+/// Calls per minute of every rate limit of [`TestDb::server_config`] (and of the servers the
+/// end-to-end tests and the bench start, through `STRATA_RATE_LIMIT_*`).
+pub const TEST_RATE_LIMIT: u32 = 10_000_000;
 
 /// A Redis handle whose keys all start with a per-test prefix; they are deleted on drop.
 pub struct TestRedis {

@@ -26,6 +26,10 @@ async fn acknowledged_usage_survives_a_postgres_crash_exactly_once() {
     config.migrate_on_start = true;
     config.health_interval = StdDuration::from_millis(100);
     config.db.checkout_timeout = StdDuration::from_secs(1);
+    config.rate_limits = strata_runtime::layers::RateLimits::all(
+        strata_testkit::TEST_RATE_LIMIT,
+        StdDuration::from_secs(60),
+    );
     let (server, _) = serve(config, &redis).await;
 
     // A user and an access token.

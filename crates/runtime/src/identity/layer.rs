@@ -12,6 +12,9 @@
 //!
 //! Calls without credentials are `UNAUTHENTICATED`, except health, reflection, and the
 //! auth service itself, which authenticates its own calls more strictly (database-backed).
+//! For the auth service's calls that carry a credential, the layer still finds out whose
+//! it is ([`IdentifiedCaller`]: an access token's signature, or the auth service's answer
+//! for an API key), so the rate limits that follow key them by identity, not by address.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -52,6 +55,13 @@ const PUBLIC_SERVICES: &[&str] = &[
     // The auth service authenticates its own calls against the database.
     AUTH_SERVICE_NAME,
 ];
+
+/// Who a call to a service that authenticates its own calls (auth) comes from, as far as
+/// rate limiting needs: an access token whose signature and expiry verify (its session may
+/// have ended), or an API key the auth service vouched for. Never an authorization: the
+/// service decides that itself.
+#[derive(Debug, Clone)]
+pub struct IdentifiedCaller(pub Principal);
 
 /// Verifies credentials; shared by every request of a process.
 pub struct Authenticator {
@@ -122,6 +132,20 @@ impl Authenticator {
             Revocation::Revoked => Err(unauthenticated()),
             // Redis cannot tell: the auth service decides.
             Revocation::Unknown => self.remote(token).await,
+        }
+    }
+
+    /// Whose `token` is, for [`IdentifiedCaller`]; `None` when it does not verify.
+    pub async fn identify(&self, token: &str) -> Option<Principal> {
+        if token.starts_with(API_KEY_PREFIX) {
+            return self.remote(token).await.ok();
+        }
+        match self.verify_locally(token) {
+            Err(TokenError::UnknownKey) => {
+                self.refresh_keys().await.ok()?;
+                self.verify_locally(token).ok()
+            }
+            other => other.ok(),
         }
     }
 
@@ -266,9 +290,6 @@ where
             .strip_prefix('/')
             .and_then(|path| path.split_once('/'))
             .map(|(service, _)| service);
-        if service.is_some_and(|s| PUBLIC_SERVICES.contains(&s)) {
-            return Box::pin(inner.call(request));
-        }
         let token = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -276,6 +297,20 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned);
         let authenticator = Arc::clone(&self.authenticator);
+        if service.is_some_and(|s| PUBLIC_SERVICES.contains(&s)) {
+            if service != Some(AUTH_SERVICE_NAME) {
+                return Box::pin(inner.call(request));
+            }
+            let Some(token) = token else {
+                return Box::pin(inner.call(request));
+            };
+            return Box::pin(async move {
+                if let Some(caller) = authenticator.identify(&token).await {
+                    request.extensions_mut().insert(IdentifiedCaller(caller));
+                }
+                inner.call(request).await
+            });
+        }
         Box::pin(async move {
             let Some(token) = token else {
                 return Ok(

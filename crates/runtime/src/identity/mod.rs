@@ -11,7 +11,7 @@ mod principal;
 pub mod revocation;
 pub mod token;
 
-pub use layer::{AuthLayer, Authenticator};
+pub use layer::{AuthLayer, Authenticator, IdentifiedCaller};
 pub use principal::{Credential, Principal, Role};
 pub use revocation::{
     REVOCATIONS_COMPLETE_KEY, Revocation, SessionCheck, redis_revocation, revoked_session_key,

@@ -7,12 +7,20 @@
 //!    reads it.
 //! 3. [`crate::identity::AuthLayer`]: the caller's credential verified and its
 //!    [`crate::identity::Principal`] put into the request extensions.
+//! 4. [`RateLimitLayer`] (`ratelimit.rs`): the call checked against the rate limits of its
+//!    caller (API key, user, or address), metadata saying what is left.
 
 mod metadata;
+mod ratelimit;
 mod request;
 
 pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_VALUE_BYTES, MetadataLimitLayer, MetadataLimitService,
+};
+pub use ratelimit::{
+    DEFAULT_COSTS, IpNet, RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER, RETRY_AFTER_HEADER,
+    RateLimitLayer, RateLimitService, RateLimits, X_RATELIMIT_LIMIT_HEADER,
+    X_RATELIMIT_REMAINING_HEADER, X_RATELIMIT_RESET_HEADER, client_address,
 };
 pub use request::{
     PROCESS_TIME_HEADER, QUERY_COUNT_HEADER, QUERY_TIME_HEADER, RequestLayer, RequestService,

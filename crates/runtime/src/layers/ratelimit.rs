@@ -1,0 +1,625 @@
+//! [`RateLimitLayer`]: every call but health and reflection is checked against the rate
+//! limits ([`strata_ratelimit`]: GCRA in Redis, shared by every replica) before it runs.
+//!
+//! **Whose budget.** The layer sits after authentication, so the key is a verified
+//! identity: the API key, else the user ([`Principal`], or for the auth service, which
+//! authenticates its own calls, [`IdentifiedCaller`]); a call without one is keyed by the
+//! client's address. The address is the TCP peer's, unless the peer is a configured
+//! trusted proxy: then `x-forwarded-for` is read from the right, skipping trusted proxies,
+//! and the first address that is not one is the client (an untrusted peer's header is
+//! ignored, so it cannot pick its own key). IPv6 clients are keyed by their /64, the
+//! block one subscriber gets.
+//!
+//! **Which limits.** An authenticated call is checked against `authenticated` (per API key,
+//! else per user) and `user` (per user, over all of their keys and sessions); an
+//! unauthenticated one against `unauthenticated` (per address), and `SignUp` and `Login`
+//! also against `sign_in` (per address). All of a call's checks go to Redis in one round
+//! trip, and a refused call uses none of them. Each method costs one unit of every check
+//! unless [`RateLimits::costs`] says otherwise; cost 0 exempts it (`VerifyToken` and
+//! `GetJwks` by default: the suite's services call them to authenticate their own calls).
+//!
+//! **What the client sees.** Every checked response carries, as metadata, the fields of
+//! draft-ietf-httpapi-ratelimit-headers for the limit that binds (the one with least left):
+//! `ratelimit-policy: "authenticated";q=120;w=60` and `ratelimit: "authenticated";r=119;t=1`,
+//! and the familiar `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset`
+//! (seconds until the budget is whole again). A refused call is `RESOURCE_EXHAUSTED` with
+//! `retry-after` metadata (whole seconds, rounded up), `RetryInfo` (exact) and a
+//! `QuotaFailure` naming the limit, its key and its value; it succeeds once that delay has
+//! passed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use strata_errors::{ApiError, QuotaViolation};
+use strata_ratelimit::{Check, Decision, Limiter, Policy};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::identity::{Credential, IdentifiedCaller, Principal};
+
+/// `ratelimit-policy`: the binding limit's quota and window.
+pub const RATELIMIT_POLICY_HEADER: &str = "ratelimit-policy";
+/// `ratelimit`: what is left of it and when it is whole again.
+pub const RATELIMIT_HEADER: &str = "ratelimit";
+/// `x-ratelimit-limit`
+pub const X_RATELIMIT_LIMIT_HEADER: &str = "x-ratelimit-limit";
+/// `x-ratelimit-remaining`
+pub const X_RATELIMIT_REMAINING_HEADER: &str = "x-ratelimit-remaining";
+/// `x-ratelimit-reset`: seconds until the budget is whole again.
+pub const X_RATELIMIT_RESET_HEADER: &str = "x-ratelimit-reset";
+/// `retry-after`: whole seconds until a refused call would be admitted.
+pub const RETRY_AFTER_HEADER: &str = "retry-after";
+
+/// Services never limited: probes and tooling.
+const EXEMPT_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Methods checked against `sign_in` too.
+const SIGN_IN_METHODS: &[&str] = &[
+    "strata.auth.v1.AuthService/SignUp",
+    "strata.auth.v1.AuthService/Login",
+];
+
+/// Costs other than 1, before `STRATA_RATE_LIMIT_COSTS`.
+pub const DEFAULT_COSTS: &[(&str, u32)] = &[
+    // Called by every service of the suite to authenticate its own calls.
+    ("strata.auth.v1.AuthService/VerifyToken", 0),
+    ("strata.auth.v1.AuthService/GetJwks", 0),
+    // Two password hashes.
+    ("strata.auth.v1.AuthService/ChangePassword", 5),
+    // Rebuilds every summary view.
+    ("strata.analytics.v1.AnalyticsService/RefreshViews", 10),
+    // Plans (and may run) a statement.
+    ("strata.admin.v1.AdminService/ExplainQuery", 5),
+];
+
+/// The limits of a process; see the module documentation. `None` turns a limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per API key, else per user (default 120/min).
+    pub authenticated: Option<Arc<Policy>>,
+    /// Per user, over all of their credentials (default 600/min).
+    pub user: Option<Arc<Policy>>,
+    /// Per address, calls without a verified identity (default 30/min).
+    pub unauthenticated: Option<Arc<Policy>>,
+    /// Per address, `SignUp` and `Login`, on top of `unauthenticated` (default 10/min).
+    pub sign_in: Option<Arc<Policy>>,
+    /// Cost per method (`package.Service/Method`); missing: 1; 0: not limited.
+    pub costs: HashMap<String, u32>,
+    /// Peers whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            authenticated: Some(Arc::new(Policy::new("authenticated", 120, minute))),
+            user: Some(Arc::new(Policy::new("user", 600, minute))),
+            unauthenticated: Some(Arc::new(Policy::new("unauthenticated", 30, minute))),
+            sign_in: Some(Arc::new(Policy::new("sign_in", 10, minute))),
+            costs: DEFAULT_COSTS
+                .iter()
+                .map(|(method, cost)| ((*method).to_owned(), *cost))
+                .collect(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// Every limit `limit` per `period`, same costs and proxies (tests, the bench).
+    pub fn all(limit: u32, period: Duration) -> Self {
+        let policy = |name: &str| Some(Arc::new(Policy::new(name, limit, period)));
+        Self {
+            authenticated: policy("authenticated"),
+            user: policy("user"),
+            unauthenticated: policy("unauthenticated"),
+            sign_in: policy("sign_in"),
+            ..Self::default()
+        }
+    }
+
+    /// A limit read from a setting: `off`, or `<n>/<unit>` with unit `s`, `min`, `h` or
+    /// `d` (also `second`, `minute`, `hour`, `day`), or `<n>/<k><unit>` (`100/10s`).
+    pub fn parse_policy(name: &str, value: &str) -> Result<Option<Arc<Policy>>, String> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let bad = || format!("{value:?} is neither `off` nor `<calls>/<period>` (e.g. `120/min`)");
+        let (calls, period) = value.split_once('/').ok_or_else(bad)?;
+        let calls: u32 = calls.trim().parse().map_err(|_| bad())?;
+        if calls == 0 {
+            return Err(format!(
+                "{value:?}: at least one call per period (or `off`)"
+            ));
+        }
+        let period = period.trim();
+        let split = period.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (count, unit) = period.split_at(split);
+        let count: u64 = if count.is_empty() {
+            1
+        } else {
+            count.parse().map_err(|_| bad())?
+        };
+        let unit = match unit {
+            "ms" => Duration::from_millis(1),
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return Err(bad()),
+        };
+        let period = u32::try_from(count)
+            .ok()
+            .and_then(|count| unit.checked_mul(count))
+            .filter(|p| !p.is_zero() && *p <= Duration::from_secs(366 * 86_400))
+            .ok_or_else(|| format!("{value:?}: the period must be between 1 ms and a year"))?;
+        Ok(Some(Arc::new(Policy::new(name, calls, period))))
+    }
+
+    /// Method costs read from a setting (`package.Service/Method=cost`, comma-separated)
+    /// over [`DEFAULT_COSTS`]; every method must be one of `known`.
+    pub fn parse_costs(value: &str, known: &[String]) -> Result<HashMap<String, u32>, String> {
+        let mut costs: HashMap<String, u32> = DEFAULT_COSTS
+            .iter()
+            .map(|(method, cost)| ((*method).to_owned(), *cost))
+            .collect();
+        for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (method, cost) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?} is not `package.Service/Method=cost`"))?;
+            let method = method.trim().trim_start_matches('/');
+            if !known.iter().any(|k| k == method) {
+                return Err(format!("{method:?} is not a method of this suite"));
+            }
+            let cost = cost
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{item:?}: the cost must be a whole number"))?;
+            costs.insert(method.to_owned(), cost);
+        }
+        Ok(costs)
+    }
+
+    /// Trusted proxies read from a setting: addresses or CIDR blocks, comma-separated.
+    pub fn parse_proxies(value: &str) -> Result<Vec<IpNet>, String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(|item| item.parse())
+            .collect()
+    }
+
+    fn cost(&self, method: &str) -> u32 {
+        self.costs.get(method).copied().unwrap_or(1)
+    }
+
+    /// The checks of a call to `method` by `caller` from `address`, at `cost` each.
+    fn checks(
+        &self,
+        method: &str,
+        caller: Option<&Principal>,
+        address: &str,
+        cost: u32,
+    ) -> Vec<Check> {
+        let mut checks = Vec::with_capacity(2);
+        let mut add = |policy: &Option<Arc<Policy>>, key: String| {
+            if let Some(policy) = policy {
+                checks.push(Check {
+                    policy: Arc::clone(policy),
+                    key,
+                    cost,
+                });
+            }
+        };
+        match caller {
+            Some(principal) => {
+                let user = format!("user:{}", principal.user_id);
+                let credential = match &principal.credential {
+                    Credential::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
+                    Credential::Session { .. } => user.clone(),
+                };
+                add(&self.authenticated, credential);
+                add(&self.user, user);
+            }
+            None => {
+                add(&self.unauthenticated, address.to_owned());
+                if SIGN_IN_METHODS.contains(&method) {
+                    add(&self.sign_in, address.to_owned());
+                }
+            }
+        }
+        checks
+    }
+}
+
+/// An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`, `192.0.2.7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask(u128::from(u32::from(net)), self.prefix, 32)
+                    == mask(u128::from(u32::from(ip)), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask(u128::from(net), self.prefix, 128) == mask(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The top `prefix` bits of a `bits`-bit address.
+fn mask(address: u128, prefix: u8, bits: u8) -> u128 {
+    let keep = u32::from(prefix.min(bits));
+    if keep == 0 {
+        return 0;
+    }
+    let shift = u32::from(bits) - keep;
+    (address >> shift) << shift
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IP address or CIDR block");
+        let (address, prefix) = match s.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (s, None),
+        };
+        let network: IpAddr = address.trim().parse().map_err(|_| bad())?;
+        let network = network.to_canonical();
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(bad)?,
+            None => bits,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
+/// address of `x-forwarded-for` that is not a trusted proxy.
+pub fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer?.to_canonical();
+    if !is_trusted(client) {
+        return Some(client);
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        // A hop that is not an address ends the chain: what is left of it is unverifiable.
+        let Some(ip) = parse_hop(hop) else { break };
+        client = ip.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1` or `[2001:db8::1]:4711`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// The key of an address: itself for IPv4, its /64 for IPv6.
+fn address_key(address: Option<IpAddr>) -> String {
+    match address {
+        Some(IpAddr::V4(ip)) => format!("ip:{ip}"),
+        Some(IpAddr::V6(ip)) => {
+            let block = std::net::Ipv6Addr::from(mask(u128::from(ip), 64, 128));
+            format!("ip:{block}/64")
+        }
+        None => "ip:unknown".to_owned(),
+    }
+}
+
+/// Layer adding [`RateLimitService`].
+#[derive(Debug, Clone)]
+pub struct RateLimitLayer {
+    limiter: Limiter,
+    limits: Arc<RateLimits>,
+}
+
+impl RateLimitLayer {
+    /// A layer checking `limits` with `limiter`.
+    pub fn new(limiter: Limiter, limits: RateLimits) -> Self {
+        Self {
+            limiter,
+            limits: Arc::new(limits),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            limiter: self.limiter.clone(),
+            limits: Arc::clone(&self.limits),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limiter: Limiter,
+    limits: Arc<RateLimits>,
+}
+
+impl<S> tower_service::Service<Request<Body>> for RateLimitService<S>
+where
+    S: tower_service::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // The service that was polled ready handles this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let method = request.uri().path().trim_start_matches('/');
+        let service = method
+            .split_once('/')
+            .map_or(method, |(service, _)| service);
+        let cost = self.limits.cost(method);
+        if cost == 0 || EXEMPT_SERVICES.contains(&service) {
+            return Box::pin(inner.call(request));
+        }
+        let caller = request
+            .extensions()
+            .get::<Principal>()
+            .or_else(|| request.extensions().get::<IdentifiedCaller>().map(|c| &c.0));
+        let address = if caller.is_some() {
+            String::new()
+        } else {
+            let peer = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map(|a| a.ip());
+            address_key(client_address(
+                peer,
+                request.headers(),
+                &self.limits.trusted_proxies,
+            ))
+        };
+        let checks = self.limits.checks(method, caller, &address, cost);
+        if checks.is_empty() {
+            return Box::pin(inner.call(request));
+        }
+        let limiter = self.limiter.clone();
+        Box::pin(async move {
+            let decision = limiter.check(&checks).await;
+            let mut response = if decision.allowed {
+                inner.call(request).await?
+            } else {
+                refusal(&decision, &checks).into_http()
+            };
+            annotate(response.headers_mut(), &decision);
+            Ok(response)
+        })
+    }
+}
+
+/// `RESOURCE_EXHAUSTED` for a refused call, with `RetryInfo` and `QuotaFailure`.
+fn refusal(decision: &Decision, checks: &[Check]) -> Status {
+    let policy = &decision.policy;
+    let retry_after = decision.retry_after.unwrap_or(policy.period);
+    let key = checks
+        .iter()
+        .find(|c| Arc::ptr_eq(&c.policy, policy))
+        .map_or("", |c| c.key.as_str());
+    let window = describe(policy.period);
+    let description = format!(
+        "{} calls per {window} for each {}",
+        policy.limit,
+        key.split_once(':')
+            .map_or("caller", |(kind, _)| match kind {
+                "api_key" => "API key",
+                "user" => "user",
+                _ => "address",
+            })
+    );
+    let violation = QuotaViolation {
+        subject: key.to_owned(),
+        description: description.clone(),
+        quota_id: policy.name.clone(),
+        quota_metric: "calls".to_owned(),
+        quota_value: i64::from(policy.limit),
+        ..QuotaViolation::default()
+    };
+    Status::from(ApiError::ResourceExhausted {
+        message: format!(
+            "rate limit {:?} exceeded ({description}); retry in {:.3} s",
+            policy.name,
+            retry_after.as_secs_f64()
+        )
+        .into(),
+        retry_after,
+        quota: vec![violation],
+    })
+}
+
+/// `1 minute`, `10 s`, `250 ms`.
+fn describe(period: Duration) -> String {
+    let ms = period.as_millis();
+    match ms {
+        60_000 => "minute".to_owned(),
+        3_600_000 => "hour".to_owned(),
+        86_400_000 => "day".to_owned(),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
+}
+
+/// Whole seconds, rounded up.
+fn seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The rate-limit metadata of `decision`.
+fn annotate(headers: &mut HeaderMap, decision: &Decision) {
+    let policy = &decision.policy;
+    let window = seconds(policy.period);
+    let reset = seconds(decision.reset);
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set(
+        RATELIMIT_POLICY_HEADER,
+        format!("\"{}\";q={};w={window}", policy.name, policy.limit),
+    );
+    set(
+        RATELIMIT_HEADER,
+        format!("\"{}\";r={};t={reset}", policy.name, decision.remaining),
+    );
+    set(X_RATELIMIT_LIMIT_HEADER, policy.limit.to_string());
+    set(X_RATELIMIT_REMAINING_HEADER, decision.remaining.to_string());
+    set(X_RATELIMIT_RESET_HEADER, reset.to_string());
+    if let Some(retry) = decision.retry_after {
+        set(RETRY_AFTER_HEADER, seconds(retry).to_string());
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_costs_and_proxies_parse_or_say_why_not() {
+        let p = RateLimits::parse_policy("a", "120/min").unwrap().unwrap();
+        assert_eq!((p.limit, p.period), (120, Duration::from_secs(60)));
+        let p = RateLimits::parse_policy("a", " 5 / 10s ").unwrap().unwrap();
+        assert_eq!((p.limit, p.period), (5, Duration::from_secs(10)));
+        assert_eq!(RateLimits::parse_policy("a", "OFF").unwrap(), None);
+        for bad in [
+            "",
+            "120",
+            "0/min",
+            "-1/min",
+            "1/fortnight",
+            "1/0s",
+            "1/99999999d",
+            "x/s",
+        ] {
+            assert!(RateLimits::parse_policy("a", bad).is_err(), "{bad}");
+        }
+        let known = vec!["strata.auth.v1.AuthService/Login".to_owned()];
+        let costs = RateLimits::parse_costs("strata.auth.v1.AuthService/Login=3", &known).unwrap();
+        assert_eq!(costs["strata.auth.v1.AuthService/Login"], 3);
+        assert_eq!(costs["strata.auth.v1.AuthService/VerifyToken"], 0);
+        assert!(RateLimits::parse_costs("Nope/Login=3", &known).is_err());
+        assert!(RateLimits::parse_costs("strata.auth.v1.AuthService/Login=-3", &known).is_err());
+        let proxies = RateLimits::parse_proxies("10.0.0.0/8, ::1,192.0.2.7").unwrap();
+        assert_eq!(proxies.len(), 3);
+        assert!(RateLimits::parse_proxies("10.0.0.0/33").is_err());
+        assert!(RateLimits::parse_proxies("proxy.local").is_err());
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_hop() {
+        let trusted = RateLimits::parse_proxies("10.0.0.0/8,fd00::/8").unwrap();
+        let headers = |xff: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &headers(&["198.51.100.1"]), &trusted),
+            ip("203.0.113.9")
+        );
+        // A trusted proxy's: the rightmost hop that is not a trusted proxy.
+        assert_eq!(
+            client_address(
+                ip("10.1.1.1"),
+                &headers(&["6.6.6.6, 198.51.100.1", "10.2.2.2"]),
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+        // Garbage ends the chain at the last verifiable hop.
+        assert_eq!(
+            client_address(
+                ip("10.1.1.1"),
+                &headers(&["198.51.100.1, nonsense, 10.3.3.3"]),
+                &trusted
+            ),
+            ip("10.3.3.3")
+        );
+        // Mapped IPv4 and ports are understood; no header leaves the proxy itself.
+        assert_eq!(
+            client_address(
+                ip("::ffff:10.1.1.1"),
+                &headers(&["[2001:db8::1]:443"]),
+                &trusted
+            ),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_address(ip("10.1.1.1"), &HeaderMap::new(), &trusted),
+            ip("10.1.1.1")
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:3:4:5:6")),
+            "ip:2001:db8:1:2::/64"
+        );
+    }
+}
