@@ -238,6 +238,9 @@ mod page_tokens;
 #[path = "auth/profile.rs"]
 mod profile;
 
+#[path = "auth/ratelimits.rs"]
+mod ratelimits;
+
 #[path = "auth/replicas.rs"]
 mod replicas;
 

@@ -583,7 +583,7 @@ async fn run_batch(redis: RedisHandle, script: Arc<redis::Script>, batch: Vec<Pe
         }
     }
     let answer: Option<Vec<i64>> = redis
-        .invoke("rate limits are per process", &invocation)
+        .invoke("the shared rate limits", &invocation)
         .await
         .ok();
     let mut offset = 0;
@@ -617,7 +617,7 @@ async fn announce(shared: Weak<Shared>) {
             .arg(&id)
             .arg(u64::try_from(REPLICA_TTL.as_millis()).unwrap_or(u64::MAX));
         if let Ok(count) = redis
-            .invoke::<u32>("rate limits are per process", &invocation)
+            .invoke::<u32>("the shared rate limits", &invocation)
             .await
         {
             shared.replicas.store(count.max(1), Ordering::Relaxed);
