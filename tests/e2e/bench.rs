@@ -72,7 +72,10 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "RefreshToken, one at a time",
         "RefreshToken",
         "GetProfile, one at a time",
-        "GetProfile",
+        "GetProfile (16 users, Zipf s=1 (the most read ",
+        "GetProfile, open loop at half its closed-loop rate",
+        "GetProfile with every rate limit off (second suite)",
+        "GetProfile, rate limits on, between the two",
         "RecordUsage (1,000 per call: ",
         "GetUsageSummary (from the view)",
         "GetUsageSummary (raw rows after the watermark, during ingest of ",
@@ -101,6 +104,19 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "p50 ≤ 3 ms, p99 ≤ 10 ms"
     );
     assert_eq!(target("RecordUsage"), "≥ 50000 events/s");
+    assert_eq!(target("GetProfile ("), "≥ 0.5 of limit");
+    assert_eq!(target("GetProfile, open loop"), "p99 ≤ 3 ms");
+    assert_eq!(
+        target("GetProfile, rate limits on"),
+        "≥ 0.95 of limit (overhead ≤ 5 %)"
+    );
+    // The caches' hit rates are reported beside the distribution of keys.
+    assert!(
+        operations
+            .iter()
+            .any(|o| o.starts_with("GetProfile (") && o.contains("memory hit rate")),
+        "{operations:?}"
+    );
     for row in rows {
         assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
         assert_eq!(row["errors"], serde_json::json!({}), "{row}");

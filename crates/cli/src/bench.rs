@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::StreamExt as _;
 use strata_bench::hello::{self, Hello};
 use strata_bench::load::{self, Load, Report};
+use strata_proto::admin::admin_service_client::AdminServiceClient;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use strata_proto::analytics::{self as apb};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
@@ -64,6 +66,14 @@ impl Scale {
             Scale::Smoke => Duration::from_millis(300),
             Scale::Quick => Duration::from_secs(3),
             Scale::Full => Duration::from_secs(10),
+        }
+    }
+
+    /// Users GetProfile reads.
+    fn profile_users(self) -> usize {
+        match self {
+            Scale::Smoke => 16,
+            Scale::Quick | Scale::Full => 256,
         }
     }
 
@@ -474,8 +484,15 @@ struct Suite {
 }
 
 impl Suite {
-    /// Starts `strata serve all`; its log goes to `log`.
-    async fn start(database_url: &str, redis_url: &str, log: &Path) -> anyhow::Result<Self> {
+    /// Starts `strata serve all` with every rate limit `rate_limits` (a limit, or `off`);
+    /// its log goes to `log`, its Redis keys under a prefix of its own (`tag`).
+    async fn start(
+        database_url: &str,
+        redis_url: &str,
+        log: &Path,
+        rate_limits: &str,
+        tag: &str,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log).context("creating the suite's log")?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "all"])
@@ -483,7 +500,7 @@ impl Suite {
             .env("REDIS_URL", redis_url)
             .env(
                 "STRATA_REDIS_PREFIX",
-                format!("bench:{}:", std::process::id()),
+                format!("bench:{}:{tag}:", std::process::id()),
             )
             .env("STRATA_LISTEN_ADDR", "127.0.0.1:0")
             // The built-in key-encryption key: a throwaway database.
@@ -491,8 +508,6 @@ impl Suite {
             .env("STRATA_DB_MAX_CONNECTIONS", "20")
             .env("STRATA_LOG_FORMAT", "plain")
             .env("RUST_LOG", "warn")
-            // Limits the load never reaches (every call comes from one address and a few
-            // users), so the layer does all of its work and refuses nothing.
             .envs(
                 [
                     "STRATA_RATE_LIMIT_AUTHENTICATED",
@@ -500,7 +515,7 @@ impl Suite {
                     "STRATA_RATE_LIMIT_UNAUTHENTICATED",
                     "STRATA_RATE_LIMIT_SIGN_IN",
                 ]
-                .map(|name| (name, "1000000000/min")),
+                .map(|name| (name, rate_limits)),
             )
             .env_remove("STRATA_CONFIG_FILE")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -850,7 +865,7 @@ async fn refresh_views(channel: &Channel, admin_token: &str) -> anyhow::Result<(
 struct Recorder<'a> {
     probe: Probe,
     only: Vec<String>,
-    channels: &'a [Channel],
+    channels: Vec<Channel>,
     limits: &'a Limits,
     rows: Vec<Row>,
     profiler: Option<flamegraph::Profiler>,
@@ -893,7 +908,7 @@ impl Recorder<'_> {
                 .ok()
         });
         let before = self.probe.sample().await;
-        let report = load::run(load, self.channels, call).await;
+        let report = load::run(load, &self.channels, call).await;
         self.record(operation, &report, &before, limit, reference, target)
             .await;
         if let Some(recording) = recording {
@@ -982,6 +997,183 @@ impl Recorder<'_> {
     }
 }
 
+/// Every rate limit of the measured suite: one the load never reaches (every call comes
+/// from one address and a few users), so the layer does all of its work and refuses nothing.
+const UNREACHED_RATE_LIMIT: &str = "1000000000/min";
+
+/// The Zipf exponent of which of GetProfile's users is read how often.
+const PROFILE_ZIPF: f64 = 1.0;
+
+/// Picks users by a Zipf distribution (rank `k` with weight `1/k^s`), deterministically
+/// from a call's sequence number.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut total = 0.0;
+        let mut cumulative: Vec<f64> = (1..=n)
+            .map(|k| {
+                total += 1.0 / (k as f64).powf(s);
+                total
+            })
+            .collect();
+        for c in &mut cumulative {
+            *c /= total;
+        }
+        Self { cumulative }
+    }
+
+    /// The rank (0-based) of the `seq`-th pick.
+    fn pick(&self, seq: u64) -> usize {
+        // splitmix64: a well-spread uniform number from the sequence number.
+        let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        self.cumulative
+            .partition_point(|&c| c < u)
+            .min(self.cumulative.len() - 1)
+    }
+}
+
+/// Hits, misses and entries of the session and account caches, per tier, summed.
+#[derive(Debug, Clone, Copy, Default)]
+struct CacheCounts {
+    l1_hits: u64,
+    l1_misses: u64,
+    l2_hits: u64,
+    l2_misses: u64,
+    loads: u64,
+}
+
+async fn auth_cache_counts(channel: &Channel, admin_token: &str) -> anyhow::Result<CacheCounts> {
+    let stats = AdminServiceClient::new(channel.clone())
+        .get_cache_stats(bearer(
+            strata_proto::admin::GetCacheStatsRequest::default(),
+            admin_token,
+        ))
+        .await
+        .context("GetCacheStats")?
+        .into_inner();
+    let mut counts = CacheCounts::default();
+    for cache in stats
+        .caches
+        .iter()
+        .filter(|c| c.name == "auth_sessions" || c.name == "auth_users")
+    {
+        let (l1, l2) = (
+            cache.memory.unwrap_or_default(),
+            cache.redis.unwrap_or_default(),
+        );
+        counts.l1_hits += l1.hits;
+        counts.l1_misses += l1.misses;
+        counts.l2_hits += l2.hits;
+        counts.l2_misses += l2.misses;
+        counts.loads += cache.loads;
+    }
+    Ok(counts)
+}
+
+/// `what the reads found`: hit rates per tier between two counts.
+fn hit_rates(before: CacheCounts, after: CacheCounts) -> String {
+    let rate = |hits: u64, misses: u64| {
+        let total = hits + misses;
+        if total == 0 {
+            "no lookups".to_owned()
+        } else {
+            format!("{:.2} %", 100.0 * hits as f64 / total as f64)
+        }
+    };
+    let l1_hits = after.l1_hits.saturating_sub(before.l1_hits);
+    let l1_misses = after.l1_misses.saturating_sub(before.l1_misses);
+    let l2_hits = after.l2_hits.saturating_sub(before.l2_hits);
+    let l2_misses = after.l2_misses.saturating_sub(before.l2_misses);
+    format!(
+        "session and account caches: memory hit rate {} of {} lookups, Redis {} of {}, {} database loads",
+        rate(l1_hits, l1_misses),
+        l1_hits + l1_misses,
+        rate(l2_hits, l2_misses),
+        l2_hits + l2_misses,
+        after.loads.saturating_sub(before.loads)
+    )
+}
+
+/// The rate-limit layer's cost on the cheapest authenticated call: `profile` under `load`
+/// against a second suite on the same database with every limit off, before and after the
+/// measured suite (which has them on) runs it once more; the GetProfile row just measured
+/// is then set against the mean of the two. Both suites' caches are warm.
+async fn rate_limit_overhead<F, Fut>(
+    bench: &mut Recorder<'_>,
+    database_url: &str,
+    redis_url: &str,
+    out: &Path,
+    load: &Load,
+    profile: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Channel, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    const OFF: &str = "GetProfile with every rate limit off (second suite)";
+    const ON: &str = "GetProfile, rate limits on, between the two";
+    if bench.left_out(OFF) && bench.left_out(ON) {
+        return Ok(());
+    }
+    let unlimited = Suite::start(
+        database_url,
+        redis_url,
+        &out.join("suite-unlimited.log"),
+        "off",
+        "unlimited",
+    )
+    .await?;
+    let unlimited_channels = load::connect(&unlimited.url, load.connections).await?;
+    let (channels, suite_pid) = (bench.channels.clone(), bench.probe.suite);
+    let mut off = Vec::new();
+    let mut on = None;
+    for round in 0..3 {
+        let limited = round == 1;
+        if limited {
+            (bench.channels, bench.probe.suite) = (channels.clone(), suite_pid);
+        } else {
+            (bench.channels, bench.probe.suite) = (unlimited_channels.clone(), unlimited.pid);
+        }
+        let report = bench
+            .measure(
+                if limited { ON } else { OFF },
+                load,
+                Limit::Hello,
+                "",
+                Target::None,
+                profile.clone(),
+            )
+            .await;
+        if limited {
+            on = Some(report.rate());
+        } else {
+            off.push(report.rate());
+        }
+    }
+    (bench.channels, bench.probe.suite) = (channels, suite_pid);
+    unlimited.stop().await;
+    let (Some(on), [before, after]) = (on, off.as_slice()) else {
+        return Ok(());
+    };
+    let off = (before + after) / 2.0;
+    if let Some(row) = bench.rows.iter_mut().rev().find(|r| r.operation == ON) {
+        row.limit = "rate limits off (mean of the rows before and after)".into();
+        row.limit_rate = off;
+        row.ratio = (off > 0.0).then(|| on / off);
+        row.target = "≥ 0.95 of limit (overhead ≤ 5 %)".into();
+        row.target_ratio = Some(0.95);
+        row.met = row.ratio.map(|r| r >= 0.95);
+    }
+    Ok(())
+}
+
 /// GetUsageSummary while usage arrives (its title is completed with the rate and tail).
 const DURING_INGEST: &str =
     "GetUsageSummary (raw rows after the watermark, during ingest), same open loop";
@@ -1033,7 +1225,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     progress("starting the suite");
     let database_url = fresh_database(&admin_url, &options.database).await?;
     std::fs::create_dir_all(&options.out)?;
-    let suite = Suite::start(&database_url, &redis_url, &options.out.join("suite.log")).await?;
+    let suite = Suite::start(
+        &database_url,
+        &redis_url,
+        &options.out.join("suite.log"),
+        UNREACHED_RATE_LIMIT,
+        "suite",
+    )
+    .await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
     let probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
     let profiler = match options.flamegraphs {
@@ -1082,7 +1281,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut bench = Recorder {
         probe,
         only: options.only.iter().map(|o| o.to_lowercase()).collect(),
-        channels: &channels,
+        channels: channels.clone(),
         limits: &limits,
         rows: vec![hello_row],
         profiler,
@@ -1199,6 +1398,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
 
     progress("VerifyToken, RefreshToken, GetProfile");
+    let (admin_token, key) = usage_writer_key(&channels[0], &database_url, run_id).await?;
     let u = Arc::clone(&users);
     let verify = move |c, seq| verify_token(c, nth(&u, seq).token.clone());
     bench
@@ -1310,8 +1510,27 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             refresh,
         )
         .await;
-    let u = Arc::clone(&users);
-    let profile = move |c, seq| get_profile(c, nth(&u, seq).token.clone());
+    // GetProfile reads many accounts, the popular ones far more often (Zipf), as
+    // a real population is read; the caches' hit rates are reported with it.
+    let profile_users = scale.profile_users();
+    progress(&format!("signing up {profile_users} users for GetProfile"));
+    let readers: Vec<User> = futures_util::stream::iter(0..profile_users)
+        .map(|i| sign_up(channels[0].clone(), format!("p{i}.{run_id}@bench.example")))
+        .buffer_unordered(cores.max(2))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let readers = Arc::new(readers);
+    let zipf = Arc::new(Zipf::new(readers.len(), PROFILE_ZIPF));
+    let profile = {
+        let (readers, zipf) = (Arc::clone(&readers), Arc::clone(&zipf));
+        move |c, seq| get_profile(c, readers[zipf.pick(seq)].token.clone())
+    };
+    let distribution = format!(
+        "{profile_users} users, Zipf s={PROFILE_ZIPF} (the most read {:.0} % of calls)",
+        100.0 * zipf.cumulative[0]
+    );
     bench
         .measure(
             "GetProfile, one at a time",
@@ -1322,32 +1541,46 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             profile.clone(),
         )
         .await;
+    let counts = auth_cache_counts(&channels[0], &admin_token).await?;
     let report = bench
         .measure(
             "GetProfile",
             &wide,
-            Limit::PgbenchSelect,
+            Limit::Hello,
             "0.6 ms",
-            Target::Ratio(0.3),
+            Target::Ratio(0.5),
             profile.clone(),
         )
         .await;
+    let rates = hit_rates(counts, auth_cache_counts(&channels[0], &admin_token).await?);
+    if let Some(row) = bench.last("GetProfile") {
+        row.operation = format!("GetProfile ({distribution}; {rates})");
+    }
+    let cached_rate = report.rate();
     // The same calls arriving at half that rate, on a schedule: the latency a client sees
     // at a load the suite sustains, queueing included.
-    let half = wide.at_rate((report.rate() / 2.0).max(1.0));
+    let half = wide.at_rate((cached_rate / 2.0).max(1.0));
     bench
         .measure(
             "GetProfile, open loop at half its closed-loop rate",
             &half,
-            Limit::PgbenchSelect,
+            Limit::Hello,
             "0.6 ms",
-            Target::None,
-            profile,
+            Target::p(0.99, Duration::from_millis(3)),
+            profile.clone(),
         )
         .await;
+    rate_limit_overhead(
+        &mut bench,
+        &database_url,
+        &redis_url,
+        &options.out,
+        &wide,
+        profile,
+    )
+    .await?;
 
     progress("RecordUsage");
-    let (admin_token, key) = usage_writer_key(&channels[0], &database_url, run_id).await?;
     let record = Recorder::usage(Arc::clone(&users), Arc::new(key), run_id);
     let batches = record.clone();
     let producers = Load::closed(4, 1, measure);
