@@ -14,7 +14,13 @@
 //!
 //! Concurrent calls share runs of the script: whatever is waiting when a run can start goes
 //! into it, so one round trip answers a whole batch under load and a lone call goes at
-//! once. Keys Redis found over their limit are remembered here until their budget allows
+//! once. A busy key does not need Redis on every call: with an admitted call, the script
+//! also reserves a lease of units for this process (what the key used in half a second at
+//! its recent rate, at most 64), counted in Redis like calls made at once, which the
+//! process then admits on its own for up to half a second. A lease is granted only while
+//! four times it per replica is left, so near its limit every call of a key is decided in
+//! Redis, one by one; two replicas together still never admit more than the limit, and a
+//! key that goes quiet loses at most one small lease. Keys Redis found over their limit are remembered here until their budget allows
 //! a call again, so a flood from one key is refused without asking Redis each time (exact:
 //! other replicas can only move a key's arrival time later).
 //!
@@ -46,6 +52,17 @@ const REPLICA_TTL: Duration = Duration::from_secs(5);
 /// How often a replica announces itself.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
+/// Numbers the script answers per check.
+const PER_CHECK: usize = 4;
+/// How long a lease of units may be used after Redis granted it.
+const LEASE_TTL: Duration = Duration::from_millis(500);
+/// Most units leased at once for one key.
+const MAX_LEASE: u64 = 64;
+/// A lease is granted only while this many times it (times the replicas) is left.
+const LEASE_HEADROOM: u64 = 4;
+/// Keys whose leases and call rates are kept; beyond, expired ones are dropped.
+const LEASED_KEYS: usize = 100_000;
+
 /// Calls answered by one run of the script at most.
 const MAX_BATCH: usize = 128;
 /// Runs of the script in flight at once (each a batch of calls).
@@ -61,9 +78,10 @@ const REFUSED_KEY_TTL: Duration = Duration::from_secs(600);
 
 /// GCRA for a batch of calls, each over several keys and decided on its own, in order.
 /// ARGV[1]: number of calls; then per call: now in µs (empty for Redis's clock), number of
-/// checks, then per check: emission interval in µs, tolerance in µs, cost. KEYS: every
-/// call's keys, in order. Returns per call: allowed (1/0), now, then per check: remaining,
-/// reset in µs, retry in µs.
+/// checks, then per check: emission interval in µs, tolerance in µs, cost, lease wanted
+/// (units), headroom (the lease is granted only while `headroom` times it is left). KEYS:
+/// every call's keys, in order. Returns per call: allowed (1/0), now, then per check:
+/// remaining, reset in µs, retry in µs, lease granted.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -81,21 +99,30 @@ for c = 1, tonumber(ARGV[1]) do
     local emission = tonumber(ARGV[a])
     local tolerance = tonumber(ARGV[a + 1])
     local cost = tonumber(ARGV[a + 2])
-    a = a + 3
+    local want = tonumber(ARGV[a + 3])
+    local headroom = tonumber(ARGV[a + 4])
+    a = a + 5
     local tat = tonumber(redis.call('GET', KEYS[k + i]) or now)
     if tat < now then tat = now end
     local new_tat = tat + emission * cost
     local retry = new_tat - tolerance - now
     if retry > 0 then allowed = 0 else retry = 0 end
-    state[i] = {emission, tolerance, tat, new_tat, retry}
+    state[i] = {emission, tolerance, tat, new_tat, retry, want, headroom}
   end
   result[#result + 1] = allowed
   result[#result + 1] = now
   for i = 1, n do
     local s = state[i]
     local tat = s[3]
+    local grant = 0
     if allowed == 1 then
-      tat = s[4]
+      -- A lease: up to `want` more units, if what is left is `headroom` times that.
+      if s[6] > 0 then
+        local left = math.floor((now + s[2] - s[4]) / s[1])
+        grant = math.min(s[6], math.floor(left / s[7]))
+        if grant < 0 then grant = 0 end
+      end
+      tat = s[4] + grant * s[1]
       -- A second longer than needed: an expired state and an elapsed one read alike.
       redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
     end
@@ -104,6 +131,7 @@ for c = 1, tonumber(ARGV[1]) do
     result[#result + 1] = remaining
     result[#result + 1] = tat - now
     result[#result + 1] = s[5]
+    result[#result + 1] = grant
   end
   k = k + n
 end
@@ -197,6 +225,8 @@ struct Shared {
     /// Keys Redis last found over their limit: their theoretical arrival time, as a
     /// lower bound (other replicas can only have moved it later).
     refused: moka::sync::Cache<String, Instant>,
+    /// Units Redis leased to this process, and each key's recent call rate.
+    leases: Arc<Mutex<HashMap<String, Lease>>>,
     replicas: AtomicU32,
     degraded: AtomicBool,
     /// When a call last tried Redis during an outage.
@@ -204,9 +234,67 @@ struct Shared {
     announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// Units of one key that Redis reserved for this process (already counted there), to
+/// admit calls without asking, and the key's call rate here, to size the next lease.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Units left to use.
+    units: u64,
+    /// When the units may no longer be used.
+    expires: Instant,
+    /// What Redis said was left beyond the lease, and when the budget is whole again.
+    remaining: u64,
+    reset_at: Instant,
+    /// Calls since `window_start`, and the rate (per second) of the window before.
+    window_start: Instant,
+    window_calls: u64,
+    rate: f64,
+}
+
+impl Lease {
+    fn new(now: Instant) -> Self {
+        Self {
+            units: 0,
+            expires: now,
+            remaining: 0,
+            reset_at: now,
+            window_start: now,
+            window_calls: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// Counts a call (of `cost` units) in the rate.
+    fn count(&mut self, now: Instant, cost: u64) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            self.rate = self.window_calls as f64 / elapsed.as_secs_f64();
+            self.window_start = now;
+            self.window_calls = 0;
+        }
+        self.window_calls += cost;
+    }
+
+    /// Units worth leasing: what the key used in [`LEASE_TTL`] at its recent rate (at
+    /// least over a whole second, so a quick pair of calls does not look like a flood).
+    fn wanted(&self, now: Instant) -> u64 {
+        let elapsed = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        let rate = self.rate.max(self.window_calls as f64 / elapsed.max(1.0));
+        ((rate * LEASE_TTL.as_secs_f64()) as u64).min(MAX_LEASE)
+    }
+
+    fn usable(&self, now: Instant, cost: u64) -> bool {
+        self.units >= cost && now < self.expires
+    }
+}
+
 /// One call waiting for the script.
 struct Pending {
     keys: Vec<String>,
+    /// The keys' names in the lease table, when a granted lease is to be kept.
+    lease_keys: Option<Vec<String>>,
     /// Now (empty: Redis's clock), the number of checks, then three numbers per check.
     args: Vec<String>,
     reply: oneshot::Sender<Option<Vec<i64>>>,
@@ -240,9 +328,10 @@ impl Limiter {
     /// the current tokio runtime, the task that batches calls for Redis and the one that
     /// announces this replica every second (to size the fallback).
     pub fn new(redis: Option<RedisHandle>) -> Self {
+        let leases = Arc::new(Mutex::new(HashMap::new()));
         let queue = redis.clone().map(|redis| {
             let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT * 4);
-            tokio::spawn(run_batches(redis, rx));
+            tokio::spawn(run_batches(redis, rx, Arc::clone(&leases)));
             tx
         });
         let shared = Arc::new(Shared {
@@ -253,6 +342,7 @@ impl Limiter {
                 .max_capacity(REFUSED_KEYS)
                 .time_to_live(REFUSED_KEY_TTL)
                 .build(),
+            leases,
             replicas: AtomicU32::new(1),
             degraded: AtomicBool::new(false),
             last_probe: Mutex::new(None),
@@ -297,22 +387,42 @@ impl Limiter {
     pub async fn check_at(&self, checks: &[Check], now_us: Option<u64>) -> Decision {
         assert!(!checks.is_empty(), "a call needs at least one check");
         let real_time = now_us.is_none();
-        if real_time && let Some(refused) = self.refused_here(checks) {
-            return refused;
+        // Units of the call's checks paid from this process's leases.
+        let mut covered = vec![0; checks.len()];
+        if real_time {
+            if let Some(refused) = self.refused_here(checks) {
+                return refused;
+            }
+            match self.use_leases(checks, true, true) {
+                Ok(admitted) => return admitted,
+                Err(paid) => covered = paid,
+            }
         }
         if let Some(redis) = &self.shared.redis {
+            let wants = if real_time {
+                self.wanted_leases(checks)
+            } else {
+                vec![0; checks.len()]
+            };
             if (!redis.is_down() || self.probe_due())
-                && let Some(answer) = self.ask_redis(checks, now_us).await
+                && let Some(answer) = self.ask_redis(checks, now_us, &wants, &covered).await
             {
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limits are shared by every replica again");
                 }
                 let decision = decide(checks, &answer);
                 if real_time && !decision.allowed {
+                    self.give_back(checks, &covered);
+                    // Units a concurrent call of this process leased meanwhile are this
+                    // process's to use: already counted in Redis.
+                    if let Ok(admitted) = self.use_leases(checks, false, false) {
+                        return admitted;
+                    }
                     self.remember_refusal(checks, &answer);
                 }
                 return decision;
             }
+            self.give_back(checks, &covered);
             if !self.shared.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     replicas = self.known_replicas(),
@@ -337,16 +447,27 @@ impl Limiter {
 
     /// The script's answer for this call (through the batching task), or `None` when
     /// Redis did not give one.
-    async fn ask_redis(&self, checks: &[Check], now_us: Option<u64>) -> Option<Vec<i64>> {
+    async fn ask_redis(
+        &self,
+        checks: &[Check],
+        now_us: Option<u64>,
+        wants: &[u64],
+        covered: &[u64],
+    ) -> Option<Vec<i64>> {
         let queue = self.shared.queue.as_ref()?;
         let redis = self.shared.redis.as_ref()?;
-        let mut args = Vec::with_capacity(2 + 3 * checks.len());
+        let mut args = Vec::with_capacity(2 + PER_CHECK * checks.len());
         args.push(now_us.map(|n| n.to_string()).unwrap_or_default());
         args.push(checks.len().to_string());
-        for check in checks {
+        let headroom = LEASE_HEADROOM * u64::from(self.known_replicas());
+        for ((check, want), paid) in checks.iter().zip(wants).zip(covered) {
             args.push(check.policy.emission_us().to_string());
             args.push(check.policy.tolerance_us().to_string());
-            args.push(check.cost.max(1).to_string());
+            // What a lease paid is not charged again (a check of cost 0 only reports).
+            let cost = u64::from(check.cost.max(1)).saturating_sub(*paid);
+            args.push(cost.to_string());
+            args.push(want.to_string());
+            args.push(headroom.to_string());
         }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -355,6 +476,12 @@ impl Limiter {
                 .map(|c| redis.key(&state_key(&c.policy, &c.key)))
                 .collect(),
             args,
+            lease_keys: now_us.is_none().then(|| {
+                checks
+                    .iter()
+                    .map(|c| state_key(&c.policy, &c.key))
+                    .collect()
+            }),
             reply,
         };
         queue.send(pending).await.ok()?;
@@ -362,7 +489,101 @@ impl Limiter {
             .await
             .ok()
             .flatten()
-            .filter(|a| a.len() == 2 + 3 * checks.len())
+            .filter(|a| a.len() == 2 + PER_CHECK * checks.len())
+    }
+
+    /// Admits the call from this process's leases when every check has one with units
+    /// enough. Otherwise, with `partial`, pays the checks that have from their leases and
+    /// says how much each paid (the rest go to Redis); without, pays nothing. With
+    /// `count`, counts the call in each key's rate.
+    fn use_leases(
+        &self,
+        checks: &[Check],
+        count: bool,
+        partial: bool,
+    ) -> Result<Decision, Vec<u64>> {
+        let now = Instant::now();
+        let mut paid = vec![0; checks.len()];
+        let Ok(mut leases) = self.shared.leases.lock() else {
+            return Err(paid);
+        };
+        let mut all = true;
+        for (check, paid) in checks.iter().zip(&mut paid) {
+            let key = state_key(&check.policy, &check.key);
+            let cost = u64::from(check.cost.max(1));
+            let lease = leases.entry(key).or_insert_with(|| Lease::new(now));
+            if count {
+                lease.count(now, cost);
+            }
+            if lease.usable(now, cost) {
+                *paid = cost;
+            } else {
+                all = false;
+            }
+        }
+        if !all {
+            if partial {
+                for (check, paid) in checks.iter().zip(&mut paid) {
+                    if let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) {
+                        lease.units -= (*paid).min(lease.units);
+                    }
+                }
+            } else {
+                paid.fill(0);
+            }
+            return Err(paid);
+        }
+        let mut tightest: Option<Decision> = None;
+        for check in checks {
+            let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) else {
+                continue;
+            };
+            lease.units -= u64::from(check.cost.max(1)).min(lease.units);
+            let remaining = lease.remaining + lease.units;
+            if tightest.as_ref().is_none_or(|t| remaining < t.remaining) {
+                tightest = Some(Decision {
+                    allowed: true,
+                    policy: Arc::clone(&check.policy),
+                    remaining,
+                    reset: lease.reset_at.saturating_duration_since(now),
+                    retry_after: None,
+                    local: false,
+                });
+            }
+        }
+        tightest.ok_or_else(|| vec![0; checks.len()])
+    }
+
+    /// Returns to their leases the units [`Self::use_leases`] paid for a call that was not
+    /// admitted after all.
+    fn give_back(&self, checks: &[Check], paid: &[u64]) {
+        if paid.iter().all(|p| *p == 0) {
+            return;
+        }
+        let Ok(mut leases) = self.shared.leases.lock() else {
+            return;
+        };
+        for (check, paid) in checks.iter().zip(paid) {
+            if let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) {
+                lease.units += paid;
+            }
+        }
+    }
+
+    /// The lease worth asking for with each check (counted by [`Self::admit_from_leases`]).
+    fn wanted_leases(&self, checks: &[Check]) -> Vec<u64> {
+        let now = Instant::now();
+        let Ok(leases) = self.shared.leases.lock() else {
+            return vec![0; checks.len()];
+        };
+        checks
+            .iter()
+            .map(|c| {
+                leases
+                    .get(&state_key(&c.policy, &c.key))
+                    .map_or(0, |l| l.wanted(now))
+            })
+            .collect()
     }
 
     /// A refusal decided from what Redis last said about these keys, if one of them is
@@ -395,7 +616,7 @@ impl Limiter {
     /// Remembers the keys of a refused call that are over their limit.
     fn remember_refusal(&self, checks: &[Check], answer: &[i64]) {
         let now = Instant::now();
-        for (check, a) in checks.iter().zip(answer[2..].chunks_exact(3)) {
+        for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
             if a[2] > 0 {
                 let tat = now + Duration::from_micros(a[1].max(0).unsigned_abs());
                 self.shared
@@ -517,7 +738,7 @@ fn unreachable_decision(checks: &[Check]) -> Decision {
 fn decide(checks: &[Check], answer: &[i64]) -> Decision {
     let allowed = answer[0] == 1;
     let micros = |v: i64| Duration::from_micros(v.max(0).unsigned_abs());
-    let per_check = checks.iter().zip(answer[2..].chunks_exact(3));
+    let per_check = checks.iter().zip(answer[2..].chunks_exact(PER_CHECK));
     let binding = if allowed {
         per_check.min_by_key(|(_, a)| a[0])
     } else {
@@ -529,7 +750,8 @@ fn decide(checks: &[Check], answer: &[i64]) -> Decision {
     Decision {
         allowed,
         policy: Arc::clone(&check.policy),
-        remaining: a[0].max(0).unsigned_abs(),
+        // What the caller may still use includes the lease this process was just granted.
+        remaining: a[0].max(0).unsigned_abs() + a[3].max(0).unsigned_abs(),
         reset: micros(a[1]),
         retry_after: (!allowed).then(|| micros(a[2]).max(Duration::from_millis(1))),
         local: false,
@@ -545,7 +767,11 @@ fn state_key(policy: &Policy, key: &str) -> String {
 /// start goes into it (up to [`MAX_BATCH`]), with up to [`MAX_IN_FLIGHT`] runs at once.
 /// A lone call goes at once; under load, batches grow on their own. Ends when every
 /// limiter sharing the queue is gone.
-async fn run_batches(redis: RedisHandle, mut queue: mpsc::Receiver<Pending>) {
+async fn run_batches(
+    redis: RedisHandle,
+    mut queue: mpsc::Receiver<Pending>,
+    leases: Arc<Mutex<HashMap<String, Lease>>>,
+) {
     let script = Arc::new(redis::Script::new(GCRA));
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
     let mut open = true;
@@ -564,14 +790,51 @@ async fn run_batches(redis: RedisHandle, mut queue: mpsc::Receiver<Pending>) {
                         Err(_) => break,
                     }
                 }
-                in_flight.push(run_batch(redis.clone(), Arc::clone(&script), batch));
+                in_flight.push(run_batch(
+                    redis.clone(),
+                    Arc::clone(&script),
+                    batch,
+                    Arc::clone(&leases),
+                ));
             }
         }
     }
 }
 
+/// Keeps the leases Redis granted with an admitted call (`answer`: its part of the
+/// script's answer), before the call's caller or any other learns the answer.
+fn store_leases(leases: &Mutex<HashMap<String, Lease>>, keys: &[String], answer: &[i64]) {
+    let now = Instant::now();
+    let Ok(mut leases) = leases.lock() else {
+        return;
+    };
+    if leases.len() >= LEASED_KEYS {
+        leases.retain(|_, l| l.window_start + Duration::from_secs(2) > now);
+    }
+    for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+        let granted = a[3].max(0).unsigned_abs();
+        let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
+        if granted > 0 {
+            lease.units = if now < lease.expires {
+                lease.units + granted
+            } else {
+                granted
+            };
+            lease.expires = now + LEASE_TTL;
+        }
+        lease.remaining = a[0].max(0).unsigned_abs();
+        lease.reset_at = now + Duration::from_micros(a[1].max(0).unsigned_abs());
+    }
+}
+
 /// One run of the script for `batch`; each call gets its part of the answer, or `None`.
-async fn run_batch(redis: RedisHandle, script: Arc<redis::Script>, batch: Vec<Pending>) {
+/// Leases granted in the run are kept first, so a call the run refused can use them.
+async fn run_batch(
+    redis: RedisHandle,
+    script: Arc<redis::Script>,
+    batch: Vec<Pending>,
+    leases: Arc<Mutex<HashMap<String, Lease>>>,
+) {
     let mut invocation = script.prepare_invoke();
     invocation.arg(batch.len());
     for pending in &batch {
@@ -587,13 +850,22 @@ async fn run_batch(redis: RedisHandle, script: Arc<redis::Script>, batch: Vec<Pe
         .await
         .ok();
     let mut offset = 0;
-    for pending in batch {
-        let len = 2 + 3 * pending.keys.len();
+    let mut parts = Vec::with_capacity(batch.len());
+    for pending in &batch {
+        let len = 2 + PER_CHECK * pending.keys.len();
         let part = answer
             .as_ref()
             .and_then(|a| a.get(offset..offset + len))
             .map(<[i64]>::to_vec);
         offset += len;
+        if let (Some(part), Some(keys)) = (&part, &pending.lease_keys)
+            && part[0] == 1
+        {
+            store_leases(&leases, keys, part);
+        }
+        parts.push(part);
+    }
+    for (pending, part) in batch.into_iter().zip(parts) {
         let _ = pending.reply.send(part);
     }
 }

@@ -340,3 +340,66 @@ async fn concurrent_calls_on_many_keys_are_answered_each_by_its_own_budget() {
     assert_eq!(admitted.len(), 50);
     assert!(admitted.values().all(|&n| n == 3), "{admitted:?}");
 }
+
+/// Script runs Redis has answered so far (`EVALSHA` and `EVAL` calls).
+async fn script_runs(handle: &RedisHandle) -> u64 {
+    let mut conn = handle.connection();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_busy_key_is_served_from_leases_and_two_replicas_still_admit_the_limit_exactly() {
+    let server = RedisServer::start().await;
+    let handle = RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_secs(2)).unwrap();
+    let a = Limiter::new(Some(handle.clone()));
+    let b = Limiter::new(Some(handle.clone()));
+    let policy = Arc::new(Policy::new("busy", 600, Duration::from_secs(60)));
+    let checks = vec![Check {
+        policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    let before = script_runs(&handle).await;
+    let mut admitted = 0;
+    let mut refused_in_a_row = 0;
+    for i in 0..2_000 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        let decision = limiter.check(&checks).await;
+        assert!(!decision.local);
+        if decision.allowed {
+            admitted += 1;
+            refused_in_a_row = 0;
+        } else {
+            refused_in_a_row += 1;
+            if refused_in_a_row == 20 {
+                break;
+            }
+        }
+    }
+    let runs = script_runs(&handle).await - before;
+    // Every unit leased was used: exactly the limit (the refill during the loop included).
+    let refill = 2;
+    assert!(
+        (600..=600 + refill).contains(&admitted),
+        "admitted {admitted}"
+    );
+    assert!(
+        runs < admitted / 3,
+        "{runs} script runs for {admitted} admitted calls: leases unused"
+    );
+}
