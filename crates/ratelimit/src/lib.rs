@@ -70,11 +70,6 @@ const MAX_IN_FLIGHT: usize = 4;
 /// While Redis is away, how often a call still tries it; the others decide locally at once
 /// instead of each waiting for a timeout.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-/// Keys known to be over their limit, remembered by this process so that a flood from one
-/// key is refused without asking Redis each time.
-const REFUSED_KEYS: u64 = 100_000;
-/// How long such a key is remembered at most.
-const REFUSED_KEY_TTL: Duration = Duration::from_secs(600);
 
 /// GCRA for a batch of calls, each over several keys and decided on its own, in order.
 /// ARGV[1]: number of calls; then per call: now in µs (empty for Redis's clock), number of
@@ -222,9 +217,6 @@ struct Shared {
     queue: Option<mpsc::Sender<Pending>>,
     /// Per-process limiters by policy name, with the replica count they were sized for.
     local: Mutex<HashMap<String, (u32, Arc<LocalLimiter>)>>,
-    /// Keys Redis last found over their limit: their theoretical arrival time, as a
-    /// lower bound (other replicas can only have moved it later).
-    refused: moka::sync::Cache<String, Instant>,
     /// Units Redis leased to this process, and each key's recent call rate.
     leases: Arc<Mutex<HashMap<String, Lease>>>,
     replicas: AtomicU32,
@@ -245,6 +237,9 @@ struct Lease {
     /// What Redis said was left beyond the lease, and when the budget is whole again.
     remaining: u64,
     reset_at: Instant,
+    /// When Redis last refused the key: its theoretical arrival time then, a lower bound
+    /// of the real one (other replicas can only have moved it later).
+    over_limit: Option<Instant>,
     /// Calls since `window_start`, and the rate (per second) of the window before.
     window_start: Instant,
     window_calls: u64,
@@ -258,6 +253,7 @@ impl Lease {
             expires: now,
             remaining: 0,
             reset_at: now,
+            over_limit: None,
             window_start: now,
             window_calls: 0,
             rate: 0.0,
@@ -288,6 +284,68 @@ impl Lease {
     fn usable(&self, now: Instant, cost: u64) -> bool {
         self.units >= cost && now < self.expires
     }
+
+    /// The refusal of `check` at `now`, if the key is known to be over its limit still.
+    fn refusal(&mut self, check: &Check, now: Instant) -> Option<Decision> {
+        let tat = self.over_limit?;
+        let emission = Duration::from_micros(check.policy.emission_us());
+        let tolerance = Duration::from_micros(check.policy.tolerance_us());
+        let conforms_at = (tat + emission * check.cost.max(1))
+            .checked_sub(tolerance)
+            .unwrap_or(now);
+        if conforms_at <= now {
+            if tat <= now {
+                self.over_limit = None;
+            }
+            return None;
+        }
+        Some(Decision {
+            allowed: false,
+            policy: Arc::clone(&check.policy),
+            remaining: 0,
+            reset: tat.saturating_duration_since(now),
+            retry_after: Some(
+                conforms_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+            ),
+            local: false,
+        })
+    }
+}
+
+/// The admission of a call its leases paid: the tightest check's budget.
+fn from_leases(
+    checks: &[Check],
+    keys: &[String],
+    leases: &HashMap<String, Lease>,
+    now: Instant,
+) -> Decision {
+    let mut tightest: Option<Decision> = None;
+    for (check, key) in checks.iter().zip(keys) {
+        let Some(lease) = leases.get(key) else {
+            continue;
+        };
+        let remaining = lease.remaining + lease.units;
+        if tightest.as_ref().is_none_or(|t| remaining < t.remaining) {
+            tightest = Some(Decision {
+                allowed: true,
+                policy: Arc::clone(&check.policy),
+                remaining,
+                reset: lease.reset_at.saturating_duration_since(now),
+                retry_after: None,
+                local: false,
+            });
+        }
+    }
+    tightest.unwrap_or_else(|| Decision {
+        allowed: true,
+        policy: Arc::clone(&checks[0].policy),
+        remaining: 0,
+        reset: Duration::ZERO,
+        retry_after: None,
+        local: false,
+    })
 }
 
 /// One call waiting for the script.
@@ -338,10 +396,6 @@ impl Limiter {
             redis,
             queue,
             local: Mutex::new(HashMap::new()),
-            refused: moka::sync::Cache::builder()
-                .max_capacity(REFUSED_KEYS)
-                .time_to_live(REFUSED_KEY_TTL)
-                .build(),
             leases,
             replicas: AtomicU32::new(1),
             degraded: AtomicBool::new(false),
@@ -382,47 +436,49 @@ impl Limiter {
     }
 
     /// [`Limiter::check`] at `now_us` (microseconds) instead of Redis's clock, for the
-    /// tests of the arithmetic.
+    /// tests of the arithmetic (no leases, no remembered refusals: only the script).
     #[doc(hidden)]
     pub async fn check_at(&self, checks: &[Check], now_us: Option<u64>) -> Decision {
         assert!(!checks.is_empty(), "a call needs at least one check");
         let real_time = now_us.is_none();
+        let keys: Vec<String> = checks
+            .iter()
+            .map(|c| state_key(&c.policy, &c.key))
+            .collect();
         // Units of the call's checks paid from this process's leases.
         let mut covered = vec![0; checks.len()];
         if real_time {
-            if let Some(refused) = self.refused_here(checks) {
-                return refused;
-            }
-            match self.use_leases(checks, true, true) {
-                Ok(admitted) => return admitted,
+            match self.decide_here(checks, &keys) {
+                Ok(decision) => return decision,
                 Err(paid) => covered = paid,
             }
         }
         if let Some(redis) = &self.shared.redis {
             let wants = if real_time {
-                self.wanted_leases(checks)
+                self.wanted_leases(&keys)
             } else {
                 vec![0; checks.len()]
             };
             if (!redis.is_down() || self.probe_due())
-                && let Some(answer) = self.ask_redis(checks, now_us, &wants, &covered).await
+                && let Some(answer) = self
+                    .ask_redis(checks, &keys, now_us, &wants, &covered)
+                    .await
             {
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limits are shared by every replica again");
                 }
                 let decision = decide(checks, &answer);
                 if real_time && !decision.allowed {
-                    self.give_back(checks, &covered);
                     // Units a concurrent call of this process leased meanwhile are this
                     // process's to use: already counted in Redis.
-                    if let Ok(admitted) = self.use_leases(checks, false, false) {
+                    if let Some(admitted) = self.refused_in_redis(checks, &keys, &covered, &answer)
+                    {
                         return admitted;
                     }
-                    self.remember_refusal(checks, &answer);
                 }
                 return decision;
             }
-            self.give_back(checks, &covered);
+            self.give_back(&keys, &covered);
             if !self.shared.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     replicas = self.known_replicas(),
@@ -450,6 +506,7 @@ impl Limiter {
     async fn ask_redis(
         &self,
         checks: &[Check],
+        keys: &[String],
         now_us: Option<u64>,
         wants: &[u64],
         covered: &[u64],
@@ -471,17 +528,9 @@ impl Limiter {
         }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            keys: checks
-                .iter()
-                .map(|c| redis.key(&state_key(&c.policy, &c.key)))
-                .collect(),
+            keys: keys.iter().map(|k| redis.key(k)).collect(),
             args,
-            lease_keys: now_us.is_none().then(|| {
-                checks
-                    .iter()
-                    .map(|c| state_key(&c.policy, &c.key))
-                    .collect()
-            }),
+            lease_keys: now_us.is_none().then(|| keys.to_vec()),
             reply,
         };
         queue.send(pending).await.ok()?;
@@ -492,136 +541,107 @@ impl Limiter {
             .filter(|a| a.len() == 2 + PER_CHECK * checks.len())
     }
 
-    /// Admits the call from this process's leases when every check has one with units
-    /// enough. Otherwise, with `partial`, pays the checks that have from their leases and
-    /// says how much each paid (the rest go to Redis); without, pays nothing. With
-    /// `count`, counts the call in each key's rate.
-    fn use_leases(
-        &self,
-        checks: &[Check],
-        count: bool,
-        partial: bool,
-    ) -> Result<Decision, Vec<u64>> {
+    /// What this process can decide without Redis, under one lock: a refusal, when one
+    /// of the keys is known to be over its limit still (Redis said so; other replicas can
+    /// only have moved its arrival time later), or an admission, when every check can be
+    /// paid from a lease. Otherwise pays what leases can and says how much each check paid
+    /// (the rest goes to Redis). Counts the call in each key's rate.
+    fn decide_here(&self, checks: &[Check], keys: &[String]) -> Result<Decision, Vec<u64>> {
         let now = Instant::now();
         let mut paid = vec![0; checks.len()];
         let Ok(mut leases) = self.shared.leases.lock() else {
             return Err(paid);
         };
-        let mut all = true;
-        for (check, paid) in checks.iter().zip(&mut paid) {
-            let key = state_key(&check.policy, &check.key);
+        for (check, key) in checks.iter().zip(keys) {
             let cost = u64::from(check.cost.max(1));
-            let lease = leases.entry(key).or_insert_with(|| Lease::new(now));
-            if count {
-                lease.count(now, cost);
+            let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
+            lease.count(now, cost);
+            if let Some(refusal) = lease.refusal(check, now) {
+                return Ok(refusal);
             }
-            if lease.usable(now, cost) {
+        }
+        let mut all = true;
+        for ((check, key), paid) in checks.iter().zip(keys).zip(&mut paid) {
+            let cost = u64::from(check.cost.max(1));
+            if let Some(lease) = leases.get_mut(key)
+                && lease.usable(now, cost)
+            {
+                lease.units -= cost;
                 *paid = cost;
             } else {
                 all = false;
             }
         }
-        if !all {
-            if partial {
-                for (check, paid) in checks.iter().zip(&mut paid) {
-                    if let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) {
-                        lease.units -= (*paid).min(lease.units);
-                    }
-                }
-            } else {
-                paid.fill(0);
-            }
-            return Err(paid);
+        if all {
+            Ok(from_leases(checks, keys, &leases, now))
+        } else {
+            Err(paid)
         }
-        let mut tightest: Option<Decision> = None;
-        for check in checks {
-            let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) else {
-                continue;
-            };
-            lease.units -= u64::from(check.cost.max(1)).min(lease.units);
-            let remaining = lease.remaining + lease.units;
-            if tightest.as_ref().is_none_or(|t| remaining < t.remaining) {
-                tightest = Some(Decision {
-                    allowed: true,
-                    policy: Arc::clone(&check.policy),
-                    remaining,
-                    reset: lease.reset_at.saturating_duration_since(now),
-                    retry_after: None,
-                    local: false,
-                });
-            }
-        }
-        tightest.ok_or_else(|| vec![0; checks.len()])
     }
 
-    /// Returns to their leases the units [`Self::use_leases`] paid for a call that was not
-    /// admitted after all.
-    fn give_back(&self, checks: &[Check], paid: &[u64]) {
+    /// A call Redis refused: what `covered` paid goes back to the leases; if leases now
+    /// pay every check (a concurrent call of this process was granted units meanwhile),
+    /// the call is admitted from them; otherwise the keys over their limit are remembered.
+    fn refused_in_redis(
+        &self,
+        checks: &[Check],
+        keys: &[String],
+        covered: &[u64],
+        answer: &[i64],
+    ) -> Option<Decision> {
+        let now = Instant::now();
+        let mut leases = self.shared.leases.lock().ok()?;
+        for (key, paid) in keys.iter().zip(covered) {
+            if let Some(lease) = leases.get_mut(key) {
+                lease.units += paid;
+            }
+        }
+        let all = checks.iter().zip(keys).all(|(check, key)| {
+            leases
+                .get(key)
+                .is_some_and(|l| l.usable(now, u64::from(check.cost.max(1))))
+        });
+        if all {
+            for (check, key) in checks.iter().zip(keys) {
+                if let Some(lease) = leases.get_mut(key) {
+                    lease.units -= u64::from(check.cost.max(1));
+                }
+            }
+            return Some(from_leases(checks, keys, &leases, now));
+        }
+        for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+            if a[2] > 0
+                && let Some(lease) = leases.get_mut(key)
+            {
+                lease.over_limit = Some(now + Duration::from_micros(a[1].max(0).unsigned_abs()));
+            }
+        }
+        None
+    }
+
+    /// The lease worth asking for with each key (as counted by [`Self::decide_here`]).
+    fn wanted_leases(&self, keys: &[String]) -> Vec<u64> {
+        let now = Instant::now();
+        let Ok(leases) = self.shared.leases.lock() else {
+            return vec![0; keys.len()];
+        };
+        keys.iter()
+            .map(|k| leases.get(k).map_or(0, |l| l.wanted(now)))
+            .collect()
+    }
+
+    /// Returns to their leases the units [`Self::decide_here`] paid for a call that
+    /// Redis did not decide after all.
+    fn give_back(&self, keys: &[String], paid: &[u64]) {
         if paid.iter().all(|p| *p == 0) {
             return;
         }
         let Ok(mut leases) = self.shared.leases.lock() else {
             return;
         };
-        for (check, paid) in checks.iter().zip(paid) {
-            if let Some(lease) = leases.get_mut(&state_key(&check.policy, &check.key)) {
+        for (key, paid) in keys.iter().zip(paid) {
+            if let Some(lease) = leases.get_mut(key) {
                 lease.units += paid;
-            }
-        }
-    }
-
-    /// The lease worth asking for with each check (counted by [`Self::admit_from_leases`]).
-    fn wanted_leases(&self, checks: &[Check]) -> Vec<u64> {
-        let now = Instant::now();
-        let Ok(leases) = self.shared.leases.lock() else {
-            return vec![0; checks.len()];
-        };
-        checks
-            .iter()
-            .map(|c| {
-                leases
-                    .get(&state_key(&c.policy, &c.key))
-                    .map_or(0, |l| l.wanted(now))
-            })
-            .collect()
-    }
-
-    /// A refusal decided from what Redis last said about these keys, if one of them is
-    /// known to be over its limit still.
-    fn refused_here(&self, checks: &[Check]) -> Option<Decision> {
-        let now = Instant::now();
-        checks.iter().find_map(|check| {
-            let tat = self
-                .shared
-                .refused
-                .get(&state_key(&check.policy, &check.key))?;
-            let emission = Duration::from_micros(check.policy.emission_us());
-            let tolerance = Duration::from_micros(check.policy.tolerance_us());
-            let conforms_at = (tat + emission * check.cost.max(1)).checked_sub(tolerance)?;
-            (conforms_at > now).then(|| Decision {
-                allowed: false,
-                policy: Arc::clone(&check.policy),
-                remaining: 0,
-                reset: tat.saturating_duration_since(now),
-                retry_after: Some(
-                    conforms_at
-                        .saturating_duration_since(now)
-                        .max(Duration::from_millis(1)),
-                ),
-                local: false,
-            })
-        })
-    }
-
-    /// Remembers the keys of a refused call that are over their limit.
-    fn remember_refusal(&self, checks: &[Check], answer: &[i64]) {
-        let now = Instant::now();
-        for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
-            if a[2] > 0 {
-                let tat = now + Duration::from_micros(a[1].max(0).unsigned_abs());
-                self.shared
-                    .refused
-                    .insert(state_key(&check.policy, &check.key), tat);
             }
         }
     }
@@ -809,7 +829,9 @@ fn store_leases(leases: &Mutex<HashMap<String, Lease>>, keys: &[String], answer:
         return;
     };
     if leases.len() >= LEASED_KEYS {
-        leases.retain(|_, l| l.window_start + Duration::from_secs(2) > now);
+        leases.retain(|_, l| {
+            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
+        });
     }
     for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
         let granted = a[3].max(0).unsigned_abs();

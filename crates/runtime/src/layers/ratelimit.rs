@@ -353,19 +353,53 @@ fn address_key(address: Option<IpAddr>) -> String {
     }
 }
 
+/// The metadata values of a policy that never change, made once.
+#[derive(Debug)]
+struct PolicyHeaders {
+    policy: Arc<Policy>,
+    /// `"name";q=<limit>;w=<window>`
+    quota: HeaderValue,
+    /// `<limit>`
+    limit: HeaderValue,
+}
+
 /// Layer adding [`RateLimitService`].
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: Limiter,
     limits: Arc<RateLimits>,
+    headers: Arc<Vec<PolicyHeaders>>,
 }
 
 impl RateLimitLayer {
     /// A layer checking `limits` with `limiter`.
     pub fn new(limiter: Limiter, limits: RateLimits) -> Self {
+        let headers = [
+            &limits.authenticated,
+            &limits.user,
+            &limits.unauthenticated,
+            &limits.sign_in,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|policy| {
+            let quota = format!(
+                "\"{}\";q={};w={}",
+                policy.name,
+                policy.limit,
+                seconds(policy.period)
+            );
+            Some(PolicyHeaders {
+                policy: Arc::clone(policy),
+                quota: HeaderValue::from_str(&quota).ok()?,
+                limit: HeaderValue::from(policy.limit),
+            })
+        })
+        .collect();
         Self {
             limiter,
             limits: Arc::new(limits),
+            headers: Arc::new(headers),
         }
     }
 }
@@ -378,6 +412,7 @@ impl<S> tower_layer::Layer<S> for RateLimitLayer {
             inner,
             limiter: self.limiter.clone(),
             limits: Arc::clone(&self.limits),
+            headers: Arc::clone(&self.headers),
         }
     }
 }
@@ -388,6 +423,7 @@ pub struct RateLimitService<S> {
     inner: S,
     limiter: Limiter,
     limits: Arc<RateLimits>,
+    headers: Arc<Vec<PolicyHeaders>>,
 }
 
 impl<S> tower_service::Service<Request<Body>> for RateLimitService<S>
@@ -439,6 +475,7 @@ where
             return Box::pin(inner.call(request));
         }
         let limiter = self.limiter.clone();
+        let headers = Arc::clone(&self.headers);
         Box::pin(async move {
             let decision = limiter.check(&checks).await;
             let mut response = if decision.allowed {
@@ -446,7 +483,7 @@ where
             } else {
                 refusal(&decision, &checks).into_http()
             };
-            annotate(response.headers_mut(), &decision);
+            annotate(response.headers_mut(), &decision, &headers);
             Ok(response)
         })
     }
@@ -508,29 +545,43 @@ fn seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The rate-limit metadata of `decision`.
-fn annotate(headers: &mut HeaderMap, decision: &Decision) {
+/// The rate-limit metadata of `decision` (`made`: the values made once per policy).
+fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]) {
     let policy = &decision.policy;
-    let window = seconds(policy.period);
     let reset = seconds(decision.reset);
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    let name = HeaderName::from_static;
+    match made.iter().find(|m| Arc::ptr_eq(&m.policy, policy)) {
+        Some(made) => {
+            headers.insert(name(RATELIMIT_POLICY_HEADER), made.quota.clone());
+            headers.insert(name(X_RATELIMIT_LIMIT_HEADER), made.limit.clone());
         }
-    };
-    set(
-        RATELIMIT_POLICY_HEADER,
-        format!("\"{}\";q={};w={window}", policy.name, policy.limit),
+        None => {
+            let quota = format!(
+                "\"{}\";q={};w={}",
+                policy.name,
+                policy.limit,
+                seconds(policy.period)
+            );
+            if let Ok(quota) = HeaderValue::from_str(&quota) {
+                headers.insert(name(RATELIMIT_POLICY_HEADER), quota);
+            }
+            headers.insert(
+                name(X_RATELIMIT_LIMIT_HEADER),
+                HeaderValue::from(policy.limit),
+            );
+        }
+    }
+    let left = format!("\"{}\";r={};t={reset}", policy.name, decision.remaining);
+    if let Ok(left) = HeaderValue::from_str(&left) {
+        headers.insert(name(RATELIMIT_HEADER), left);
+    }
+    headers.insert(
+        name(X_RATELIMIT_REMAINING_HEADER),
+        HeaderValue::from(decision.remaining),
     );
-    set(
-        RATELIMIT_HEADER,
-        format!("\"{}\";r={};t={reset}", policy.name, decision.remaining),
-    );
-    set(X_RATELIMIT_LIMIT_HEADER, policy.limit.to_string());
-    set(X_RATELIMIT_REMAINING_HEADER, decision.remaining.to_string());
-    set(X_RATELIMIT_RESET_HEADER, reset.to_string());
+    headers.insert(name(X_RATELIMIT_RESET_HEADER), HeaderValue::from(reset));
     if let Some(retry) = decision.retry_after {
-        set(RETRY_AFTER_HEADER, seconds(retry).to_string());
+        headers.insert(name(RETRY_AFTER_HEADER), HeaderValue::from(seconds(retry)));
     }
 }
 
