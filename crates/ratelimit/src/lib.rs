@@ -15,9 +15,9 @@
 //! Concurrent calls share runs of the script: whatever is waiting when a run can start goes
 //! into it, so one round trip answers a whole batch under load and a lone call goes at
 //! once. A busy key does not need Redis on every call: with an admitted call, the script
-//! also reserves a lease of units for this process (what the key used in half a second at
-//! its recent rate, at most 64), counted in Redis like calls made at once, which the
-//! process then admits on its own for up to half a second. A lease is granted only while
+//! also reserves a lease of units for this process (what the key used in a second at its
+//! recent rate, at most 256), counted in Redis like calls made at once, which the process
+//! then admits on its own for up to a second. A lease is granted only while
 //! four times it per replica is left, so near its limit every call of a key is decided in
 //! Redis, one by one; two replicas together still never admit more than the limit, and a
 //! key that goes quiet loses at most one small lease. Keys Redis found over their limit are remembered here until their budget allows
@@ -55,9 +55,9 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// Numbers the script answers per check.
 const PER_CHECK: usize = 4;
 /// How long a lease of units may be used after Redis granted it.
-const LEASE_TTL: Duration = Duration::from_millis(500);
+const LEASE_TTL: Duration = Duration::from_secs(1);
 /// Most units leased at once for one key.
-const MAX_LEASE: u64 = 64;
+const MAX_LEASE: u64 = 256;
 /// A lease is granted only while this many times it (times the replicas) is left.
 const LEASE_HEADROOM: u64 = 4;
 /// Keys whose leases and call rates are kept; beyond, expired ones are dropped.

@@ -571,15 +571,24 @@ fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]
             );
         }
     }
+    // Values that change from call to call are sent as never-indexed literals: in HPACK's
+    // dynamic table they would only evict the values that repeat.
+    let changing = |mut value: HeaderValue| {
+        value.set_sensitive(true);
+        value
+    };
     let left = format!("\"{}\";r={};t={reset}", policy.name, decision.remaining);
     if let Ok(left) = HeaderValue::from_str(&left) {
-        headers.insert(name(RATELIMIT_HEADER), left);
+        headers.insert(name(RATELIMIT_HEADER), changing(left));
     }
     headers.insert(
         name(X_RATELIMIT_REMAINING_HEADER),
-        HeaderValue::from(decision.remaining),
+        changing(HeaderValue::from(decision.remaining)),
     );
-    headers.insert(name(X_RATELIMIT_RESET_HEADER), HeaderValue::from(reset));
+    headers.insert(
+        name(X_RATELIMIT_RESET_HEADER),
+        changing(HeaderValue::from(reset)),
+    );
     if let Some(retry) = decision.retry_after {
         headers.insert(name(RETRY_AFTER_HEADER), HeaderValue::from(seconds(retry)));
     }
