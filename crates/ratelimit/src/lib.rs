@@ -14,13 +14,16 @@
 //!
 //! Concurrent calls share runs of the script: whatever is waiting when a run can start goes
 //! into it, so one round trip answers a whole batch under load and a lone call goes at
-//! once. A busy key does not need Redis on every call: with an admitted call, the script
-//! also reserves a lease of units for this process (what the key used in a second at its
-//! recent rate, at most 256), counted in Redis like calls made at once, which the process
-//! then admits on its own for up to a second. A lease is granted only while
-//! four times it per replica is left, so near its limit every call of a key is decided in
-//! Redis, one by one; two replicas together still never admit more than the limit, and a
-//! key that goes quiet loses at most one small lease. Keys Redis found over their limit are remembered here until their budget allows
+//! once. A key that calls faster than its sustained rate does not need Redis on every
+//! call: with an admitted call, the script also reserves a lease of units for this process
+//! (what the key used in a second at its recent rate, at most 256), counted in Redis like
+//! calls made at once, which the process then admits on its own for up to a second, and
+//! only while Redis still counts at least as many calls ahead of now as the process holds
+//! (so a burst through another replica can never find the whole budget free while units
+//! are in hand: replicas together never admit more than the limit). A lease is granted only
+//! while four times it per replica is left, so near its limit every call of a key is
+//! decided in Redis; a key that goes quiet forfeits at most one small lease. Keys Redis
+//! found over their limit are remembered here until their budget allows
 //! a call again, so a flood from one key is refused without asking Redis each time (exact:
 //! other replicas can only move a key's arrival time later).
 //!
@@ -60,8 +63,6 @@ const LEASE_TTL: Duration = Duration::from_secs(1);
 const MAX_LEASE: u64 = 256;
 /// A lease is granted only while this many times it (times the replicas) is left.
 const LEASE_HEADROOM: u64 = 4;
-/// Keys whose leases and call rates are kept; beyond, expired ones are dropped.
-const LEASED_KEYS: usize = 100_000;
 
 /// Calls answered by one run of the script at most.
 const MAX_BATCH: usize = 128;
@@ -97,7 +98,7 @@ for c = 1, tonumber(ARGV[1]) do
     local want = tonumber(ARGV[a + 3])
     local headroom = tonumber(ARGV[a + 4])
     a = a + 5
-    local tat = tonumber(redis.call('GET', KEYS[k + i]) or now)
+    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
     if tat < now then tat = now end
     local new_tat = tat + emission * cost
     local retry = new_tat - tolerance - now
@@ -234,9 +235,12 @@ struct Lease {
     units: u64,
     /// When the units may no longer be used.
     expires: Instant,
-    /// What Redis said was left beyond the lease, and when the budget is whole again.
+    /// What Redis said was left beyond the lease, and when the budget is whole again (the
+    /// key's theoretical arrival time, on this process's clock).
     remaining: u64,
     reset_at: Instant,
+    /// The key's emission interval.
+    emission: Duration,
     /// When Redis last refused the key: its theoretical arrival time then, a lower bound
     /// of the real one (other replicas can only have moved it later).
     over_limit: Option<Instant>,
@@ -253,6 +257,7 @@ impl Lease {
             expires: now,
             remaining: 0,
             reset_at: now,
+            emission: Duration::ZERO,
             over_limit: None,
             window_start: now,
             window_calls: 0,
@@ -281,8 +286,20 @@ impl Lease {
         ((rate * LEASE_TTL.as_secs_f64()) as u64).min(MAX_LEASE)
     }
 
+    /// Whether `cost` units can be used at `now`. Units held here were counted in Redis
+    /// as calls made when they were granted; they may be used only while Redis still
+    /// counts at least as many calls ahead of now as are held (the key's arrival time at
+    /// least that many emission intervals away). Otherwise a burst through another replica
+    /// could take the whole budget while these units are still in hand.
     fn usable(&self, now: Instant, cost: u64) -> bool {
-        self.units >= cost && now < self.expires
+        let held_after = u32::try_from(self.units.saturating_sub(cost)).unwrap_or(u32::MAX);
+        self.units >= cost
+            && now < self.expires
+            && self
+                .emission
+                .checked_mul(held_after)
+                .and_then(|ahead| now.checked_add(ahead))
+                .is_some_and(|at| at <= self.reset_at)
     }
 
     /// The refusal of `check` at `now`, if the key is known to be over its limit still.
@@ -351,11 +368,14 @@ fn from_leases(
 /// One call waiting for the script.
 struct Pending {
     keys: Vec<String>,
-    /// The keys' names in the lease table, when a granted lease is to be kept.
-    lease_keys: Option<Vec<String>>,
-    /// Now (empty: Redis's clock), the number of checks, then three numbers per check.
+    /// The keys' names in the lease table and their emission intervals, when a granted
+    /// lease is to be kept.
+    lease_keys: Option<Vec<(String, Duration)>>,
+    /// Now (empty: Redis's clock), the number of checks, then five numbers per check.
     args: Vec<String>,
-    reply: oneshot::Sender<Option<Vec<i64>>>,
+    /// The call's part of the answer, and when the run was sent (this process's clock
+    /// for Redis's "now", a little early).
+    reply: oneshot::Sender<Option<(Vec<i64>, Instant)>>,
 }
 
 impl Drop for Shared {
@@ -402,11 +422,9 @@ impl Limiter {
             last_probe: Mutex::new(None),
             announcer: Mutex::new(None),
         });
-        if shared.redis.is_some() {
-            let task = tokio::spawn(announce(Arc::downgrade(&shared)));
-            if let Ok(mut slot) = shared.announcer.lock() {
-                *slot = Some(task);
-            }
+        let task = tokio::spawn(maintain(Arc::downgrade(&shared)));
+        if let Ok(mut slot) = shared.announcer.lock() {
+            *slot = Some(task);
         }
         Self { shared }
     }
@@ -447,7 +465,7 @@ impl Limiter {
             .collect();
         // Units of the call's checks paid from this process's leases.
         let mut covered = vec![0; checks.len()];
-        if real_time {
+        if real_time && self.shared.redis.is_some() {
             match self.decide_here(checks, &keys) {
                 Ok(decision) => return decision,
                 Err(paid) => covered = paid,
@@ -460,7 +478,7 @@ impl Limiter {
                 vec![0; checks.len()]
             };
             if (!redis.is_down() || self.probe_due())
-                && let Some(answer) = self
+                && let Some((answer, sent)) = self
                     .ask_redis(checks, &keys, now_us, &wants, &covered)
                     .await
             {
@@ -471,7 +489,8 @@ impl Limiter {
                 if real_time && !decision.allowed {
                     // Units a concurrent call of this process leased meanwhile are this
                     // process's to use: already counted in Redis.
-                    if let Some(admitted) = self.refused_in_redis(checks, &keys, &covered, &answer)
+                    if let Some(admitted) =
+                        self.refused_in_redis(checks, &keys, &covered, &answer, sent)
                     {
                         return admitted;
                     }
@@ -510,7 +529,7 @@ impl Limiter {
         now_us: Option<u64>,
         wants: &[u64],
         covered: &[u64],
-    ) -> Option<Vec<i64>> {
+    ) -> Option<(Vec<i64>, Instant)> {
         let queue = self.shared.queue.as_ref()?;
         let redis = self.shared.redis.as_ref()?;
         let mut args = Vec::with_capacity(2 + PER_CHECK * checks.len());
@@ -530,7 +549,12 @@ impl Limiter {
         let pending = Pending {
             keys: keys.iter().map(|k| redis.key(k)).collect(),
             args,
-            lease_keys: now_us.is_none().then(|| keys.to_vec()),
+            lease_keys: now_us.is_none().then(|| {
+                keys.iter()
+                    .zip(checks)
+                    .map(|(k, c)| (k.clone(), Duration::from_micros(c.policy.emission_us())))
+                    .collect()
+            }),
             reply,
         };
         queue.send(pending).await.ok()?;
@@ -538,7 +562,7 @@ impl Limiter {
             .await
             .ok()
             .flatten()
-            .filter(|a| a.len() == 2 + PER_CHECK * checks.len())
+            .filter(|(a, _)| a.len() == 2 + PER_CHECK * checks.len())
     }
 
     /// What this process can decide without Redis, under one lock: a refusal, when one
@@ -553,9 +577,12 @@ impl Limiter {
             return Err(paid);
         };
         for (check, key) in checks.iter().zip(keys) {
-            let cost = u64::from(check.cost.max(1));
-            let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
-            lease.count(now, cost);
+            // Keys get an entry when Redis answers for them, never merely because a call
+            // named them.
+            let Some(lease) = leases.get_mut(key) else {
+                continue;
+            };
+            lease.count(now, u64::from(check.cost.max(1)));
             if let Some(refusal) = lease.refusal(check, now) {
                 return Ok(refusal);
             }
@@ -588,6 +615,7 @@ impl Limiter {
         keys: &[String],
         covered: &[u64],
         answer: &[i64],
+        sent: Instant,
     ) -> Option<Decision> {
         let now = Instant::now();
         let mut leases = self.shared.leases.lock().ok()?;
@@ -610,10 +638,9 @@ impl Limiter {
             return Some(from_leases(checks, keys, &leases, now));
         }
         for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
-            if a[2] > 0
-                && let Some(lease) = leases.get_mut(key)
-            {
-                lease.over_limit = Some(now + Duration::from_micros(a[1].max(0).unsigned_abs()));
+            if a[2] > 0 {
+                let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
+                lease.over_limit = Some(sent + Duration::from_micros(a[1].max(0).unsigned_abs()));
             }
         }
         None
@@ -822,30 +849,45 @@ async fn run_batches(
 }
 
 /// Keeps the leases Redis granted with an admitted call (`answer`: its part of the
-/// script's answer), before the call's caller or any other learns the answer.
-fn store_leases(leases: &Mutex<HashMap<String, Lease>>, keys: &[String], answer: &[i64]) {
-    let now = Instant::now();
+/// script's answer; `sent`: when the run was sent), before the call's caller or any other
+/// learns the answer.
+fn store_leases(
+    leases: &Mutex<HashMap<String, Lease>>,
+    keys: &[(String, Duration)],
+    answer: &[i64],
+    sent: Instant,
+) {
     let Ok(mut leases) = leases.lock() else {
         return;
     };
-    if leases.len() >= LEASED_KEYS {
-        leases.retain(|_, l| {
-            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
-        });
-    }
-    for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+    for ((key, emission), a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
         let granted = a[3].max(0).unsigned_abs();
-        let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
+        let lease = leases.entry(key.clone()).or_insert_with(|| {
+            let mut lease = Lease::new(sent);
+            lease.count(sent, 1);
+            lease
+        });
         if granted > 0 {
-            lease.units = if now < lease.expires {
+            lease.units = if sent < lease.expires {
                 lease.units + granted
             } else {
                 granted
             };
-            lease.expires = now + LEASE_TTL;
+            lease.expires = sent + LEASE_TTL;
         }
+        lease.emission = *emission;
         lease.remaining = a[0].max(0).unsigned_abs();
-        lease.reset_at = now + Duration::from_micros(a[1].max(0).unsigned_abs());
+        lease.reset_at = sent + Duration::from_micros(a[1].max(0).unsigned_abs());
+    }
+}
+
+/// Drops what the lease table keeps of keys idle for two seconds and not over a limit.
+fn sweep_leases(leases: &Mutex<HashMap<String, Lease>>) {
+    let now = Instant::now();
+    if let Ok(mut leases) = leases.lock() {
+        leases.retain(|_, l| {
+            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
+        });
     }
 }
 
@@ -867,6 +909,7 @@ async fn run_batch(
             invocation.arg(arg);
         }
     }
+    let sent = Instant::now();
     let answer: Option<Vec<i64>> = redis
         .invoke("the shared rate limits", &invocation)
         .await
@@ -883,17 +926,18 @@ async fn run_batch(
         if let (Some(part), Some(keys)) = (&part, &pending.lease_keys)
             && part[0] == 1
         {
-            store_leases(&leases, keys, part);
+            store_leases(&leases, keys, part, sent);
         }
         parts.push(part);
     }
     for (pending, part) in batch.into_iter().zip(parts) {
-        let _ = pending.reply.send(part);
+        let _ = pending.reply.send(part.map(|p| (p, sent)));
     }
 }
 
-/// Announces this replica every second and keeps the count of live ones.
-async fn announce(shared: Weak<Shared>) {
+/// Every second: drops the state of idle keys (lease table, per-process limiters), so
+/// memory follows the keys in use, and announces this replica (with Redis).
+async fn maintain(shared: Weak<Shared>) {
     let id = uuid::Uuid::new_v4().to_string();
     let script = redis::Script::new(ANNOUNCE);
     let mut every = tokio::time::interval(ANNOUNCE_EVERY);
@@ -902,8 +946,13 @@ async fn announce(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        sweep_leases(&shared.leases);
+        Limiter {
+            shared: Arc::clone(&shared),
+        }
+        .forget_idle_keys();
         let Some(redis) = &shared.redis else {
-            return;
+            continue;
         };
         let mut invocation = script.prepare_invoke();
         invocation

@@ -417,6 +417,15 @@ impl Settings {
 impl Settings {
     /// The rate limits, defaults for what is unset.
     fn rate_limits(&self) -> Result<RateLimits, ConfigError> {
+        let limits = self.rate_limits_unchecked()?;
+        limits.check_costs().map_err(|problem| ConfigError {
+            variable: RATE_LIMIT_COSTS.name,
+            problem,
+        })?;
+        Ok(limits)
+    }
+
+    fn rate_limits_unchecked(&self) -> Result<RateLimits, ConfigError> {
         let defaults = RateLimits::default();
         let policy = |setting: &Setting,
                       value: &Option<String>,

@@ -136,6 +136,20 @@ async fn every_answer_says_what_is_left_and_a_refusal_says_when_to_come_back() {
         quota(&refused),
         [("ip:127.0.0.1".to_owned(), "sign_in".to_owned(), 3)]
     );
+    // A token of one's own does not lift the per-address limit on signing in.
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: "ada@example.com".into(),
+        password: PASSWORD.into(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", credentials.access_token)
+            .parse()
+            .unwrap(),
+    );
+    let with_token = h.client.login(request).await.unwrap_err();
+    assert_eq!(with_token.code(), Code::ResourceExhausted, "{with_token:?}");
+    assert_eq!(quota(&with_token)[0].0, "ip:127.0.0.1");
     // Once the advertised delay has passed, the call goes through.
     tokio::time::sleep(delay).await;
     login(&mut h.client, "ada@example.com", PASSWORD)

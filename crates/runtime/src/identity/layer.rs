@@ -72,6 +72,9 @@ pub struct Authenticator {
     sessions: SessionCheck,
     verified: VerifiedTokens,
     remote: Option<moka::future::Cache<[u8; 32], Principal>>,
+    /// Credentials the auth service refused, by digest, as briefly: a flood of made-up API
+    /// keys costs the auth service one look-up per key and second, not one per call.
+    refused: Option<moka::future::Cache<[u8; 32], ()>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -106,6 +109,12 @@ impl Authenticator {
                 SessionCheck::cached(redis, ttl)
             },
             remote: (!ttl.is_zero()).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(ttl)
+                    .build()
+            }),
+            refused: (!ttl.is_zero()).then(|| {
                 moka::future::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(ttl)
@@ -190,14 +199,24 @@ impl Authenticator {
         {
             return Ok(principal);
         }
+        if let Some(refused) = &self.refused
+            && refused.contains_key(&digest)
+        {
+            return Err(unauthenticated());
+        }
         let mut request = tonic::Request::new(pb::VerifyTokenRequest {
             token: token.to_owned(),
         });
         request.set_timeout(AUTH_CALL_TIMEOUT);
         let mut auth = self.auth.clone();
-        let answer = client_call(AUTH_SERVICE_NAME, "VerifyToken", auth.verify_token(request))
-            .await
-            .map_err(|status| match status.code() {
+        let answer =
+            client_call(AUTH_SERVICE_NAME, "VerifyToken", auth.verify_token(request)).await;
+        if let (Err(status), Some(refused)) = (&answer, &self.refused)
+            && matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument)
+        {
+            refused.insert(digest, ()).await;
+        }
+        let answer = answer.map_err(|status| match status.code() {
             Code::Unauthenticated | Code::InvalidArgument => unauthenticated(),
             _ => {
                 tracing::warn!(error = %status.message(), "the auth service could not verify a credential");

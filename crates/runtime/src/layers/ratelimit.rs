@@ -169,6 +169,30 @@ impl RateLimits {
         Ok(Some(Arc::new(Policy::new(name, calls, period))))
     }
 
+    /// Refuses a method cost that some limit could never admit (more than its whole
+    /// budget): such calls would be refused forever while told to retry.
+    pub fn check_costs(&self) -> Result<(), String> {
+        let smallest = [
+            &self.authenticated,
+            &self.user,
+            &self.unauthenticated,
+            &self.sign_in,
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|p| p.limit);
+        let Some(smallest) = smallest else {
+            return Ok(());
+        };
+        match self.costs.iter().find(|(_, cost)| **cost > smallest.limit) {
+            Some((method, cost)) => Err(format!(
+                "{method} costs {cost}, more than the {} limit's whole budget ({})",
+                smallest.name, smallest.limit
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Method costs read from a setting (`package.Service/Method=cost`, comma-separated)
     /// over [`DEFAULT_COSTS`]; every method must be one of `known`.
     pub fn parse_costs(value: &str, known: &[String]) -> Result<HashMap<String, u32>, String> {
@@ -316,10 +340,11 @@ pub fn client_address(
     if !is_trusted(client) {
         return Some(client);
     }
+    // A line that is not text reads as a hop that is not an address: it ends the chain.
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or("?"))
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
@@ -452,10 +477,16 @@ where
         if cost == 0 || EXEMPT_SERVICES.contains(&service) {
             return Box::pin(inner.call(request));
         }
-        let caller = request
-            .extensions()
-            .get::<Principal>()
-            .or_else(|| request.extensions().get::<IdentifiedCaller>().map(|c| &c.0));
+        // Signing in is limited per address whoever the caller says they are: a token of
+        // one's own must not lift the limit on guessing someone else's password.
+        let caller = if SIGN_IN_METHODS.contains(&method) {
+            None
+        } else {
+            request
+                .extensions()
+                .get::<Principal>()
+                .or_else(|| request.extensions().get::<IdentifiedCaller>().map(|c| &c.0))
+        };
         let address = if caller.is_some() {
             String::new()
         } else {
@@ -624,6 +655,13 @@ mod tests {
         assert_eq!(costs["strata.auth.v1.AuthService/VerifyToken"], 0);
         assert!(RateLimits::parse_costs("Nope/Login=3", &known).is_err());
         assert!(RateLimits::parse_costs("strata.auth.v1.AuthService/Login=-3", &known).is_err());
+        // A cost no budget could ever pay is refused.
+        let mut limits = RateLimits::default();
+        assert!(limits.check_costs().is_ok());
+        limits
+            .costs
+            .insert("strata.auth.v1.AuthService/Login".into(), 11);
+        assert!(limits.check_costs().unwrap_err().contains("sign_in"));
         let proxies = RateLimits::parse_proxies("10.0.0.0/8, ::1,192.0.2.7").unwrap();
         assert_eq!(proxies.len(), 3);
         assert!(RateLimits::parse_proxies("10.0.0.0/33").is_err());
@@ -663,6 +701,16 @@ mod tests {
                 &trusted
             ),
             ip("10.3.3.3")
+        );
+        // A line that is not text ends the chain too.
+        let mut opaque = headers(&["198.51.100.1"]);
+        opaque.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(
+            client_address(ip("10.1.1.1"), &opaque, &trusted),
+            ip("10.1.1.1")
         );
         // Mapped IPv4 and ports are understood; no header leaves the proxy itself.
         assert_eq!(
