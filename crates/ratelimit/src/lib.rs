@@ -17,10 +17,11 @@
 //! once. A key that calls faster than its sustained rate does not need Redis on every
 //! call: with an admitted call, the script also reserves a lease of units for this process
 //! (what the key used in a second at its recent rate, at most 256), counted in Redis like
-//! calls made at once, which the process then admits on its own for up to a second, and
-//! only while Redis still counts at least as many calls ahead of now as the process holds
-//! (so a burst through another replica can never find the whole budget free while units
-//! are in hand: replicas together never admit more than the limit). A lease is granted only
+//! calls made at once, which the process then admits on its own for up to a second. Until
+//! the lease ends, Redis also counts its units as taken in every other call's check, even
+//! once the key's arrival time has caught up with the clock, so a burst through another
+//! replica never finds the whole budget free while units are in hand: replicas together
+//! never admit more than the limit. A lease is granted only
 //! while four times it per replica is left, so near its limit every call of a key is
 //! decided in Redis; a key that goes quiet forfeits at most one small lease. Keys Redis
 //! found over their limit are remembered here until their budget allows
@@ -72,7 +73,8 @@ const MAX_IN_FLIGHT: usize = 4;
 /// instead of each waiting for a timeout.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// GCRA for a batch of calls, each over several keys and decided on its own, in order.
+/// GCRA for a batch of calls, each over several keys and decided on its own, in order
+/// (`LEASE_US` is replaced by [`LEASE_TTL`] in µs).
 /// ARGV[1]: number of calls; then per call: now in µs (empty for Redis's clock), number of
 /// checks, then per check: emission interval in µs, tolerance in µs, cost, lease wanted
 /// (units), headroom (the lease is granted only while `headroom` times it is left). KEYS:
@@ -98,34 +100,59 @@ for c = 1, tonumber(ARGV[1]) do
     local want = tonumber(ARGV[a + 3])
     local headroom = tonumber(ARGV[a + 4])
     a = a + 5
-    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
+    -- State: the theoretical arrival time, and the units leased to processes (counted in
+    -- it when granted) that may still be used until a time.
+    local tat, held, till = now, 0, 0
+    local v = redis.call('GET', KEYS[k + i])
+    if v then
+      local x, y, z = string.match(v, '^(%d+),(%d+),(%d+)$')
+      if x then
+        tat, held, till = tonumber(x), tonumber(y), tonumber(z)
+      else
+        tat = tonumber(v) or now
+      end
+    end
+    if till <= now then held = 0 end
     if tat < now then tat = now end
-    local new_tat = tat + emission * cost
-    local retry = new_tat - tolerance - now
+    -- Units still in processes' hands count as calls ahead of now, even once the arrival
+    -- time has caught up with the clock: nobody may take the budget they hold.
+    local busy = math.max(tat, now + held * emission)
+    local retry = busy + emission * cost - tolerance - now
     if retry > 0 then allowed = 0 else retry = 0 end
-    state[i] = {emission, tolerance, tat, new_tat, retry, want, headroom}
+    state[i] = {emission, tolerance, tat, cost, retry, want, headroom, held, till, busy}
   end
   result[#result + 1] = allowed
   result[#result + 1] = now
   for i = 1, n do
     local s = state[i]
-    local tat = s[3]
+    local emission, tolerance = s[1], s[2]
+    local tat, busy, held, till = s[3], s[10], s[8], s[9]
     local grant = 0
     if allowed == 1 then
+      -- Counted after the units in hand, which stay counted once the lease ends (as
+      -- calls made now: never less than they were).
+      busy = busy + emission * s[4]
+      tat = busy
       -- A lease: up to `want` more units, if what is left is `headroom` times that.
       if s[6] > 0 then
-        local left = math.floor((now + s[2] - s[4]) / s[1])
+        local left = math.floor((now + tolerance - busy) / emission)
         grant = math.min(s[6], math.floor(left / s[7]))
         if grant < 0 then grant = 0 end
       end
-      tat = s[4] + grant * s[1]
+      if grant > 0 then
+        busy = busy + grant * emission
+        tat = busy
+        held = held + grant
+        till = now + LEASE_US
+      end
+      local life = math.max(tat, till) - now
       -- A second longer than needed: an expired state and an elapsed one read alike.
-      redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+      redis.call('SET', KEYS[k + i], string.format('%d,%d,%d', tat, held, till), 'PX', math.floor(life / 1000) + 1000)
     end
-    local remaining = math.floor((s[2] - (tat - now)) / s[1])
+    local remaining = math.floor((tolerance - (busy - now)) / emission)
     if remaining < 0 then remaining = 0 end
     result[#result + 1] = remaining
-    result[#result + 1] = tat - now
+    result[#result + 1] = busy - now
     result[#result + 1] = s[5]
     result[#result + 1] = grant
   end
@@ -133,7 +160,6 @@ for c = 1, tonumber(ARGV[1]) do
 end
 return result
 ";
-
 /// Records a replica (KEYS[1]: the set; ARGV: replica id, life in ms); how many live.
 const ANNOUNCE: &str = r"
 local t = redis.call('TIME')
@@ -239,8 +265,6 @@ struct Lease {
     /// key's theoretical arrival time, on this process's clock).
     remaining: u64,
     reset_at: Instant,
-    /// The key's emission interval.
-    emission: Duration,
     /// When Redis last refused the key: its theoretical arrival time then, a lower bound
     /// of the real one (other replicas can only have moved it later).
     over_limit: Option<Instant>,
@@ -257,7 +281,6 @@ impl Lease {
             expires: now,
             remaining: 0,
             reset_at: now,
-            emission: Duration::ZERO,
             over_limit: None,
             window_start: now,
             window_calls: 0,
@@ -286,20 +309,10 @@ impl Lease {
         ((rate * LEASE_TTL.as_secs_f64()) as u64).min(MAX_LEASE)
     }
 
-    /// Whether `cost` units can be used at `now`. Units held here were counted in Redis
-    /// as calls made when they were granted; they may be used only while Redis still
-    /// counts at least as many calls ahead of now as are held (the key's arrival time at
-    /// least that many emission intervals away). Otherwise a burst through another replica
-    /// could take the whole budget while these units are still in hand.
+    /// Whether `cost` units can be used at `now` (Redis counts the units as taken until
+    /// the lease's end, which it sets no earlier than this process does).
     fn usable(&self, now: Instant, cost: u64) -> bool {
-        let held_after = u32::try_from(self.units.saturating_sub(cost)).unwrap_or(u32::MAX);
-        self.units >= cost
-            && now < self.expires
-            && self
-                .emission
-                .checked_mul(held_after)
-                .and_then(|ahead| now.checked_add(ahead))
-                .is_some_and(|at| at <= self.reset_at)
+        self.units >= cost && now < self.expires
     }
 
     /// The refusal of `check` at `now`, if the key is known to be over its limit still.
@@ -368,9 +381,8 @@ fn from_leases(
 /// One call waiting for the script.
 struct Pending {
     keys: Vec<String>,
-    /// The keys' names in the lease table and their emission intervals, when a granted
-    /// lease is to be kept.
-    lease_keys: Option<Vec<(String, Duration)>>,
+    /// The keys' names in the lease table, when a granted lease is to be kept.
+    lease_keys: Option<Vec<String>>,
     /// Now (empty: Redis's clock), the number of checks, then five numbers per check.
     args: Vec<String>,
     /// The call's part of the answer, and when the run was sent (this process's clock
@@ -549,12 +561,7 @@ impl Limiter {
         let pending = Pending {
             keys: keys.iter().map(|k| redis.key(k)).collect(),
             args,
-            lease_keys: now_us.is_none().then(|| {
-                keys.iter()
-                    .zip(checks)
-                    .map(|(k, c)| (k.clone(), Duration::from_micros(c.policy.emission_us())))
-                    .collect()
-            }),
+            lease_keys: now_us.is_none().then(|| keys.to_vec()),
             reply,
         };
         queue.send(pending).await.ok()?;
@@ -819,7 +826,9 @@ async fn run_batches(
     mut queue: mpsc::Receiver<Pending>,
     leases: Arc<Mutex<HashMap<String, Lease>>>,
 ) {
-    let script = Arc::new(redis::Script::new(GCRA));
+    let script = Arc::new(redis::Script::new(
+        &GCRA.replace("LEASE_US", &LEASE_TTL.as_micros().to_string()),
+    ));
     let mut in_flight = futures_util::stream::FuturesUnordered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
@@ -853,14 +862,14 @@ async fn run_batches(
 /// learns the answer.
 fn store_leases(
     leases: &Mutex<HashMap<String, Lease>>,
-    keys: &[(String, Duration)],
+    keys: &[String],
     answer: &[i64],
     sent: Instant,
 ) {
     let Ok(mut leases) = leases.lock() else {
         return;
     };
-    for ((key, emission), a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+    for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
         let granted = a[3].max(0).unsigned_abs();
         let lease = leases.entry(key.clone()).or_insert_with(|| {
             let mut lease = Lease::new(sent);
@@ -875,7 +884,6 @@ fn store_leases(
             };
             lease.expires = sent + LEASE_TTL;
         }
-        lease.emission = *emission;
         lease.remaining = a[0].max(0).unsigned_abs();
         lease.reset_at = sent + Duration::from_micros(a[1].max(0).unsigned_abs());
     }

@@ -403,3 +403,36 @@ async fn a_busy_key_is_served_from_leases_and_two_replicas_still_admit_the_limit
         "{runs} script runs for {admitted} admitted calls: leases unused"
     );
 }
+
+#[tokio::test]
+async fn units_leased_to_one_replica_are_not_in_another_replicas_burst_after_a_refill() {
+    let redis = TestRedis::new();
+    let a = Limiter::new(Some(redis.handle().clone()));
+    let b = Limiter::new(Some(redis.handle().clone()));
+    let policy = Arc::new(Policy::new("refill", 100, Duration::from_secs(1)));
+    let checks = vec![Check {
+        policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    // A calls quickly enough to be leased units, then stops while holding some.
+    for _ in 0..12 {
+        assert!(a.check(&checks).await.allowed);
+    }
+    // The key's arrival time catches up with the clock (the budget is whole again in
+    // Redis's arithmetic); A's lease lasts a second.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = std::time::Instant::now();
+    let burst = futures_util::future::join_all((0..150).map(|_| b.check(&checks))).await;
+    let mut from_a = 0;
+    for _ in 0..20 {
+        from_a += u32::from(a.check(&checks).await.allowed);
+    }
+    let refill = (started.elapsed().as_millis() / 10) as u32 + 1;
+    let from_b = burst.iter().filter(|d| d.allowed).count() as u32;
+    assert!(from_a > 0, "A held no lease: the test shows nothing");
+    assert!(
+        from_a + from_b <= 100 + refill,
+        "{from_b} through B and {from_a} from A's lease: more than the budget (+{refill} refilled)"
+    );
+}
