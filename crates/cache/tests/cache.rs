@@ -78,6 +78,21 @@ async fn replica(redis: &RedisHandle) -> (Caches, Tiered<Item>) {
     replica_with(redis, CacheConfig::default()).await
 }
 
+/// A database with the items table, a Redis, and two replicas sharing them.
+async fn two_replicas() -> (
+    TestDb,
+    TestRedis,
+    (Caches, Tiered<Item>),
+    (Caches, Tiered<Item>),
+) {
+    let db = TestDb::new().await;
+    items(&db).await;
+    let redis = TestRedis::new();
+    let a = replica(redis.handle()).await;
+    let b = replica(redis.handle()).await;
+    (db, redis, a, b)
+}
+
 /// A replica with `config`.
 async fn replica_with(redis: &RedisHandle, config: CacheConfig) -> (Caches, Tiered<Item>) {
     let caches = Caches::start(Some(redis.clone()), config);
@@ -138,11 +153,7 @@ async fn a_hundred_concurrent_misses_of_one_key_make_one_query() {
 
 #[tokio::test]
 async fn a_load_that_read_the_old_row_cannot_fill_it_back_after_the_invalidation() {
-    let db = TestDb::new().await;
-    items(&db).await;
-    let redis = TestRedis::new();
-    let (_a, cache_a) = replica(redis.handle()).await;
-    let (_b, cache_b) = replica(redis.handle()).await;
+    let (db, _redis, (_a, cache_a), (_b, cache_b)) = two_replicas().await;
     let pool = db.db();
 
     // A misses and reads version 1, then pauses before filling L2.
@@ -190,11 +201,7 @@ async fn a_load_that_read_the_old_row_cannot_fill_it_back_after_the_invalidation
 
 #[tokio::test]
 async fn the_writer_reads_its_write_at_once_and_another_replica_within_100_ms() {
-    let db = TestDb::new().await;
-    items(&db).await;
-    let redis = TestRedis::new();
-    let (_a, cache_a) = replica(redis.handle()).await;
-    let (_b, cache_b) = replica(redis.handle()).await;
+    let (db, _redis, (_a, cache_a), (_b, cache_b)) = two_replicas().await;
     let pool = db.db();
     assert_eq!(version(&cache_a, pool, "a").await, Some(1));
     assert_eq!(version(&cache_b, pool, "a").await, Some(1));
@@ -407,11 +414,7 @@ async fn invalidations_beyond_the_replay_bound_clear_the_cache_and_l2_comes_back
 
 #[tokio::test]
 async fn a_writer_cancelled_after_its_commit_still_invalidates_every_replica() {
-    let db = TestDb::new().await;
-    items(&db).await;
-    let redis = TestRedis::new();
-    let (_a, cache_a) = replica(redis.handle()).await;
-    let (_b, cache_b) = replica(redis.handle()).await;
+    let (db, _redis, (_a, cache_a), (_b, cache_b)) = two_replicas().await;
     let pool = db.db();
     assert_eq!(version(&cache_b, pool, "a").await, Some(1));
     set_version(&db, "a", 2).await;
