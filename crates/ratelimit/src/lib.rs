@@ -250,7 +250,7 @@ struct Shared {
     degraded: AtomicBool,
     /// When a call last tried Redis during an outage.
     last_probe: Mutex<Option<Instant>>,
-    announcer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    maintainer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Units of one key that Redis reserved for this process (already counted there), to
@@ -392,7 +392,7 @@ struct Pending {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Ok(Some(task)) = self.announcer.get_mut().map(Option::take) {
+        if let Ok(Some(task)) = self.maintainer.get_mut().map(Option::take) {
             task.abort();
         }
     }
@@ -432,10 +432,10 @@ impl Limiter {
             replicas: AtomicU32::new(1),
             degraded: AtomicBool::new(false),
             last_probe: Mutex::new(None),
-            announcer: Mutex::new(None),
+            maintainer: Mutex::new(None),
         });
         let task = tokio::spawn(maintain(Arc::downgrade(&shared)));
-        if let Ok(mut slot) = shared.announcer.lock() {
+        if let Ok(mut slot) = shared.maintainer.lock() {
             *slot = Some(task);
         }
         Self { shared }
@@ -759,16 +759,6 @@ impl Limiter {
         local.insert(policy.name.clone(), (replicas, Arc::clone(&limiter)));
         limiter
     }
-
-    /// Drops per-process state of keys whose budgets are whole again (bounded memory).
-    pub fn forget_idle_keys(&self) {
-        if let Ok(local) = self.shared.local.lock() {
-            for (_, limiter) in local.values() {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
-        }
-    }
 }
 
 /// A decision for checks none of which was looked at (cannot happen: checks are never
@@ -889,13 +879,24 @@ fn store_leases(
     }
 }
 
-/// Drops what the lease table keeps of keys idle for two seconds and not over a limit.
-fn sweep_leases(leases: &Mutex<HashMap<String, Lease>>) {
-    let now = Instant::now();
-    if let Ok(mut leases) = leases.lock() {
-        leases.retain(|_, l| {
-            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
-        });
+impl Shared {
+    /// Drops the state of idle keys, so memory follows the keys in use: lease-table
+    /// entries idle for two seconds and not over a limit, and the per-process limiters'
+    /// keys whose budgets are whole again.
+    fn forget_idle_keys(&self) {
+        let now = Instant::now();
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.retain(|_, l| {
+                l.window_start + Duration::from_secs(2) > now
+                    || l.over_limit.is_some_and(|t| t > now)
+            });
+        }
+        if let Ok(local) = self.local.lock() {
+            for (_, limiter) in local.values() {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
     }
 }
 
@@ -954,11 +955,7 @@ async fn maintain(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        sweep_leases(&shared.leases);
-        Limiter {
-            shared: Arc::clone(&shared),
-        }
-        .forget_idle_keys();
+        shared.forget_idle_keys();
         let Some(redis) = &shared.redis else {
             continue;
         };

@@ -36,6 +36,7 @@ use uuid::Uuid;
 use super::revocation::{Revocation, SessionCheck};
 use super::token::{API_KEY_PREFIX, PublicKeys, TokenError, TokenSettings, VerifiedTokens};
 use super::{Credential, Principal, Role};
+use crate::layers::{INFRASTRUCTURE_SERVICES, grpc_service};
 use crate::redis::RedisHandle;
 use crate::telemetry::{TraceContextInterceptor, client_call};
 
@@ -46,15 +47,6 @@ const VERIFIED_TOKEN_MAX_AGE: Duration = Duration::from_secs(60);
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Deadline of calls to the auth service.
 const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Services that need no credentials here.
-const PUBLIC_SERVICES: &[&str] = &[
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-    // The auth service authenticates its own calls against the database.
-    AUTH_SERVICE_NAME,
-];
 
 /// Who a call to a service that authenticates its own calls (auth) comes from, as far as
 /// rate limiting needs: an access token whose signature and expiry verify (its session may
@@ -303,12 +295,10 @@ where
         // The service that was polled ready handles this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let service = request
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|path| path.split_once('/'))
-            .map(|(service, _)| service);
+        let service = grpc_service(request.uri().path());
+        if service.is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
+            return Box::pin(inner.call(request));
+        }
         let token = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -316,10 +306,9 @@ where
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned);
         let authenticator = Arc::clone(&self.authenticator);
-        if service.is_some_and(|s| PUBLIC_SERVICES.contains(&s)) {
-            if service != Some(AUTH_SERVICE_NAME) {
-                return Box::pin(inner.call(request));
-            }
+        // The auth service authenticates its own calls against the database; the caller
+        // is only identified here, for the rate limits.
+        if service == Some(AUTH_SERVICE_NAME) {
             let Some(token) = token else {
                 return Box::pin(inner.call(request));
             };

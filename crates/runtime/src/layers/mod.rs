@@ -14,6 +14,20 @@ mod metadata;
 mod ratelimit;
 mod request;
 
+/// Services of the gRPC machinery (probes, tooling): neither authenticated nor limited.
+pub const INFRASTRUCTURE_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// The service part of a gRPC path (`/package.Service/Method`).
+pub fn grpc_service(path: &str) -> Option<&str> {
+    path.strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .map(|(service, _)| service)
+}
+
 pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_VALUE_BYTES, MetadataLimitLayer, MetadataLimitService,
 };

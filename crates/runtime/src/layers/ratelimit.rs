@@ -42,6 +42,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
+use super::{INFRASTRUCTURE_SERVICES, grpc_service};
 use crate::identity::{Credential, IdentifiedCaller, Principal};
 
 /// `ratelimit-policy`: the binding limit's quota and window.
@@ -56,13 +57,6 @@ pub const X_RATELIMIT_REMAINING_HEADER: &str = "x-ratelimit-remaining";
 pub const X_RATELIMIT_RESET_HEADER: &str = "x-ratelimit-reset";
 /// `retry-after`: whole seconds until a refused call would be admitted.
 pub const RETRY_AFTER_HEADER: &str = "retry-after";
-
-/// Services never limited: probes and tooling.
-const EXEMPT_SERVICES: &[&str] = &[
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
 
 /// Methods checked against `sign_in` too.
 const SIGN_IN_METHODS: &[&str] = &[
@@ -469,12 +463,10 @@ where
         // The service that was polled ready handles this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = request.uri().path().trim_start_matches('/');
-        let service = method
-            .split_once('/')
-            .map_or(method, |(service, _)| service);
+        let path = request.uri().path();
+        let method = path.trim_start_matches('/');
         let cost = self.limits.cost(method);
-        if cost == 0 || EXEMPT_SERVICES.contains(&service) {
+        if cost == 0 || grpc_service(path).is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
             return Box::pin(inner.call(request));
         }
         // Signing in is limited per address whoever the caller says they are: a token of
