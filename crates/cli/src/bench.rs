@@ -903,7 +903,7 @@ impl Recorder<'_> {
             return Report::skipped(load);
         }
         let recording = self.profiler.as_ref().and_then(|p| {
-            p.start(operation)
+            p.start(self.probe.suite, operation)
                 .map_err(|e| eprintln!("strata bench: no flame graph of {operation}: {e:#}"))
                 .ok()
         });
@@ -1236,7 +1236,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let channels = load::connect(&suite.url, wide.connections).await?;
     let probe = Probe::new(suite.pid, &database_url, &redis_url).await?;
     let profiler = match options.flamegraphs {
-        true => Some(flamegraph::Profiler::new(suite.pid, &options.out).await?),
+        true => Some(flamegraph::Profiler::new(&options.out).await?),
         false => None,
     };
     let hello_row = row(

@@ -39,6 +39,8 @@
 //! locally at once. Outages are logged once, by the Redis handle.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -50,6 +52,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 use strata_cache::RedisHandle;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 /// How long a replica counts as alive after its last announcement.
 const REPLICA_TTL: Duration = Duration::from_secs(5);
@@ -203,13 +206,80 @@ impl Policy {
     }
 }
 
+/// Whose budget a check counts against. Cheap to hash and compare: the calls a process
+/// decides on its own (from leases) never format it; it is written out, `kind:id`, only
+/// in Redis keys and in what a refusal says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A user: `user:<id>`.
+    User(Uuid),
+    /// An API key: `api_key:<id>`.
+    ApiKey(Uuid),
+    /// A client's address: `ip:<address>`; see [`Key::address`].
+    Address(IpAddr),
+    /// A client whose address is unknown: `ip:unknown`.
+    UnknownAddress,
+    /// Any other name, written as it is.
+    Name(Arc<str>),
+}
+
+impl Key {
+    /// The key of a client's address: an IPv4 address (also one mapped into IPv6) is
+    /// itself, an IPv6 address stands for its /64, the block one subscriber gets.
+    pub fn address(ip: Option<IpAddr>) -> Self {
+        match ip.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V6(ip)) => {
+                let block = u128::from(ip) & !((1u128 << 64) - 1);
+                Self::Address(IpAddr::V6(Ipv6Addr::from(block)))
+            }
+            Some(ip) => Self::Address(ip),
+            None => Self::UnknownAddress,
+        }
+    }
+
+    /// What kind of caller the key stands for, in words (`user`, `API key`, `address`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(_) => "user",
+            Self::ApiKey(_) => "API key",
+            Self::Address(_) | Self::UnknownAddress => "address",
+            Self::Name(_) => "caller",
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::ApiKey(id) => write!(f, "api_key:{id}"),
+            Self::Address(ip @ IpAddr::V4(_)) => write!(f, "ip:{ip}"),
+            Self::Address(ip @ IpAddr::V6(_)) => write!(f, "ip:{ip}/64"),
+            Self::UnknownAddress => f.write_str("ip:unknown"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(name: &str) -> Self {
+        Self::Name(name.into())
+    }
+}
+
+impl From<String> for Key {
+    fn from(name: String) -> Self {
+        Self::Name(name.into())
+    }
+}
+
 /// One check of a call: `cost` units of `policy` for `key`.
 #[derive(Debug, Clone)]
 pub struct Check {
     /// The policy.
     pub policy: Arc<Policy>,
     /// Whose budget: an API key, a user, an address.
-    pub key: String,
+    pub key: Key,
     /// Units this call uses (at least 1).
     pub cost: u32,
 }
@@ -232,8 +302,8 @@ pub struct Decision {
 }
 
 type LocalLimiter = RateLimiter<
-    String,
-    governor::state::keyed::DefaultKeyedStateStore<String>,
+    Key,
+    governor::state::keyed::DefaultKeyedStateStore<Key>,
     DefaultClock,
     StateInformationMiddleware,
 >;
@@ -245,12 +315,58 @@ struct Shared {
     /// Per-process limiters by policy name, with the replica count they were sized for.
     local: Mutex<HashMap<String, (u32, Arc<LocalLimiter>)>>,
     /// Units Redis leased to this process, and each key's recent call rate.
-    leases: Arc<Mutex<HashMap<String, Lease>>>,
+    leases: Arc<Mutex<LeaseTable>>,
     replicas: AtomicU32,
     degraded: AtomicBool,
     /// When a call last tried Redis during an outage.
     last_probe: Mutex<Option<Instant>>,
     maintainer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The leases of a process: per key, one per policy the key is checked against (a key is
+/// rarely under more than two, so a short list beats a second hash).
+#[derive(Default)]
+struct LeaseTable {
+    keys: HashMap<Key, Vec<(String, Lease)>, foldhash::fast::RandomState>,
+}
+
+impl LeaseTable {
+    fn get(&self, check: &Check) -> Option<&Lease> {
+        let policy = check.policy.name.as_str();
+        self.keys
+            .get(&check.key)?
+            .iter()
+            .find_map(|(p, lease)| (p == policy).then_some(lease))
+    }
+
+    fn get_mut(&mut self, check: &Check) -> Option<&mut Lease> {
+        let policy = check.policy.name.as_str();
+        self.keys
+            .get_mut(&check.key)?
+            .iter_mut()
+            .find_map(|(p, lease)| (p == policy).then_some(lease))
+    }
+
+    /// The lease of `check`'s key and policy, made with `new` if there is none.
+    fn entry(&mut self, check: &Check, new: impl FnOnce() -> Lease) -> &mut Lease {
+        let leases = self.keys.entry(check.key.clone()).or_default();
+        let at = match leases.iter().position(|(p, _)| *p == check.policy.name) {
+            Some(at) => at,
+            None => {
+                leases.push((check.policy.name.clone(), new()));
+                leases.len() - 1
+            }
+        };
+        &mut leases[at].1
+    }
+
+    /// Keeps the leases `keep` says to keep, and the keys with any left.
+    fn retain(&mut self, mut keep: impl FnMut(&Lease) -> bool) {
+        self.keys.retain(|_, leases| {
+            leases.retain(|(_, lease)| keep(lease));
+            !leases.is_empty()
+        });
+    }
 }
 
 /// Units of one key that Redis reserved for this process (already counted there), to
@@ -345,44 +461,41 @@ impl Lease {
 }
 
 /// The admission of a call its leases paid: the tightest check's budget.
-fn from_leases(
-    checks: &[Check],
-    keys: &[String],
-    leases: &HashMap<String, Lease>,
-    now: Instant,
-) -> Decision {
-    let mut tightest: Option<Decision> = None;
-    for (check, key) in checks.iter().zip(keys) {
-        let Some(lease) = leases.get(key) else {
+fn from_leases(checks: &[Check], leases: &LeaseTable, now: Instant) -> Decision {
+    let mut tightest: Option<(&Check, &Lease)> = None;
+    for check in checks {
+        let Some(lease) = leases.get(check) else {
             continue;
         };
-        let remaining = lease.remaining + lease.units;
-        if tightest.as_ref().is_none_or(|t| remaining < t.remaining) {
-            tightest = Some(Decision {
-                allowed: true,
-                policy: Arc::clone(&check.policy),
-                remaining,
-                reset: lease.reset_at.saturating_duration_since(now),
-                retry_after: None,
-                local: false,
-            });
+        if tightest.is_none_or(|(_, t)| lease.remaining + lease.units < t.remaining + t.units) {
+            tightest = Some((check, lease));
         }
     }
-    tightest.unwrap_or_else(|| Decision {
-        allowed: true,
-        policy: Arc::clone(&checks[0].policy),
-        remaining: 0,
-        reset: Duration::ZERO,
-        retry_after: None,
-        local: false,
-    })
+    match tightest {
+        Some((check, lease)) => Decision {
+            allowed: true,
+            policy: Arc::clone(&check.policy),
+            remaining: lease.remaining + lease.units,
+            reset: lease.reset_at.saturating_duration_since(now),
+            retry_after: None,
+            local: false,
+        },
+        None => Decision {
+            allowed: true,
+            policy: Arc::clone(&checks[0].policy),
+            remaining: 0,
+            reset: Duration::ZERO,
+            retry_after: None,
+            local: false,
+        },
+    }
 }
 
 /// One call waiting for the script.
 struct Pending {
     keys: Vec<String>,
-    /// The keys' names in the lease table, when a granted lease is to be kept.
-    lease_keys: Option<Vec<String>>,
+    /// The call's checks, when a granted lease is to be kept.
+    lease_for: Option<Vec<Check>>,
     /// Now (empty: Redis's clock), the number of checks, then five numbers per check.
     args: Vec<String>,
     /// The call's part of the answer, and when the run was sent (this process's clock
@@ -418,7 +531,7 @@ impl Limiter {
     /// the current tokio runtime, the task that batches calls for Redis and the one that
     /// announces this replica every second (to size the fallback).
     pub fn new(redis: Option<RedisHandle>) -> Self {
-        let leases = Arc::new(Mutex::new(HashMap::new()));
+        let leases = Arc::new(Mutex::new(LeaseTable::default()));
         let queue = redis.clone().map(|redis| {
             let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT * 4);
             tokio::spawn(run_batches(redis, rx, Arc::clone(&leases)));
@@ -471,28 +584,22 @@ impl Limiter {
     pub async fn check_at(&self, checks: &[Check], now_us: Option<u64>) -> Decision {
         assert!(!checks.is_empty(), "a call needs at least one check");
         let real_time = now_us.is_none();
-        let keys: Vec<String> = checks
-            .iter()
-            .map(|c| state_key(&c.policy, &c.key))
-            .collect();
         // Units of the call's checks paid from this process's leases.
         let mut covered = vec![0; checks.len()];
         if real_time && self.shared.redis.is_some() {
-            match self.decide_here(checks, &keys) {
+            match self.decide_here(checks) {
                 Ok(decision) => return decision,
                 Err(paid) => covered = paid,
             }
         }
         if let Some(redis) = &self.shared.redis {
             let wants = if real_time {
-                self.wanted_leases(&keys)
+                self.wanted_leases(checks)
             } else {
                 vec![0; checks.len()]
             };
             if (!redis.is_down() || self.probe_due())
-                && let Some((answer, sent)) = self
-                    .ask_redis(checks, &keys, now_us, &wants, &covered)
-                    .await
+                && let Some((answer, sent)) = self.ask_redis(checks, now_us, &wants, &covered).await
             {
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limits are shared by every replica again");
@@ -501,15 +608,13 @@ impl Limiter {
                 if real_time && !decision.allowed {
                     // Units a concurrent call of this process leased meanwhile are this
                     // process's to use: already counted in Redis.
-                    if let Some(admitted) =
-                        self.refused_in_redis(checks, &keys, &covered, &answer, sent)
-                    {
+                    if let Some(admitted) = self.refused_in_redis(checks, &covered, &answer, sent) {
                         return admitted;
                     }
                 }
                 return decision;
             }
-            self.give_back(&keys, &covered);
+            self.give_back(checks, &covered);
             if !self.shared.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     replicas = self.known_replicas(),
@@ -537,7 +642,6 @@ impl Limiter {
     async fn ask_redis(
         &self,
         checks: &[Check],
-        keys: &[String],
         now_us: Option<u64>,
         wants: &[u64],
         covered: &[u64],
@@ -559,9 +663,12 @@ impl Limiter {
         }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            keys: keys.iter().map(|k| redis.key(k)).collect(),
+            keys: checks
+                .iter()
+                .map(|c| redis.key(&format!("ratelimit:{}:{}", c.policy.name, c.key)))
+                .collect(),
             args,
-            lease_keys: now_us.is_none().then(|| keys.to_vec()),
+            lease_for: now_us.is_none().then(|| checks.to_vec()),
             reply,
         };
         queue.send(pending).await.ok()?;
@@ -577,37 +684,38 @@ impl Limiter {
     /// only have moved its arrival time later), or an admission, when every check can be
     /// paid from a lease. Otherwise pays what leases can and says how much each check paid
     /// (the rest goes to Redis). Counts the call in each key's rate.
-    fn decide_here(&self, checks: &[Check], keys: &[String]) -> Result<Decision, Vec<u64>> {
+    fn decide_here(&self, checks: &[Check]) -> Result<Decision, Vec<u64>> {
         let now = Instant::now();
         let mut paid = vec![0; checks.len()];
         let Ok(mut leases) = self.shared.leases.lock() else {
             return Err(paid);
         };
-        for (check, key) in checks.iter().zip(keys) {
+        let mut all = true;
+        for check in checks {
             // Keys get an entry when Redis answers for them, never merely because a call
             // named them.
-            let Some(lease) = leases.get_mut(key) else {
+            let Some(lease) = leases.get_mut(check) else {
+                all = false;
                 continue;
             };
-            lease.count(now, u64::from(check.cost.max(1)));
+            let cost = u64::from(check.cost.max(1));
+            lease.count(now, cost);
             if let Some(refusal) = lease.refusal(check, now) {
                 return Ok(refusal);
             }
+            all &= lease.usable(now, cost);
         }
-        let mut all = true;
-        for ((check, key), paid) in checks.iter().zip(keys).zip(&mut paid) {
+        for (check, paid) in checks.iter().zip(&mut paid) {
             let cost = u64::from(check.cost.max(1));
-            if let Some(lease) = leases.get_mut(key)
+            if let Some(lease) = leases.get_mut(check)
                 && lease.usable(now, cost)
             {
                 lease.units -= cost;
                 *paid = cost;
-            } else {
-                all = false;
             }
         }
         if all {
-            Ok(from_leases(checks, keys, &leases, now))
+            Ok(from_leases(checks, &leases, now))
         } else {
             Err(paid)
         }
@@ -619,62 +727,62 @@ impl Limiter {
     fn refused_in_redis(
         &self,
         checks: &[Check],
-        keys: &[String],
         covered: &[u64],
         answer: &[i64],
         sent: Instant,
     ) -> Option<Decision> {
         let now = Instant::now();
         let mut leases = self.shared.leases.lock().ok()?;
-        for (key, paid) in keys.iter().zip(covered) {
-            if let Some(lease) = leases.get_mut(key) {
+        for (check, paid) in checks.iter().zip(covered) {
+            if let Some(lease) = leases.get_mut(check) {
                 lease.units += paid;
             }
         }
-        let all = checks.iter().zip(keys).all(|(check, key)| {
+        let all = checks.iter().all(|check| {
             leases
-                .get(key)
+                .get(check)
                 .is_some_and(|l| l.usable(now, u64::from(check.cost.max(1))))
         });
         if all {
-            for (check, key) in checks.iter().zip(keys) {
-                if let Some(lease) = leases.get_mut(key) {
+            for check in checks {
+                if let Some(lease) = leases.get_mut(check) {
                     lease.units -= u64::from(check.cost.max(1));
                 }
             }
-            return Some(from_leases(checks, keys, &leases, now));
+            return Some(from_leases(checks, &leases, now));
         }
-        for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+        for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
             if a[2] > 0 {
-                let lease = leases.entry(key.clone()).or_insert_with(|| Lease::new(now));
+                let lease = leases.entry(check, || Lease::new(now));
                 lease.over_limit = Some(sent + Duration::from_micros(a[1].max(0).unsigned_abs()));
             }
         }
         None
     }
 
-    /// The lease worth asking for with each key (as counted by [`Self::decide_here`]).
-    fn wanted_leases(&self, keys: &[String]) -> Vec<u64> {
+    /// The lease worth asking for with each check (as counted by [`Self::decide_here`]).
+    fn wanted_leases(&self, checks: &[Check]) -> Vec<u64> {
         let now = Instant::now();
         let Ok(leases) = self.shared.leases.lock() else {
-            return vec![0; keys.len()];
+            return vec![0; checks.len()];
         };
-        keys.iter()
-            .map(|k| leases.get(k).map_or(0, |l| l.wanted(now)))
+        checks
+            .iter()
+            .map(|c| leases.get(c).map_or(0, |l| l.wanted(now)))
             .collect()
     }
 
     /// Returns to their leases the units [`Self::decide_here`] paid for a call that
     /// Redis did not decide after all.
-    fn give_back(&self, keys: &[String], paid: &[u64]) {
+    fn give_back(&self, checks: &[Check], paid: &[u64]) {
         if paid.iter().all(|p| *p == 0) {
             return;
         }
         let Ok(mut leases) = self.shared.leases.lock() else {
             return;
         };
-        for (key, paid) in keys.iter().zip(paid) {
-            if let Some(lease) = leases.get_mut(key) {
+        for (check, paid) in checks.iter().zip(paid) {
+            if let Some(lease) = leases.get_mut(check) {
                 lease.units += paid;
             }
         }
@@ -802,11 +910,6 @@ fn decide(checks: &[Check], answer: &[i64]) -> Decision {
     }
 }
 
-/// The Redis key of `key`'s state under `policy` (before the handle's prefix).
-fn state_key(policy: &Policy, key: &str) -> String {
-    format!("ratelimit:{}:{key}", policy.name)
-}
-
 /// Answers the calls queued by [`Limiter::ask_redis`]: whatever is waiting when a run can
 /// start goes into it (up to [`MAX_BATCH`]), with up to [`MAX_IN_FLIGHT`] runs at once.
 /// A lone call goes at once; under load, batches grow on their own. Ends when every
@@ -814,7 +917,7 @@ fn state_key(policy: &Policy, key: &str) -> String {
 async fn run_batches(
     redis: RedisHandle,
     mut queue: mpsc::Receiver<Pending>,
-    leases: Arc<Mutex<HashMap<String, Lease>>>,
+    leases: Arc<Mutex<LeaseTable>>,
 ) {
     let script = Arc::new(redis::Script::new(
         &GCRA.replace("LEASE_US", &LEASE_TTL.as_micros().to_string()),
@@ -850,18 +953,13 @@ async fn run_batches(
 /// Keeps the leases Redis granted with an admitted call (`answer`: its part of the
 /// script's answer; `sent`: when the run was sent), before the call's caller or any other
 /// learns the answer.
-fn store_leases(
-    leases: &Mutex<HashMap<String, Lease>>,
-    keys: &[String],
-    answer: &[i64],
-    sent: Instant,
-) {
+fn store_leases(leases: &Mutex<LeaseTable>, checks: &[Check], answer: &[i64], sent: Instant) {
     let Ok(mut leases) = leases.lock() else {
         return;
     };
-    for (key, a) in keys.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+    for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
         let granted = a[3].max(0).unsigned_abs();
-        let lease = leases.entry(key.clone()).or_insert_with(|| {
+        let lease = leases.entry(check, || {
             let mut lease = Lease::new(sent);
             lease.count(sent, 1);
             lease
@@ -886,7 +984,7 @@ impl Shared {
     fn forget_idle_keys(&self) {
         let now = Instant::now();
         if let Ok(mut leases) = self.leases.lock() {
-            leases.retain(|_, l| {
+            leases.retain(|l| {
                 l.window_start + Duration::from_secs(2) > now
                     || l.over_limit.is_some_and(|t| t > now)
             });
@@ -906,7 +1004,7 @@ async fn run_batch(
     redis: RedisHandle,
     script: Arc<redis::Script>,
     batch: Vec<Pending>,
-    leases: Arc<Mutex<HashMap<String, Lease>>>,
+    leases: Arc<Mutex<LeaseTable>>,
 ) {
     let mut invocation = script.prepare_invoke();
     invocation.arg(batch.len());
@@ -932,10 +1030,10 @@ async fn run_batch(
             .and_then(|a| a.get(offset..offset + len))
             .map(<[i64]>::to_vec);
         offset += len;
-        if let (Some(part), Some(keys)) = (&part, &pending.lease_keys)
+        if let (Some(part), Some(checks)) = (&part, &pending.lease_for)
             && part[0] == 1
         {
-            store_leases(&leases, keys, part, sent);
+            store_leases(&leases, checks, part, sent);
         }
         parts.push(part);
     }

@@ -92,7 +92,7 @@ async fn the_script_agrees_with_a_reference_gcra() {
             .iter()
             .map(|(policy, key, cost)| Check {
                 policy: Arc::clone(policy),
-                key: key.clone(),
+                key: key.clone().into(),
                 cost: *cost,
             })
             .collect();
@@ -326,7 +326,7 @@ async fn concurrent_calls_on_many_keys_are_answered_each_by_its_own_budget() {
         let limiter = limiter.clone();
         let checks = vec![Check {
             policy: Arc::clone(&policy),
-            key: format!("user-{}", i % 50),
+            key: format!("user-{}", i % 50).into(),
             cost: 1,
         }];
         async move { (i % 50, limiter.check(&checks).await) }

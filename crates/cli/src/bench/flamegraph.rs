@@ -20,10 +20,9 @@ pub const DIR: &str = "flamegraphs";
 /// seconds, little enough for `perf script` to unwind them in seconds.
 const FREQUENCY: &str = "199";
 
-/// Samples one process, a scenario at a time.
+/// Samples the suite, a scenario at a time.
 #[derive(Debug)]
 pub struct Profiler {
-    pid: u32,
     dir: PathBuf,
 }
 
@@ -38,9 +37,8 @@ pub struct Recording {
 }
 
 impl Profiler {
-    /// A profiler of process `pid` writing into [`DIR`] of `out`, once `perf` proved it can
-    /// sample.
-    pub async fn new(pid: u32, out: &Path) -> anyhow::Result<Self> {
+    /// A profiler writing into [`DIR`] of `out`, once `perf` proved it can sample.
+    pub async fn new(out: &Path) -> anyhow::Result<Self> {
         let dir = out.join(DIR);
         let probe = Command::new("perf")
             .args(["record", "-q", "-o", "/dev/null", "--", "true"])
@@ -58,11 +56,11 @@ impl Profiler {
             Err(_) => bail!("--flamegraphs needs `perf` (Debian: apt-get install linux-perf)"),
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { pid, dir })
+        Ok(Self { dir })
     }
 
-    /// Starts sampling for `operation`.
-    pub fn start(&self, operation: &str) -> anyhow::Result<Recording> {
+    /// Starts sampling process `pid` (the suite measured) for `operation`.
+    pub fn start(&self, pid: u32, operation: &str) -> anyhow::Result<Recording> {
         let name = file_name(operation);
         let data = self.dir.join(format!("{name}.perf.data"));
         let perf = Command::new("perf")
@@ -75,7 +73,7 @@ impl Profiler {
                 "dwarf,16384",
             ])
             .arg("-p")
-            .arg(self.pid.to_string())
+            .arg(pid.to_string())
             .arg("-o")
             .arg(&data)
             .stdout(Stdio::null())

@@ -37,7 +37,7 @@ use futures_util::future::BoxFuture;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use strata_errors::{ApiError, QuotaViolation};
-use strata_ratelimit::{Check, Decision, Limiter, Policy};
+use strata_ratelimit::{Check, Decision, Key, Limiter, Policy};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
@@ -230,11 +230,11 @@ impl RateLimits {
         &self,
         method: &str,
         caller: Option<&Principal>,
-        address: &str,
+        address: impl Fn() -> Key,
         cost: u32,
     ) -> Vec<Check> {
         let mut checks = Vec::with_capacity(2);
-        let mut add = |policy: &Option<Arc<Policy>>, key: String| {
+        let mut add = |policy: &Option<Arc<Policy>>, key: Key| {
             if let Some(policy) = policy {
                 checks.push(Check {
                     policy: Arc::clone(policy),
@@ -245,18 +245,21 @@ impl RateLimits {
         };
         match caller {
             Some(principal) => {
-                let user = format!("user:{}", principal.user_id);
+                let user = Key::User(principal.user_id);
                 let credential = match &principal.credential {
-                    Credential::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
+                    Credential::ApiKey { key_id, .. } => Key::ApiKey(*key_id),
                     Credential::Session { .. } => user.clone(),
                 };
                 add(&self.authenticated, credential);
                 add(&self.user, user);
             }
             None => {
-                add(&self.unauthenticated, address.to_owned());
+                let address = address();
                 if SIGN_IN_METHODS.contains(&method) {
-                    add(&self.sign_in, address.to_owned());
+                    add(&self.unauthenticated, address.clone());
+                    add(&self.sign_in, address);
+                } else {
+                    add(&self.unauthenticated, address);
                 }
             }
         }
@@ -360,18 +363,6 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
-/// The key of an address: itself for IPv4, its /64 for IPv6.
-fn address_key(address: Option<IpAddr>) -> String {
-    match address {
-        Some(IpAddr::V4(ip)) => format!("ip:{ip}"),
-        Some(IpAddr::V6(ip)) => {
-            let block = std::net::Ipv6Addr::from(mask(u128::from(ip), 64, 128));
-            format!("ip:{block}/64")
-        }
-        None => "ip:unknown".to_owned(),
-    }
-}
-
 /// The metadata values of a policy that never change, made once.
 #[derive(Debug)]
 struct PolicyHeaders {
@@ -380,7 +371,18 @@ struct PolicyHeaders {
     quota: HeaderValue,
     /// `<limit>`
     limit: HeaderValue,
+    /// `"name";r=`, the start of the `ratelimit` value.
+    left: String,
 }
+
+/// The metadata names, made at compile time (made from a string per call, they would be
+/// parsed per call).
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static(RATELIMIT_POLICY_HEADER);
+const RATELIMIT: HeaderName = HeaderName::from_static(RATELIMIT_HEADER);
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static(X_RATELIMIT_LIMIT_HEADER);
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static(X_RATELIMIT_REMAINING_HEADER);
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static(X_RATELIMIT_RESET_HEADER);
+const RETRY_AFTER: HeaderName = HeaderName::from_static(RETRY_AFTER_HEADER);
 
 /// Layer adding [`RateLimitService`].
 #[derive(Debug, Clone)]
@@ -412,6 +414,7 @@ impl RateLimitLayer {
                 policy: Arc::clone(policy),
                 quota: HeaderValue::from_str(&quota).ok()?,
                 limit: HeaderValue::from(policy.limit),
+                left: format!("\"{}\";r=", policy.name),
             })
         })
         .collect();
@@ -479,21 +482,19 @@ where
                 .get::<Principal>()
                 .or_else(|| request.extensions().get::<IdentifiedCaller>().map(|c| &c.0))
         };
-        let address = if caller.is_some() {
-            String::new()
-        } else {
+        let address = || {
             let peer = request
                 .extensions()
                 .get::<TcpConnectInfo>()
                 .and_then(TcpConnectInfo::remote_addr)
                 .map(|a| a.ip());
-            address_key(client_address(
+            Key::address(client_address(
                 peer,
                 request.headers(),
                 &self.limits.trusted_proxies,
             ))
         };
-        let checks = self.limits.checks(method, caller, &address, cost);
+        let checks = self.limits.checks(method, caller, address, cost);
         if checks.is_empty() {
             return Box::pin(inner.call(request));
         }
@@ -519,20 +520,15 @@ fn refusal(decision: &Decision, checks: &[Check]) -> Status {
     let key = checks
         .iter()
         .find(|c| Arc::ptr_eq(&c.policy, policy))
-        .map_or("", |c| c.key.as_str());
+        .map(|c| &c.key);
     let window = describe(policy.period);
     let description = format!(
         "{} calls per {window} for each {}",
         policy.limit,
-        key.split_once(':')
-            .map_or("caller", |(kind, _)| match kind {
-                "api_key" => "API key",
-                "user" => "user",
-                _ => "address",
-            })
+        key.map_or("caller", Key::kind)
     );
     let violation = QuotaViolation {
-        subject: key.to_owned(),
+        subject: key.map(Key::to_string).unwrap_or_default(),
         description: description.clone(),
         quota_id: policy.name.clone(),
         quota_metric: "calls".to_owned(),
@@ -570,13 +566,15 @@ fn seconds(d: Duration) -> u64 {
 
 /// The rate-limit metadata of `decision` (`made`: the values made once per policy).
 fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]) {
+    use std::fmt::Write as _;
     let policy = &decision.policy;
     let reset = seconds(decision.reset);
-    let name = HeaderName::from_static;
+    let mut left = String::with_capacity(48);
     match made.iter().find(|m| Arc::ptr_eq(&m.policy, policy)) {
         Some(made) => {
-            headers.insert(name(RATELIMIT_POLICY_HEADER), made.quota.clone());
-            headers.insert(name(X_RATELIMIT_LIMIT_HEADER), made.limit.clone());
+            headers.insert(RATELIMIT_POLICY, made.quota.clone());
+            headers.insert(X_RATELIMIT_LIMIT, made.limit.clone());
+            left.push_str(&made.left);
         }
         None => {
             let quota = format!(
@@ -586,12 +584,10 @@ fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]
                 seconds(policy.period)
             );
             if let Ok(quota) = HeaderValue::from_str(&quota) {
-                headers.insert(name(RATELIMIT_POLICY_HEADER), quota);
+                headers.insert(RATELIMIT_POLICY, quota);
             }
-            headers.insert(
-                name(X_RATELIMIT_LIMIT_HEADER),
-                HeaderValue::from(policy.limit),
-            );
+            headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(policy.limit));
+            let _ = write!(left, "\"{}\";r=", policy.name);
         }
     }
     // Values that change from call to call are sent as never-indexed literals: in HPACK's
@@ -600,20 +596,17 @@ fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]
         value.set_sensitive(true);
         value
     };
-    let left = format!("\"{}\";r={};t={reset}", policy.name, decision.remaining);
-    if let Ok(left) = HeaderValue::from_str(&left) {
-        headers.insert(name(RATELIMIT_HEADER), changing(left));
+    let _ = write!(left, "{};t={reset}", decision.remaining);
+    if let Ok(left) = HeaderValue::from_maybe_shared(bytes::Bytes::from(left)) {
+        headers.insert(RATELIMIT, changing(left));
     }
     headers.insert(
-        name(X_RATELIMIT_REMAINING_HEADER),
+        X_RATELIMIT_REMAINING,
         changing(HeaderValue::from(decision.remaining)),
     );
-    headers.insert(
-        name(X_RATELIMIT_RESET_HEADER),
-        changing(HeaderValue::from(reset)),
-    );
+    headers.insert(X_RATELIMIT_RESET, changing(HeaderValue::from(reset)));
     if let Some(retry) = decision.retry_after {
-        headers.insert(name(RETRY_AFTER_HEADER), HeaderValue::from(seconds(retry)));
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds(retry)));
     }
 }
 
@@ -718,8 +711,12 @@ mod tests {
             ip("10.1.1.1")
         );
         assert_eq!(
-            address_key(ip("2001:db8:1:2:3:4:5:6")),
+            Key::address(ip("2001:db8:1:2:3:4:5:6")).to_string(),
             "ip:2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            Key::address(ip("::ffff:192.0.2.1")).to_string(),
+            "ip:192.0.2.1"
         );
     }
 }
