@@ -40,6 +40,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -275,9 +276,9 @@ impl From<String> for Key {
 
 /// One check of a call: `cost` units of `policy` for `key`.
 #[derive(Debug, Clone)]
-pub struct Check {
+pub struct Check<'p> {
     /// The policy.
-    pub policy: Arc<Policy>,
+    pub policy: &'p Policy,
     /// Whose budget: an API key, a user, an address.
     pub key: Key,
     /// Units this call uses (at least 1).
@@ -286,11 +287,11 @@ pub struct Check {
 
 /// The answer to a call's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<'p> {
     /// Whether the call may proceed.
     pub allowed: bool,
     /// The policy that decided: the one that refused, else the one with least left.
-    pub policy: Arc<Policy>,
+    pub policy: &'p Policy,
     /// Calls of cost 1 that policy still admits now.
     pub remaining: u64,
     /// Until that policy's budget is whole again.
@@ -315,7 +316,7 @@ struct Shared {
     /// Per-process limiters by policy name, with the replica count they were sized for.
     local: Mutex<HashMap<String, (u32, Arc<LocalLimiter>)>>,
     /// Units Redis leased to this process, and each key's recent call rate.
-    leases: Arc<Mutex<LeaseTable>>,
+    leases: Arc<Leases>,
     replicas: AtomicU32,
     degraded: AtomicBool,
     /// When a call last tried Redis during an outage.
@@ -323,7 +324,89 @@ struct Shared {
     maintainer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The leases of a process: per key, one per policy the key is checked against (a key is
+/// Lease-table shards: calls on different keys rarely wait for each other's lock.
+const SHARDS: usize = 16;
+
+/// The leases of a process, sharded by key. A call locks the shards of its keys (in
+/// order, so calls never wait for each other in a circle) and decides under them at once.
+struct Leases {
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Mutex<LeaseTable>>,
+}
+
+impl Leases {
+    fn new() -> Self {
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> usize {
+        // The top bits: a shard's table places its keys by the low ones.
+        usize::try_from(self.hasher.hash_one(key) >> 60).unwrap_or(0) % SHARDS
+    }
+
+    /// The shards of `keys`, locked; `None` if one was poisoned.
+    fn lock<'k>(&self, keys: impl IntoIterator<Item = &'k Key>) -> Option<Locked<'_>> {
+        let mut wanted = 0u32;
+        for key in keys {
+            wanted |= 1 << self.shard(key);
+        }
+        let mut guards: [Option<std::sync::MutexGuard<'_, LeaseTable>>; SHARDS] =
+            std::array::from_fn(|_| None);
+        for (at, guard) in guards.iter_mut().enumerate() {
+            if wanted & (1 << at) != 0 {
+                *guard = Some(self.shards[at].lock().ok()?);
+            }
+        }
+        Some(Locked {
+            leases: self,
+            guards,
+        })
+    }
+
+    /// Keeps the leases `keep` says to keep, in every shard.
+    fn retain(&self, mut keep: impl FnMut(&Lease) -> bool) {
+        for shard in &self.shards {
+            if let Ok(mut table) = shard.lock() {
+                table.retain(&mut keep);
+            }
+        }
+    }
+}
+
+/// The shards a call locked.
+struct Locked<'a> {
+    leases: &'a Leases,
+    guards: [Option<std::sync::MutexGuard<'a, LeaseTable>>; SHARDS],
+}
+
+impl Locked<'_> {
+    fn table(&self, key: &Key) -> Option<&LeaseTable> {
+        self.guards[self.leases.shard(key)].as_deref()
+    }
+
+    fn table_mut(&mut self, key: &Key) -> Option<&mut LeaseTable> {
+        self.guards[self.leases.shard(key)].as_deref_mut()
+    }
+
+    fn get(&self, check: &Check<'_>) -> Option<&Lease> {
+        self.table(&check.key)?.get(check)
+    }
+
+    fn get_mut(&mut self, check: &Check<'_>) -> Option<&mut Lease> {
+        self.table_mut(&check.key)?.get_mut(check)
+    }
+
+    /// The lease of `key` under policy `name`, made with `new` if there is none (`None`
+    /// for a key whose shard is not locked).
+    fn entry(&mut self, name: &str, key: &Key, new: impl FnOnce() -> Lease) -> Option<&mut Lease> {
+        Some(self.table_mut(key)?.entry(name, key, new))
+    }
+}
+
+/// The leases of a shard: per key, one per policy the key is checked against (a key is
 /// rarely under more than two, so a short list beats a second hash).
 #[derive(Default)]
 struct LeaseTable {
@@ -331,7 +414,7 @@ struct LeaseTable {
 }
 
 impl LeaseTable {
-    fn get(&self, check: &Check) -> Option<&Lease> {
+    fn get(&self, check: &Check<'_>) -> Option<&Lease> {
         let policy = check.policy.name.as_str();
         self.keys
             .get(&check.key)?
@@ -339,7 +422,7 @@ impl LeaseTable {
             .find_map(|(p, lease)| (p == policy).then_some(lease))
     }
 
-    fn get_mut(&mut self, check: &Check) -> Option<&mut Lease> {
+    fn get_mut(&mut self, check: &Check<'_>) -> Option<&mut Lease> {
         let policy = check.policy.name.as_str();
         self.keys
             .get_mut(&check.key)?
@@ -347,13 +430,13 @@ impl LeaseTable {
             .find_map(|(p, lease)| (p == policy).then_some(lease))
     }
 
-    /// The lease of `check`'s key and policy, made with `new` if there is none.
-    fn entry(&mut self, check: &Check, new: impl FnOnce() -> Lease) -> &mut Lease {
-        let leases = self.keys.entry(check.key.clone()).or_default();
-        let at = match leases.iter().position(|(p, _)| *p == check.policy.name) {
+    /// The lease of `key` under policy `name`, made with `new` if there is none.
+    fn entry(&mut self, name: &str, key: &Key, new: impl FnOnce() -> Lease) -> &mut Lease {
+        let leases = self.keys.entry(key.clone()).or_default();
+        let at = match leases.iter().position(|(p, _)| p == name) {
             Some(at) => at,
             None => {
-                leases.push((check.policy.name.clone(), new()));
+                leases.push((name.to_owned(), new()));
                 leases.len() - 1
             }
         };
@@ -388,6 +471,9 @@ struct Lease {
     window_start: Instant,
     window_calls: u64,
     rate: f64,
+    /// When a refill of the lease was sent (before it ran out), if Redis has not answered
+    /// it yet.
+    refilling: Option<Instant>,
 }
 
 impl Lease {
@@ -401,6 +487,7 @@ impl Lease {
             window_start: now,
             window_calls: 0,
             rate: 0.0,
+            refilling: None,
         }
     }
 
@@ -425,6 +512,21 @@ impl Lease {
         ((rate * LEASE_TTL.as_secs_f64()) as u64).min(MAX_LEASE)
     }
 
+    /// Whether the lease runs low (a quarter of what the key uses in a lease's time left,
+    /// or a quarter of its time) with no refill on its way: the call that finds it so asks
+    /// Redis for more in the background, so the key's calls keep being decided here.
+    fn wants_refill(&mut self, now: Instant) -> bool {
+        if self.refilling.is_some_and(|at| now < at + LEASE_TTL) {
+            return false;
+        }
+        let low = self.units.saturating_mul(4) <= self.wanted(now)
+            || self.expires.saturating_duration_since(now) <= LEASE_TTL / 4;
+        if low {
+            self.refilling = Some(now);
+        }
+        low
+    }
+
     /// Whether `cost` units can be used at `now` (Redis counts the units as taken until
     /// the lease's end, which it sets no earlier than this process does).
     fn usable(&self, now: Instant, cost: u64) -> bool {
@@ -432,7 +534,7 @@ impl Lease {
     }
 
     /// The refusal of `check` at `now`, if the key is known to be over its limit still.
-    fn refusal(&mut self, check: &Check, now: Instant) -> Option<Decision> {
+    fn refusal<'p>(&mut self, check: &Check<'p>, now: Instant) -> Option<Decision<'p>> {
         let tat = self.over_limit?;
         let emission = Duration::from_micros(check.policy.emission_us());
         let tolerance = Duration::from_micros(check.policy.tolerance_us());
@@ -447,7 +549,7 @@ impl Lease {
         }
         Some(Decision {
             allowed: false,
-            policy: Arc::clone(&check.policy),
+            policy: check.policy,
             remaining: 0,
             reset: tat.saturating_duration_since(now),
             retry_after: Some(
@@ -461,8 +563,8 @@ impl Lease {
 }
 
 /// The admission of a call its leases paid: the tightest check's budget.
-fn from_leases(checks: &[Check], leases: &LeaseTable, now: Instant) -> Decision {
-    let mut tightest: Option<(&Check, &Lease)> = None;
+fn from_leases<'p>(checks: &[Check<'p>], leases: &Locked<'_>, now: Instant) -> Decision<'p> {
+    let mut tightest: Option<(&Check<'p>, &Lease)> = None;
     for check in checks {
         let Some(lease) = leases.get(check) else {
             continue;
@@ -474,7 +576,7 @@ fn from_leases(checks: &[Check], leases: &LeaseTable, now: Instant) -> Decision 
     match tightest {
         Some((check, lease)) => Decision {
             allowed: true,
-            policy: Arc::clone(&check.policy),
+            policy: check.policy,
             remaining: lease.remaining + lease.units,
             reset: lease.reset_at.saturating_duration_since(now),
             retry_after: None,
@@ -482,7 +584,7 @@ fn from_leases(checks: &[Check], leases: &LeaseTable, now: Instant) -> Decision 
         },
         None => Decision {
             allowed: true,
-            policy: Arc::clone(&checks[0].policy),
+            policy: checks[0].policy,
             remaining: 0,
             reset: Duration::ZERO,
             retry_after: None,
@@ -494,8 +596,8 @@ fn from_leases(checks: &[Check], leases: &LeaseTable, now: Instant) -> Decision 
 /// One call waiting for the script.
 struct Pending {
     keys: Vec<String>,
-    /// The call's checks, when a granted lease is to be kept.
-    lease_for: Option<Vec<Check>>,
+    /// The call's checks (policy name and key), when a granted lease is to be kept.
+    lease_for: Option<Vec<(String, Key)>>,
     /// Now (empty: Redis's clock), the number of checks, then five numbers per check.
     args: Vec<String>,
     /// The call's part of the answer, and when the run was sent (this process's clock
@@ -531,7 +633,7 @@ impl Limiter {
     /// the current tokio runtime, the task that batches calls for Redis and the one that
     /// announces this replica every second (to size the fallback).
     pub fn new(redis: Option<RedisHandle>) -> Self {
-        let leases = Arc::new(Mutex::new(LeaseTable::default()));
+        let leases = Arc::new(Leases::new());
         let queue = redis.clone().map(|redis| {
             let (tx, rx) = mpsc::channel(MAX_BATCH * MAX_IN_FLIGHT * 4);
             tokio::spawn(run_batches(redis, rx, Arc::clone(&leases)));
@@ -574,24 +676,30 @@ impl Limiter {
     ///
     /// # Panics
     /// With no checks: a programming error.
-    pub async fn check(&self, checks: &[Check]) -> Decision {
+    pub async fn check<'p>(&self, checks: &[Check<'p>]) -> Decision<'p> {
         self.check_at(checks, None).await
     }
 
     /// [`Limiter::check`] at `now_us` (microseconds) instead of Redis's clock, for the
     /// tests of the arithmetic (no leases, no remembered refusals: only the script).
     #[doc(hidden)]
-    pub async fn check_at(&self, checks: &[Check], now_us: Option<u64>) -> Decision {
+    pub async fn check_at<'p>(&self, checks: &[Check<'p>], now_us: Option<u64>) -> Decision<'p> {
         assert!(!checks.is_empty(), "a call needs at least one check");
         let real_time = now_us.is_none();
         // Units of the call's checks paid from this process's leases.
-        let mut covered = vec![0; checks.len()];
+        let mut covered = Vec::new();
         if real_time && self.shared.redis.is_some() {
             match self.decide_here(checks) {
-                Ok(decision) => return decision,
+                Ok((decision, refill)) => {
+                    if let Some(wants) = refill {
+                        self.refill(checks, &wants);
+                    }
+                    return decision;
+                }
                 Err(paid) => covered = paid,
             }
         }
+        covered.resize(checks.len(), 0);
         if let Some(redis) = &self.shared.redis {
             let wants = if real_time {
                 self.wanted_leases(checks)
@@ -641,12 +749,57 @@ impl Limiter {
     /// Redis did not give one.
     async fn ask_redis(
         &self,
-        checks: &[Check],
+        checks: &[Check<'_>],
         now_us: Option<u64>,
         wants: &[u64],
         covered: &[u64],
     ) -> Option<(Vec<i64>, Instant)> {
         let queue = self.shared.queue.as_ref()?;
+        let (pending, answer) = self.pending(checks, now_us, wants, covered)?;
+        queue.send(pending).await.ok()?;
+        answer
+            .await
+            .ok()
+            .flatten()
+            .filter(|(a, _)| a.len() == 2 + PER_CHECK * checks.len())
+    }
+
+    /// Asks Redis, without waiting, for more units for the leases of a call paid from
+    /// them (every check of cost 0: it only reports, and takes the lease if granted).
+    fn refill(&self, checks: &[Check<'_>], wants: &[u64]) {
+        let paid: Vec<u64> = checks.iter().map(|c| u64::from(c.cost.max(1))).collect();
+        let up = self.shared.redis.as_ref().is_some_and(|r| !r.is_down());
+        let sent = self
+            .shared
+            .queue
+            .as_ref()
+            .zip(self.pending(checks, None, wants, &paid));
+        if let Some((queue, (pending, _))) = sent
+            && up
+            && queue.try_send(pending).is_ok()
+        {
+            return;
+        }
+        // Not sent (a full queue, Redis away): the next call that finds the lease low
+        // tries again.
+        if let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) {
+            for check in checks {
+                if let Some(lease) = leases.get_mut(check) {
+                    lease.refilling = None;
+                }
+            }
+        }
+    }
+
+    /// A call for the script, and where its answer will come.
+    #[expect(clippy::type_complexity, reason = "a pair, named where used")]
+    fn pending(
+        &self,
+        checks: &[Check<'_>],
+        now_us: Option<u64>,
+        wants: &[u64],
+        covered: &[u64],
+    ) -> Option<(Pending, oneshot::Receiver<Option<(Vec<i64>, Instant)>>)> {
         let redis = self.shared.redis.as_ref()?;
         let mut args = Vec::with_capacity(2 + PER_CHECK * checks.len());
         args.push(now_us.map(|n| n.to_string()).unwrap_or_default());
@@ -668,15 +821,15 @@ impl Limiter {
                 .map(|c| redis.key(&format!("ratelimit:{}:{}", c.policy.name, c.key)))
                 .collect(),
             args,
-            lease_for: now_us.is_none().then(|| checks.to_vec()),
+            lease_for: now_us.is_none().then(|| {
+                checks
+                    .iter()
+                    .map(|c| (c.policy.name.clone(), c.key.clone()))
+                    .collect()
+            }),
             reply,
         };
-        queue.send(pending).await.ok()?;
-        answer
-            .await
-            .ok()
-            .flatten()
-            .filter(|(a, _)| a.len() == 2 + PER_CHECK * checks.len())
+        Some((pending, answer))
     }
 
     /// What this process can decide without Redis, under one lock: a refusal, when one
@@ -684,11 +837,13 @@ impl Limiter {
     /// only have moved its arrival time later), or an admission, when every check can be
     /// paid from a lease. Otherwise pays what leases can and says how much each check paid
     /// (the rest goes to Redis). Counts the call in each key's rate.
-    fn decide_here(&self, checks: &[Check]) -> Result<Decision, Vec<u64>> {
+    fn decide_here<'p>(
+        &self,
+        checks: &[Check<'p>],
+    ) -> Result<(Decision<'p>, Option<Vec<u64>>), Vec<u64>> {
         let now = Instant::now();
-        let mut paid = vec![0; checks.len()];
-        let Ok(mut leases) = self.shared.leases.lock() else {
-            return Err(paid);
+        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
+            return Err(vec![0; checks.len()]);
         };
         let mut all = true;
         for check in checks {
@@ -701,38 +856,54 @@ impl Limiter {
             let cost = u64::from(check.cost.max(1));
             lease.count(now, cost);
             if let Some(refusal) = lease.refusal(check, now) {
-                return Ok(refusal);
+                return Ok((refusal, None));
             }
             all &= lease.usable(now, cost);
         }
-        for (check, paid) in checks.iter().zip(&mut paid) {
+        let mut paid = if all {
+            Vec::new()
+        } else {
+            vec![0; checks.len()]
+        };
+        let mut refill = false;
+        for (i, check) in checks.iter().enumerate() {
             let cost = u64::from(check.cost.max(1));
             if let Some(lease) = leases.get_mut(check)
                 && lease.usable(now, cost)
             {
                 lease.units -= cost;
-                *paid = cost;
+                if let Some(paid) = paid.get_mut(i) {
+                    *paid = cost;
+                } else {
+                    refill |= lease.wants_refill(now);
+                }
             }
         }
-        if all {
-            Ok(from_leases(checks, &leases, now))
-        } else {
-            Err(paid)
+        if !all {
+            return Err(paid);
         }
+        let decision = from_leases(checks, &leases, now);
+        let wants = refill.then(|| {
+            checks
+                .iter()
+                .map(|c| leases.get(c).map_or(0, |l| l.wanted(now)))
+                .collect()
+        });
+        Ok((decision, wants))
     }
 
     /// A call Redis refused: what `covered` paid goes back to the leases; if leases now
     /// pay every check (a concurrent call of this process was granted units meanwhile),
     /// the call is admitted from them; otherwise the keys over their limit are remembered.
-    fn refused_in_redis(
+    fn refused_in_redis<'p>(
         &self,
-        checks: &[Check],
+        checks: &[Check<'p>],
         covered: &[u64],
         answer: &[i64],
         sent: Instant,
-    ) -> Option<Decision> {
+    ) -> Option<Decision<'p>> {
         let now = Instant::now();
-        let mut leases = self.shared.leases.lock().ok()?;
+        let mut leases = self.shared.leases.lock(checks.iter().map(|c| &c.key))?;
         for (check, paid) in checks.iter().zip(covered) {
             if let Some(lease) = leases.get_mut(check) {
                 lease.units += paid;
@@ -752,8 +923,10 @@ impl Limiter {
             return Some(from_leases(checks, &leases, now));
         }
         for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
-            if a[2] > 0 {
-                let lease = leases.entry(check, || Lease::new(now));
+            if a[2] > 0
+                && let Some(lease) =
+                    leases.entry(&check.policy.name, &check.key, || Lease::new(now))
+            {
                 lease.over_limit = Some(sent + Duration::from_micros(a[1].max(0).unsigned_abs()));
             }
         }
@@ -761,9 +934,9 @@ impl Limiter {
     }
 
     /// The lease worth asking for with each check (as counted by [`Self::decide_here`]).
-    fn wanted_leases(&self, checks: &[Check]) -> Vec<u64> {
+    fn wanted_leases(&self, checks: &[Check<'_>]) -> Vec<u64> {
         let now = Instant::now();
-        let Ok(leases) = self.shared.leases.lock() else {
+        let Some(leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
             return vec![0; checks.len()];
         };
         checks
@@ -774,11 +947,11 @@ impl Limiter {
 
     /// Returns to their leases the units [`Self::decide_here`] paid for a call that
     /// Redis did not decide after all.
-    fn give_back(&self, checks: &[Check], paid: &[u64]) {
+    fn give_back(&self, checks: &[Check<'_>], paid: &[u64]) {
         if paid.iter().all(|p| *p == 0) {
             return;
         }
-        let Ok(mut leases) = self.shared.leases.lock() else {
+        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
             return;
         };
         for (check, paid) in checks.iter().zip(paid) {
@@ -789,12 +962,12 @@ impl Limiter {
     }
 
     /// The per-process decision: each policy divided among the replicas last seen.
-    fn check_locally(&self, checks: &[Check]) -> Decision {
+    fn check_locally<'p>(&self, checks: &[Check<'p>]) -> Decision<'p> {
         let replicas = self.known_replicas();
         let clock = DefaultClock::default();
         let mut tightest: Option<Decision> = None;
         for check in checks {
-            let limiter = self.local_limiter(&check.policy, replicas);
+            let limiter = self.local_limiter(check.policy, replicas);
             let share = (check.policy.limit / replicas).max(1);
             let emission = check.policy.period / share;
             let cost = NonZeroU32::new(check.cost.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -803,7 +976,7 @@ impl Limiter {
                     let remaining = u64::from(snapshot.remaining_burst_capacity());
                     Decision {
                         allowed: true,
-                        policy: Arc::clone(&check.policy),
+                        policy: check.policy,
                         remaining,
                         reset: emission
                             * u32::try_from(u64::from(share).saturating_sub(remaining))
@@ -814,7 +987,7 @@ impl Limiter {
                 }
                 Ok(Err(not_until)) => Decision {
                     allowed: false,
-                    policy: Arc::clone(&check.policy),
+                    policy: check.policy,
                     remaining: 0,
                     reset: check.policy.period,
                     retry_after: Some(
@@ -826,7 +999,7 @@ impl Limiter {
                 },
                 Err(_) => Decision {
                     allowed: false,
-                    policy: Arc::clone(&check.policy),
+                    policy: check.policy,
                     remaining: 0,
                     reset: check.policy.period,
                     retry_after: Some(check.policy.period),
@@ -871,11 +1044,10 @@ impl Limiter {
 
 /// A decision for checks none of which was looked at (cannot happen: checks are never
 /// empty); refuses, to be safe.
-fn unreachable_decision(checks: &[Check]) -> Decision {
-    let policy = checks.first().map_or_else(
-        || Arc::new(Policy::new("none", 1, Duration::from_secs(1))),
-        |c| Arc::clone(&c.policy),
-    );
+fn unreachable_decision<'p>(checks: &[Check<'p>]) -> Decision<'p> {
+    static NONE: std::sync::LazyLock<Policy> =
+        std::sync::LazyLock::new(|| Policy::new("none", 1, Duration::from_secs(1)));
+    let policy = checks.first().map_or(&*NONE, |c| c.policy);
     Decision {
         allowed: false,
         reset: policy.period,
@@ -887,7 +1059,7 @@ fn unreachable_decision(checks: &[Check]) -> Decision {
 }
 
 /// The decision the script's answer describes.
-fn decide(checks: &[Check], answer: &[i64]) -> Decision {
+fn decide<'p>(checks: &[Check<'p>], answer: &[i64]) -> Decision<'p> {
     let allowed = answer[0] == 1;
     let micros = |v: i64| Duration::from_micros(v.max(0).unsigned_abs());
     let per_check = checks.iter().zip(answer[2..].chunks_exact(PER_CHECK));
@@ -901,7 +1073,7 @@ fn decide(checks: &[Check], answer: &[i64]) -> Decision {
     };
     Decision {
         allowed,
-        policy: Arc::clone(&check.policy),
+        policy: check.policy,
         // What the caller may still use includes the lease this process was just granted.
         remaining: a[0].max(0).unsigned_abs() + a[3].max(0).unsigned_abs(),
         reset: micros(a[1]),
@@ -914,11 +1086,7 @@ fn decide(checks: &[Check], answer: &[i64]) -> Decision {
 /// start goes into it (up to [`MAX_BATCH`]), with up to [`MAX_IN_FLIGHT`] runs at once.
 /// A lone call goes at once; under load, batches grow on their own. Ends when every
 /// limiter sharing the queue is gone.
-async fn run_batches(
-    redis: RedisHandle,
-    mut queue: mpsc::Receiver<Pending>,
-    leases: Arc<Mutex<LeaseTable>>,
-) {
+async fn run_batches(redis: RedisHandle, mut queue: mpsc::Receiver<Pending>, leases: Arc<Leases>) {
     let script = Arc::new(redis::Script::new(
         &GCRA.replace("LEASE_US", &LEASE_TTL.as_micros().to_string()),
     ));
@@ -953,17 +1121,19 @@ async fn run_batches(
 /// Keeps the leases Redis granted with an admitted call (`answer`: its part of the
 /// script's answer; `sent`: when the run was sent), before the call's caller or any other
 /// learns the answer.
-fn store_leases(leases: &Mutex<LeaseTable>, checks: &[Check], answer: &[i64], sent: Instant) {
-    let Ok(mut leases) = leases.lock() else {
+fn store_leases(leases: &Leases, checks: &[(String, Key)], answer: &[i64], sent: Instant) {
+    let Some(mut leases) = leases.lock(checks.iter().map(|(_, key)| key)) else {
         return;
     };
-    for (check, a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
+    for ((name, key), a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
         let granted = a[3].max(0).unsigned_abs();
-        let lease = leases.entry(check, || {
+        let Some(lease) = leases.entry(name, key, || {
             let mut lease = Lease::new(sent);
             lease.count(sent, 1);
             lease
-        });
+        }) else {
+            continue;
+        };
         if granted > 0 {
             lease.units = if sent < lease.expires {
                 lease.units + granted
@@ -971,6 +1141,10 @@ fn store_leases(leases: &Mutex<LeaseTable>, checks: &[Check], answer: &[i64], se
                 granted
             };
             lease.expires = sent + LEASE_TTL;
+        }
+        if granted > 0 {
+            // A refill that got nothing is not asked for again before its time is up.
+            lease.refilling = None;
         }
         lease.remaining = a[0].max(0).unsigned_abs();
         lease.reset_at = sent + Duration::from_micros(a[1].max(0).unsigned_abs());
@@ -983,12 +1157,9 @@ impl Shared {
     /// keys whose budgets are whole again.
     fn forget_idle_keys(&self) {
         let now = Instant::now();
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.retain(|l| {
-                l.window_start + Duration::from_secs(2) > now
-                    || l.over_limit.is_some_and(|t| t > now)
-            });
-        }
+        self.leases.retain(|l| {
+            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
+        });
         if let Ok(local) = self.local.lock() {
             for (_, limiter) in local.values() {
                 limiter.retain_recent();
@@ -1004,7 +1175,7 @@ async fn run_batch(
     redis: RedisHandle,
     script: Arc<redis::Script>,
     batch: Vec<Pending>,
-    leases: Arc<Mutex<LeaseTable>>,
+    leases: Arc<Leases>,
 ) {
     let mut invocation = script.prepare_invoke();
     invocation.arg(batch.len());

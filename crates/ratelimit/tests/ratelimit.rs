@@ -62,12 +62,25 @@ async fn the_script_agrees_with_a_reference_gcra() {
     let limiter = Limiter::new(Some(redis.handle().clone()));
     let mut reference = Reference::default();
     let mut rng = rand::rng();
+    // Random limits, but one tight (most of its calls refused) and one loose (most of
+    // them admitted), so both answers are compared often whatever the draw.
     let policies: Vec<Arc<Policy>> = (0..4)
         .map(|i| {
+            let (limit, period_us) = match i {
+                0 => (
+                    rng.random_range(1..=2),
+                    rng.random_range(5_000_000..=10_000_000),
+                ),
+                1 => (rng.random_range(5..=20), rng.random_range(1_000..=50_000)),
+                _ => (
+                    rng.random_range(1..=20),
+                    rng.random_range(1_000..=10_000_000),
+                ),
+            };
             Arc::new(Policy::new(
                 format!("p{i}"),
-                rng.random_range(1..=20),
-                Duration::from_micros(rng.random_range(1_000..=10_000_000)),
+                limit,
+                Duration::from_micros(period_us),
             ))
         })
         .collect();
@@ -91,7 +104,7 @@ async fn the_script_agrees_with_a_reference_gcra() {
         let calls: Vec<Check> = checks
             .iter()
             .map(|(policy, key, cost)| Check {
-                policy: Arc::clone(policy),
+                policy,
                 key: key.clone().into(),
                 cost: *cost,
             })
@@ -146,7 +159,7 @@ async fn two_replicas_together_admit_the_limit_and_no_more() {
     let policy = Arc::new(Policy::new("burst", 10, Duration::from_secs(60)));
     let check = |key: &str| {
         vec![Check {
-            policy: Arc::clone(&policy),
+            policy: &policy,
             key: key.into(),
             cost: 1,
         }]
@@ -176,7 +189,7 @@ async fn a_refused_call_is_admitted_once_its_retry_after_has_passed() {
     let limiter = Limiter::new(Some(redis.handle().clone()));
     let policy = Arc::new(Policy::new("quick", 2, Duration::from_millis(400)));
     let checks = vec![Check {
-        policy,
+        policy: &policy,
         key: "ada".into(),
         cost: 1,
     }];
@@ -198,12 +211,12 @@ async fn a_call_refused_by_one_policy_uses_none_of_the_others() {
     let narrow = Arc::new(Policy::new("narrow", 1, Duration::from_secs(60)));
     let both = vec![
         Check {
-            policy: Arc::clone(&wide),
+            policy: &wide,
             key: "ada".into(),
             cost: 1,
         },
         Check {
-            policy: Arc::clone(&narrow),
+            policy: &narrow,
             key: "10.0.0.1".into(),
             cost: 1,
         },
@@ -240,7 +253,7 @@ async fn without_redis_each_replica_admits_its_share() {
     server.stop();
     let policy = Arc::new(Policy::new("fallback", 10, Duration::from_secs(60)));
     let checks = vec![Check {
-        policy,
+        policy: &policy,
         key: "ada".into(),
         cost: 1,
     }];
@@ -278,7 +291,7 @@ async fn a_key_over_its_limit_is_refused_here_until_its_budget_allows_a_call() {
     let policy = Arc::new(Policy::new("flood", 2, Duration::from_millis(600)));
     let checks = |cost| {
         vec![Check {
-            policy: Arc::clone(&policy),
+            policy: &policy,
             key: "ada".into(),
             cost,
         }]
@@ -305,7 +318,7 @@ async fn a_key_over_its_limit_is_refused_here_until_its_budget_allows_a_call() {
     );
     // Other keys are not affected, and the key is asked about again once its delay is over.
     let other = vec![Check {
-        policy: Arc::clone(&policy),
+        policy: &policy,
         key: "grace".into(),
         cost: 1,
     }];
@@ -325,7 +338,7 @@ async fn concurrent_calls_on_many_keys_are_answered_each_by_its_own_budget() {
     let calls = (0..250).map(|i| {
         let limiter = limiter.clone();
         let checks = vec![Check {
-            policy: Arc::clone(&policy),
+            policy: &policy,
             key: format!("user-{}", i % 50).into(),
             cost: 1,
         }];
@@ -370,7 +383,7 @@ async fn a_busy_key_is_served_from_leases_and_two_replicas_still_admit_the_limit
     let b = Limiter::new(Some(handle.clone()));
     let policy = Arc::new(Policy::new("busy", 600, Duration::from_secs(60)));
     let checks = vec![Check {
-        policy,
+        policy: &policy,
         key: "ada".into(),
         cost: 1,
     }];
@@ -411,7 +424,7 @@ async fn units_leased_to_one_replica_are_not_in_another_replicas_burst_after_a_r
     let b = Limiter::new(Some(redis.handle().clone()));
     let policy = Arc::new(Policy::new("refill", 100, Duration::from_secs(1)));
     let checks = vec![Check {
-        policy,
+        policy: &policy,
         key: "ada".into(),
         cost: 1,
     }];

@@ -225,45 +225,62 @@ impl RateLimits {
         self.costs.get(method).copied().unwrap_or(1)
     }
 
-    /// The checks of a call to `method` by `caller` from `address`, at `cost` each.
-    fn checks(
-        &self,
-        method: &str,
-        caller: Option<&Principal>,
-        address: impl Fn() -> Key,
-        cost: u32,
-    ) -> Vec<Check> {
+    /// Whether any limit applies to `subject`'s calls (`sign_in`: to `SignUp` or `Login`).
+    fn apply_to(&self, subject: &Subject, sign_in: bool) -> bool {
+        match subject {
+            Subject::Caller { .. } => self.authenticated.is_some() || self.user.is_some(),
+            Subject::Address(_) => {
+                self.unauthenticated.is_some() || (sign_in && self.sign_in.is_some())
+            }
+        }
+    }
+
+    /// The checks of a call by `subject` (`sign_in`: to `SignUp` or `Login`), at `cost`
+    /// each.
+    fn checks<'a>(&'a self, subject: &Subject, sign_in: bool, cost: u32) -> Vec<Check<'a>> {
         let mut checks = Vec::with_capacity(2);
-        let mut add = |policy: &Option<Arc<Policy>>, key: Key| {
+        let mut add = |policy: &'a Option<Arc<Policy>>, key: &Key| {
             if let Some(policy) = policy {
                 checks.push(Check {
-                    policy: Arc::clone(policy),
-                    key,
+                    policy,
+                    key: key.clone(),
                     cost,
                 });
             }
         };
-        match caller {
-            Some(principal) => {
-                let user = Key::User(principal.user_id);
-                let credential = match &principal.credential {
-                    Credential::ApiKey { key_id, .. } => Key::ApiKey(*key_id),
-                    Credential::Session { .. } => user.clone(),
-                };
+        match subject {
+            Subject::Caller { user, credential } => {
                 add(&self.authenticated, credential);
                 add(&self.user, user);
             }
-            None => {
-                let address = address();
-                if SIGN_IN_METHODS.contains(&method) {
-                    add(&self.unauthenticated, address.clone());
+            Subject::Address(address) => {
+                add(&self.unauthenticated, address);
+                if sign_in {
                     add(&self.sign_in, address);
-                } else {
-                    add(&self.unauthenticated, address);
                 }
             }
         }
         checks
+    }
+}
+
+/// Whose budgets a call uses.
+#[derive(Debug)]
+enum Subject {
+    /// A verified caller: its credential (API key, else user) and its user.
+    Caller { user: Key, credential: Key },
+    /// Anyone else, by address.
+    Address(Key),
+}
+
+impl Subject {
+    fn of(principal: &Principal) -> Self {
+        let user = Key::User(principal.user_id);
+        let credential = match &principal.credential {
+            Credential::ApiKey { key_id, .. } => Key::ApiKey(*key_id),
+            Credential::Session { .. } => user.clone(),
+        };
+        Self::Caller { user, credential }
     }
 }
 
@@ -387,9 +404,15 @@ const RETRY_AFTER: HeaderName = HeaderName::from_static(RETRY_AFTER_HEADER);
 /// Layer adding [`RateLimitService`].
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+/// What the calls of a layer share (one reference counted per call).
+#[derive(Debug)]
+struct Shared {
     limiter: Limiter,
-    limits: Arc<RateLimits>,
-    headers: Arc<Vec<PolicyHeaders>>,
+    limits: RateLimits,
+    headers: Vec<PolicyHeaders>,
 }
 
 impl RateLimitLayer {
@@ -419,9 +442,11 @@ impl RateLimitLayer {
         })
         .collect();
         Self {
-            limiter,
-            limits: Arc::new(limits),
-            headers: Arc::new(headers),
+            shared: Arc::new(Shared {
+                limiter,
+                limits,
+                headers,
+            }),
         }
     }
 }
@@ -432,9 +457,7 @@ impl<S> tower_layer::Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            limiter: self.limiter.clone(),
-            limits: Arc::clone(&self.limits),
-            headers: Arc::clone(&self.headers),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -443,9 +466,7 @@ impl<S> tower_layer::Layer<S> for RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimitService<S> {
     inner: S,
-    limiter: Limiter,
-    limits: Arc<RateLimits>,
-    headers: Arc<Vec<PolicyHeaders>>,
+    shared: Arc<Shared>,
 }
 
 impl<S> tower_service::Service<Request<Body>> for RateLimitService<S>
@@ -468,13 +489,15 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
         let method = path.trim_start_matches('/');
-        let cost = self.limits.cost(method);
+        let limits = &self.shared.limits;
+        let cost = limits.cost(method);
         if cost == 0 || grpc_service(path).is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
             return Box::pin(inner.call(request));
         }
         // Signing in is limited per address whoever the caller says they are: a token of
         // one's own must not lift the limit on guessing someone else's password.
-        let caller = if SIGN_IN_METHODS.contains(&method) {
+        let sign_in = SIGN_IN_METHODS.contains(&method);
+        let caller = if sign_in {
             None
         } else {
             request
@@ -482,44 +505,46 @@ where
                 .get::<Principal>()
                 .or_else(|| request.extensions().get::<IdentifiedCaller>().map(|c| &c.0))
         };
-        let address = || {
-            let peer = request
-                .extensions()
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
-                .map(|a| a.ip());
-            Key::address(client_address(
-                peer,
-                request.headers(),
-                &self.limits.trusted_proxies,
-            ))
+        let subject = match caller {
+            Some(principal) => Subject::of(principal),
+            None => {
+                let peer = request
+                    .extensions()
+                    .get::<TcpConnectInfo>()
+                    .and_then(TcpConnectInfo::remote_addr)
+                    .map(|a| a.ip());
+                Subject::Address(Key::address(client_address(
+                    peer,
+                    request.headers(),
+                    &limits.trusted_proxies,
+                )))
+            }
         };
-        let checks = self.limits.checks(method, caller, address, cost);
-        if checks.is_empty() {
+        if !limits.apply_to(&subject, sign_in) {
             return Box::pin(inner.call(request));
         }
-        let limiter = self.limiter.clone();
-        let headers = Arc::clone(&self.headers);
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            let decision = limiter.check(&checks).await;
+            let checks = shared.limits.checks(&subject, sign_in, cost);
+            let decision = shared.limiter.check(&checks).await;
             let mut response = if decision.allowed {
                 inner.call(request).await?
             } else {
                 refusal(&decision, &checks).into_http()
             };
-            annotate(response.headers_mut(), &decision, &headers);
+            annotate(response.headers_mut(), &decision, &shared.headers);
             Ok(response)
         })
     }
 }
 
 /// `RESOURCE_EXHAUSTED` for a refused call, with `RetryInfo` and `QuotaFailure`.
-fn refusal(decision: &Decision, checks: &[Check]) -> Status {
-    let policy = &decision.policy;
+fn refusal(decision: &Decision<'_>, checks: &[Check<'_>]) -> Status {
+    let policy = decision.policy;
     let retry_after = decision.retry_after.unwrap_or(policy.period);
     let key = checks
         .iter()
-        .find(|c| Arc::ptr_eq(&c.policy, policy))
+        .find(|c| std::ptr::eq(c.policy, policy))
         .map(|c| &c.key);
     let window = describe(policy.period);
     let description = format!(
@@ -565,12 +590,12 @@ fn seconds(d: Duration) -> u64 {
 }
 
 /// The rate-limit metadata of `decision` (`made`: the values made once per policy).
-fn annotate(headers: &mut HeaderMap, decision: &Decision, made: &[PolicyHeaders]) {
+fn annotate(headers: &mut HeaderMap, decision: &Decision<'_>, made: &[PolicyHeaders]) {
     use std::fmt::Write as _;
-    let policy = &decision.policy;
+    let policy = decision.policy;
     let reset = seconds(decision.reset);
     let mut left = String::with_capacity(48);
-    match made.iter().find(|m| Arc::ptr_eq(&m.policy, policy)) {
+    match made.iter().find(|m| std::ptr::eq(&*m.policy, policy)) {
         Some(made) => {
             headers.insert(RATELIMIT_POLICY, made.quota.clone());
             headers.insert(X_RATELIMIT_LIMIT, made.limit.clone());
