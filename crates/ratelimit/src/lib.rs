@@ -65,7 +65,7 @@ const PER_CHECK: usize = 4;
 /// How long a lease of units may be used after Redis granted it.
 const LEASE_TTL: Duration = Duration::from_secs(1);
 /// Most units leased at once for one key.
-const MAX_LEASE: u64 = 256;
+const MAX_LEASE: u64 = 1024;
 /// A lease is granted only while this many times it (times the replicas) is left.
 const LEASE_HEADROOM: u64 = 4;
 
