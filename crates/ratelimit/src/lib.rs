@@ -16,8 +16,9 @@
 //! into it, so one round trip answers a whole batch under load and a lone call goes at
 //! once. A key that calls faster than its sustained rate does not need Redis on every
 //! call: with an admitted call, the script also reserves a lease of units for this process
-//! (what the key used in a second at its recent rate, at most 256), counted in Redis like
-//! calls made at once, which the process then admits on its own for up to a second. Until
+//! (what the key used in a second at its recent rate, at most 1,024), counted in Redis like
+//! calls made at once, which the process then admits on its own for up to a second (a
+//! lease running low is refilled in the background by the call that finds it so). Until
 //! the lease ends, Redis also counts its units as taken in every other call's check, even
 //! once the key's arrival time has caught up with the clock, so a burst through another
 //! replica never finds the whole budget free while units are in hand: replicas together
