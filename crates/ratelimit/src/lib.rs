@@ -768,15 +768,11 @@ impl Limiter {
     /// Asks Redis, without waiting, for more units for the leases of a call paid from
     /// them (every check of cost 0: it only reports, and takes the lease if granted).
     fn refill(&self, checks: &[Check<'_>], wants: &[u64]) {
-        let paid: Vec<u64> = checks.iter().map(|c| u64::from(c.cost.max(1))).collect();
         let up = self.shared.redis.as_ref().is_some_and(|r| !r.is_down());
-        let sent = self
-            .shared
-            .queue
-            .as_ref()
-            .zip(self.pending(checks, None, wants, &paid));
-        if let Some((queue, (pending, _))) = sent
-            && up
+        let paid: Vec<u64> = checks.iter().map(|c| u64::from(c.cost.max(1))).collect();
+        if up
+            && let Some(queue) = &self.shared.queue
+            && let Some((pending, _)) = self.pending(checks, None, wants, &paid)
             && queue.try_send(pending).is_ok()
         {
             return;
@@ -846,41 +842,44 @@ impl Limiter {
         let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
             return Err(vec![0; checks.len()]);
         };
-        let mut all = true;
         for check in checks {
             // Keys get an entry when Redis answers for them, never merely because a call
             // named them.
             let Some(lease) = leases.get_mut(check) else {
-                all = false;
                 continue;
             };
-            let cost = u64::from(check.cost.max(1));
-            lease.count(now, cost);
+            lease.count(now, u64::from(check.cost.max(1)));
             if let Some(refusal) = lease.refusal(check, now) {
                 return Ok((refusal, None));
             }
-            all &= lease.usable(now, cost);
         }
-        let mut paid = if all {
-            Vec::new()
-        } else {
-            vec![0; checks.len()]
-        };
+        // Leases pay what they can (each check that fits, in order); if one cannot, Redis
+        // is asked for the rest, told what was paid.
+        let mut short: Option<Vec<u64>> = None;
         let mut refill = false;
         for (i, check) in checks.iter().enumerate() {
             let cost = u64::from(check.cost.max(1));
-            if let Some(lease) = leases.get_mut(check)
-                && lease.usable(now, cost)
-            {
-                lease.units -= cost;
-                if let Some(paid) = paid.get_mut(i) {
-                    *paid = cost;
-                } else {
-                    refill |= lease.wants_refill(now);
+            match leases.get_mut(check) {
+                Some(lease) if lease.usable(now, cost) => {
+                    lease.units -= cost;
+                    match &mut short {
+                        Some(paid) => paid[i] = cost,
+                        None => refill |= lease.wants_refill(now),
+                    }
+                }
+                _ => {
+                    // Every check before this one was paid in full.
+                    short.get_or_insert_with(|| {
+                        let mut paid = vec![0; checks.len()];
+                        for (paid, check) in paid.iter_mut().zip(&checks[..i]) {
+                            *paid = u64::from(check.cost.max(1));
+                        }
+                        paid
+                    });
                 }
             }
         }
-        if !all {
+        if let Some(paid) = short {
             return Err(paid);
         }
         let decision = from_leases(checks, &leases, now);

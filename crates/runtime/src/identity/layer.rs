@@ -36,7 +36,7 @@ use uuid::Uuid;
 use super::revocation::{Revocation, SessionCheck};
 use super::token::{API_KEY_PREFIX, PublicKeys, TokenError, TokenSettings, VerifiedTokens};
 use super::{Credential, Principal, Role};
-use crate::layers::{INFRASTRUCTURE_SERVICES, grpc_service};
+use crate::layers::{INFRASTRUCTURE_SERVICES, grpc_service, take_ready};
 use crate::redis::RedisHandle;
 use crate::telemetry::{TraceContextInterceptor, client_call};
 
@@ -292,9 +292,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The service that was polled ready handles this call; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let service = grpc_service(request.uri().path());
         if service.is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
             return Box::pin(inner.call(request));

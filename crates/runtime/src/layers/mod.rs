@@ -21,6 +21,14 @@ pub const INFRASTRUCTURE_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// The inner service of a middleware, to handle the call it was polled ready for: tower
+/// allows `call` only on the service that answered `poll_ready`, so that one is taken and
+/// a clone takes its place for the next call.
+pub fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
+
 /// The service part of a gRPC path (`/package.Service/Method`).
 pub fn grpc_service(path: &str) -> Option<&str> {
     path.strip_prefix('/')

@@ -42,7 +42,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
-use super::{INFRASTRUCTURE_SERVICES, grpc_service};
+use super::{INFRASTRUCTURE_SERVICES, grpc_service, take_ready};
 use crate::identity::{Credential, IdentifiedCaller, Principal};
 
 /// `ratelimit-policy`: the binding limit's quota and window.
@@ -484,9 +484,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // The service that was polled ready handles this call; a clone takes its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let path = request.uri().path();
         let method = path.trim_start_matches('/');
         let limits = &self.shared.limits;
