@@ -69,6 +69,16 @@ const LEASE_TTL: Duration = Duration::from_secs(1);
 const MAX_LEASE: u64 = 1024;
 /// A lease is granted only while this many times it (times the replicas) is left.
 const LEASE_HEADROOM: u64 = 4;
+/// How long the lease-table entry of an idle key is kept: its rate sizes its first lease
+/// when its calls resume.
+const IDLE_KEPT: Duration = Duration::from_secs(2);
+/// How long the entry of an idle hot key (at least [`HOT_RATE`] calls a second) is kept:
+/// such a key's calls resuming get a whole lease in one round trip instead of growing one
+/// over a second of round trips. There are few such keys (the process's call rate over
+/// [`HOT_RATE`] at most), so memory still follows the keys in use.
+const HOT_KEPT: Duration = Duration::from_secs(15);
+/// Calls a second that make a key hot.
+const HOT_RATE: f64 = 10.0;
 
 /// Calls answered by one run of the script at most.
 const MAX_BATCH: usize = 128;
@@ -472,6 +482,8 @@ struct Lease {
     window_start: Instant,
     window_calls: u64,
     rate: f64,
+    /// When the last call was counted.
+    last_call: Instant,
     /// When a refill of the lease was sent (before it ran out), if Redis has not answered
     /// it yet.
     refilling: Option<Instant>,
@@ -488,19 +500,35 @@ impl Lease {
             window_start: now,
             window_calls: 0,
             rate: 0.0,
+            last_call: now,
             refilling: None,
         }
     }
 
-    /// Counts a call (of `cost` units) in the rate.
+    /// Counts a call (of `cost` units) in the rate. A window's rate is over the time from
+    /// its start to its last call (a second at least): a pause after it says nothing of
+    /// the rate at which the key's calls resume, and the window that follows measures that.
     fn count(&mut self, now: Instant, cost: u64) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            self.rate = self.window_calls as f64 / elapsed.as_secs_f64();
+        if now.saturating_duration_since(self.window_start) >= Duration::from_secs(1) {
+            let active = self
+                .last_call
+                .saturating_duration_since(self.window_start)
+                .max(Duration::from_secs(1));
+            self.rate = self.window_calls as f64 / active.as_secs_f64();
             self.window_start = now;
             self.window_calls = 0;
         }
         self.window_calls += cost;
+        self.last_call = now;
+    }
+
+    /// Whether the entry is worth keeping at `now`: its key was used lately, or is hot and
+    /// was used not long ago, or is known to be over its limit still.
+    fn worth_keeping(&self, now: Instant) -> bool {
+        let idle = now.saturating_duration_since(self.last_call);
+        idle < IDLE_KEPT
+            || (idle < HOT_KEPT && self.rate.max(self.window_calls as f64) >= HOT_RATE)
+            || self.over_limit.is_some_and(|t| t > now)
     }
 
     /// Units worth leasing: what the key used in [`LEASE_TTL`] at its recent rate (at
@@ -561,6 +589,17 @@ impl Lease {
             local: false,
         })
     }
+}
+
+/// What each of `checks` costs (every check costs one unit at least).
+fn paid_in_full(checks: &[Check<'_>]) -> Vec<u64> {
+    checks.iter().map(|c| u64::from(c.cost.max(1))).collect()
+}
+
+/// What [`Limiter::check_here`] left to ask: what leases paid of each check meanwhile.
+#[derive(Debug)]
+pub struct Unpaid {
+    covered: Vec<u64>,
 }
 
 /// The admission of a call its leases paid: the tightest check's budget.
@@ -678,7 +717,37 @@ impl Limiter {
     /// # Panics
     /// With no checks: a programming error.
     pub async fn check<'p>(&self, checks: &[Check<'p>]) -> Decision<'p> {
-        self.check_at(checks, None).await
+        match self.check_here(checks) {
+            Ok(decision) => decision,
+            Err(unpaid) => self.check_rest(checks, unpaid).await,
+        }
+    }
+
+    /// [`Limiter::check`] as far as this process can go without waiting: the decision
+    /// when leases (or a refusal Redis gave lately) decide the call, as nearly every call
+    /// of a busy key is, or when there is no Redis; otherwise what is left to ask, for
+    /// [`Limiter::check_rest`] (what leases paid stays paid until it says).
+    pub fn check_here<'p>(&self, checks: &[Check<'p>]) -> Result<Decision<'p>, Unpaid> {
+        assert!(!checks.is_empty(), "a call needs at least one check");
+        if self.shared.redis.is_none() {
+            return Ok(self.check_locally(checks));
+        }
+        match self.decide_here(checks) {
+            Ok((decision, refill)) => {
+                if refill {
+                    self.refill(checks);
+                }
+                Ok(decision)
+            }
+            Err(covered) => Err(Unpaid { covered }),
+        }
+    }
+
+    /// The rest of [`Limiter::check`] after [`Limiter::check_here`] could not decide:
+    /// Redis decides, or this process alone when Redis is away.
+    pub async fn check_rest<'p>(&self, checks: &[Check<'p>], unpaid: Unpaid) -> Decision<'p> {
+        let wants = self.wanted_leases(checks);
+        self.ask(checks, None, &wants, unpaid.covered).await
     }
 
     /// [`Limiter::check`] at `now_us` (microseconds) instead of Redis's clock, for the
@@ -686,29 +755,29 @@ impl Limiter {
     #[doc(hidden)]
     pub async fn check_at<'p>(&self, checks: &[Check<'p>], now_us: Option<u64>) -> Decision<'p> {
         assert!(!checks.is_empty(), "a call needs at least one check");
-        let real_time = now_us.is_none();
-        // Units of the call's checks paid from this process's leases.
-        let mut covered = Vec::new();
-        if real_time && self.shared.redis.is_some() {
-            match self.decide_here(checks) {
-                Ok((decision, refill)) => {
-                    if let Some(wants) = refill {
-                        self.refill(checks, &wants);
-                    }
-                    return decision;
-                }
-                Err(paid) => covered = paid,
+        match now_us {
+            None => self.check(checks).await,
+            Some(_) => {
+                self.ask(checks, now_us, &vec![0; checks.len()], Vec::new())
+                    .await
             }
         }
+    }
+
+    /// Asks Redis (`covered`: what leases paid of each check), or decides in this process
+    /// when Redis does not answer.
+    async fn ask<'p>(
+        &self,
+        checks: &[Check<'p>],
+        now_us: Option<u64>,
+        wants: &[u64],
+        mut covered: Vec<u64>,
+    ) -> Decision<'p> {
+        let real_time = now_us.is_none();
         covered.resize(checks.len(), 0);
         if let Some(redis) = &self.shared.redis {
-            let wants = if real_time {
-                self.wanted_leases(checks)
-            } else {
-                vec![0; checks.len()]
-            };
             if (!redis.is_down() || self.probe_due())
-                && let Some((answer, sent)) = self.ask_redis(checks, now_us, &wants, &covered).await
+                && let Some((answer, sent)) = self.ask_redis(checks, now_us, wants, &covered).await
             {
                 if self.shared.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate limits are shared by every replica again");
@@ -767,12 +836,13 @@ impl Limiter {
 
     /// Asks Redis, without waiting, for more units for the leases of a call paid from
     /// them (every check of cost 0: it only reports, and takes the lease if granted).
-    fn refill(&self, checks: &[Check<'_>], wants: &[u64]) {
+    fn refill(&self, checks: &[Check<'_>]) {
         let up = self.shared.redis.as_ref().is_some_and(|r| !r.is_down());
-        let paid: Vec<u64> = checks.iter().map(|c| u64::from(c.cost.max(1))).collect();
+        let paid = paid_in_full(checks);
         if up
             && let Some(queue) = &self.shared.queue
-            && let Some((pending, _)) = self.pending(checks, None, wants, &paid)
+            && let Some((pending, _)) =
+                self.pending(checks, None, &self.wanted_leases(checks), &paid)
             && queue.try_send(pending).is_ok()
         {
             return;
@@ -832,64 +902,80 @@ impl Limiter {
     /// What this process can decide without Redis, under one lock: a refusal, when one
     /// of the keys is known to be over its limit still (Redis said so; other replicas can
     /// only have moved its arrival time later), or an admission, when every check can be
-    /// paid from a lease. Otherwise pays what leases can and says how much each check paid
-    /// (the rest goes to Redis). Counts the call in each key's rate.
-    fn decide_here<'p>(
-        &self,
-        checks: &[Check<'p>],
-    ) -> Result<(Decision<'p>, Option<Vec<u64>>), Vec<u64>> {
+    /// paid from a lease (and whether a lease runs low: see [`Lease::wants_refill`]).
+    /// Otherwise pays what leases can and says how much each check paid (the rest goes to
+    /// Redis). Counts the call in each key's rate. One look-up per check: leases pay as
+    /// they are found, and what they paid goes back if a later check refuses the call.
+    fn decide_here<'p>(&self, checks: &[Check<'p>]) -> Result<(Decision<'p>, bool), Vec<u64>> {
         let now = Instant::now();
         let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
             return Err(vec![0; checks.len()]);
         };
-        for check in checks {
-            // Keys get an entry when Redis answers for them, never merely because a call
-            // named them.
-            let Some(lease) = leases.get_mut(check) else {
-                continue;
-            };
-            lease.count(now, u64::from(check.cost.max(1)));
-            if let Some(refusal) = lease.refusal(check, now) {
-                return Ok((refusal, None));
-            }
-        }
-        // Leases pay what they can (each check that fits, in order); if one cannot, Redis
-        // is asked for the rest, told what was paid.
+        // What leases paid, check by check, once one could not (until then: all of each).
         let mut short: Option<Vec<u64>> = None;
         let mut refill = false;
+        // The check with least left, its budget and when that is whole again.
+        let mut tightest: Option<(&'p Policy, u64, Instant)> = None;
         for (i, check) in checks.iter().enumerate() {
             let cost = u64::from(check.cost.max(1));
-            match leases.get_mut(check) {
-                Some(lease) if lease.usable(now, cost) => {
+            // Keys get an entry when Redis answers for them, never merely because a call
+            // named them.
+            let lease = leases.get_mut(check);
+            if let Some(lease) = lease {
+                lease.count(now, cost);
+                if let Some(refusal) = lease.refusal(check, now) {
+                    // What the checks before paid goes back.
+                    let paid = short.unwrap_or_else(|| paid_in_full(&checks[..i]));
+                    for (check, paid) in checks.iter().zip(paid) {
+                        if let Some(lease) = leases.get_mut(check) {
+                            lease.units += paid;
+                        }
+                    }
+                    return Ok((refusal, false));
+                }
+                if lease.usable(now, cost) {
                     lease.units -= cost;
                     match &mut short {
                         Some(paid) => paid[i] = cost,
                         None => refill |= lease.wants_refill(now),
                     }
-                }
-                _ => {
-                    // Every check before this one was paid in full.
-                    short.get_or_insert_with(|| {
-                        let mut paid = vec![0; checks.len()];
-                        for (paid, check) in paid.iter_mut().zip(&checks[..i]) {
-                            *paid = u64::from(check.cost.max(1));
-                        }
-                        paid
-                    });
+                    let left = lease.remaining + lease.units;
+                    if tightest.is_none_or(|(_, least, _)| left < least) {
+                        tightest = Some((check.policy, left, lease.reset_at));
+                    }
+                    continue;
                 }
             }
+            short.get_or_insert_with(|| {
+                let mut paid = paid_in_full(&checks[..i]);
+                paid.resize(checks.len(), 0);
+                paid
+            });
         }
-        if let Some(paid) = short {
+        if let Some(mut paid) = short {
+            paid.resize(checks.len(), 0);
             return Err(paid);
         }
-        let decision = from_leases(checks, &leases, now);
-        let wants = refill.then(|| {
-            checks
-                .iter()
-                .map(|c| leases.get(c).map_or(0, |l| l.wanted(now)))
-                .collect()
-        });
-        Ok((decision, wants))
+        let decision = match tightest {
+            Some((policy, remaining, reset_at)) => Decision {
+                allowed: true,
+                policy,
+                remaining,
+                reset: reset_at.saturating_duration_since(now),
+                retry_after: None,
+                local: false,
+            },
+            // Every check was paid, so each had a lease: not reached.
+            None => Decision {
+                allowed: true,
+                policy: checks[0].policy,
+                remaining: 0,
+                reset: Duration::ZERO,
+                retry_after: None,
+                local: false,
+            },
+        };
+        Ok((decision, refill))
     }
 
     /// A call Redis refused: what `covered` paid goes back to the leases; if leases now
@@ -1153,13 +1239,11 @@ fn store_leases(leases: &Leases, checks: &[(String, Key)], answer: &[i64], sent:
 
 impl Shared {
     /// Drops the state of idle keys, so memory follows the keys in use: lease-table
-    /// entries idle for two seconds and not over a limit, and the per-process limiters'
-    /// keys whose budgets are whole again.
+    /// entries no longer [worth keeping](Lease::worth_keeping), and the per-process
+    /// limiters' keys whose budgets are whole again.
     fn forget_idle_keys(&self) {
         let now = Instant::now();
-        self.leases.retain(|l| {
-            l.window_start + Duration::from_secs(2) > now || l.over_limit.is_some_and(|t| t > now)
-        });
+        self.leases.retain(|l| l.worth_keeping(now));
         if let Ok(local) = self.local.lock() {
             for (_, limiter) in local.values() {
                 limiter.retain_recent();
@@ -1239,5 +1323,65 @@ async fn maintain(shared: Weak<Shared>) {
         {
             shared.replicas.store(count.max(1), Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `calls` calls of one unit, `every` apart from `start`; the time of the last.
+    fn calls(lease: &mut Lease, start: Instant, calls: u32, every: Duration) -> Instant {
+        let mut now = start;
+        for i in 0..calls {
+            now = start + every * i;
+            lease.count(now, 1);
+        }
+        now
+    }
+
+    #[test]
+    fn a_busy_key_that_pauses_keeps_its_rate_and_its_entry_a_while() {
+        let start = Instant::now();
+        let mut lease = Lease::new(start);
+        // 200 calls a second for two seconds, then a pause of five.
+        let last = calls(&mut lease, start, 400, Duration::from_millis(5));
+        let resumed = last + Duration::from_secs(5);
+        assert!(
+            lease.worth_keeping(resumed),
+            "a hot key is kept through a pause"
+        );
+        assert!(!lease.worth_keeping(last + HOT_KEPT), "but not for ever");
+        lease.count(resumed, 1);
+        // The window before the pause was busy for its whole second: its rate stands,
+        // and sizes the first lease after the pause.
+        let wanted = lease.wanted(resumed);
+        assert!((180..=MAX_LEASE).contains(&wanted), "{wanted}");
+    }
+
+    #[test]
+    fn a_slow_key_gets_small_leases_and_is_forgotten_soon() {
+        let start = Instant::now();
+        let mut lease = Lease::new(start);
+        // One call every three seconds.
+        let last = calls(&mut lease, start, 4, Duration::from_secs(3));
+        assert!(lease.wanted(last) <= 1, "{}", lease.wanted(last));
+        assert!(lease.worth_keeping(last + Duration::from_secs(1)));
+        assert!(!lease.worth_keeping(last + IDLE_KEPT));
+    }
+
+    #[test]
+    fn a_key_whose_rate_falls_gets_smaller_leases() {
+        let start = Instant::now();
+        let mut lease = Lease::new(start);
+        let busy = calls(&mut lease, start, 400, Duration::from_millis(5));
+        // Then two calls a second for three seconds.
+        let slow = calls(
+            &mut lease,
+            busy + Duration::from_millis(500),
+            6,
+            Duration::from_millis(500),
+        );
+        assert!(lease.wanted(slow) <= 4, "{}", lease.wanted(slow));
     }
 }

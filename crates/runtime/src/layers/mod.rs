@@ -41,8 +41,9 @@ pub use metadata::{
 };
 pub use ratelimit::{
     DEFAULT_COSTS, IpNet, RATELIMIT_HEADER, RATELIMIT_POLICY_HEADER, RETRY_AFTER_HEADER,
-    RateLimitLayer, RateLimitService, RateLimits, X_RATELIMIT_LIMIT_HEADER,
-    X_RATELIMIT_REMAINING_HEADER, X_RATELIMIT_RESET_HEADER, client_address,
+    RateLimitFuture, RateLimitLayer, RateLimitMetadata, RateLimitService, RateLimits,
+    X_RATELIMIT_LIMIT_HEADER, X_RATELIMIT_REMAINING_HEADER, X_RATELIMIT_RESET_HEADER,
+    client_address,
 };
 pub use request::{
     PROCESS_TIME_HEADER, QUERY_COUNT_HEADER, QUERY_TIME_HEADER, RequestLayer, RequestService,

@@ -237,8 +237,8 @@ impl RateLimits {
 
     /// The checks of a call by `subject` (`sign_in`: to `SignUp` or `Login`), at `cost`
     /// each.
-    fn checks<'a>(&'a self, subject: &Subject, sign_in: bool, cost: u32) -> Vec<Check<'a>> {
-        let mut checks = Vec::with_capacity(2);
+    fn checks<'a>(&'a self, subject: &Subject, sign_in: bool, cost: u32) -> Checks<'a> {
+        let mut checks = Checks::new();
         let mut add = |policy: &'a Option<Arc<Policy>>, key: &Key| {
             if let Some(policy) = policy {
                 checks.push(Check {
@@ -263,6 +263,9 @@ impl RateLimits {
         checks
     }
 }
+
+/// The checks of a call (two at most: no allocation).
+type Checks<'a> = smallvec::SmallVec<[Check<'a>; 2]>;
 
 /// Whose budgets a call uses.
 #[derive(Debug)]
@@ -392,6 +395,24 @@ struct PolicyHeaders {
     left: String,
 }
 
+impl PolicyHeaders {
+    /// The values of `policy`; `None` if its name cannot be sent as metadata.
+    fn new(policy: Arc<Policy>) -> Option<Self> {
+        let quota = format!(
+            "\"{}\";q={};w={}",
+            policy.name,
+            policy.limit,
+            seconds(policy.period)
+        );
+        Some(Self {
+            quota: HeaderValue::from_str(&quota).ok()?,
+            limit: HeaderValue::from(policy.limit),
+            left: format!("\"{}\";r=", policy.name),
+            policy,
+        })
+    }
+}
+
 /// The metadata names, made at compile time (made from a string per call, they would be
 /// parsed per call).
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static(RATELIMIT_POLICY_HEADER);
@@ -426,20 +447,7 @@ impl RateLimitLayer {
         ]
         .into_iter()
         .flatten()
-        .filter_map(|policy| {
-            let quota = format!(
-                "\"{}\";q={};w={}",
-                policy.name,
-                policy.limit,
-                seconds(policy.period)
-            );
-            Some(PolicyHeaders {
-                policy: Arc::clone(policy),
-                quota: HeaderValue::from_str(&quota).ok()?,
-                limit: HeaderValue::from(policy.limit),
-                left: format!("\"{}\";r=", policy.name),
-            })
-        })
+        .filter_map(|policy| PolicyHeaders::new(Arc::clone(policy)))
         .collect();
         Self {
             shared: Arc::new(Shared {
@@ -477,7 +485,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+    type Future = RateLimitFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -487,10 +495,11 @@ where
         let mut inner = take_ready(&mut self.inner);
         let path = request.uri().path();
         let method = path.trim_start_matches('/');
-        let limits = &self.shared.limits;
+        let shared = &self.shared;
+        let limits = &shared.limits;
         let cost = limits.cost(method);
         if cost == 0 || grpc_service(path).is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
-            return Box::pin(inner.call(request));
+            return RateLimitFuture::admitted(inner.call(request), None);
         }
         // Signing in is limited per address whoever the caller says they are: a token of
         // one's own must not lift the limit on guessing someone else's password.
@@ -519,20 +528,114 @@ where
             }
         };
         if !limits.apply_to(&subject, sign_in) {
-            return Box::pin(inner.call(request));
+            return RateLimitFuture::admitted(inner.call(request), None);
         }
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            let checks = shared.limits.checks(&subject, sign_in, cost);
-            let decision = shared.limiter.check(&checks).await;
-            let mut response = if decision.allowed {
-                inner.call(request).await?
-            } else {
-                refusal(&decision, &checks).into_http()
-            };
-            annotate(response.headers_mut(), &decision, &shared.headers);
-            Ok(response)
-        })
+        // Nearly every call is decided here and now, from this process's leases: the call
+        // goes on at once, and its metadata is added to its response. The others wait for
+        // Redis.
+        let checks = limits.checks(&subject, sign_in, cost);
+        match shared.limiter.check_here(&checks) {
+            Ok(decision) => {
+                let metadata = RateLimitMetadata::of(&decision, &shared.headers);
+                if decision.allowed {
+                    return RateLimitFuture::admitted(inner.call(request), metadata);
+                }
+                let mut response = refusal(&decision, &checks).into_http();
+                if let Some(metadata) = metadata {
+                    metadata.add_to(response.headers_mut());
+                }
+                RateLimitFuture::refused(response)
+            }
+            Err(unpaid) => {
+                let shared = Arc::clone(shared);
+                RateLimitFuture::waiting(Box::pin(async move {
+                    let checks = shared.limits.checks(&subject, sign_in, cost);
+                    let decision = shared.limiter.check_rest(&checks, unpaid).await;
+                    let metadata = RateLimitMetadata::of(&decision, &shared.headers);
+                    let mut response = if decision.allowed {
+                        inner.call(request).await?
+                    } else {
+                        refusal(&decision, &checks).into_http()
+                    };
+                    if let Some(metadata) = metadata {
+                        metadata.add_to(response.headers_mut());
+                    }
+                    Ok(response)
+                }))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`RateLimitService`]: the inner service's, with the rate-limit
+    /// metadata added, or a refusal.
+    pub struct RateLimitFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = Projected]
+    enum State<F, E> {
+        // Admitted (or not limited): the inner call, and the metadata for its response.
+        Admitted {
+            #[pin]
+            inner: F,
+            metadata: Option<RateLimitMetadata>,
+        },
+        // Refused without asking anyone: the refusal, until it is given.
+        Refused { response: Option<Response<Body>> },
+        // Waiting for Redis to decide, then for the inner call.
+        Waiting { future: BoxFuture<'static, Result<Response<Body>, E>> },
+    }
+}
+
+impl<F, E> RateLimitFuture<F, E> {
+    fn admitted(inner: F, metadata: Option<RateLimitMetadata>) -> Self {
+        Self {
+            state: State::Admitted { inner, metadata },
+        }
+    }
+
+    fn refused(response: Response<Body>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn waiting(future: BoxFuture<'static, Result<Response<Body>, E>>) -> Self {
+        Self {
+            state: State::Waiting { future },
+        }
+    }
+}
+
+impl<F, E> std::future::Future for RateLimitFuture<F, E>
+where
+    F: std::future::Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<Body>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            Projected::Admitted { inner, metadata } => {
+                let mut response = std::task::ready!(inner.poll(cx))?;
+                if let Some(metadata) = metadata.take() {
+                    metadata.add_to(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            // Polled again once done: a contract the caller broke; it waits forever.
+            Projected::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            Projected::Waiting { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -587,50 +690,111 @@ fn seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The rate-limit metadata of `decision` (`made`: the values made once per policy).
-fn annotate(headers: &mut HeaderMap, decision: &Decision<'_>, made: &[PolicyHeaders]) {
-    use std::fmt::Write as _;
-    let policy = decision.policy;
-    let reset = seconds(decision.reset);
-    let mut left = String::with_capacity(48);
-    match made.iter().find(|m| std::ptr::eq(&*m.policy, policy)) {
-        Some(made) => {
-            headers.insert(RATELIMIT_POLICY, made.quota.clone());
-            headers.insert(X_RATELIMIT_LIMIT, made.limit.clone());
-            left.push_str(&made.left);
-        }
-        None => {
-            let quota = format!(
-                "\"{}\";q={};w={}",
-                policy.name,
-                policy.limit,
-                seconds(policy.period)
-            );
-            if let Ok(quota) = HeaderValue::from_str(&quota) {
-                headers.insert(RATELIMIT_POLICY, quota);
+/// The rate-limit metadata of a call's response, made when the call is decided.
+///
+/// **On the wire.** HPACK sends the values that repeat (the policy, the limit, usually the
+/// reset, what is left of a large budget: see [`shown`]) as one-byte references to its
+/// table once sent. The values that change from call to call (what is left of a small
+/// budget) are sent as never-indexed literals: in the table they would only evict the
+/// values that repeat. A literal still names its header by reference when the name is in
+/// the table, so one response in [`SEED_NAMES_EVERY`] (per thread) sends them indexed,
+/// which puts their names in the table of its connection.
+#[derive(Debug)]
+pub struct RateLimitMetadata {
+    quota: HeaderValue,
+    limit: HeaderValue,
+    /// `"name";r=<remaining>;t=<reset>`
+    left: HeaderValue,
+    remaining: HeaderValue,
+    reset: HeaderValue,
+    retry_after: Option<HeaderValue>,
+}
+
+impl RateLimitMetadata {
+    /// The metadata of `decision` (`made`: the values made once per policy).
+    fn of(decision: &Decision<'_>, made: &[PolicyHeaders]) -> Option<Self> {
+        let policy = decision.policy;
+        let made_here;
+        let made = match made.iter().find(|m| std::ptr::eq(&*m.policy, policy)) {
+            Some(made) => made,
+            None => {
+                made_here = PolicyHeaders::new(Arc::new(policy.clone()))?;
+                &made_here
             }
-            headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(policy.limit));
-            let _ = write!(left, "\"{}\";r=", policy.name);
+        };
+        // One buffer for the three values with numbers: the numbers of `ratelimit` are
+        // the values of `x-ratelimit-remaining` and `x-ratelimit-reset`.
+        let (remaining, exact) = shown(decision.remaining);
+        let mut digits = itoa::Buffer::new();
+        let remaining = digits.format(remaining);
+        let mut text = bytes::BytesMut::with_capacity(made.left.len() + remaining.len() + 24);
+        text.extend_from_slice(made.left.as_bytes());
+        let remaining_at = text.len()..text.len() + remaining.len();
+        text.extend_from_slice(remaining.as_bytes());
+        text.extend_from_slice(b";t=");
+        let reset_at = text.len();
+        text.extend_from_slice(digits.format(seconds(decision.reset)).as_bytes());
+        let text = text.freeze();
+        let seed = SEEN.with(|seen| {
+            let n = seen.get().wrapping_add(1);
+            seen.set(n);
+            n % SEED_NAMES_EVERY == 0
+        });
+        let changing = |value: bytes::Bytes| {
+            HeaderValue::from_maybe_shared(value).ok().map(|mut value| {
+                value.set_sensitive(exact && !seed);
+                value
+            })
+        };
+        Some(Self {
+            quota: made.quota.clone(),
+            limit: made.limit.clone(),
+            remaining: changing(text.slice(remaining_at))?,
+            reset: HeaderValue::from_maybe_shared(text.slice(reset_at..)).ok()?,
+            left: changing(text)?,
+            retry_after: decision
+                .retry_after
+                .map(|retry| HeaderValue::from(seconds(retry))),
+        })
+    }
+
+    /// Adds the metadata to a response's.
+    fn add_to(self, headers: &mut HeaderMap) {
+        headers.reserve(6);
+        headers.insert(RATELIMIT_POLICY, self.quota);
+        headers.insert(RATELIMIT, self.left);
+        headers.insert(X_RATELIMIT_LIMIT, self.limit);
+        headers.insert(X_RATELIMIT_REMAINING, self.remaining);
+        headers.insert(X_RATELIMIT_RESET, self.reset);
+        if let Some(retry) = self.retry_after {
+            headers.insert(RETRY_AFTER, retry);
         }
     }
-    // Values that change from call to call are sent as never-indexed literals: in HPACK's
-    // dynamic table they would only evict the values that repeat.
-    let changing = |mut value: HeaderValue| {
-        value.set_sensitive(true);
-        value
-    };
-    let _ = write!(left, "{};t={reset}", decision.remaining);
-    if let Ok(left) = HeaderValue::from_maybe_shared(bytes::Bytes::from(left)) {
-        headers.insert(RATELIMIT, changing(left));
+}
+
+/// What is left as told to the client, and whether it is exact: below 1000 exactly; above,
+/// to three significant digits, rounded down. What is left is an estimate in any case (a
+/// lease's units, other replicas' calls), and one that never says more is left than is
+/// stays true; rounded, it changes every thousandth of the budget instead of every call,
+/// so HPACK sends it as a one-byte reference to its table.
+fn shown(remaining: u64) -> (u64, bool) {
+    if remaining < 1000 {
+        return (remaining, true);
     }
-    headers.insert(
-        X_RATELIMIT_REMAINING,
-        changing(HeaderValue::from(decision.remaining)),
-    );
-    headers.insert(X_RATELIMIT_RESET, changing(HeaderValue::from(reset)));
-    if let Some(retry) = decision.retry_after {
-        headers.insert(RETRY_AFTER, HeaderValue::from(seconds(retry)));
+    let mut unit = 1;
+    while remaining / unit >= 1000 {
+        unit *= 10;
     }
+    (remaining / unit * unit, false)
+}
+
+/// One response in this many (per thread) sends the changing values indexed; see
+/// [`RateLimitMetadata`].
+const SEED_NAMES_EVERY: u32 = 256;
+
+thread_local! {
+    /// Responses annotated on this thread.
+    static SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -674,6 +838,17 @@ mod tests {
         assert_eq!(proxies.len(), 3);
         assert!(RateLimits::parse_proxies("10.0.0.0/33").is_err());
         assert!(RateLimits::parse_proxies("proxy.local").is_err());
+    }
+
+    #[test]
+    fn what_is_left_is_exact_below_a_thousand_and_never_more_than_is() {
+        assert_eq!(shown(0), (0, true));
+        assert_eq!(shown(999), (999, true));
+        assert_eq!(shown(1000), (1000, false));
+        assert_eq!(shown(1234), (1230, false));
+        assert_eq!(shown(99_999), (99_900, false));
+        assert_eq!(shown(999_999_876), (999_000_000, false));
+        assert_eq!(shown(u64::MAX).0, 18_400_000_000_000_000_000);
     }
 
     #[test]
