@@ -449,3 +449,47 @@ async fn units_leased_to_one_replica_are_not_in_another_replicas_burst_after_a_r
         "{from_b} through B and {from_a} from A's lease: more than the budget (+{refill} refilled)"
     );
 }
+
+#[tokio::test]
+async fn a_busy_keys_lease_is_refilled_before_it_runs_out_and_remembered_through_a_pause() {
+    let server = RedisServer::start().await;
+    let handle = RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_secs(2)).unwrap();
+    let limiter = Limiter::new(Some(handle.clone()));
+    let policy = Arc::new(Policy::new("busy", 1_000_000_000, Duration::from_secs(60)));
+    let checks = vec![Check {
+        policy: &policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    // A call every 2 ms (or so) for `span`; how many had to wait for Redis.
+    let run = |span: Duration| {
+        let (limiter, checks) = (&limiter, &checks);
+        async move {
+            let started = std::time::Instant::now();
+            let mut waited = 0;
+            while started.elapsed() < span {
+                if let Err(unpaid) = limiter.check_here(checks) {
+                    waited += 1;
+                    assert!(limiter.check_rest(checks, unpaid).await.allowed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            waited
+        }
+    };
+    // The first second measures the key's rate; its leases grow to it.
+    run(Duration::from_millis(1_200)).await;
+    // From then on, each lease is refilled while a quarter of it is left: no call waits.
+    let before = script_runs(&handle).await;
+    assert_eq!(run(Duration::from_millis(1_500)).await, 0);
+    let refills = script_runs(&handle).await - before;
+    assert!(
+        (1..=10).contains(&refills),
+        "{refills} script runs in 1.5 s of a busy key"
+    );
+    // A pause longer than an idle key is remembered, shorter than a busy one's: the first
+    // call after it gets a lease of the key's rate, and the calls after it do not wait.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(limiter.check(&checks).await.allowed);
+    assert_eq!(run(Duration::from_millis(200)).await, 0);
+}
