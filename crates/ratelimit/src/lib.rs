@@ -604,32 +604,44 @@ pub struct Unpaid {
 
 /// The admission of a call its leases paid: the tightest check's budget.
 fn from_leases<'p>(checks: &[Check<'p>], leases: &Locked<'_>, now: Instant) -> Decision<'p> {
-    let mut tightest: Option<(&Check<'p>, &Lease)> = None;
+    let mut tightest: Option<(&'p Policy, u64, Instant)> = None;
     for check in checks {
-        let Some(lease) = leases.get(check) else {
-            continue;
-        };
-        if tightest.is_none_or(|(_, t)| lease.remaining + lease.units < t.remaining + t.units) {
-            tightest = Some((check, lease));
+        if let Some(lease) = leases.get(check) {
+            tightest = tighter(tightest, check.policy, lease);
         }
     }
+    admission(checks, tightest, now)
+}
+
+/// The tighter of `tightest` and `lease` (of `policy`): least left, with that budget and
+/// when it is whole again.
+fn tighter<'p>(
+    tightest: Option<(&'p Policy, u64, Instant)>,
+    policy: &'p Policy,
+    lease: &Lease,
+) -> Option<(&'p Policy, u64, Instant)> {
+    let left = lease.remaining + lease.units;
     match tightest {
-        Some((check, lease)) => Decision {
-            allowed: true,
-            policy: check.policy,
-            remaining: lease.remaining + lease.units,
-            reset: lease.reset_at.saturating_duration_since(now),
-            retry_after: None,
-            local: false,
-        },
-        None => Decision {
-            allowed: true,
-            policy: checks[0].policy,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: None,
-            local: false,
-        },
+        Some((_, least, _)) if least <= left => tightest,
+        _ => Some((policy, left, lease.reset_at)),
+    }
+}
+
+/// The admission of a call whose checks leases paid, told by the `tightest` of them.
+fn admission<'p>(
+    checks: &[Check<'p>],
+    tightest: Option<(&'p Policy, u64, Instant)>,
+    now: Instant,
+) -> Decision<'p> {
+    // Every check was paid, so each had a lease: `None` is not reached.
+    let (policy, remaining, reset_at) = tightest.unwrap_or((checks[0].policy, 0, now));
+    Decision {
+        allowed: true,
+        policy,
+        remaining,
+        reset: reset_at.saturating_duration_since(now),
+        retry_after: None,
+        local: false,
     }
 }
 
@@ -920,8 +932,7 @@ impl Limiter {
             let cost = u64::from(check.cost.max(1));
             // Keys get an entry when Redis answers for them, never merely because a call
             // named them.
-            let lease = leases.get_mut(check);
-            if let Some(lease) = lease {
+            if let Some(lease) = leases.get_mut(check) {
                 lease.count(now, cost);
                 if let Some(refusal) = lease.refusal(check, now) {
                     // What the checks before paid goes back.
@@ -939,10 +950,7 @@ impl Limiter {
                         Some(paid) => paid[i] = cost,
                         None => refill |= lease.wants_refill(now),
                     }
-                    let left = lease.remaining + lease.units;
-                    if tightest.is_none_or(|(_, least, _)| left < least) {
-                        tightest = Some((check.policy, left, lease.reset_at));
-                    }
+                    tightest = tighter(tightest, check.policy, lease);
                     continue;
                 }
             }
@@ -952,30 +960,10 @@ impl Limiter {
                 paid
             });
         }
-        if let Some(mut paid) = short {
-            paid.resize(checks.len(), 0);
+        if let Some(paid) = short {
             return Err(paid);
         }
-        let decision = match tightest {
-            Some((policy, remaining, reset_at)) => Decision {
-                allowed: true,
-                policy,
-                remaining,
-                reset: reset_at.saturating_duration_since(now),
-                retry_after: None,
-                local: false,
-            },
-            // Every check was paid, so each had a lease: not reached.
-            None => Decision {
-                allowed: true,
-                policy: checks[0].policy,
-                remaining: 0,
-                reset: Duration::ZERO,
-                retry_after: None,
-                local: false,
-            },
-        };
-        Ok((decision, refill))
+        Ok((admission(checks, tightest, now), refill))
     }
 
     /// A call Redis refused: what `covered` paid goes back to the leases; if leases now
