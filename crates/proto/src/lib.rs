@@ -60,6 +60,13 @@ pub mod strata {
             include!(concat!(env!("OUT_DIR"), "/strata.analytics.v1.rs"));
         }
     }
+    /// `strata.content.*`
+    pub mod content {
+        /// `strata.content.v1`: prompts (and agents, projects, conversations) with versions.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/strata.content.v1.rs"));
+        }
+    }
     /// `strata.admin.*`
     pub mod admin {
         /// `strata.admin.v1`: operational RPCs served by every process.
@@ -73,6 +80,7 @@ pub use strata::admin::v1 as admin;
 pub use strata::analytics::v1 as analytics;
 pub use strata::auth::v1 as auth;
 pub use strata::common::v1 as common;
+pub use strata::content::v1 as content;
 
 /// A generated gRPC server. The server bootstrap adds every service through this trait, so
 /// the limits below are applied once for all, and a service that is not listed here cannot
@@ -96,4 +104,5 @@ grpc_servers!(
     admin::admin_service_server::AdminServiceServer<AdminService>,
     analytics::analytics_service_server::AnalyticsServiceServer<AnalyticsService>,
     auth::auth_service_server::AuthServiceServer<AuthService>,
+    content::prompt_service_server::PromptServiceServer<PromptService>,
 );
