@@ -1,0 +1,837 @@
+//! Prompts: created with version 1, read by version or label, listed with filters,
+//! updated (never their body: a new body is a new version), deleted; versions saved,
+//! listed and deleted; labels moved (weighted for experiments) with their history; a
+//! version resolved for a subject and rendered with variables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use strata_errors::{ApiError, Violations};
+use strata_proto::content as pb;
+use strata_runtime::identity::Principal;
+use strata_runtime::pagination::{Cursor, KeyCursor, PageContext, finish_page, page_size};
+use strata_runtime::time::timestamp;
+use tonic::Request;
+use uuid::Uuid;
+
+use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, db_now, may_touch, shared};
+use crate::ContentError;
+use crate::store::{self, Body, PROMPTS};
+use crate::template::{self, RenderError};
+use crate::validate;
+use crate::versions::{self, Selected};
+
+/// Longest template, in characters.
+const MAX_TEMPLATE: usize = 100_000;
+/// Longest prompt name.
+const MAX_NAME: usize = 200;
+/// Longest subject.
+const MAX_SUBJECT: usize = 200;
+/// Longest name_query.
+const MAX_QUERY: usize = 100;
+/// Fields a read_mask may name.
+const FIELDS: &[&str] = &[
+    "id",
+    "owner_id",
+    "name",
+    "tags",
+    "is_favorite",
+    "labels",
+    "version",
+    "latest_version",
+    "version_labels",
+    "create_time",
+    "update_time",
+];
+/// List RPCs whose page tokens are bound to them.
+const LIST_PROMPTS: &str = "strata.content.v1.PromptService/ListPrompts";
+const LIST_VERSIONS: &str = "strata.content.v1.PromptService/ListPromptVersions";
+const LIST_HISTORY: &str = "strata.content.v1.PromptService/ListPromptLabelHistory";
+
+/// Checks a prompt name: 1 to 200 characters, '/'-separated folders, none empty.
+fn check_name(v: &mut Violations, field: &str, name: &str) {
+    validate::text(v, field, name, 1, MAX_NAME);
+    if name.split('/').any(|part| part.trim().is_empty()) {
+        v.add(
+            field,
+            "folders are separated by single '/', with no empty folder and no leading or \
+             trailing '/'",
+        );
+    }
+}
+
+/// Checks a version's body.
+fn check_body(v: &mut Violations, field: &str, version: Option<&pb::PromptVersion>) -> Body {
+    let default = pb::PromptVersion::default();
+    let version = version.unwrap_or(&default);
+    validate::long_text(
+        v,
+        &format!("{field}.template"),
+        &version.template,
+        MAX_TEMPLATE,
+    );
+    Body {
+        template: version.template.clone(),
+        variables: template::variables(&version.template),
+        model_parameters: validate::json(
+            v,
+            &format!("{field}.model_parameters"),
+            version.model_parameters.as_ref(),
+        ),
+    }
+}
+
+/// The hash that tells a retry from another request with the same `request_id`.
+fn request_hash(parts: &[&[u8]]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize().to_vec()
+}
+
+fn body_hash_parts(body: &Body) -> [Vec<u8>; 2] {
+    [
+        body.template.as_bytes().to_vec(),
+        body.model_parameters.to_string().into_bytes(),
+    ]
+}
+
+fn conflict() -> ContentError {
+    ContentError::Api(ApiError::AlreadyExists {
+        message: "request_id was already used for a different request".into(),
+        resource: None,
+    })
+}
+
+/// A stored version as proto.
+fn version_proto(row: &store::VersionRow) -> pb::PromptVersion {
+    pb::PromptVersion {
+        version: row.version,
+        template: row.template.clone(),
+        variables: row.variables.clone(),
+        model_parameters: Some(validate::json_to_struct(&row.model_parameters)),
+        created_by: row.created_by.to_string(),
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+/// A stored prompt and its labels as proto (no version).
+fn prompt_proto(row: &store::PromptRow, labels: &[versions::LabelRow]) -> pb::Prompt {
+    let mut version_labels: Vec<pb::Label> = labels.iter().map(versions::LabelRow::proto).collect();
+    if let Some(latest) = row.latest {
+        version_labels.push(versions::latest_label(latest, row.updated_at));
+        version_labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    pb::Prompt {
+        id: row.id.to_string(),
+        owner_id: row.owner_id.to_string(),
+        name: row.name.clone(),
+        tags: row.tags.clone(),
+        is_favorite: row.is_favorite,
+        labels: validate::labels_map(&row.labels),
+        version: None,
+        latest_version: row.latest.unwrap_or_default(),
+        version_labels,
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    }
+}
+
+/// Keeps only the fields of `mask` (top-level).
+fn masked(mut prompt: pb::Prompt, fields: &[&str]) -> pb::Prompt {
+    let keep = |name: &str| fields.contains(&name);
+    if !keep("id") {
+        prompt.id.clear();
+    }
+    if !keep("owner_id") {
+        prompt.owner_id.clear();
+    }
+    if !keep("name") {
+        prompt.name.clear();
+    }
+    if !keep("tags") {
+        prompt.tags.clear();
+    }
+    if !keep("is_favorite") {
+        prompt.is_favorite = false;
+    }
+    if !keep("labels") {
+        prompt.labels.clear();
+    }
+    if !keep("version") {
+        prompt.version = None;
+    }
+    if !keep("latest_version") {
+        prompt.latest_version = 0;
+    }
+    if !keep("version_labels") {
+        prompt.version_labels.clear();
+    }
+    if !keep("create_time") {
+        prompt.create_time = None;
+    }
+    if !keep("update_time") {
+        prompt.update_time = None;
+    }
+    prompt
+}
+
+impl ContentHandlers {
+    /// Prompt `id` without its body, from the cache, if `principal` may see it; another
+    /// user's prompt is NOT_FOUND like a missing one.
+    async fn visible_prompt(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> Result<Arc<pb::Prompt>, ContentError> {
+        let db = self.ctx.db.clone();
+        let prompt = self
+            .prompts
+            .get_or_load(&id.to_string(), || async move {
+                let mut conn = db.get().await?;
+                let Some(row) = store::prompt(&mut conn, id).await? else {
+                    return Ok(None);
+                };
+                let labels = versions::labels_of(&mut conn, PROMPTS, id).await?;
+                Ok::<_, strata_storage::Error>(Some(prompt_proto(&row, &labels)))
+            })
+            .await
+            .map_err(shared)?;
+        match prompt {
+            Some(p) if Uuid::parse_str(&p.owner_id).is_ok_and(|o| may_touch(principal, o)) => Ok(p),
+            _ => Err(ContentError::not_found("prompt")),
+        }
+    }
+
+    /// Version `number` of prompt `id` (whose visibility was checked), from the cache.
+    async fn prompt_version(
+        &self,
+        id: Uuid,
+        number: i32,
+    ) -> Result<Arc<pb::PromptVersion>, ContentError> {
+        let db = self.ctx.db.clone();
+        self.prompt_versions
+            .get_or_load(&format!("{id}/{number}"), || async move {
+                let mut conn = db.get().await?;
+                let row = store::version(&mut conn, id, number).await?;
+                Ok::<_, strata_storage::Error>(row.as_ref().map(version_proto))
+            })
+            .await
+            .map_err(shared)?
+            .ok_or(ContentError::not_found("version"))
+    }
+
+    /// Forgets prompt `id` in every replica's caches (after the write committed).
+    async fn prompt_changed(&self, id: Uuid) {
+        self.prompts.invalidate(&[id.to_string()]).await;
+    }
+
+    /// The version `selected` gives `subject`.
+    fn pick(id: Uuid, selected: &Selected, subject: &str) -> (String, i32) {
+        match selected {
+            Selected::Version(n) => (String::new(), *n),
+            Selected::Label(name, target) => (name.clone(), target.pick(id, name, subject)),
+        }
+    }
+}
+
+/// `CreatePrompt`.
+pub async fn create_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::CreatePromptRequest>,
+) -> Result<pb::CreatePromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let prompt = req.prompt.unwrap_or_default();
+    let mut v = Violations::new();
+    check_name(&mut v, "prompt.name", &prompt.name);
+    let tags = validate::tags(&mut v, "prompt.tags", &prompt.tags);
+    validate::labels(&mut v, "prompt.labels", &prompt.labels);
+    let body = check_body(&mut v, "version", req.version.as_ref());
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    v.finish()?;
+    let labels = validate::labels_json(&prompt.labels);
+    let [template_bytes, params_bytes] = body_hash_parts(&body);
+    let hash = request_hash(&[
+        prompt.name.as_bytes(),
+        tags.join("\u{1f}").as_bytes(),
+        &[u8::from(prompt.is_favorite)],
+        labels.to_string().as_bytes(),
+        &template_bytes,
+        &params_bytes,
+    ]);
+    let new = store::NewPrompt {
+        owner_id: principal.user_id,
+        name: prompt.name,
+        tags,
+        is_favorite: prompt.is_favorite,
+        labels,
+        body,
+        request_id,
+        request_hash: hash.clone(),
+    };
+    let mut conn = h.ctx.db.get().await?;
+    let replay = |found: Option<(Uuid, Vec<u8>)>| match found {
+        Some((id, seen)) if seen == hash => Ok(Some(id)),
+        Some(_) => Err(conflict()),
+        None => Ok(None),
+    };
+    let id = match request_id {
+        Some(rid) => replay(store::prompt_by_request(&mut conn, principal.user_id, rid).await?)?,
+        None => None,
+    };
+    let id = match id {
+        Some(id) => id,
+        None => match store::insert_prompt(&mut conn, &new, db_now()).await {
+            Ok(id) => id,
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            )) => {
+                // A concurrent retry of the same request, or the name is taken.
+                if let Some(rid) = request_id
+                    && let Some(id) =
+                        replay(store::prompt_by_request(&mut conn, principal.user_id, rid).await?)?
+                {
+                    id
+                } else if info.constraint_name() == Some("prompts_owner_name_key") {
+                    return Err(ContentError::Api(ApiError::AlreadyExists {
+                        message: "you already have a prompt with this name".into(),
+                        resource: None,
+                    }));
+                } else {
+                    return Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        info,
+                    )
+                    .into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    drop(conn);
+    let mut prompt = (*h.visible_prompt(&principal, id).await?).clone();
+    prompt.version = Some((*h.prompt_version(id, 1).await?).clone());
+    Ok(pb::CreatePromptResponse {
+        prompt: Some(prompt),
+    })
+}
+
+/// `GetPrompt`.
+pub async fn get_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::GetPromptRequest>,
+) -> Result<pb::GetPromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let fields = validate::read_mask(req.read_mask.as_ref(), FIELDS)?;
+    let selector = req.selector.and_then(|s| s.selector);
+    let head = h.visible_prompt(&principal, id).await?;
+    let mut prompt = (*head).clone();
+    if fields.contains(&"version") {
+        let selected = versions::select(selector.as_ref(), &head.version_labels)?;
+        let (_, number) = ContentHandlers::pick(id, &selected, "");
+        prompt.version = Some((*h.prompt_version(id, number).await?).clone());
+    }
+    Ok(pb::GetPromptResponse {
+        prompt: Some(masked(prompt, &fields)),
+    })
+}
+
+/// `ListPrompts`: the caller's prompts, newest first, with the default version of each
+/// (production, else latest) when the mask asks for it, read in one more statement.
+pub async fn list_prompts(
+    h: &ContentHandlers,
+    request: Request<pb::ListPromptsRequest>,
+) -> Result<pb::ListPromptsResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let limit = page_size(req.page_size)?;
+    let fields = validate::read_mask(req.read_mask.as_ref(), FIELDS)?;
+    let mut v = Violations::new();
+    if !req.tag.is_empty() {
+        validate::text(&mut v, "tag", &req.tag, 1, validate::MAX_TAG);
+    }
+    let folder = req.folder.trim_end_matches('/');
+    if !req.folder.is_empty() {
+        check_name(&mut v, "folder", folder);
+    }
+    if !req.name_query.is_empty() {
+        validate::text(&mut v, "name_query", &req.name_query, 1, MAX_QUERY);
+    }
+    v.finish()?;
+    let filter = store::PromptFilter {
+        favorites_only: req.favorites_only,
+        tag: (!req.tag.is_empty()).then(|| req.tag.clone()),
+        folder: (!folder.is_empty()).then(|| folder.to_owned()),
+        name_query: (!req.name_query.is_empty()).then(|| req.name_query.to_lowercase()),
+    };
+    let favorites = if req.favorites_only { "1" } else { "0" };
+    let context = PageContext::new(
+        LIST_PROMPTS,
+        &principal.user_id,
+        &[favorites, &req.tag, folder, &req.name_query],
+    );
+    let after = Cursor::decode(&req.page_token, &context)?.map(|c| (c.time, c.id));
+    let mut conn = h.ctx.db.get().await?;
+    let rows = store::list_prompts(&mut conn, principal.user_id, &filter, after, limit + 1).await?;
+    let (rows, next_page_token) = finish_page(rows, limit, |last| {
+        Cursor {
+            time: last.created_at,
+            id: last.id,
+        }
+        .encode(&context)
+    });
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut labels: HashMap<Uuid, Vec<versions::LabelRow>> = HashMap::new();
+    if fields.contains(&"version") || fields.contains(&"version_labels") {
+        for (item, label) in store::labels_of_many(&mut conn, &ids).await? {
+            labels.entry(item).or_default().push(label);
+        }
+    }
+    let mut prompts: Vec<pb::Prompt> = rows
+        .iter()
+        .map(|row| prompt_proto(row, labels.get(&row.id).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    if fields.contains(&"version") {
+        let wanted: Vec<(Uuid, i32)> = prompts
+            .iter()
+            .zip(&ids)
+            .filter_map(|(p, id)| {
+                let selected = versions::select(None, &p.version_labels).ok()?;
+                Some((*id, ContentHandlers::pick(*id, &selected, "").1))
+            })
+            .collect();
+        let found = store::versions_of(&mut conn, &wanted).await?;
+        for (prompt, id) in prompts.iter_mut().zip(&ids) {
+            prompt.version = wanted
+                .iter()
+                .find(|(w, _)| w == id)
+                .and_then(|(_, n)| found.iter().find(|f| f.item_id == *id && f.version == *n))
+                .map(version_proto);
+        }
+    }
+    Ok(pb::ListPromptsResponse {
+        prompts: prompts.into_iter().map(|p| masked(p, &fields)).collect(),
+        next_page_token,
+    })
+}
+
+/// `UpdatePrompt`.
+pub async fn update_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::UpdatePromptRequest>,
+) -> Result<pb::UpdatePromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let prompt = req.prompt.unwrap_or_default();
+    let id = validate::id("prompt.id", &prompt.id)?;
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    let mut v = Violations::new();
+    if paths.is_empty() {
+        v.add("update_mask", "must name at least one field");
+    }
+    let mut changes = store::PromptChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => {
+                check_name(&mut v, "prompt.name", &prompt.name);
+                changes.name = Some(prompt.name.clone());
+            }
+            "tags" => changes.tags = Some(validate::tags(&mut v, "prompt.tags", &prompt.tags)),
+            "is_favorite" => changes.is_favorite = Some(prompt.is_favorite),
+            "labels" => {
+                validate::labels(&mut v, "prompt.labels", &prompt.labels);
+                changes.labels = Some(validate::labels_json(&prompt.labels));
+            }
+            other => v.add(
+                "update_mask",
+                format!("{other:?} cannot be updated (updatable: name, tags, is_favorite, labels)"),
+            ),
+        }
+    }
+    v.finish()?;
+    let mut conn = h.ctx.db.get().await?;
+    let updated = store::update_prompt(
+        &mut conn,
+        id,
+        |owner| may_touch(&principal, owner),
+        &changes,
+        db_now(),
+    )
+    .await;
+    match updated {
+        Ok(true) => {}
+        Ok(false) => return Err(ContentError::not_found("prompt")),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => {
+            return Err(ContentError::Api(ApiError::AlreadyExists {
+                message: "you already have a prompt with this name".into(),
+                resource: None,
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    drop(conn);
+    h.prompt_changed(id).await;
+    Ok(pb::UpdatePromptResponse {
+        prompt: Some((*h.visible_prompt(&principal, id).await?).clone()),
+    })
+}
+
+/// `DeletePrompt`.
+pub async fn delete_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::DeletePromptRequest>,
+) -> Result<pb::DeletePromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let id = validate::id("prompt_id", &request.get_ref().prompt_id)?;
+    let mut conn = h.ctx.db.get().await?;
+    let last = store::list_versions(&mut conn, id, None, 1).await?;
+    if !store::delete_prompt(&mut conn, id, |owner| may_touch(&principal, owner)).await? {
+        return Err(ContentError::not_found("prompt"));
+    }
+    drop(conn);
+    h.prompt_changed(id).await;
+    // Versions are immutable and their numbers never reused: forget those that may be
+    // cached (up to the newest; numbers above it never existed).
+    if let Some(newest) = last.first() {
+        let keys: Vec<String> = (1..=newest.version).map(|n| format!("{id}/{n}")).collect();
+        for chunk in keys.chunks(1000) {
+            h.prompt_versions.invalidate(chunk).await;
+        }
+    }
+    Ok(pb::DeletePromptResponse {})
+}
+
+/// `CreatePromptVersion`.
+pub async fn create_prompt_version(
+    h: &ContentHandlers,
+    request: Request<pb::CreatePromptVersionRequest>,
+) -> Result<pb::CreatePromptVersionResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let mut v = Violations::new();
+    let body = check_body(&mut v, "version", req.version.as_ref());
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    v.finish()?;
+    let [template_bytes, params_bytes] = body_hash_parts(&body);
+    let hash = request_hash(&[&template_bytes, &params_bytes]);
+    let mut conn = h.ctx.db.get().await?;
+    let made = store::insert_version(
+        &mut conn,
+        id,
+        |owner| may_touch(&principal, owner),
+        &body,
+        principal.user_id,
+        request_id.map(|r| (r, hash.as_slice())),
+        db_now(),
+    )
+    .await?;
+    drop(conn);
+    let row = match made {
+        None => return Err(ContentError::not_found("prompt")),
+        Some(store::NewVersion::Conflict) => return Err(conflict()),
+        Some(store::NewVersion::Replayed(row)) => row,
+        Some(store::NewVersion::Made(row)) => {
+            h.prompt_changed(id).await;
+            row
+        }
+    };
+    Ok(pb::CreatePromptVersionResponse {
+        version: Some(version_proto(&row)),
+    })
+}
+
+/// `ListPromptVersions`.
+pub async fn list_prompt_versions(
+    h: &ContentHandlers,
+    request: Request<pb::ListPromptVersionsRequest>,
+) -> Result<pb::ListPromptVersionsResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let limit = page_size(req.page_size)?;
+    let context = PageContext::new(LIST_VERSIONS, &principal.user_id, &[&req.prompt_id]);
+    let before = match KeyCursor::decode(&req.page_token, &context)? {
+        Some(cursor) => {
+            let mut reader = cursor.reader();
+            let n = reader.i64()?;
+            reader.end()?;
+            Some(i32::try_from(n).map_err(|_| ApiError::invalid("page_token", "is not a token")))
+                .transpose()?
+        }
+        None => None,
+    };
+    h.visible_prompt(&principal, id).await?;
+    let mut conn = h.ctx.db.get().await?;
+    let rows = store::list_versions(&mut conn, id, before, limit + 1).await?;
+    let (rows, next_page_token) = finish_page(rows, limit, |last| {
+        KeyCursor::default()
+            .push_i64(i64::from(last.version))
+            .encode(&context)
+    });
+    Ok(pb::ListPromptVersionsResponse {
+        versions: rows.iter().map(version_proto).collect(),
+        next_page_token,
+    })
+}
+
+/// `DeletePromptVersion`.
+pub async fn delete_prompt_version(
+    h: &ContentHandlers,
+    request: Request<pb::DeletePromptVersionRequest>,
+) -> Result<pb::DeletePromptVersionResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    if req.version < 1 {
+        return Err(ContentError::invalid(
+            "version",
+            "must be a version number (1 or more)",
+        ));
+    }
+    let mut conn = h.ctx.db.get().await?;
+    versions::delete_version(
+        &mut conn,
+        PROMPTS,
+        id,
+        |owner| may_touch(&principal, owner),
+        req.version,
+        db_now(),
+    )
+    .await?;
+    drop(conn);
+    h.prompt_changed(id).await;
+    h.prompt_versions
+        .invalidate(&[format!("{id}/{}", req.version)])
+        .await;
+    Ok(pb::DeletePromptVersionResponse {})
+}
+
+/// `SetPromptLabel`.
+pub async fn set_prompt_label(
+    h: &ContentHandlers,
+    request: Request<pb::SetPromptLabelRequest>,
+) -> Result<pb::SetPromptLabelResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let mut v = Violations::new();
+    let target = versions::check_label_target(&mut v, &req.label, &req.versions);
+    v.finish()?;
+    let mut conn = h.ctx.db.get().await?;
+    let row = versions::set_label(
+        &mut conn,
+        PROMPTS,
+        id,
+        |owner| may_touch(&principal, owner),
+        &req.label,
+        &target,
+        principal.user_id,
+        db_now(),
+    )
+    .await?;
+    drop(conn);
+    h.prompt_changed(id).await;
+    Ok(pb::SetPromptLabelResponse {
+        label: Some(row.proto()),
+    })
+}
+
+/// `ListPromptLabelHistory`.
+pub async fn list_prompt_label_history(
+    h: &ContentHandlers,
+    request: Request<pb::ListPromptLabelHistoryRequest>,
+) -> Result<pb::ListPromptLabelHistoryResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    if !req.label.is_empty() && !validate::is_label_name(&req.label) {
+        return Err(ContentError::invalid("label", "must be a label name"));
+    }
+    let limit = page_size(req.page_size)?;
+    let context = PageContext::new(
+        LIST_HISTORY,
+        &principal.user_id,
+        &[&req.prompt_id, &req.label],
+    );
+    let before = match KeyCursor::decode(&req.page_token, &context)? {
+        Some(cursor) => {
+            let mut reader = cursor.reader();
+            let n = reader.i64()?;
+            reader.end()?;
+            Some(n)
+        }
+        None => None,
+    };
+    h.visible_prompt(&principal, id).await?;
+    let mut conn = h.ctx.db.get().await?;
+    let label = (!req.label.is_empty()).then_some(req.label.as_str());
+    let rows = versions::history(&mut conn, PROMPTS, id, label, before, limit + 1).await?;
+    let (rows, next_page_token) = finish_page(rows, limit, |last| {
+        KeyCursor::default().push_i64(last.id).encode(&context)
+    });
+    Ok(pb::ListPromptLabelHistoryResponse {
+        moves: rows.iter().map(versions::MoveRow::proto).collect(),
+        next_page_token,
+    })
+}
+
+/// The label a Resolve or Render selects and the version it gives `subject`.
+async fn resolve(
+    h: &ContentHandlers,
+    principal: &Principal,
+    id: Uuid,
+    selector: Option<&pb::version_selector::Selector>,
+    subject: &str,
+) -> Result<(String, Arc<pb::PromptVersion>), ContentError> {
+    if subject.chars().count() > MAX_SUBJECT {
+        return Err(ContentError::invalid(
+            "subject",
+            format!("must be at most {MAX_SUBJECT} characters"),
+        ));
+    }
+    let head = h.visible_prompt(principal, id).await?;
+    let selected = versions::select(selector, &head.version_labels)?;
+    let (label, number) = ContentHandlers::pick(id, &selected, subject);
+    Ok((label, h.prompt_version(id, number).await?))
+}
+
+/// `ResolvePrompt`.
+pub async fn resolve_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::ResolvePromptRequest>,
+) -> Result<pb::ResolvePromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let selector =
+        (!req.label.is_empty()).then_some(pb::version_selector::Selector::Label(req.label));
+    let (label, version) = resolve(h, &principal, id, selector.as_ref(), &req.subject).await?;
+    Ok(pb::ResolvePromptResponse {
+        label,
+        version: Some((*version).clone()),
+    })
+}
+
+/// `RenderPrompt`.
+pub async fn render_prompt(
+    h: &ContentHandlers,
+    request: Request<pb::RenderPromptRequest>,
+) -> Result<pb::RenderPromptResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("prompt_id", &req.prompt_id)?;
+    let selector = req.selector.and_then(|s| s.selector);
+    let (_, version) = resolve(h, &principal, id, selector.as_ref(), &req.subject).await?;
+    let text = template::render(&version.template, &req.variables).map_err(|e| match e {
+        RenderError::Missing(name) => ContentError::invalid(
+            format!("variables[{name:?}]"),
+            "the template declares this variable: give it a value",
+        ),
+        RenderError::Undeclared(name) => ContentError::invalid(
+            format!("variables[{name:?}]"),
+            format!("version {} declares no such variable", version.version),
+        ),
+    })?;
+    Ok(pb::RenderPromptResponse {
+        text,
+        version: version.version,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::prompt_service_server::PromptService for ContentHandlers {
+    async fn create_prompt(
+        &self,
+        request: Request<pb::CreatePromptRequest>,
+    ) -> Result<tonic::Response<pb::CreatePromptResponse>, tonic::Status> {
+        strata_errors::respond(create_prompt(self, request).await)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: Request<pb::GetPromptRequest>,
+    ) -> Result<tonic::Response<pb::GetPromptResponse>, tonic::Status> {
+        strata_errors::respond(get_prompt(self, request).await)
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Request<pb::ListPromptsRequest>,
+    ) -> Result<tonic::Response<pb::ListPromptsResponse>, tonic::Status> {
+        strata_errors::respond(list_prompts(self, request).await)
+    }
+
+    async fn update_prompt(
+        &self,
+        request: Request<pb::UpdatePromptRequest>,
+    ) -> Result<tonic::Response<pb::UpdatePromptResponse>, tonic::Status> {
+        strata_errors::respond(update_prompt(self, request).await)
+    }
+
+    async fn delete_prompt(
+        &self,
+        request: Request<pb::DeletePromptRequest>,
+    ) -> Result<tonic::Response<pb::DeletePromptResponse>, tonic::Status> {
+        strata_errors::respond(delete_prompt(self, request).await)
+    }
+
+    async fn create_prompt_version(
+        &self,
+        request: Request<pb::CreatePromptVersionRequest>,
+    ) -> Result<tonic::Response<pb::CreatePromptVersionResponse>, tonic::Status> {
+        strata_errors::respond(create_prompt_version(self, request).await)
+    }
+
+    async fn list_prompt_versions(
+        &self,
+        request: Request<pb::ListPromptVersionsRequest>,
+    ) -> Result<tonic::Response<pb::ListPromptVersionsResponse>, tonic::Status> {
+        strata_errors::respond(list_prompt_versions(self, request).await)
+    }
+
+    async fn delete_prompt_version(
+        &self,
+        request: Request<pb::DeletePromptVersionRequest>,
+    ) -> Result<tonic::Response<pb::DeletePromptVersionResponse>, tonic::Status> {
+        strata_errors::respond(delete_prompt_version(self, request).await)
+    }
+
+    async fn set_prompt_label(
+        &self,
+        request: Request<pb::SetPromptLabelRequest>,
+    ) -> Result<tonic::Response<pb::SetPromptLabelResponse>, tonic::Status> {
+        strata_errors::respond(set_prompt_label(self, request).await)
+    }
+
+    async fn list_prompt_label_history(
+        &self,
+        request: Request<pb::ListPromptLabelHistoryRequest>,
+    ) -> Result<tonic::Response<pb::ListPromptLabelHistoryResponse>, tonic::Status> {
+        strata_errors::respond(list_prompt_label_history(self, request).await)
+    }
+
+    async fn resolve_prompt(
+        &self,
+        request: Request<pb::ResolvePromptRequest>,
+    ) -> Result<tonic::Response<pb::ResolvePromptResponse>, tonic::Status> {
+        strata_errors::respond(resolve_prompt(self, request).await)
+    }
+
+    async fn render_prompt(
+        &self,
+        request: Request<pb::RenderPromptRequest>,
+    ) -> Result<tonic::Response<pb::RenderPromptResponse>, tonic::Status> {
+        strata_errors::respond(render_prompt(self, request).await)
+    }
+}
