@@ -50,7 +50,7 @@ struct Cli {
 enum Command {
     /// Serve a service set over gRPC (config from the environment; see README).
     Serve {
-        /// Which services: `all` (every service), one service (`auth`, `analytics`), or
+        /// Which services: `all` (every service), one service (`auth`, `content`, `analytics`), or
         /// `admin` (only the admin service, health and reflection).
         #[arg(default_value = "all", value_parser = service_names())]
         service: String,
@@ -258,7 +258,11 @@ fn settings_doc() -> String {
 type Register = fn(&mut ServerBuilder, &Settings) -> anyhow::Result<()>;
 
 /// Every service `strata serve` knows, in the order they are added.
-const SERVICES: &[(&str, Register)] = &[("auth", register_auth), ("analytics", register_analytics)];
+const SERVICES: &[(&str, Register)] = &[
+    ("auth", register_auth),
+    ("content", register_content),
+    ("analytics", register_analytics),
+];
 
 /// The values `strata serve` accepts: `all`, each service, and `admin` (only the admin
 /// service, health and reflection).
@@ -283,6 +287,11 @@ fn register_auth(builder: &mut ServerBuilder, settings: &Settings) -> anyhow::Re
         )
         .context("configuration")?;
     strata_auth::register(builder, config)?;
+    Ok(())
+}
+
+fn register_content(builder: &mut ServerBuilder, _settings: &Settings) -> anyhow::Result<()> {
+    strata_content::register(builder);
     Ok(())
 }
 
