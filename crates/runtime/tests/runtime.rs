@@ -199,7 +199,12 @@ async fn index_table_and_slow_query_statistics() {
         .unwrap()
         .into_inner()
         .indexes;
-    let unused: Vec<&str> = unused.iter().map(|i| i.index.as_str()).collect();
+    // The schema's own tables (prompts) have indexes no query used yet either.
+    let unused: Vec<&str> = unused
+        .iter()
+        .map(|i| i.index.as_str())
+        .filter(|i| i.starts_with("notes_"))
+        .collect();
     assert_eq!(
         unused,
         ["notes_body_idx"],
@@ -348,11 +353,14 @@ async fn unused_indexes_are_listed_by_page() {
         token = page.next_page_token;
     }
     names.sort();
+    // Every unused index, the schema's own (prompts) among them, once over the pages.
+    let total = names.len();
+    names.retain(|n| n.starts_with("wide_"));
     assert_eq!(
         names,
         ["wide_a_idx", "wide_b_idx", "wide_c_idx", "wide_d_idx"]
     );
-    assert_eq!(pages, 2);
+    assert_eq!(pages, total.div_ceil(3));
 }
 
 #[tokio::test]
