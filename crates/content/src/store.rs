@@ -371,9 +371,8 @@ pub async fn update_prompt(
     now: DateTime<Utc>,
 ) -> Result<bool, diesel::result::Error> {
     conn.transaction(async |conn| {
-        match versions::lock_item(conn, PROMPTS, id).await? {
-            Some(owner) if may_write(owner) => {}
-            _ => return Ok(false),
+        if !versions::lock_writable(conn, PROMPTS, id, may_write).await? {
+            return Ok(false);
         }
         diesel::sql_query(
             "UPDATE content.prompts SET name = coalesce($2, name), tags = coalesce($3, tags), \
@@ -401,9 +400,8 @@ pub async fn delete_prompt(
     may_write: impl FnOnce(Uuid) -> bool + Send,
 ) -> Result<bool, diesel::result::Error> {
     conn.transaction(async |conn| {
-        match versions::lock_item(conn, PROMPTS, id).await? {
-            Some(owner) if may_write(owner) => {}
-            _ => return Ok(false),
+        if !versions::lock_writable(conn, PROMPTS, id, may_write).await? {
+            return Ok(false);
         }
         diesel::sql_query("DELETE FROM content.prompts WHERE id = $1")
             .bind::<SqlUuid, _>(id)
@@ -437,9 +435,8 @@ pub async fn insert_version(
     now: DateTime<Utc>,
 ) -> Result<Option<NewVersion>, ContentError> {
     conn.transaction(async |conn| {
-        match versions::lock_item(conn, PROMPTS, item).await? {
-            Some(owner) if may_write(owner) => {}
-            _ => return Ok(None),
+        if !versions::lock_writable(conn, PROMPTS, item, may_write).await? {
+            return Ok(None);
         }
         if let Some((request_id, hash)) = request {
             #[derive(QueryableByName)]

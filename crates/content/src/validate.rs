@@ -96,7 +96,7 @@ pub fn tags(v: &mut Violations, field: &str, tags: &[String]) -> Vec<String> {
     out
 }
 
-/// A UUID field; `what` is the object named in the answer when it is malformed.
+/// A UUID field (the canonical hyphenated form, not nil).
 pub fn id(field: &str, value: &str) -> Result<Uuid, crate::ContentError> {
     Uuid::parse_str(value)
         .ok()

@@ -160,6 +160,9 @@ pub fn check_label_target(
     }
 }
 
+/// The columns of a [`LabelRow`].
+const LABEL_COLUMNS: &str = "label, versions, weights, updated_by, updated_at";
+
 /// A label read from a row or the cache.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct LabelRow {
@@ -253,8 +256,7 @@ pub async fn labels_of(
     item: Uuid,
 ) -> Result<Vec<LabelRow>, diesel::result::Error> {
     diesel::sql_query(format!(
-        "SELECT label, versions, weights, updated_by, updated_at FROM {} WHERE item_id = $1 \
-         ORDER BY label",
+        "SELECT {LABEL_COLUMNS} FROM {} WHERE item_id = $1 ORDER BY label",
         tables.labels
     ))
     .bind::<SqlUuid, _>(item)
@@ -274,13 +276,14 @@ struct Owner {
     owner_id: Uuid,
 }
 
-/// Locks `item`'s row (writes to one item's versions and labels serialize on it) and
-/// returns its owner; `None` when it does not exist.
-pub async fn lock_item(
+/// Locks `item`'s row (writes to one item's versions and labels serialize on it); whether
+/// it exists and `may_write` allows its owner.
+pub async fn lock_writable(
     conn: &mut AsyncPgConnection,
     tables: Tables,
     item: Uuid,
-) -> Result<Option<Uuid>, diesel::result::Error> {
+    may_write: impl FnOnce(Uuid) -> bool,
+) -> Result<bool, diesel::result::Error> {
     let rows: Vec<Owner> = diesel::sql_query(format!(
         "SELECT owner_id FROM {} WHERE id = $1 FOR UPDATE",
         tables.items
@@ -288,7 +291,28 @@ pub async fn lock_item(
     .bind::<SqlUuid, _>(item)
     .load(conn)
     .await?;
-    Ok(rows.into_iter().next().map(|r| r.owner_id))
+    Ok(rows
+        .into_iter()
+        .next()
+        .is_some_and(|r| may_write(r.owner_id)))
+}
+
+/// Marks `item` changed at `now` (a version or label of it changed).
+async fn touch(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    item: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    diesel::sql_query(format!(
+        "UPDATE {} SET updated_at = $2 WHERE id = $1",
+        tables.items
+    ))
+    .bind::<SqlUuid, _>(item)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Points `label` of `item` at `target` and records the move, in one transaction, if the
@@ -305,9 +329,8 @@ pub async fn set_label(
     now: DateTime<Utc>,
 ) -> Result<LabelRow, ContentError> {
     conn.transaction(async |conn| {
-        match lock_item(conn, tables, item).await? {
-            Some(owner) if may_write(owner) => {}
-            _ => return Err(ContentError::not_found(tables.what)),
+        if !lock_writable(conn, tables, item, may_write).await? {
+            return Err(ContentError::not_found(tables.what));
         }
         let existing: Vec<Number> = diesel::sql_query(format!(
             "SELECT version FROM {} WHERE item_id = $1 AND version = ANY($2)",
@@ -329,7 +352,7 @@ pub async fn set_label(
             ));
         }
         let before: Vec<LabelRow> = diesel::sql_query(format!(
-            "SELECT label, versions, weights, updated_by, updated_at FROM {} \
+            "SELECT {LABEL_COLUMNS} FROM {} \
              WHERE item_id = $1 AND label = $2",
             tables.labels
         ))
@@ -343,7 +366,7 @@ pub async fn set_label(
              ON CONFLICT (item_id, label) DO UPDATE SET versions = EXCLUDED.versions, \
              weights = EXCLUDED.weights, updated_by = EXCLUDED.updated_by, \
              updated_at = EXCLUDED.updated_at \
-             RETURNING label, versions, weights, updated_by, updated_at",
+             RETURNING {LABEL_COLUMNS}",
             tables.labels
         ))
         .bind::<SqlUuid, _>(item)
@@ -374,14 +397,7 @@ pub async fn set_label(
         .bind::<Timestamptz, _>(now)
         .execute(conn)
         .await?;
-        diesel::sql_query(format!(
-            "UPDATE {} SET updated_at = $2 WHERE id = $1",
-            tables.items
-        ))
-        .bind::<SqlUuid, _>(item)
-        .bind::<Timestamptz, _>(now)
-        .execute(conn)
-        .await?;
+        touch(conn, tables, item, now).await?;
         Ok(row)
     })
     .await
@@ -465,9 +481,8 @@ pub async fn delete_version(
     now: DateTime<Utc>,
 ) -> Result<(), ContentError> {
     conn.transaction(async |conn| {
-        match lock_item(conn, tables, item).await? {
-            Some(owner) if may_write(owner) => {}
-            _ => return Err(ContentError::not_found(tables.what)),
+        if !lock_writable(conn, tables, item, may_write).await? {
+            return Err(ContentError::not_found(tables.what));
         }
         let versions: Vec<Number> = diesel::sql_query(format!(
             "SELECT version FROM {} WHERE item_id = $1 ORDER BY version DESC LIMIT 2",
@@ -477,7 +492,7 @@ pub async fn delete_version(
         .load(conn)
         .await?;
         let pointing: Vec<LabelRow> = diesel::sql_query(format!(
-            "SELECT label, versions, weights, updated_by, updated_at FROM {} \
+            "SELECT {LABEL_COLUMNS} FROM {} \
              WHERE item_id = $1 AND $2 = ANY(versions) ORDER BY label",
             tables.labels
         ))
@@ -508,14 +523,7 @@ pub async fn delete_version(
                 "version {version} is the only version: delete the whole resource instead"
             )));
         }
-        diesel::sql_query(format!(
-            "UPDATE {} SET updated_at = $2 WHERE id = $1",
-            tables.items
-        ))
-        .bind::<SqlUuid, _>(item)
-        .bind::<Timestamptz, _>(now)
-        .execute(conn)
-        .await?;
+        touch(conn, tables, item, now).await?;
         Ok(())
     })
     .await

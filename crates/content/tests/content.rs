@@ -22,7 +22,6 @@ type Client = PromptServiceClient<Channel>;
 struct Harness {
     db: TestDb,
     server: TestServer,
-    handlers: Arc<ContentHandlers>,
 }
 
 /// A server with auth and content on `config`.
@@ -40,12 +39,8 @@ async fn serve(config: ServerConfig) -> (TestServer, Arc<ContentHandlers>) {
 
 async fn start() -> Harness {
     let db = TestDb::new().await;
-    let (server, handlers) = serve(db.server_config("content")).await;
-    Harness {
-        db,
-        server,
-        handlers,
-    }
+    let (server, _) = serve(db.server_config("content")).await;
+    Harness { db, server }
 }
 
 impl Harness {
@@ -327,8 +322,6 @@ async fn prompts_are_created_read_listed_updated_and_deleted() {
             .code(),
         Code::NotFound
     );
-    drop(h.handlers);
-    drop(h.db);
 }
 
 #[tokio::test]

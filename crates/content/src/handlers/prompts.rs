@@ -106,6 +106,17 @@ fn conflict() -> ContentError {
     })
 }
 
+/// The number a page of a list ordered by one number (versions, moves) ends at.
+fn number_after(token: &str, context: &PageContext) -> Result<Option<i64>, ApiError> {
+    let Some(cursor) = KeyCursor::decode(token, context)? else {
+        return Ok(None);
+    };
+    let mut reader = cursor.reader();
+    let n = reader.i64()?;
+    reader.end()?;
+    Ok(Some(n))
+}
+
 /// A stored version as proto.
 fn version_proto(row: &store::VersionRow) -> pb::PromptVersion {
     pb::PromptVersion {
@@ -561,16 +572,9 @@ pub async fn list_prompt_versions(
     let id = validate::id("prompt_id", &req.prompt_id)?;
     let limit = page_size(req.page_size)?;
     let context = PageContext::new(LIST_VERSIONS, &principal.user_id, &[&req.prompt_id]);
-    let before = match KeyCursor::decode(&req.page_token, &context)? {
-        Some(cursor) => {
-            let mut reader = cursor.reader();
-            let n = reader.i64()?;
-            reader.end()?;
-            Some(i32::try_from(n).map_err(|_| ApiError::invalid("page_token", "is not a token")))
-                .transpose()?
-        }
-        None => None,
-    };
+    let before = number_after(&req.page_token, &context)?
+        .map(|n| i32::try_from(n).map_err(|_| ApiError::invalid("page_token", "is not a token")))
+        .transpose()?;
     h.visible_prompt(&principal, id).await?;
     let mut conn = h.ctx.db.get().await?;
     let rows = store::list_versions(&mut conn, id, before, limit + 1).await?;
@@ -664,15 +668,7 @@ pub async fn list_prompt_label_history(
         &principal.user_id,
         &[&req.prompt_id, &req.label],
     );
-    let before = match KeyCursor::decode(&req.page_token, &context)? {
-        Some(cursor) => {
-            let mut reader = cursor.reader();
-            let n = reader.i64()?;
-            reader.end()?;
-            Some(n)
-        }
-        None => None,
-    };
+    let before = number_after(&req.page_token, &context)?;
     h.visible_prompt(&principal, id).await?;
     let mut conn = h.ctx.db.get().await?;
     let label = (!req.label.is_empty()).then_some(req.label.as_str());
