@@ -1,6 +1,6 @@
-//! `strata.content.v1`: the content services. Today `PromptService` (prompts with
-//! immutable versions and movable, weighted labels); agents, projects and conversations
-//! join the same crate with the same layout.
+//! `strata.content.v1`: the content services. `PromptService` and `AgentService` (prompts
+//! and agents with immutable versions and movable, weighted labels); projects and
+//! conversations join the same crate with the same layout.
 //!
 //! This crate owns the `content` schema and is the only code that reads or writes it.
 //! Handlers ([`handlers`], one file per resource) authorize with the caller's `Principal`,
@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 pub use error::ContentError;
 pub use handlers::ContentHandlers;
+use strata_proto::content::agent_service_server::AgentServiceServer;
 use strata_proto::content::prompt_service_server::PromptServiceServer;
 use strata_runtime::ServerBuilder;
 
@@ -26,5 +27,6 @@ use strata_runtime::ServerBuilder;
 pub fn register(builder: &mut ServerBuilder) -> Arc<ContentHandlers> {
     let handlers = Arc::new(ContentHandlers::new(builder.context()));
     builder.add_service(PromptServiceServer::from_arc(Arc::clone(&handlers)));
+    builder.add_service(AgentServiceServer::from_arc(Arc::clone(&handlers)));
     handlers
 }

@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use strata_errors::Violations;
@@ -297,6 +299,156 @@ pub async fn lock_writable(
         .is_some_and(|r| may_write(r.owner_id)))
 }
 
+/// The item `owner` created with `request_id`, and that request's hash.
+pub async fn item_by_request(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    owner: Uuid,
+    request_id: Uuid,
+) -> Result<Option<(Uuid, Vec<u8>)>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Replay {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Nullable<Bytea>)]
+        request_hash: Option<Vec<u8>>,
+    }
+    let rows: Vec<Replay> = diesel::sql_query(format!(
+        "SELECT id, request_hash FROM {} WHERE owner_id = $1 AND request_id = $2",
+        tables.items
+    ))
+    .bind::<SqlUuid, _>(owner)
+    .bind::<SqlUuid, _>(request_id)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|r| (r.id, r.request_hash.unwrap_or_default())))
+}
+
+/// The number a new version of `item` (locked by [`lock_writable`]) takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A new number: the next after every number given (never reused).
+    New(i32),
+    /// A retry of the request that made this version.
+    Replayed(i32),
+    /// The request_id was used for another request.
+    Conflict,
+}
+
+/// Claims the number of `item`'s next version, or finds the version a retried `request`
+/// (id, hash) made. Call inside the transaction that locked the item.
+pub async fn claim_number(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    item: Uuid,
+    request: Option<(Uuid, &[u8])>,
+    now: DateTime<Utc>,
+) -> Result<Slot, diesel::result::Error> {
+    if let Some((request_id, hash)) = request {
+        #[derive(QueryableByName)]
+        struct Seen {
+            #[diesel(sql_type = Integer)]
+            version: i32,
+            #[diesel(sql_type = Nullable<Bytea>)]
+            request_hash: Option<Vec<u8>>,
+        }
+        let seen: Vec<Seen> = diesel::sql_query(format!(
+            "SELECT version, request_hash FROM {} WHERE item_id = $1 AND request_id = $2",
+            tables.versions
+        ))
+        .bind::<SqlUuid, _>(item)
+        .bind::<SqlUuid, _>(request_id)
+        .load(conn)
+        .await?;
+        if let Some(seen) = seen.into_iter().next() {
+            return Ok(if seen.request_hash.as_deref() == Some(hash) {
+                Slot::Replayed(seen.version)
+            } else {
+                Slot::Conflict
+            });
+        }
+    }
+    #[derive(QueryableByName)]
+    struct Last {
+        #[diesel(sql_type = Integer)]
+        last_number: i32,
+    }
+    let last: Last = diesel::sql_query(format!(
+        "UPDATE {} SET last_number = last_number + 1, updated_at = $2 \
+         WHERE id = $1 RETURNING last_number",
+        tables.items
+    ))
+    .bind::<SqlUuid, _>(item)
+    .bind::<Timestamptz, _>(now)
+    .get_result(conn)
+    .await?;
+    Ok(Slot::New(last.last_number))
+}
+
+/// Deletes `item` (versions, labels and history cascade) if `may_write` allows its owner;
+/// the highest version number it had given, if it did (to forget cached versions).
+pub async fn delete_item(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    item: Uuid,
+    may_write: impl FnOnce(Uuid) -> bool + Send,
+) -> Result<Option<i32>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = SqlUuid)]
+        owner_id: Uuid,
+        #[diesel(sql_type = Integer)]
+        last_number: i32,
+    }
+    conn.transaction(async |conn| {
+        let rows: Vec<Deleted> = diesel::sql_query(format!(
+            "SELECT owner_id, last_number FROM {} WHERE id = $1 FOR UPDATE",
+            tables.items
+        ))
+        .bind::<SqlUuid, _>(item)
+        .load(conn)
+        .await?;
+        let Some(row) = rows.into_iter().next().filter(|r| may_write(r.owner_id)) else {
+            return Ok(None);
+        };
+        diesel::sql_query(format!("DELETE FROM {} WHERE id = $1", tables.items))
+            .bind::<SqlUuid, _>(item)
+            .execute(conn)
+            .await?;
+        Ok(Some(row.last_number))
+    })
+    .await
+}
+
+/// The labels of several items.
+pub async fn labels_of_many(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    items: &[Uuid],
+) -> Result<Vec<(Uuid, LabelRow)>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        item_id: Uuid,
+        #[diesel(embed)]
+        label: LabelRow,
+    }
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT item_id, {LABEL_COLUMNS} FROM {} WHERE item_id = ANY($1) ORDER BY item_id, label",
+        tables.labels
+    ))
+    .bind::<Array<SqlUuid>, _>(items)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.item_id, r.label)).collect())
+}
+
 /// Marks `item` changed at `now` (a version or label of it changed).
 async fn touch(
     conn: &mut AsyncPgConnection,
@@ -463,7 +615,7 @@ pub async fn history(
         tables.moves
     ))
     .bind::<SqlUuid, _>(item)
-    .bind::<diesel::sql_types::Nullable<Text>, _>(label)
+    .bind::<Nullable<Text>, _>(label)
     .bind::<BigInt, _>(before.unwrap_or(i64::MAX))
     .bind::<BigInt, _>(limit)
     .load(conn)

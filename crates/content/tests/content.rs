@@ -17,6 +17,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
+#[path = "content/agents.rs"]
+mod agents;
+
 type Client = PromptServiceClient<Channel>;
 
 struct Harness {

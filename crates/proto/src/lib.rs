@@ -104,5 +104,6 @@ grpc_servers!(
     admin::admin_service_server::AdminServiceServer<AdminService>,
     analytics::analytics_service_server::AnalyticsServiceServer<AnalyticsService>,
     auth::auth_service_server::AuthServiceServer<AuthService>,
+    content::agent_service_server::AgentServiceServer<AgentService>,
     content::prompt_service_server::PromptServiceServer<PromptService>,
 );

@@ -1,10 +1,12 @@
-//! The content handlers, one file per resource ([`prompts`]), and what they share: the
+//! The content handlers, one file per resource ([`prompts`], [`agents`]), and what they share: the
 //! caller, scopes, visibility, and the caches.
 //!
 //! Each handler is a plain function returning [`ContentError`]; the trait impls only
 //! answer (`respond`), where the suite's one mapping to `tonic::Status` happens.
 
+pub mod agents;
 pub mod prompts;
+mod versioned;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,10 @@ pub struct ContentHandlers {
     prompts: Tiered<pb::Prompt>,
     /// Versions of prompts, by `id/number`. Immutable: invalidated only when deleted.
     prompt_versions: Tiered<pb::PromptVersion>,
+    /// An agent without its definition, with its labels, by id (as `prompts`).
+    agents: Tiered<pb::Agent>,
+    /// Versions of agents, by `id/number`. Immutable: invalidated only when deleted.
+    agent_versions: Tiered<pb::AgentVersion>,
 }
 
 impl std::fmt::Debug for ContentHandlers {
@@ -97,6 +103,22 @@ impl ContentHandlers {
             ),
             prompt_versions: ctx.caches.tiered(
                 "content_prompt_versions",
+                Policy {
+                    l1_ttl: Duration::from_secs(600),
+                    l1_capacity: 20_000,
+                    l2_ttl: Duration::from_secs(3600),
+                },
+            ),
+            agents: ctx.caches.tiered(
+                "content_agents",
+                Policy {
+                    l1_ttl: Duration::from_secs(60),
+                    l1_capacity: 100_000,
+                    l2_ttl: Duration::from_secs(600),
+                },
+            ),
+            agent_versions: ctx.caches.tiered(
+                "content_agent_versions",
                 Policy {
                     l1_ttl: Duration::from_secs(600),
                     l1_capacity: 20_000,

@@ -6,28 +6,28 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-use strata_errors::{ApiError, Violations};
+use strata_errors::Violations;
 use strata_proto::content as pb;
 use strata_runtime::identity::Principal;
-use strata_runtime::pagination::{Cursor, KeyCursor, PageContext, finish_page, page_size};
+use strata_runtime::pagination::{Cursor, PageContext, finish_page, page_size};
 use strata_runtime::time::timestamp;
 use tonic::Request;
 use uuid::Uuid;
 
+use super::versioned::{
+    self, check_subject, conflict, mask, number_token, pick, request_hash, version_after,
+};
 use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, db_now, may_touch, shared};
 use crate::ContentError;
-use crate::store::{self, Body, PROMPTS};
+use crate::store::prompts::{self as store, Body, PROMPTS};
 use crate::template::{self, RenderError};
 use crate::validate;
-use crate::versions::{self, Selected};
+use crate::versions;
 
 /// Longest template, in characters.
 const MAX_TEMPLATE: usize = 100_000;
 /// Longest prompt name.
 const MAX_NAME: usize = 200;
-/// Longest subject.
-const MAX_SUBJECT: usize = 200;
 /// Longest name_query.
 const MAX_QUERY: usize = 100;
 /// Fields a read_mask may name.
@@ -82,39 +82,11 @@ fn check_body(v: &mut Violations, field: &str, version: Option<&pb::PromptVersio
     }
 }
 
-/// The hash that tells a retry from another request with the same `request_id`.
-fn request_hash(parts: &[&[u8]]) -> Vec<u8> {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    hash.finalize().to_vec()
-}
-
 fn body_hash_parts(body: &Body) -> [Vec<u8>; 2] {
     [
         body.template.as_bytes().to_vec(),
         body.model_parameters.to_string().into_bytes(),
     ]
-}
-
-fn conflict() -> ContentError {
-    ContentError::Api(ApiError::AlreadyExists {
-        message: "request_id was already used for a different request".into(),
-        resource: None,
-    })
-}
-
-/// The number a page of a list ordered by one number (versions, moves) ends at.
-fn number_after(token: &str, context: &PageContext) -> Result<Option<i64>, ApiError> {
-    let Some(cursor) = KeyCursor::decode(token, context)? else {
-        return Ok(None);
-    };
-    let mut reader = cursor.reader();
-    let n = reader.i64()?;
-    reader.end()?;
-    Ok(Some(n))
 }
 
 /// A stored version as proto.
@@ -131,11 +103,6 @@ fn version_proto(row: &store::VersionRow) -> pb::PromptVersion {
 
 /// A stored prompt and its labels as proto (no version).
 fn prompt_proto(row: &store::PromptRow, labels: &[versions::LabelRow]) -> pb::Prompt {
-    let mut version_labels: Vec<pb::Label> = labels.iter().map(versions::LabelRow::proto).collect();
-    if let Some(latest) = row.latest {
-        version_labels.push(versions::latest_label(latest, row.updated_at));
-        version_labels.sort_by(|a, b| a.name.cmp(&b.name));
-    }
     pb::Prompt {
         id: row.id.to_string(),
         owner_id: row.owner_id.to_string(),
@@ -145,49 +112,31 @@ fn prompt_proto(row: &store::PromptRow, labels: &[versions::LabelRow]) -> pb::Pr
         labels: validate::labels_map(&row.labels),
         version: None,
         latest_version: row.latest.unwrap_or_default(),
-        version_labels,
+        version_labels: versioned::version_labels(labels, row.latest, row.updated_at),
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
     }
 }
 
-/// Keeps only the fields of `mask` (top-level).
-fn masked(mut prompt: pb::Prompt, fields: &[&str]) -> pb::Prompt {
-    let keep = |name: &str| fields.contains(&name);
-    if !keep("id") {
-        prompt.id.clear();
-    }
-    if !keep("owner_id") {
-        prompt.owner_id.clear();
-    }
-    if !keep("name") {
-        prompt.name.clear();
-    }
-    if !keep("tags") {
-        prompt.tags.clear();
-    }
-    if !keep("is_favorite") {
-        prompt.is_favorite = false;
-    }
-    if !keep("labels") {
-        prompt.labels.clear();
-    }
-    if !keep("version") {
-        prompt.version = None;
-    }
-    if !keep("latest_version") {
-        prompt.latest_version = 0;
-    }
-    if !keep("version_labels") {
-        prompt.version_labels.clear();
-    }
-    if !keep("create_time") {
-        prompt.create_time = None;
-    }
-    if !keep("update_time") {
-        prompt.update_time = None;
-    }
-    prompt
+/// Keeps only the fields a read mask names.
+fn masked(prompt: pb::Prompt, fields: &[&str]) -> pb::Prompt {
+    mask!(
+        prompt,
+        fields,
+        [
+            id,
+            owner_id,
+            name,
+            tags,
+            is_favorite,
+            labels,
+            version,
+            latest_version,
+            version_labels,
+            create_time,
+            update_time,
+        ]
+    )
 }
 
 impl ContentHandlers {
@@ -239,14 +188,6 @@ impl ContentHandlers {
     async fn prompt_changed(&self, id: Uuid) {
         self.prompts.invalidate(&[id.to_string()]).await;
     }
-
-    /// The version `selected` gives `subject`.
-    fn pick(id: Uuid, selected: &Selected, subject: &str) -> (String, i32) {
-        match selected {
-            Selected::Version(n) => (String::new(), *n),
-            Selected::Label(name, target) => (name.clone(), target.pick(id, name, subject)),
-        }
-    }
 }
 
 /// `CreatePrompt`.
@@ -285,43 +226,16 @@ pub async fn create_prompt(
         request_hash: hash.clone(),
     };
     let mut conn = h.ctx.db.get().await?;
-    let replay = |found: Option<(Uuid, Vec<u8>)>| match found {
-        Some((id, seen)) if seen == hash => Ok(Some(id)),
-        Some(_) => Err(conflict()),
-        None => Ok(None),
-    };
-    let id = match request_id {
-        Some(rid) => replay(store::prompt_by_request(&mut conn, principal.user_id, rid).await?)?,
-        None => None,
-    };
-    let id = match id {
+    let owner = principal.user_id;
+    let id = match versioned::replayed(&mut conn, PROMPTS, owner, request_id, &hash).await? {
         Some(id) => id,
         None => match store::insert_prompt(&mut conn, &new, db_now()).await {
             Ok(id) => id,
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                info,
-            )) => {
-                // A concurrent retry of the same request, or the name is taken.
-                if let Some(rid) = request_id
-                    && let Some(id) =
-                        replay(store::prompt_by_request(&mut conn, principal.user_id, rid).await?)?
-                {
-                    id
-                } else if info.constraint_name() == Some("prompts_owner_name_key") {
-                    return Err(ContentError::Api(ApiError::AlreadyExists {
-                        message: "you already have a prompt with this name".into(),
-                        resource: None,
-                    }));
-                } else {
-                    return Err(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        info,
-                    )
-                    .into());
-                }
+            Err(e) => {
+                let request = (request_id, hash.as_slice());
+                let name_key = Some("prompts_owner_name_key");
+                versioned::create_failed(&mut conn, PROMPTS, owner, request, e, name_key).await?
             }
-            Err(e) => return Err(e.into()),
         },
     };
     drop(conn);
@@ -346,7 +260,7 @@ pub async fn get_prompt(
     let mut prompt = (*head).clone();
     if fields.contains(&"version") {
         let selected = versions::select(selector.as_ref(), &head.version_labels)?;
-        let (_, number) = ContentHandlers::pick(id, &selected, "");
+        let (_, number) = pick(id, &selected, "");
         prompt.version = Some((*h.prompt_version(id, number).await?).clone());
     }
     Ok(pb::GetPromptResponse {
@@ -399,25 +313,22 @@ pub async fn list_prompts(
         .encode(&context)
     });
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut labels: HashMap<Uuid, Vec<versions::LabelRow>> = HashMap::new();
-    if fields.contains(&"version") || fields.contains(&"version_labels") {
-        for (item, label) in store::labels_of_many(&mut conn, &ids).await? {
-            labels.entry(item).or_default().push(label);
-        }
-    }
+    let labels = if fields.contains(&"version") || fields.contains(&"version_labels") {
+        versioned::labels_by_item(&mut conn, PROMPTS, &ids).await?
+    } else {
+        HashMap::new()
+    };
     let mut prompts: Vec<pb::Prompt> = rows
         .iter()
         .map(|row| prompt_proto(row, labels.get(&row.id).map_or(&[][..], Vec::as_slice)))
         .collect();
     if fields.contains(&"version") {
-        let wanted: Vec<(Uuid, i32)> = prompts
-            .iter()
-            .zip(&ids)
-            .filter_map(|(p, id)| {
-                let selected = versions::select(None, &p.version_labels).ok()?;
-                Some((*id, ContentHandlers::pick(*id, &selected, "").1))
-            })
-            .collect();
+        let wanted = versioned::default_versions(
+            prompts
+                .iter()
+                .zip(&ids)
+                .map(|(p, id)| (*id, p.version_labels.as_slice())),
+        );
         let found = store::versions_of(&mut conn, &wanted).await?;
         for (prompt, id) in prompts.iter_mut().zip(&ids) {
             prompt.version = wanted
@@ -482,12 +393,7 @@ pub async fn update_prompt(
         Err(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
             _,
-        )) => {
-            return Err(ContentError::Api(ApiError::AlreadyExists {
-                message: "you already have a prompt with this name".into(),
-                resource: None,
-            }));
-        }
+        )) => return Err(versioned::name_taken(PROMPTS)),
         Err(e) => return Err(e.into()),
     }
     drop(conn);
@@ -505,20 +411,13 @@ pub async fn delete_prompt(
     let principal = caller(&request, SCOPE_WRITE)?;
     let id = validate::id("prompt_id", &request.get_ref().prompt_id)?;
     let mut conn = h.ctx.db.get().await?;
-    let last = store::list_versions(&mut conn, id, None, 1).await?;
-    if !store::delete_prompt(&mut conn, id, |owner| may_touch(&principal, owner)).await? {
+    let may_write = |owner| may_touch(&principal, owner);
+    let Some(last) = versions::delete_item(&mut conn, PROMPTS, id, may_write).await? else {
         return Err(ContentError::not_found("prompt"));
-    }
+    };
     drop(conn);
     h.prompt_changed(id).await;
-    // Versions are immutable and their numbers never reused: forget those that may be
-    // cached (up to the newest; numbers above it never existed).
-    if let Some(newest) = last.first() {
-        let keys: Vec<String> = (1..=newest.version).map(|n| format!("{id}/{n}")).collect();
-        for chunk in keys.chunks(1000) {
-            h.prompt_versions.invalidate(chunk).await;
-        }
-    }
+    versioned::forget_versions(&h.prompt_versions, id, last).await;
     Ok(pb::DeletePromptResponse {})
 }
 
@@ -572,16 +471,12 @@ pub async fn list_prompt_versions(
     let id = validate::id("prompt_id", &req.prompt_id)?;
     let limit = page_size(req.page_size)?;
     let context = PageContext::new(LIST_VERSIONS, &principal.user_id, &[&req.prompt_id]);
-    let before = number_after(&req.page_token, &context)?
-        .map(|n| i32::try_from(n).map_err(|_| ApiError::invalid("page_token", "is not a token")))
-        .transpose()?;
+    let before = version_after(&req.page_token, &context)?;
     h.visible_prompt(&principal, id).await?;
     let mut conn = h.ctx.db.get().await?;
     let rows = store::list_versions(&mut conn, id, before, limit + 1).await?;
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
-        KeyCursor::default()
-            .push_i64(i64::from(last.version))
-            .encode(&context)
+        number_token(i64::from(last.version), &context)
     });
     Ok(pb::ListPromptVersionsResponse {
         versions: rows.iter().map(version_proto).collect(),
@@ -597,23 +492,8 @@ pub async fn delete_prompt_version(
     let principal = caller(&request, SCOPE_WRITE)?;
     let req = request.into_inner();
     let id = validate::id("prompt_id", &req.prompt_id)?;
-    if req.version < 1 {
-        return Err(ContentError::invalid(
-            "version",
-            "must be a version number (1 or more)",
-        ));
-    }
-    let mut conn = h.ctx.db.get().await?;
-    versions::delete_version(
-        &mut conn,
-        PROMPTS,
-        id,
-        |owner| may_touch(&principal, owner),
-        req.version,
-        db_now(),
-    )
-    .await?;
-    drop(conn);
+    h.remove_version(&principal, PROMPTS, id, req.version)
+        .await?;
     h.prompt_changed(id).await;
     h.prompt_versions
         .invalidate(&[format!("{id}/{}", req.version)])
@@ -629,26 +509,11 @@ pub async fn set_prompt_label(
     let principal = caller(&request, SCOPE_WRITE)?;
     let req = request.into_inner();
     let id = validate::id("prompt_id", &req.prompt_id)?;
-    let mut v = Violations::new();
-    let target = versions::check_label_target(&mut v, &req.label, &req.versions);
-    v.finish()?;
-    let mut conn = h.ctx.db.get().await?;
-    let row = versions::set_label(
-        &mut conn,
-        PROMPTS,
-        id,
-        |owner| may_touch(&principal, owner),
-        &req.label,
-        &target,
-        principal.user_id,
-        db_now(),
-    )
-    .await?;
-    drop(conn);
+    let label = h
+        .move_label(&principal, PROMPTS, id, &req.label, &req.versions)
+        .await?;
     h.prompt_changed(id).await;
-    Ok(pb::SetPromptLabelResponse {
-        label: Some(row.proto()),
-    })
+    Ok(pb::SetPromptLabelResponse { label: Some(label) })
 }
 
 /// `ListPromptLabelHistory`.
@@ -659,25 +524,21 @@ pub async fn list_prompt_label_history(
     let principal = caller(&request, SCOPE_READ)?;
     let req = request.into_inner();
     let id = validate::id("prompt_id", &req.prompt_id)?;
-    if !req.label.is_empty() && !validate::is_label_name(&req.label) {
-        return Err(ContentError::invalid("label", "must be a label name"));
-    }
-    let limit = page_size(req.page_size)?;
-    let context = PageContext::new(
-        LIST_HISTORY,
-        &principal.user_id,
-        &[&req.prompt_id, &req.label],
-    );
-    let before = number_after(&req.page_token, &context)?;
-    h.visible_prompt(&principal, id).await?;
-    let mut conn = h.ctx.db.get().await?;
-    let label = (!req.label.is_empty()).then_some(req.label.as_str());
-    let rows = versions::history(&mut conn, PROMPTS, id, label, before, limit + 1).await?;
-    let (rows, next_page_token) = finish_page(rows, limit, |last| {
-        KeyCursor::default().push_i64(last.id).encode(&context)
-    });
+    let visible = async { h.visible_prompt(&principal, id).await.map(|_| ()) };
+    let (moves, next_page_token) = h
+        .label_history(
+            &principal,
+            PROMPTS,
+            LIST_HISTORY,
+            id,
+            &req.label,
+            req.page_size,
+            &req.page_token,
+            visible,
+        )
+        .await?;
     Ok(pb::ListPromptLabelHistoryResponse {
-        moves: rows.iter().map(versions::MoveRow::proto).collect(),
+        moves,
         next_page_token,
     })
 }
@@ -690,15 +551,10 @@ async fn resolve(
     selector: Option<&pb::version_selector::Selector>,
     subject: &str,
 ) -> Result<(String, Arc<pb::PromptVersion>), ContentError> {
-    if subject.chars().count() > MAX_SUBJECT {
-        return Err(ContentError::invalid(
-            "subject",
-            format!("must be at most {MAX_SUBJECT} characters"),
-        ));
-    }
+    check_subject(subject)?;
     let head = h.visible_prompt(principal, id).await?;
     let selected = versions::select(selector, &head.version_labels)?;
-    let (label, number) = ContentHandlers::pick(id, &selected, subject);
+    let (label, number) = pick(id, &selected, subject);
     Ok((label, h.prompt_version(id, number).await?))
 }
 

@@ -1,5 +1,4 @@
-//! The SQL of prompts and their versions (labels and their history: [`crate::versions`]).
-//! Plain async functions over a connection, so callers choose the transaction.
+//! The SQL of prompts and their versions.
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -9,8 +8,9 @@ use diesel::sql_types::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::like_escape;
 use crate::ContentError;
-use crate::versions::{self, Tables};
+use crate::versions::{self, Slot, Tables};
 
 /// The prompt tables.
 pub const PROMPTS: Tables = Tables {
@@ -122,33 +122,6 @@ pub struct NewPrompt {
     pub request_hash: Vec<u8>,
 }
 
-#[derive(QueryableByName)]
-struct Replay {
-    #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
-    #[diesel(sql_type = Nullable<Bytea>)]
-    request_hash: Option<Vec<u8>>,
-}
-
-/// The prompt `owner` created with `request_id`, and that request's hash.
-pub async fn prompt_by_request(
-    conn: &mut AsyncPgConnection,
-    owner: Uuid,
-    request_id: Uuid,
-) -> Result<Option<(Uuid, Vec<u8>)>, diesel::result::Error> {
-    let rows: Vec<Replay> = diesel::sql_query(
-        "SELECT id, request_hash FROM content.prompts WHERE owner_id = $1 AND request_id = $2",
-    )
-    .bind::<SqlUuid, _>(owner)
-    .bind::<SqlUuid, _>(request_id)
-    .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .map(|r| (r.id, r.request_hash.unwrap_or_default())))
-}
-
 /// Inserts a prompt and its version 1 in one transaction.
 pub async fn insert_prompt(
     conn: &mut AsyncPgConnection,
@@ -252,18 +225,6 @@ pub struct PromptFilter {
     pub name_query: Option<String>,
 }
 
-/// Escapes `%`, `_` and `\` for a LIKE pattern.
-fn like_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `limit` of `owner`'s prompts matching `filter`, newest first, after the keyset `after`
 /// (created_at, id).
 pub async fn list_prompts(
@@ -324,31 +285,6 @@ pub async fn versions_of(
     .await
 }
 
-/// The labels of several prompts.
-pub async fn labels_of_many(
-    conn: &mut AsyncPgConnection,
-    items: &[Uuid],
-) -> Result<Vec<(Uuid, versions::LabelRow)>, diesel::result::Error> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = SqlUuid)]
-        item_id: Uuid,
-        #[diesel(embed)]
-        label: versions::LabelRow,
-    }
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT item_id, label, versions, weights, updated_by, updated_at \
-         FROM content.prompt_labels WHERE item_id = ANY($1) ORDER BY item_id, label",
-    )
-    .bind::<Array<SqlUuid>, _>(items)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.item_id, r.label)).collect())
-}
-
 /// New values of UpdatePrompt (`None`: unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct PromptChanges {
@@ -392,26 +328,6 @@ pub async fn update_prompt(
     .await
 }
 
-/// Deletes prompt `id` (versions, labels and history cascade) if `may_write` allows its
-/// owner; whether it did.
-pub async fn delete_prompt(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    may_write: impl FnOnce(Uuid) -> bool + Send,
-) -> Result<bool, diesel::result::Error> {
-    conn.transaction(async |conn| {
-        if !versions::lock_writable(conn, PROMPTS, id, may_write).await? {
-            return Ok(false);
-        }
-        diesel::sql_query("DELETE FROM content.prompts WHERE id = $1")
-            .bind::<SqlUuid, _>(id)
-            .execute(conn)
-            .await?;
-        Ok(true)
-    })
-    .await
-}
-
 /// What CreatePromptVersion did.
 #[derive(Debug)]
 pub enum NewVersion {
@@ -438,49 +354,18 @@ pub async fn insert_version(
         if !versions::lock_writable(conn, PROMPTS, item, may_write).await? {
             return Ok(None);
         }
-        if let Some((request_id, hash)) = request {
-            #[derive(QueryableByName)]
-            struct Seen {
-                #[diesel(sql_type = Integer)]
-                version: i32,
-                #[diesel(sql_type = Nullable<Bytea>)]
-                request_hash: Option<Vec<u8>>,
+        let number = match versions::claim_number(conn, PROMPTS, item, request, now).await? {
+            Slot::New(number) => number,
+            Slot::Replayed(number) => {
+                return Ok(version(conn, item, number).await?.map(NewVersion::Replayed));
             }
-            let seen: Vec<Seen> = diesel::sql_query(
-                "SELECT version, request_hash FROM content.prompt_versions \
-                 WHERE item_id = $1 AND request_id = $2",
-            )
-            .bind::<SqlUuid, _>(item)
-            .bind::<SqlUuid, _>(request_id)
-            .load(conn)
-            .await?;
-            if let Some(seen) = seen.into_iter().next() {
-                if seen.request_hash.as_deref() != Some(hash) {
-                    return Ok(Some(NewVersion::Conflict));
-                }
-                return Ok(version(conn, item, seen.version)
-                    .await?
-                    .map(NewVersion::Replayed));
-            }
-        }
-        #[derive(QueryableByName)]
-        struct Number {
-            #[diesel(sql_type = Integer)]
-            last_number: i32,
-        }
-        let number: Number = diesel::sql_query(
-            "UPDATE content.prompts SET last_number = last_number + 1, updated_at = $2 \
-             WHERE id = $1 RETURNING last_number",
-        )
-        .bind::<SqlUuid, _>(item)
-        .bind::<Timestamptz, _>(now)
-        .get_result(conn)
-        .await?;
+            Slot::Conflict => return Ok(Some(NewVersion::Conflict)),
+        };
         let (request_id, hash) = request.unzip();
         insert_version_row(
             conn,
             item,
-            number.last_number,
+            number,
             body,
             by,
             now,
@@ -488,9 +373,7 @@ pub async fn insert_version(
             hash.unwrap_or_default(),
         )
         .await?;
-        Ok(version(conn, item, number.last_number)
-            .await?
-            .map(NewVersion::Made))
+        Ok(version(conn, item, number).await?.map(NewVersion::Made))
     })
     .await
 }
