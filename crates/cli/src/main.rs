@@ -246,7 +246,8 @@ fn settings_doc() -> String {
     let server = strata_runtime::config::SETTINGS
         .iter()
         .chain(strata_auth::config::SETTINGS)
-        .chain(strata_analytics::config::SETTINGS);
+        .chain(strata_analytics::config::SETTINGS)
+        .chain(strata_content::config::SETTINGS);
     format!(
         "Database:\n\n{}\nServer:\n\n{}",
         table(strata_storage::config::SETTINGS),
@@ -291,7 +292,11 @@ fn register_auth(builder: &mut ServerBuilder, settings: &Settings) -> anyhow::Re
 }
 
 fn register_content(builder: &mut ServerBuilder, _settings: &Settings) -> anyhow::Result<()> {
-    strata_content::register(builder);
+    let config = strata_content::config::ContentSettings::load()
+        .context("reading configuration")?
+        .resolve()
+        .context("configuration")?;
+    strata_content::register(builder, config);
     Ok(())
 }
 

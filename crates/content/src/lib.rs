@@ -8,25 +8,55 @@
 //! what every versioned resource shares). Reads go through the two-tier caches; every
 //! write invalidates what it changed, in the same code path, after it commits.
 
+pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod store;
 pub mod template;
 pub mod validate;
 pub mod versions;
+pub mod views;
 
 use std::sync::Arc;
 
 pub use error::ContentError;
 pub use handlers::ContentHandlers;
 use strata_proto::content::agent_service_server::AgentServiceServer;
+use strata_proto::content::file_service_server::FileServiceServer;
+use strata_proto::content::project_service_server::ProjectServiceServer;
 use strata_proto::content::prompt_service_server::PromptServiceServer;
 use strata_runtime::ServerBuilder;
+use strata_runtime::tasks::Task;
 
-/// Adds the content services to `builder`; returns their handlers.
-pub fn register(builder: &mut ServerBuilder) -> Arc<ContentHandlers> {
-    let handlers = Arc::new(ContentHandlers::new(builder.context()));
+pub use crate::config::ContentConfig;
+
+/// Adds the content services and their background tasks (folding views, ranking
+/// trending projects) to `builder`; returns their handlers.
+pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<ContentHandlers> {
+    let (fold_every, trending_every) = (config.view_fold, config.trending);
+    let handlers = Arc::new(ContentHandlers::new(builder.context(), config));
+    let folder = Arc::clone(&handlers);
+    builder.add_task(
+        Task::every("content.fold_views", fold_every, move || {
+            let handlers = Arc::clone(&folder);
+            async move { handlers.fold_views().await.map(|_| ()) }
+        })
+        .on_shutdown({
+            let handlers = Arc::clone(&handlers);
+            move || {
+                let handlers = Arc::clone(&handlers);
+                async move { handlers.fold_views().await.map(|_| ()) }
+            }
+        }),
+    );
+    let ranker = Arc::clone(&handlers);
+    builder.add_task(Task::every("content.trending", trending_every, move || {
+        let handlers = Arc::clone(&ranker);
+        async move { handlers.recompute_trending().await.map(|_| ()) }
+    }));
     builder.add_service(PromptServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(AgentServiceServer::from_arc(Arc::clone(&handlers)));
+    builder.add_service(ProjectServiceServer::from_arc(Arc::clone(&handlers)));
+    builder.add_service(FileServiceServer::from_arc(Arc::clone(&handlers)));
     handlers
 }

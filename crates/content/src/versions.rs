@@ -299,10 +299,11 @@ pub async fn lock_writable(
         .is_some_and(|r| may_write(r.owner_id)))
 }
 
-/// The item `owner` created with `request_id`, and that request's hash.
+/// The item of table `items` (a name from code) `owner` created with `request_id`, and
+/// that request's hash.
 pub async fn item_by_request(
     conn: &mut AsyncPgConnection,
-    tables: Tables,
+    items: &str,
     owner: Uuid,
     request_id: Uuid,
 ) -> Result<Option<(Uuid, Vec<u8>)>, diesel::result::Error> {
@@ -314,8 +315,7 @@ pub async fn item_by_request(
         request_hash: Option<Vec<u8>>,
     }
     let rows: Vec<Replay> = diesel::sql_query(format!(
-        "SELECT id, request_hash FROM {} WHERE owner_id = $1 AND request_id = $2",
-        tables.items
+        "SELECT id, request_hash FROM {items} WHERE owner_id = $1 AND request_id = $2"
     ))
     .bind::<SqlUuid, _>(owner)
     .bind::<SqlUuid, _>(request_id)

@@ -19,6 +19,10 @@ use tonic_types::StatusExt as _;
 
 #[path = "content/agents.rs"]
 mod agents;
+#[path = "content/files.rs"]
+mod files;
+#[path = "content/projects.rs"]
+mod projects;
 
 type Client = PromptServiceClient<Channel>;
 
@@ -33,7 +37,10 @@ async fn serve(config: ServerConfig) -> (TestServer, Arc<ContentHandlers>) {
     let handlers_slot = Arc::clone(&slot);
     let server = TestServer::start(config, move |builder| {
         strata_auth::register(builder, strata_auth::AuthConfig::default()).unwrap();
-        *handlers_slot.lock().unwrap() = Some(strata_content::register(builder));
+        *handlers_slot.lock().unwrap() = Some(strata_content::register(
+            builder,
+            strata_content::ContentConfig::default(),
+        ));
     })
     .await;
     let handlers = slot.lock().unwrap().take().unwrap();

@@ -319,13 +319,21 @@ pub async fn create_agent(
     };
     let mut conn = h.ctx.db.get().await?;
     let owner = principal.user_id;
-    let id = match versioned::replayed(&mut conn, AGENTS, owner, request_id, &hash).await? {
+    let id = match versioned::replayed(&mut conn, AGENTS.items, owner, request_id, &hash).await? {
         Some(id) => id,
         None => match store::insert_agent(&mut conn, &new, db_now()).await {
             Ok(id) => id,
             Err(e) => {
                 let request = (request_id, hash.as_slice());
-                versioned::create_failed(&mut conn, AGENTS, owner, request, e, None).await?
+                versioned::create_failed(
+                    &mut conn,
+                    (AGENTS.items, AGENTS.what),
+                    owner,
+                    request,
+                    e,
+                    None,
+                )
+                .await?
             }
         },
     };

@@ -1,10 +1,13 @@
-//! The content handlers, one file per resource ([`prompts`], [`agents`]), and what they share: the
+//! The content handlers, one file per resource ([`prompts`], [`agents`], [`projects`],
+//! [`files`]), and what they share: the
 //! caller, scopes, visibility, and the caches.
 //!
 //! Each handler is a plain function returning [`ContentError`]; the trait impls only
 //! answer (`respond`), where the suite's one mapping to `tonic::Status` happens.
 
 pub mod agents;
+pub mod files;
+pub mod projects;
 pub mod prompts;
 mod versioned;
 
@@ -20,6 +23,8 @@ use tonic::Request;
 use uuid::Uuid;
 
 use crate::ContentError;
+use crate::config::ContentConfig;
+use crate::views::Views;
 
 /// Scope an API key needs to read content.
 pub const SCOPE_READ: &str = "content:read";
@@ -39,6 +44,13 @@ pub struct ContentHandlers {
     agents: Tiered<pb::Agent>,
     /// Versions of agents, by `id/number`. Immutable: invalidated only when deleted.
     agent_versions: Tiered<pb::AgentVersion>,
+    /// A project by id (without files). Invalidated by every write to it, its files, its
+    /// likes, forks and folded views.
+    projects: Tiered<pb::Project>,
+    /// Project views, counted in Redis.
+    views: Views,
+    /// Limits and intervals.
+    config: ContentConfig,
 }
 
 impl std::fmt::Debug for ContentHandlers {
@@ -91,8 +103,18 @@ impl ContentHandlers {
     }
 
     /// Handlers over the process context.
-    pub fn new(ctx: Arc<AppContext>) -> Self {
+    pub fn new(ctx: Arc<AppContext>, config: ContentConfig) -> Self {
         Self {
+            projects: ctx.caches.tiered(
+                "content_projects",
+                Policy {
+                    l1_ttl: Duration::from_secs(30),
+                    l1_capacity: 100_000,
+                    l2_ttl: Duration::from_secs(300),
+                },
+            ),
+            views: Views::new(ctx.redis.clone(), ctx.db.clone()),
+            config,
             prompts: ctx.caches.tiered(
                 "content_prompts",
                 Policy {

@@ -227,14 +227,22 @@ pub async fn create_prompt(
     };
     let mut conn = h.ctx.db.get().await?;
     let owner = principal.user_id;
-    let id = match versioned::replayed(&mut conn, PROMPTS, owner, request_id, &hash).await? {
+    let id = match versioned::replayed(&mut conn, PROMPTS.items, owner, request_id, &hash).await? {
         Some(id) => id,
         None => match store::insert_prompt(&mut conn, &new, db_now()).await {
             Ok(id) => id,
             Err(e) => {
                 let request = (request_id, hash.as_slice());
                 let name_key = Some("prompts_owner_name_key");
-                versioned::create_failed(&mut conn, PROMPTS, owner, request, e, name_key).await?
+                versioned::create_failed(
+                    &mut conn,
+                    (PROMPTS.items, PROMPTS.what),
+                    owner,
+                    request,
+                    e,
+                    name_key,
+                )
+                .await?
             }
         },
     };
@@ -393,7 +401,7 @@ pub async fn update_prompt(
         Err(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
             _,
-        )) => return Err(versioned::name_taken(PROMPTS)),
+        )) => return Err(versioned::name_taken(PROMPTS.what)),
         Err(e) => return Err(e.into()),
     }
     drop(conn);

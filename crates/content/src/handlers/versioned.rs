@@ -42,11 +42,11 @@ pub fn conflict() -> ContentError {
     })
 }
 
-/// The item a retried create (`request_id`, with the request's `hash`) made, if any; a
+/// The item (of table `items`) a retried create (`request_id`, with the request's `hash`) made, if any; a
 /// `request_id` used for another request is refused.
 pub async fn replayed(
     conn: &mut AsyncPgConnection,
-    tables: Tables,
+    items: &str,
     owner: Uuid,
     request_id: Option<Uuid>,
     hash: &[u8],
@@ -54,7 +54,7 @@ pub async fn replayed(
     let Some(request_id) = request_id else {
         return Ok(None);
     };
-    match versions::item_by_request(conn, tables, owner, request_id).await? {
+    match versions::item_by_request(conn, items, owner, request_id).await? {
         Some((id, seen)) if seen == hash => Ok(Some(id)),
         Some(_) => Err(conflict()),
         None => Ok(None),
@@ -65,7 +65,7 @@ pub async fn replayed(
 /// a taken name (the unique index `name_key`), ALREADY_EXISTS; anything else as is.
 pub async fn create_failed(
     conn: &mut AsyncPgConnection,
-    tables: Tables,
+    (items, what): (&str, &'static str),
     owner: Uuid,
     request: (Option<Uuid>, &[u8]),
     error: DieselError,
@@ -74,19 +74,19 @@ pub async fn create_failed(
     let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &error else {
         return Err(error.into());
     };
-    if let Some(id) = replayed(conn, tables, owner, request.0, request.1).await? {
+    if let Some(id) = replayed(conn, items, owner, request.0, request.1).await? {
         return Ok(id);
     }
     if name_key.is_some() && info.constraint_name() == name_key {
-        return Err(name_taken(tables));
+        return Err(name_taken(what));
     }
     Err(error.into())
 }
 
 /// The answer to a name the caller already uses.
-pub fn name_taken(tables: Tables) -> ContentError {
+pub fn name_taken(what: &str) -> ContentError {
     ContentError::Api(ApiError::AlreadyExists {
-        message: format!("you already have a {} with this name", tables.what).into(),
+        message: format!("you already have a {what} with this name").into(),
         resource: None,
     })
 }

@@ -3,6 +3,8 @@
 //! functions over a connection, so callers choose the transaction.
 
 pub mod agents;
+pub mod files;
+pub mod projects;
 pub mod prompts;
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern.

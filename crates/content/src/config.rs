@@ -1,0 +1,172 @@
+//! Content settings, read like every other setting (environment, optional TOML file); each
+//! is one [`Setting`] below, listed in [`SETTINGS`] (documented by `strata settings`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use strata_runtime::config::positive_duration;
+use strata_storage::config::ConfigError;
+use strata_storage::settings::Setting;
+
+/// `STRATA_CONTENT_MAX_FILE_BYTES`
+pub const MAX_FILE_BYTES: Setting = Setting::new(
+    "STRATA_CONTENT_MAX_FILE_BYTES",
+    "1048576",
+    "largest file content BatchUpsertFiles accepts, in bytes (INVALID_ARGUMENT above)",
+);
+/// `STRATA_CONTENT_MAX_BATCH_FILES`
+pub const MAX_BATCH_FILES: Setting = Setting::new(
+    "STRATA_CONTENT_MAX_BATCH_FILES",
+    "1000",
+    "most files one BatchUpsertFiles or DeleteFiles may name (RESOURCE_EXHAUSTED above)",
+);
+/// `STRATA_CONTENT_MAX_PROJECT_FILES`
+pub const MAX_PROJECT_FILES: Setting = Setting::new(
+    "STRATA_CONTENT_MAX_PROJECT_FILES",
+    "100000",
+    "most files of one project (RESOURCE_EXHAUSTED above)",
+);
+/// `STRATA_CONTENT_VIEW_FOLD_SECS`
+pub const VIEW_FOLD_SECS: Setting = Setting::new(
+    "STRATA_CONTENT_VIEW_FOLD_SECS",
+    "2",
+    "how often the unique viewers counted in Redis are folded into the projects' view counts",
+);
+/// `STRATA_CONTENT_TRENDING_SECS`
+pub const TRENDING_SECS: Setting = Setting::new(
+    "STRATA_CONTENT_TRENDING_SECS",
+    "60",
+    "how often the trending rank of the projects active in the last 7 days is recomputed",
+);
+
+/// Every setting of this crate, in documentation order.
+pub const SETTINGS: &[Setting] = &[
+    MAX_FILE_BYTES,
+    MAX_BATCH_FILES,
+    MAX_PROJECT_FILES,
+    VIEW_FOLD_SECS,
+    TRENDING_SECS,
+];
+
+/// Raw settings; field names are the lower-cased variable names.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContentSettings {
+    /// `STRATA_CONTENT_MAX_FILE_BYTES`
+    pub strata_content_max_file_bytes: Option<u64>,
+    /// `STRATA_CONTENT_MAX_BATCH_FILES`
+    pub strata_content_max_batch_files: Option<u64>,
+    /// `STRATA_CONTENT_MAX_PROJECT_FILES`
+    pub strata_content_max_project_files: Option<u64>,
+    /// `STRATA_CONTENT_VIEW_FOLD_SECS`
+    pub strata_content_view_fold_secs: Option<u64>,
+    /// `STRATA_CONTENT_TRENDING_SECS`
+    pub strata_content_trending_secs: Option<u64>,
+}
+
+impl ContentSettings {
+    /// Reads the settings from the environment and `STRATA_CONFIG_FILE`.
+    pub fn load() -> Result<Self, Box<figment::Error>> {
+        strata_runtime::config::figment(SETTINGS)
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// Resolves defaults and checks the values.
+    pub fn resolve(&self) -> Result<ContentConfig, ConfigError> {
+        let defaults = ContentConfig::default();
+        let count = |setting: Setting, value: Option<u64>, default: usize, max: u64| match value {
+            Some(0) => Err(ConfigError {
+                variable: setting.name,
+                problem: "must be positive".into(),
+            }),
+            Some(n) if n > max => Err(ConfigError {
+                variable: setting.name,
+                problem: format!("must be at most {max}"),
+            }),
+            Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => Ok(default),
+        };
+        let secs = |setting: Setting, value, default| {
+            positive_duration(setting.name, value, Duration::from_secs, default)
+        };
+        Ok(ContentConfig {
+            max_file_bytes: count(
+                MAX_FILE_BYTES,
+                self.strata_content_max_file_bytes,
+                defaults.max_file_bytes,
+                64 << 20,
+            )?,
+            max_batch_files: count(
+                MAX_BATCH_FILES,
+                self.strata_content_max_batch_files,
+                defaults.max_batch_files,
+                10_000,
+            )?,
+            max_project_files: count(
+                MAX_PROJECT_FILES,
+                self.strata_content_max_project_files,
+                defaults.max_project_files,
+                10_000_000,
+            )?,
+            view_fold: secs(
+                VIEW_FOLD_SECS,
+                self.strata_content_view_fold_secs,
+                defaults.view_fold,
+            )?,
+            trending: secs(
+                TRENDING_SECS,
+                self.strata_content_trending_secs,
+                defaults.trending,
+            )?,
+        })
+    }
+}
+
+/// Resolved content settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentConfig {
+    /// Largest file content, in bytes.
+    pub max_file_bytes: usize,
+    /// Most files of one batch.
+    pub max_batch_files: usize,
+    /// Most files of one project.
+    pub max_project_files: usize,
+    /// Interval between folds of views.
+    pub view_fold: Duration,
+    /// Interval between recomputations of the trending rank.
+    pub trending: Duration,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 1 << 20,
+            max_batch_files: 1000,
+            max_project_files: 100_000,
+            view_fold: Duration::from_secs(2),
+            trending: Duration::from_secs(60),
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        let config = ContentSettings::default().resolve().unwrap();
+        assert_eq!(config, ContentConfig::default());
+        let zero = ContentSettings {
+            strata_content_max_batch_files: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(zero.resolve().unwrap_err().variable, MAX_BATCH_FILES.name);
+        let huge = ContentSettings {
+            strata_content_max_file_bytes: Some(1 << 40),
+            ..Default::default()
+        };
+        assert_eq!(huge.resolve().unwrap_err().variable, MAX_FILE_BYTES.name);
+    }
+}
