@@ -100,5 +100,3 @@ CREATE TABLE content.project_files (
     updated_at  timestamptz NOT NULL,
     PRIMARY KEY (project_id, path)                   -- ListFiles by path, prefix filters
 );
--- Which files use a blob (collecting unused blobs).
-CREATE INDEX project_files_hash_idx ON content.project_files (hash);

@@ -21,6 +21,8 @@ use tonic_types::StatusExt as _;
 mod agents;
 #[path = "content/files.rs"]
 mod files;
+#[path = "content/indexes.rs"]
+mod indexes;
 #[path = "content/projects.rs"]
 mod projects;
 

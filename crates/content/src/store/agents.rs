@@ -234,12 +234,31 @@ pub async fn list_agents(
     limit: i64,
 ) -> Result<Vec<AgentRow>, diesel::result::Error> {
     let (after_time, after_id) = after.unzip();
+    // Each filter spelled out only when given, so each combination's generic plan can use
+    // the index that serves it.
+    let status = if filter.status.is_some() {
+        "a.status = $2"
+    } else {
+        "$2::smallint IS NULL"
+    };
+    let kind = if filter.kind.is_some() {
+        "a.type = $3"
+    } else {
+        "$3::text IS NULL"
+    };
+    let name = if filter.name_query.is_some() {
+        "lower(a.name) LIKE $4"
+    } else {
+        "$4::text IS NULL"
+    };
+    let bound = if after.is_some() {
+        "(a.created_at, a.id) < ($5, $6)"
+    } else {
+        "$5::timestamptz IS NULL AND $6::uuid IS NULL"
+    };
     diesel::sql_query(format!(
         "SELECT {AGENT_COLUMNS} FROM content.agents a WHERE a.owner_id = $1 \
-         AND ($2::smallint IS NULL OR a.status = $2) \
-         AND ($3::text IS NULL OR a.type = $3) \
-         AND ($4::text IS NULL OR lower(a.name) LIKE $4) \
-         AND ($5::timestamptz IS NULL OR (a.created_at, a.id) < ($5, $6)) \
+         AND {status} AND {kind} AND {name} AND {bound} \
          ORDER BY a.created_at DESC, a.id DESC LIMIT $7"
     ))
     .bind::<SqlUuid, _>(owner)

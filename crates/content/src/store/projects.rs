@@ -332,7 +332,7 @@ pub async fn search(
 ) -> Result<Vec<Found>, diesel::result::Error> {
     let (rank, id) = after.unzip();
     diesel::sql_query(format!(
-        "WITH q AS (SELECT websearch_to_tsquery('english', $1) AS query), \
+        "WITH q AS NOT MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS query), \
          hits AS ( \
            SELECT {COLUMNS}, ts_rank_cd(p.document, q.query, 1)::float8 AS rank \
            FROM content.projects p, q \
@@ -673,14 +673,12 @@ pub async fn recompute_trending(
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
+    let score = format!("CASE WHEN active_at >= $1 THEN {TRENDING_FORMULA} ELSE 0 END");
     let rows: Vec<Changed> = diesel::sql_query(format!(
-        "WITH ranked AS ( \
-           SELECT id, CASE WHEN active_at >= $1 THEN {TRENDING_FORMULA} ELSE 0 END AS score \
-           FROM content.projects \
-           WHERE visibility = 2 AND (active_at >= $1 OR trending > 0) \
-         ) \
-         UPDATE content.projects p SET trending = r.score FROM ranked r \
-         WHERE p.id = r.id AND p.trending IS DISTINCT FROM r.score RETURNING p.id"
+        "UPDATE content.projects SET trending = {score} \
+         WHERE visibility = 2 AND (active_at >= $1 OR trending > 0) \
+           AND trending IS DISTINCT FROM {score} \
+         RETURNING id"
     ))
     .bind::<Timestamptz, _>(since)
     .bind::<Timestamptz, _>(now)

@@ -235,24 +235,43 @@ pub async fn list_prompts(
     limit: i64,
 ) -> Result<Vec<PromptRow>, diesel::result::Error> {
     let (after_time, after_id) = after.unzip();
+    // Each filter is spelled out only when given (not `$n IS NULL OR …`), so the generic
+    // plan of each combination can use the index that serves it.
+    let favorites = if filter.favorites_only {
+        "p.is_favorite AND $2"
+    } else {
+        "NOT $2"
+    };
+    let tag = if filter.tag.is_some() {
+        "p.tags @> ARRAY[$3::text]"
+    } else {
+        "$3::text IS NULL"
+    };
+    // A folder is a range of the (owner, name text_pattern_ops) index.
+    let folder = if filter.folder.is_some() {
+        "p.name ~>=~ $4 AND p.name ~<~ ($4 || chr(1114111))"
+    } else {
+        "$4::text IS NULL"
+    };
+    let name = if filter.name_query.is_some() {
+        "lower(p.name) LIKE $5"
+    } else {
+        "$5::text IS NULL"
+    };
+    let bound = if after.is_some() {
+        "(p.created_at, p.id) < ($6, $7)"
+    } else {
+        "$6::timestamptz IS NULL AND $7::uuid IS NULL"
+    };
     diesel::sql_query(format!(
         "SELECT {PROMPT_COLUMNS} FROM content.prompts p WHERE p.owner_id = $1 \
-         AND ($2 = false OR p.is_favorite) \
-         AND ($3::text IS NULL OR p.tags @> ARRAY[$3::text]) \
-         AND ($4::text IS NULL OR p.name LIKE $4) \
-         AND ($5::text IS NULL OR lower(p.name) LIKE $5) \
-         AND ($6::timestamptz IS NULL OR (p.created_at, p.id) < ($6, $7)) \
+         AND {favorites} AND {tag} AND {folder} AND {name} AND {bound} \
          ORDER BY p.created_at DESC, p.id DESC LIMIT $8"
     ))
     .bind::<SqlUuid, _>(owner)
     .bind::<Bool, _>(filter.favorites_only)
     .bind::<Nullable<Text>, _>(filter.tag.as_deref())
-    .bind::<Nullable<Text>, _>(
-        filter
-            .folder
-            .as_ref()
-            .map(|f| format!("{}/%", like_escape(f))),
-    )
+    .bind::<Nullable<Text>, _>(filter.folder.as_ref().map(|f| format!("{f}/")))
     .bind::<Nullable<Text>, _>(
         filter
             .name_query
