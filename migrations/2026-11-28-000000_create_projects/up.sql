@@ -31,7 +31,7 @@ CREATE TABLE content.projects (
     view_count    bigint NOT NULL DEFAULT 0,         -- sum of content.project_views
     featured      boolean NOT NULL DEFAULT false,
     forked_from   uuid REFERENCES content.projects (id) ON DELETE SET NULL,
-    trending      double precision NOT NULL DEFAULT 0,  -- stored rank (see TRENDING.md)
+    trending      double precision NOT NULL DEFAULT 0,  -- stored rank (formula: README, "Content")
     active_at     timestamptz NOT NULL,              -- last like, fork, view or change
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
