@@ -96,64 +96,59 @@ impl Views {
         Ok(())
     }
 
-    /// Folds every marked count into PostgreSQL, a batch at a time; the projects whose
-    /// `view_count` changed.
-    pub async fn fold(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, ContentError> {
+    /// Folds a batch of marked counts (the oldest marks first) into PostgreSQL; the
+    /// projects whose `view_count` changed, and whether marks may remain.
+    pub async fn fold_batch(&self, now: DateTime<Utc>) -> Result<(Vec<Uuid>, bool), ContentError> {
         let Some(redis) = &self.redis else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let dirty = Self::dirty_key(redis);
-        let mut changed = Vec::new();
-        loop {
-            let marks: Vec<(String, f64)> = redis
-                .query(
-                    "content.views",
-                    redis::cmd("ZRANGE")
-                        .arg(&dirty)
-                        .arg(0)
-                        .arg(FOLD_BATCH - 1)
-                        .arg("WITHSCORES"),
-                )
-                .await
-                .map_err(|_| unavailable())?;
-            if marks.is_empty() {
-                return Ok(changed);
-            }
-            let mut pipeline = redis::pipe();
-            for (member, _) in &marks {
-                pipeline
-                    .cmd("PFCOUNT")
-                    .arg(Self::counter_key(redis, member));
-            }
-            let counts: Vec<i64> = redis
-                .query_pipeline("content.views", &pipeline)
-                .await
-                .map_err(|_| unavailable())?;
-            let parsed: Vec<DayCount> = marks
-                .iter()
-                .zip(&counts)
-                .filter_map(|((member, _), &count)| {
-                    let (day, project) = member.split_once('/')?;
-                    let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-                    Some((Uuid::parse_str(project).ok()?, day, count))
-                })
-                .collect();
-            let mut conn = self.db.get().await?;
-            changed.extend(projects::fold_views(&mut conn, &parsed, now).await?);
-            drop(conn);
-            let mut invocation = self.unmark.prepare_invoke();
-            invocation.key(&dirty);
-            for (member, score) in &marks {
-                invocation.arg(member).arg(*score);
-            }
-            let _: i64 = redis
-                .invoke("content.views", &invocation)
-                .await
-                .map_err(|_| unavailable())?;
-            if marks.len() < FOLD_BATCH as usize {
-                return Ok(changed);
-            }
+        let marks: Vec<(String, f64)> = redis
+            .query(
+                "content.views",
+                redis::cmd("ZRANGE")
+                    .arg(&dirty)
+                    .arg(0)
+                    .arg(FOLD_BATCH - 1)
+                    .arg("WITHSCORES"),
+            )
+            .await
+            .map_err(|_| unavailable())?;
+        if marks.is_empty() {
+            return Ok((Vec::new(), false));
         }
+        let mut pipeline = redis::pipe();
+        for (member, _) in &marks {
+            pipeline
+                .cmd("PFCOUNT")
+                .arg(Self::counter_key(redis, member));
+        }
+        let counts: Vec<i64> = redis
+            .query_pipeline("content.views", &pipeline)
+            .await
+            .map_err(|_| unavailable())?;
+        let parsed: Vec<DayCount> = marks
+            .iter()
+            .zip(&counts)
+            .filter_map(|((member, _), &count)| {
+                let (day, project) = member.split_once('/')?;
+                let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+                Some((Uuid::parse_str(project).ok()?, day, count))
+            })
+            .collect();
+        let mut conn = self.db.get().await?;
+        let changed = projects::fold_views(&mut conn, &parsed, now).await?;
+        drop(conn);
+        let mut invocation = self.unmark.prepare_invoke();
+        invocation.key(&dirty);
+        for (member, score) in &marks {
+            invocation.arg(member).arg(*score);
+        }
+        let _: i64 = redis
+            .invoke("content.views", &invocation)
+            .await
+            .map_err(|_| unavailable())?;
+        Ok((changed, marks.len() == FOLD_BATCH as usize))
     }
 }
 

@@ -103,10 +103,17 @@ fn check_definition(
     );
     let config = validate::json(v, &format!("{field}.config"), version.config.as_ref());
     if version.tools.len() > MAX_TOOLS {
+        // Checked no further: each tool is compared with those before it.
         v.add(
             format!("{field}.tools"),
             format!("must hold at most {MAX_TOOLS} tools"),
         );
+        return Definition {
+            model: version.model.clone(),
+            system_prompt: version.system_prompt.clone(),
+            config,
+            tools: serde_json::Value::Array(Vec::new()),
+        };
     }
     let mut tools = Vec::with_capacity(version.tools.len());
     for (i, tool) in version.tools.iter().enumerate() {

@@ -19,6 +19,8 @@ use crate::validate;
 const MAX_PATH_BYTES: usize = 1024;
 /// Most segments of a path.
 const MAX_DEPTH: usize = 32;
+/// Most content bytes one ListFiles page returns (past its first file).
+const PAGE_CONTENT_BYTES: usize = 2 << 20;
 /// Longest language name.
 const MAX_LANGUAGE: usize = 50;
 /// Fields a read_mask may name.
@@ -41,8 +43,11 @@ pub fn normalize_path(path: &str) -> Result<String, &'static str> {
     if path.starts_with('/') {
         return Err("must be relative (no leading '/')");
     }
-    if path.chars().any(|c| c.is_control() || c == '\\') {
-        return Err("must not hold control characters or '\\'");
+    if path
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == '\u{10FFFF}')
+    {
+        return Err("must not hold control characters, '\\' or U+10FFFF");
     }
     let mut parts = Vec::new();
     for part in path.split('/') {
@@ -296,6 +301,9 @@ pub async fn list_files(
         language: (!req.language.is_empty()).then(|| req.language.to_lowercase()),
     };
     let content = fields.contains(&"content");
+    // With contents, a page is bounded in bytes too: at most 20 files read, and the page
+    // ends before the content passes 2 MiB (at least one file per page).
+    let limit = if content { limit.min(20) } else { limit };
     let mut conn = h.ctx.db.get().await?;
     let rows = store::list(
         &mut conn,
@@ -307,6 +315,21 @@ pub async fn list_files(
     )
     .await?;
     drop(conn);
+    let mut rows = rows;
+    let mut bytes = 0;
+    let fits = rows
+        .iter()
+        .position(|r| {
+            bytes += r.content.as_ref().map_or(0, Vec::len);
+            bytes > PAGE_CONTENT_BYTES
+        })
+        .map_or(rows.len(), |i| i.max(1));
+    let limit = if fits < rows.len() {
+        rows.truncate(fits + 1);
+        fits as i64
+    } else {
+        limit
+    };
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
         KeyCursor::default().push_str(&last.path).encode(&context)
     });

@@ -49,6 +49,8 @@ const FIELDS: &[&str] = &[
 const LIST_MINE: &str = "strata.content.v1.ProjectService/ListProjects";
 const LIST_PUBLIC: &str = "strata.content.v1.ProjectService/ListPublicProjects";
 const SEARCH: &str = "strata.content.v1.ProjectService/SearchProjects";
+/// Most batches of marked view counts one fold round takes.
+const MAX_FOLD_BATCHES: usize = 20;
 /// With fewer full-text hits than this on the first page, similar names fill it.
 const FUZZY_BELOW: usize = 5;
 
@@ -112,6 +114,7 @@ fn project_proto(row: &store::ProjectRow) -> pb::Project {
 /// Keeps only the fields a read mask names; `labels` (the owner's metadata) only for the
 /// owner or an admin.
 fn masked(project: pb::Project, fields: &[&str], principal: &Principal) -> pb::Project {
+    let owner = project.owner_id == principal.user_id.to_string() || principal.is_admin();
     let mut project = mask!(
         project,
         fields,
@@ -134,7 +137,7 @@ fn masked(project: pb::Project, fields: &[&str], principal: &Principal) -> pb::P
             update_time,
         ]
     );
-    if project.owner_id != principal.user_id.to_string() && !principal.is_admin() {
+    if !owner {
         project.labels.clear();
     }
     project
@@ -180,9 +183,17 @@ impl ContentHandlers {
     /// Folds the views counted since the last fold; the projects changed (their cache
     /// entries are forgotten).
     pub async fn fold_views(&self) -> Result<usize, ContentError> {
-        let changed = self.views.fold(db_now()).await?;
-        self.projects_changed(&changed).await;
-        Ok(changed.len())
+        let mut folded = 0;
+        // Bounded per round: a steady stream of views cannot keep one round going.
+        for _ in 0..MAX_FOLD_BATCHES {
+            let (changed, more) = self.views.fold_batch(db_now()).await?;
+            self.projects_changed(&changed).await;
+            folded += changed.len();
+            if !more {
+                break;
+            }
+        }
+        Ok(folded)
     }
 
     /// Recomputes the trending rank of the projects active in the last 7 days; the

@@ -674,16 +674,25 @@ pub async fn recompute_trending(
         id: Uuid,
     }
     let score = format!("CASE WHEN active_at >= $1 THEN {TRENDING_FORMULA} ELSE 0 END");
-    let rows: Vec<Changed> = diesel::sql_query(format!(
-        "UPDATE content.projects SET trending = {score} \
+    // Under the fold's lock: one replica ranks at a time, and never while views (which
+    // update the same rows in another order) are folded.
+    let rows: Vec<Changed> = conn
+        .transaction(async |conn| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('content.fold_views'))")
+                .execute(conn)
+                .await?;
+            diesel::sql_query(format!(
+                "UPDATE content.projects SET trending = {score} \
          WHERE visibility = 2 AND (active_at >= $1 OR trending > 0) \
            AND trending IS DISTINCT FROM {score} \
          RETURNING id"
-    ))
-    .bind::<Timestamptz, _>(since)
-    .bind::<Timestamptz, _>(now)
-    .load(conn)
-    .await?;
+            ))
+            .bind::<Timestamptz, _>(since)
+            .bind::<Timestamptz, _>(now)
+            .load(conn)
+            .await
+        })
+        .await?;
     Ok(rows.into_iter().map(|r| r.id).collect())
 }
 
