@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
+use diesel::pg::Pg;
 use diesel::sql_types::{
     Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
@@ -39,6 +40,8 @@ pub struct Tables {
     pub labels: &'static str,
     /// Every move of its labels.
     pub moves: &'static str,
+    /// The columns of a version row (`item_id`, `version`, then the body's).
+    pub version_columns: &'static str,
     /// What a missing item is called in NOT_FOUND answers.
     pub what: &'static str,
 }
@@ -447,6 +450,85 @@ pub async fn labels_of_many(
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| (r.item_id, r.label)).collect())
+}
+
+/// What saving a version did.
+#[derive(Debug)]
+pub enum NewVersion<R> {
+    /// Made this version.
+    Made(R),
+    /// A retry: the version its first attempt made.
+    Replayed(R),
+    /// The request_id was used for another request.
+    Conflict,
+}
+
+/// Version `version` of `item`, as the resource's row type.
+pub async fn version_row<R>(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    item: Uuid,
+    version: i32,
+) -> Result<Option<R>, diesel::result::Error>
+where
+    R: QueryableByName<Pg> + Send + 'static,
+{
+    let rows: Vec<R> = diesel::sql_query(format!(
+        "SELECT {} FROM {} WHERE item_id = $1 AND version = $2",
+        tables.version_columns, tables.versions
+    ))
+    .bind::<SqlUuid, _>(item)
+    .bind::<Integer, _>(version)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// `limit` versions of `item` below `before`, newest first.
+pub async fn version_page<R>(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    item: Uuid,
+    before: Option<i32>,
+    limit: i64,
+) -> Result<Vec<R>, diesel::result::Error>
+where
+    R: QueryableByName<Pg> + Send + 'static,
+{
+    diesel::sql_query(format!(
+        "SELECT {} FROM {} WHERE item_id = $1 AND version < $2 ORDER BY version DESC LIMIT $3",
+        tables.version_columns, tables.versions
+    ))
+    .bind::<SqlUuid, _>(item)
+    .bind::<Integer, _>(before.unwrap_or(i32::MAX))
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// The versions `wanted` (`(item, number)`) of several items, in one statement (the
+/// default version of each item of a page).
+pub async fn versions_of<R>(
+    conn: &mut AsyncPgConnection,
+    tables: Tables,
+    wanted: &[(Uuid, i32)],
+) -> Result<Vec<R>, diesel::result::Error>
+where
+    R: QueryableByName<Pg> + Send + 'static,
+{
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (items, numbers): (Vec<Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
+    diesel::sql_query(format!(
+        "SELECT {} FROM {} \
+         WHERE (item_id, version) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))",
+        tables.version_columns, tables.versions
+    ))
+    .bind::<Array<SqlUuid>, _>(items)
+    .bind::<Array<Integer>, _>(numbers)
+    .load(conn)
+    .await
 }
 
 /// Marks `item` changed at `now` (a version or label of it changed).

@@ -268,7 +268,8 @@ impl ContentHandlers {
         self.agent_versions
             .get_or_load(&format!("{id}/{number}"), || async move {
                 let mut conn = db.get().await?;
-                let row = store::version(&mut conn, id, number).await?;
+                let row = versions::version_row::<store::VersionRow>(&mut conn, AGENTS, id, number)
+                    .await?;
                 Ok::<_, strata_storage::Error>(row.as_ref().map(version_proto))
             })
             .await
@@ -428,7 +429,7 @@ pub async fn list_agents(
                 .zip(&ids)
                 .map(|(a, id)| (*id, a.version_labels.as_slice())),
         );
-        let found = store::versions_of(&mut conn, &wanted).await?;
+        let found = versions::versions_of::<store::VersionRow>(&mut conn, AGENTS, &wanted).await?;
         for (agent, id) in agents.iter_mut().zip(&ids) {
             agent.version = wanted
                 .iter()
@@ -538,9 +539,9 @@ pub async fn create_agent_version(
     drop(conn);
     let row = match made {
         None => return Err(ContentError::not_found("agent")),
-        Some(store::NewVersion::Conflict) => return Err(conflict()),
-        Some(store::NewVersion::Replayed(row)) => row,
-        Some(store::NewVersion::Made(row)) => {
+        Some(versions::NewVersion::Conflict) => return Err(conflict()),
+        Some(versions::NewVersion::Replayed(row)) => row,
+        Some(versions::NewVersion::Made(row)) => {
             h.agent_changed(id).await;
             row
         }
@@ -563,7 +564,9 @@ pub async fn list_agent_versions(
     let before = version_after(&req.page_token, &context)?;
     h.visible_agent(&principal, id).await?;
     let mut conn = h.ctx.db.get().await?;
-    let rows = store::list_versions(&mut conn, id, before, limit + 1).await?;
+    let rows =
+        versions::version_page::<store::VersionRow>(&mut conn, AGENTS, id, before, limit + 1)
+            .await?;
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
         number_token(i64::from(last.version), &context)
     });

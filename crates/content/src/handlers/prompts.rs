@@ -176,7 +176,9 @@ impl ContentHandlers {
         self.prompt_versions
             .get_or_load(&format!("{id}/{number}"), || async move {
                 let mut conn = db.get().await?;
-                let row = store::version(&mut conn, id, number).await?;
+                let row =
+                    versions::version_row::<store::VersionRow>(&mut conn, PROMPTS, id, number)
+                        .await?;
                 Ok::<_, strata_storage::Error>(row.as_ref().map(version_proto))
             })
             .await
@@ -337,7 +339,7 @@ pub async fn list_prompts(
                 .zip(&ids)
                 .map(|(p, id)| (*id, p.version_labels.as_slice())),
         );
-        let found = store::versions_of(&mut conn, &wanted).await?;
+        let found = versions::versions_of::<store::VersionRow>(&mut conn, PROMPTS, &wanted).await?;
         for (prompt, id) in prompts.iter_mut().zip(&ids) {
             prompt.version = wanted
                 .iter()
@@ -457,9 +459,9 @@ pub async fn create_prompt_version(
     drop(conn);
     let row = match made {
         None => return Err(ContentError::not_found("prompt")),
-        Some(store::NewVersion::Conflict) => return Err(conflict()),
-        Some(store::NewVersion::Replayed(row)) => row,
-        Some(store::NewVersion::Made(row)) => {
+        Some(versions::NewVersion::Conflict) => return Err(conflict()),
+        Some(versions::NewVersion::Replayed(row)) => row,
+        Some(versions::NewVersion::Made(row)) => {
             h.prompt_changed(id).await;
             row
         }
@@ -482,7 +484,9 @@ pub async fn list_prompt_versions(
     let before = version_after(&req.page_token, &context)?;
     h.visible_prompt(&principal, id).await?;
     let mut conn = h.ctx.db.get().await?;
-    let rows = store::list_versions(&mut conn, id, before, limit + 1).await?;
+    let rows =
+        versions::version_page::<store::VersionRow>(&mut conn, PROMPTS, id, before, limit + 1)
+            .await?;
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
         number_token(i64::from(last.version), &context)
     });

@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{
-    Array, BigInt, Bytea, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+    BigInt, Bytea, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::like_escape;
 use crate::ContentError;
-use crate::versions::{self, Slot, Tables};
+use crate::versions::{self, NewVersion, Slot, Tables};
 
 /// The agent tables.
 pub const AGENTS: Tables = Tables {
@@ -18,6 +18,7 @@ pub const AGENTS: Tables = Tables {
     versions: "content.agent_versions",
     labels: "content.agent_labels",
     moves: "content.agent_label_moves",
+    version_columns: VERSION_COLUMNS,
     what: "agent",
 };
 
@@ -198,22 +199,6 @@ pub async fn agent(
     Ok(rows.into_iter().next())
 }
 
-/// A version of an agent.
-pub async fn version(
-    conn: &mut AsyncPgConnection,
-    item: Uuid,
-    version: i32,
-) -> Result<Option<VersionRow>, diesel::result::Error> {
-    let rows: Vec<VersionRow> = diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.agent_versions WHERE item_id = $1 AND version = $2"
-    ))
-    .bind::<SqlUuid, _>(item)
-    .bind::<Integer, _>(version)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().next())
-}
-
 /// Filters of ListAgents.
 #[derive(Debug, Clone, Default)]
 pub struct AgentFilter {
@@ -277,25 +262,6 @@ pub async fn list_agents(
     .await
 }
 
-/// The versions wanted of several agents (the default version of each in a list).
-pub async fn versions_of(
-    conn: &mut AsyncPgConnection,
-    wanted: &[(Uuid, i32)],
-) -> Result<Vec<VersionRow>, diesel::result::Error> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (items, numbers): (Vec<Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
-    diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.agent_versions \
-         WHERE (item_id, version) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))"
-    ))
-    .bind::<Array<SqlUuid>, _>(items)
-    .bind::<Array<Integer>, _>(numbers)
-    .load(conn)
-    .await
-}
-
 /// New values of UpdateAgent (`None`: unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct AgentChanges {
@@ -339,17 +305,6 @@ pub async fn update_agent(
     .await
 }
 
-/// What CreateAgentVersion did.
-#[derive(Debug)]
-pub enum NewVersion {
-    /// Made this version.
-    Made(VersionRow),
-    /// A retry: the version its first attempt made.
-    Replayed(VersionRow),
-    /// The request_id was used for another request.
-    Conflict,
-}
-
 /// Saves `definition` as version N+1 of `item` in one transaction, if `may_write` allows
 /// its owner (`None` otherwise); a retried `request_id` answers with the version it made.
 pub async fn insert_version(
@@ -360,7 +315,7 @@ pub async fn insert_version(
     by: Uuid,
     request: Option<(Uuid, &[u8])>,
     now: DateTime<Utc>,
-) -> Result<Option<NewVersion>, ContentError> {
+) -> Result<Option<NewVersion<VersionRow>>, ContentError> {
     conn.transaction(async |conn| {
         if !versions::lock_writable(conn, AGENTS, item, may_write).await? {
             return Ok(None);
@@ -368,30 +323,16 @@ pub async fn insert_version(
         let made = match versions::claim_number(conn, AGENTS, item, request, now).await? {
             Slot::Conflict => return Ok(Some(NewVersion::Conflict)),
             Slot::Replayed(number) => {
-                return Ok(version(conn, item, number).await?.map(NewVersion::Replayed));
+                return Ok(versions::version_row(conn, AGENTS, item, number)
+                    .await?
+                    .map(NewVersion::Replayed));
             }
             Slot::New(number) => number,
         };
         insert_version_row(conn, item, made, definition, by, now, request).await?;
-        Ok(version(conn, item, made).await?.map(NewVersion::Made))
+        Ok(versions::version_row(conn, AGENTS, item, made)
+            .await?
+            .map(NewVersion::Made))
     })
-    .await
-}
-
-/// `limit` versions of `item` below `before`, newest first.
-pub async fn list_versions(
-    conn: &mut AsyncPgConnection,
-    item: Uuid,
-    before: Option<i32>,
-    limit: i64,
-) -> Result<Vec<VersionRow>, diesel::result::Error> {
-    diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.agent_versions WHERE item_id = $1 \
-         AND version < $2 ORDER BY version DESC LIMIT $3"
-    ))
-    .bind::<SqlUuid, _>(item)
-    .bind::<Integer, _>(before.unwrap_or(i32::MAX))
-    .bind::<BigInt, _>(limit)
-    .load(conn)
     .await
 }

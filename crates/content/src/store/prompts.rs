@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::like_escape;
 use crate::ContentError;
-use crate::versions::{self, Slot, Tables};
+use crate::versions::{self, NewVersion, Slot, Tables};
 
 /// The prompt tables.
 pub const PROMPTS: Tables = Tables {
@@ -18,6 +18,7 @@ pub const PROMPTS: Tables = Tables {
     versions: "content.prompt_versions",
     labels: "content.prompt_labels",
     moves: "content.prompt_label_moves",
+    version_columns: VERSION_COLUMNS,
     what: "prompt",
 };
 
@@ -196,22 +197,6 @@ pub async fn prompt(
     Ok(rows.into_iter().next())
 }
 
-/// A version of a prompt.
-pub async fn version(
-    conn: &mut AsyncPgConnection,
-    item: Uuid,
-    version: i32,
-) -> Result<Option<VersionRow>, diesel::result::Error> {
-    let rows: Vec<VersionRow> = diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.prompt_versions WHERE item_id = $1 AND version = $2"
-    ))
-    .bind::<SqlUuid, _>(item)
-    .bind::<Integer, _>(version)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().next())
-}
-
 /// Filters of ListPrompts.
 #[derive(Debug, Clone, Default)]
 pub struct PromptFilter {
@@ -285,25 +270,6 @@ pub async fn list_prompts(
     .await
 }
 
-/// The versions `selected` of several prompts (the default version of each in a list).
-pub async fn versions_of(
-    conn: &mut AsyncPgConnection,
-    wanted: &[(Uuid, i32)],
-) -> Result<Vec<VersionRow>, diesel::result::Error> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (items, numbers): (Vec<Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
-    diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.prompt_versions \
-         WHERE (item_id, version) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))"
-    ))
-    .bind::<Array<SqlUuid>, _>(items)
-    .bind::<Array<Integer>, _>(numbers)
-    .load(conn)
-    .await
-}
-
 /// New values of UpdatePrompt (`None`: unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct PromptChanges {
@@ -347,17 +313,6 @@ pub async fn update_prompt(
     .await
 }
 
-/// What CreatePromptVersion did.
-#[derive(Debug)]
-pub enum NewVersion {
-    /// Made this version.
-    Made(VersionRow),
-    /// A retry: the version its first attempt made.
-    Replayed(VersionRow),
-    /// The request_id was used for another request.
-    Conflict,
-}
-
 /// Saves `body` as version N+1 of `item` in one transaction, if `may_write` allows its
 /// owner (`None` otherwise); a retried `request_id` answers with the version it made.
 pub async fn insert_version(
@@ -368,7 +323,7 @@ pub async fn insert_version(
     by: Uuid,
     request: Option<(Uuid, &[u8])>,
     now: DateTime<Utc>,
-) -> Result<Option<NewVersion>, ContentError> {
+) -> Result<Option<NewVersion<VersionRow>>, ContentError> {
     conn.transaction(async |conn| {
         if !versions::lock_writable(conn, PROMPTS, item, may_write).await? {
             return Ok(None);
@@ -376,7 +331,9 @@ pub async fn insert_version(
         let number = match versions::claim_number(conn, PROMPTS, item, request, now).await? {
             Slot::New(number) => number,
             Slot::Replayed(number) => {
-                return Ok(version(conn, item, number).await?.map(NewVersion::Replayed));
+                return Ok(versions::version_row(conn, PROMPTS, item, number)
+                    .await?
+                    .map(NewVersion::Replayed));
             }
             Slot::Conflict => return Ok(Some(NewVersion::Conflict)),
         };
@@ -392,25 +349,9 @@ pub async fn insert_version(
             hash.unwrap_or_default(),
         )
         .await?;
-        Ok(version(conn, item, number).await?.map(NewVersion::Made))
+        Ok(versions::version_row(conn, PROMPTS, item, number)
+            .await?
+            .map(NewVersion::Made))
     })
-    .await
-}
-
-/// `limit` versions of `item` below `before`, newest first.
-pub async fn list_versions(
-    conn: &mut AsyncPgConnection,
-    item: Uuid,
-    before: Option<i32>,
-    limit: i64,
-) -> Result<Vec<VersionRow>, diesel::result::Error> {
-    diesel::sql_query(format!(
-        "SELECT {VERSION_COLUMNS} FROM content.prompt_versions WHERE item_id = $1 \
-         AND version < $2 ORDER BY version DESC LIMIT $3"
-    ))
-    .bind::<SqlUuid, _>(item)
-    .bind::<Integer, _>(before.unwrap_or(i32::MAX))
-    .bind::<BigInt, _>(limit)
-    .load(conn)
     .await
 }
