@@ -1335,7 +1335,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         };
         // One writer per core: index maintenance, not the network, is the bottleneck.
         strata_analytics::seed::seed(&config, options, cores, |done, total| {
-            eprint!("\r{}", super::progress_bar(done, total, started.elapsed()));
+            eprint!(
+                "\r{}",
+                super::progress_bar(done, total, "rows", started.elapsed())
+            );
         })
         .await
         .context("seeding usage")?;

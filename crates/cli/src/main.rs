@@ -123,6 +123,30 @@ enum SeedWhat {
         #[arg(long)]
         no_refresh: bool,
     },
+    /// Projects (with files, likes and views), prompts and agents, generated inside
+    /// PostgreSQL a chunk at a time, one writer per core; owners and likes follow power
+    /// laws. Trending is ranked and the tables analyzed afterwards.
+    Content {
+        /// Projects to insert.
+        #[arg(long, default_value_t = 10_000)]
+        projects: u64,
+        /// Files of each project.
+        #[arg(long, default_value_t = 10)]
+        files_per_project: u32,
+        /// Agents to insert.
+        #[arg(long, default_value_t = 10_000)]
+        agents: u64,
+        /// Prompts to insert.
+        #[arg(long, default_value_t = 10_000)]
+        prompts: u64,
+        /// Distinct owners (power law: owner 0 holds about a tenth of everything).
+        #[arg(long, default_value_t = 1_000)]
+        owners: u32,
+        /// A user id that takes the heaviest owner's place not yet taken (repeatable), so
+        /// that someone who can sign in owns seeded objects.
+        #[arg(long = "owner")]
+        known_owners: Vec<uuid::Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -427,13 +451,34 @@ fn auth_config(settings: &Settings) -> anyhow::Result<strata_auth::AuthConfig> {
 }
 
 async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
-    let SeedWhat::Usage {
-        rows,
-        users,
-        projects,
-        days,
-        no_refresh,
-    } = what;
+    let (rows, users, projects, days, no_refresh) = match what {
+        SeedWhat::Usage {
+            rows,
+            users,
+            projects,
+            days,
+            no_refresh,
+        } => (rows, users, projects, days, no_refresh),
+        SeedWhat::Content {
+            projects,
+            files_per_project,
+            agents,
+            prompts,
+            owners,
+            known_owners,
+        } => {
+            let options = strata_content::seed::SeedOptions {
+                projects,
+                files_per_project,
+                agents,
+                prompts,
+                owners,
+                known_owners,
+                ..strata_content::seed::SeedOptions::default()
+            };
+            return seed_content(options).await;
+        }
+    };
     if rows == 0 || users == 0 || projects == 0 || !(1..=366).contains(&days) {
         bail!("--rows, --users and --projects must be positive and --days 1 to 366");
     }
@@ -454,7 +499,11 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
     // One writer per core: index maintenance, not the network, is the bottleneck.
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     strata_analytics::seed::seed(&config, options, workers, |done, total| {
-        let _ = write!(err, "\r{}", progress_bar(done, total, started.elapsed()));
+        let _ = write!(
+            err,
+            "\r{}",
+            progress_bar(done, total, "rows", started.elapsed())
+        );
         let _ = err.flush();
     })
     .await
@@ -497,8 +546,50 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `strata seed content`.
+async fn seed_content(options: strata_content::seed::SeedOptions) -> anyhow::Result<ExitCode> {
+    if options.owners == 0 || options.known_owners.len() > options.owners as usize {
+        bail!("--owners must be positive and at least the number of --owner ids");
+    }
+    if options.files_per_project > 100_000 {
+        bail!("--files-per-project is at most 100000 (a project's file limit)");
+    }
+    let settings = Settings::load().context("reading configuration")?;
+    let config = settings
+        .db
+        .resolve("strata-seed")
+        .context("configuration")?;
+    let started = std::time::Instant::now();
+    let mut err = std::io::stderr().lock();
+    // One writer per core: index maintenance, not the network, is the bottleneck.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let seeded = strata_content::seed::seed(&config, &options, workers, |done, total| {
+        let _ = write!(
+            err,
+            "\r{}",
+            progress_bar(done, total, "items", started.elapsed())
+        );
+        let _ = err.flush();
+    })
+    .await
+    .context("seeding content")?;
+    let _ = writeln!(err);
+    drop(err);
+    writeln!(
+        std::io::stdout().lock(),
+        "inserted {} projects ({} files, {} likes), {} prompts and {} agents in {:.1} s",
+        seeded.projects,
+        seeded.files,
+        seeded.likes,
+        seeded.prompts,
+        seeded.agents,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `[#####-----]  45.0%  4500000/10000000 rows  120000 rows/s  ETA 46 s`
-fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) -> String {
+fn progress_bar(done: u64, total: u64, unit: &str, elapsed: std::time::Duration) -> String {
     const WIDTH: u64 = 30;
     let total = total.max(1);
     let filled = usize::try_from(done.min(total) * WIDTH / total).unwrap_or(0);
@@ -509,7 +600,7 @@ fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) -> String {
         format!("{:.0}", (total - done.min(total)) as f64 / rate)
     };
     format!(
-        "[{}{}] {:>5.1}%  {done}/{total} rows  {rate:.0} rows/s  ETA {eta} s ",
+        "[{}{}] {:>5.1}%  {done}/{total} {unit}  {rate:.0} {unit}/s  ETA {eta} s ",
         "#".repeat(filled),
         "-".repeat(usize::try_from(WIDTH).unwrap_or(0) - filled),
         done as f64 * 100.0 / total as f64,

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod seed;
 pub mod store;
 pub mod template;
 pub mod validate;

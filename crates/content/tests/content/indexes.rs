@@ -3,7 +3,7 @@
 //! they send and checks the generic plan of each (what prepared statements use).
 
 use chrono::Utc;
-use diesel_async::SimpleAsyncConnection;
+use strata_content::seed;
 use strata_content::store::{agents, files, projects, prompts};
 use strata_testkit::{TestDb, plans};
 use uuid::Uuid;
@@ -15,48 +15,22 @@ const HEAVY: &str = "00000000-0000-7000-8000-000000000001";
 async fn content_queries_use_their_indexes() {
     let db = TestDb::new().await;
     let mut conn = db.connect().await;
-    conn.batch_execute(&format!(
-        "INSERT INTO content.projects (id, owner_id, name, description, visibility, type, tags,
-           like_count, fork_count, view_count, featured, trending, active_at, created_at,
-           updated_at)
-         SELECT gen_random_uuid(),
-           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END,
-           'project ' || g || ' ' || (ARRAY['vector', 'chat', 'image', 'agent', 'search'])[g % 5 + 1],
-           'about ' || (ARRAY['embeddings', 'support', 'photos', 'tools', 'ranking'])[g % 5 + 1],
-           CASE WHEN g % 3 = 0 THEN 1 ELSE 2 END,
-           (ARRAY['app', 'notebook', 'library'])[g % 3 + 1],
-           ARRAY[(ARRAY['ml', 'web', 'data', 'infra'])[g % 4 + 1]],
-           (1000 / (1 + g % 997))::bigint, g % 13, g % 101, g % 5000 = 0,
-           CASE WHEN g % 365 < 7 THEN (g % 1000) / 10.0 ELSE 0 END,
-           now() - (g % 365) * interval '1 day', now() - g * interval '1 minute',
-           now() - g * interval '1 minute'
-         FROM generate_series(1, 30000) g;
-         INSERT INTO content.blobs (hash, size, content)
-         SELECT sha256(g::text::bytea), 10, g::text::bytea FROM generate_series(1, 1000) g;
-         INSERT INTO content.project_files (project_id, path, language, hash, size, created_at,
-           updated_at)
-         SELECT p.id, 'src/f' || f || '.rs', 'rust', sha256((f % 1000 + 1)::text::bytea), 10,
-           now(), now()
-         FROM (SELECT id FROM content.projects LIMIT 200) p, generate_series(1, 200) f;
-         INSERT INTO content.prompts (id, owner_id, name, tags, is_favorite, last_number,
-           created_at, updated_at)
-         SELECT gen_random_uuid(),
-           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END,
-           'folder' || (g % 50) || '/prompt ' || g, ARRAY['t' || (g % 40)], g % 20 = 0, 1,
-           now() - g * interval '1 minute', now()
-         FROM generate_series(1, 30000) g;
-         INSERT INTO content.agents (id, owner_id, name, type, status, last_number, created_at,
-           updated_at)
-         SELECT gen_random_uuid(),
-           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END,
-           'agent ' || g, (ARRAY['assistant', 'coder', 'critic'])[g % 3 + 1], g % 3 + 1, 1,
-           now() - g * interval '1 minute', now()
-         FROM generate_series(1, 30000) g;
-         ANALYZE content.projects, content.project_files, content.blobs, content.prompts,
-           content.agents;"
-    ))
-    .await
-    .unwrap();
+    // `strata seed content` at a small scale: the heavy owner holds a tenth of everything.
+    let options = seed::SeedOptions {
+        projects: 30_000,
+        files_per_project: 2,
+        agents: 30_000,
+        prompts: 30_000,
+        owners: 2_000,
+        known_owners: vec![Uuid::parse_str(HEAVY).unwrap()],
+        ..seed::SeedOptions::default()
+    };
+    let config = db.server_config("content-indexes").db;
+    let seeded = seed::seed(&config, &options, 2, |_, _| {}).await.unwrap();
+    assert_eq!(
+        (seeded.projects, seeded.files, seeded.prompts, seeded.agents),
+        (30_000, 60_000, 30_000, 30_000)
+    );
     let heavy = Uuid::parse_str(HEAVY).unwrap();
     let someone = Uuid::now_v7();
     let project = Uuid::now_v7();
@@ -123,7 +97,7 @@ async fn content_queries_use_their_indexes() {
             plans::plans_of(&mut conn, async |c| {
                 let filter = projects::PublicFilter {
                     kind: Some("app".into()),
-                    tag: Some("ml".into()),
+                    tag: Some("chat".into()),
                     featured: Some(false),
                 };
                 projects::list_public(c, projects::Order::Likes, &filter, None, 51).await
@@ -159,10 +133,10 @@ async fn content_queries_use_their_indexes() {
             "files by path prefix",
             plans::plans_of(&mut conn, async |c| {
                 let filter = files::FileFilter {
-                    prefix: Some("src/f1".into()),
+                    prefix: Some("src/lib/".into()),
                     language: None,
                 };
-                files::list(c, project, &filter, Some("src/f10.rs"), true, 101).await
+                files::list(c, project, &filter, Some("src/lib/chat_1.rs"), true, 101).await
             })
             .await,
             &["project_files_pkey", "blobs_pkey"],
@@ -170,7 +144,7 @@ async fn content_queries_use_their_indexes() {
         (
             "a file",
             plans::plans_of(&mut conn, async |c| {
-                files::get(c, project, "src/f1.rs").await
+                files::get(c, project, "src/chat_1.rs").await
             })
             .await,
             &["project_files_pkey"],
