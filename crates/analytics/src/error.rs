@@ -24,6 +24,9 @@ pub enum AnalyticsError {
     /// Another refresh of the view holds its lock for longer than the call may wait.
     #[error("view refresh busy")]
     RefreshBusy,
+    /// A service this one depends on did not answer (the message says which; no cause).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Database failure.
     #[error(transparent)]
     Storage(#[from] strata_storage::Error),
@@ -68,6 +71,7 @@ impl From<AnalyticsError> for ApiError {
             AnalyticsError::RefreshBusy => ApiError::Aborted(
                 "another refresh of this view is running; retry when it has finished".into(),
             ),
+            AnalyticsError::Unavailable(message) => ApiError::unavailable(message),
             AnalyticsError::Storage(e) => e.into(),
             AnalyticsError::Api(e) => e,
             other @ AnalyticsError::Internal(_) => ApiError::internal(other),

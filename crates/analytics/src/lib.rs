@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod partitions;
+pub mod projects;
 pub mod scheduler;
 pub mod seed;
 pub mod service;
@@ -23,12 +24,20 @@ use std::sync::Arc;
 pub use config::AnalyticsConfig;
 pub use service::AnalyticsHandlers;
 use strata_proto::analytics::analytics_service_server::AnalyticsServiceServer;
+use strata_proto::content::project_service_server::SERVICE_NAME as PROJECT_SERVICE_NAME;
 use strata_runtime::ServerBuilder;
+use strata_runtime::config::CONTENT_URL;
 use strata_runtime::tasks::Task;
 
 /// Adds the analytics service, configured by `config`, and its scheduler to `builder`.
 pub fn register(builder: &mut ServerBuilder, config: AnalyticsConfig) -> Arc<AnalyticsHandlers> {
-    let handlers = Arc::new(AnalyticsHandlers::new(builder.context(), config));
+    let content = builder.peer(
+        PROJECT_SERVICE_NAME,
+        CONTENT_URL.name,
+        builder.context().config.content_url.clone(),
+    );
+    let handlers =
+        Arc::new(AnalyticsHandlers::new(builder.context(), config).with_content(content));
     register_handlers(builder, Arc::clone(&handlers));
     handlers
 }

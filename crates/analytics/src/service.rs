@@ -16,6 +16,7 @@ use strata_runtime::identity::Principal;
 use strata_runtime::pagination::{
     Cursor, KeyCursor, PageContext, finish_page, page_size, page_size_within,
 };
+use strata_runtime::server::Peer;
 use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -24,6 +25,7 @@ use crate::config::AnalyticsConfig;
 use crate::error::AnalyticsError;
 use crate::model::{self, NewUsage, check_batch, parse_uuid};
 use crate::partitions::{Partitions, month_of};
+use crate::projects::ProjectOwners;
 use crate::scheduler::Scheduler;
 use crate::store::{self, Bucket, Group, Range, Rank, RankKey, Scope, Totals, UsageFilter};
 use crate::views::{self, Contention, Refresher, ViewName};
@@ -68,6 +70,8 @@ pub struct AnalyticsHandlers {
     refresher: Refresher,
     scheduler: Scheduler,
     seen: SeenWatermarks,
+    /// Who owns a project (the content service's answer, cached).
+    owners: ProjectOwners,
 }
 
 impl std::fmt::Debug for AnalyticsHandlers {
@@ -95,12 +99,20 @@ impl AnalyticsHandlers {
             config.clone(),
         );
         Self {
+            owners: ProjectOwners::new(&ctx, None),
             ctx,
             partitions,
             refresher,
             scheduler,
             seen: SeenWatermarks::default(),
         }
+    }
+
+    /// These handlers, showing a project's usage to its owner as the content service at
+    /// `content` knows it (without one, only admins read project usage).
+    pub fn with_content(mut self, content: Peer) -> Self {
+        self.owners = ProjectOwners::new(&self.ctx, Some(content));
+        self
     }
 
     /// The scheduler (for tests and tools that run a round by hand).
@@ -254,9 +266,11 @@ fn require_admin(principal: &Principal) -> Result<(), AnalyticsError> {
 /// Whose usage a read covers, checked against who is asking. Naming another user is
 /// refused whether or not that user exists; a project the caller may not read is
 /// reported missing, exactly like a project that does not exist.
-fn resolve_scope(
+async fn resolve_scope(
+    owners: &ProjectOwners,
     principal: &Principal,
     scope: Option<pb::UsageScope>,
+    metadata: &tonic::metadata::MetadataMap,
 ) -> Result<Scope, AnalyticsError> {
     match scope.and_then(|s| s.subject) {
         None | Some(Subject::AllUsers(false)) => Ok(Scope::User(principal.user_id)),
@@ -272,9 +286,9 @@ fn resolve_scope(
         }
         Some(Subject::ProjectId(id)) => {
             let id = parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.project_id", e))?;
-            // Until the content service can tell who owns a project, only admins read
-            // project usage; everyone else sees no project at all.
-            if principal.is_admin() {
+            // Admins read any project's usage; its owner (as the content service
+            // says) reads theirs; to anyone else it is missing.
+            if principal.is_admin() || owners.owned_by(id, principal.user_id, metadata).await? {
                 Ok(Scope::Project(id))
             } else {
                 Err(AnalyticsError::NotFound("project"))
@@ -425,8 +439,8 @@ impl AnalyticsHandlers {
     ) -> Result<pb::GetUsageSummaryResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
-        let req = request.into_inner();
-        let scope = resolve_scope(&principal, req.scope)?;
+        let (metadata, _, req) = request.into_parts();
+        let scope = resolve_scope(&self.owners, &principal, req.scope, &metadata).await?;
         let bucket = match pb::BucketWidth::try_from(req.bucket_width) {
             Ok(pb::BucketWidth::Unspecified | pb::BucketWidth::Day) => Bucket::Day,
             Ok(pb::BucketWidth::Hour) => Bucket::Hour,
@@ -503,11 +517,14 @@ impl AnalyticsHandlers {
         let project = parse_uuid(&request.get_ref().project_id)
             .map_err(|e| AnalyticsError::invalid("project_id", e))?;
         let Scope::Project(project) = resolve_scope(
+            &self.owners,
             &principal,
             Some(pb::UsageScope {
                 subject: Some(Subject::ProjectId(project.to_string())),
             }),
-        )?
+            request.metadata(),
+        )
+        .await?
         else {
             return Err(AnalyticsError::NotFound("project"));
         };
@@ -538,8 +555,8 @@ impl AnalyticsHandlers {
     ) -> Result<pb::ListTopModelsResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
-        let req = request.into_inner();
-        let scope = resolve_scope(&principal, req.scope)?;
+        let (metadata, _, req) = request.into_parts();
+        let scope = resolve_scope(&self.owners, &principal, req.scope, &metadata).await?;
         let rank = match pb::RankBy::try_from(req.rank_by) {
             Ok(pb::RankBy::Unspecified | pb::RankBy::TotalTokens) => Rank::Tokens,
             Ok(pb::RankBy::Cost) => Rank::Cost,
@@ -637,8 +654,8 @@ impl AnalyticsHandlers {
     ) -> Result<pb::ListUsageResponse, AnalyticsError> {
         let principal = principal(&request)?;
         require_scope(&principal, SCOPE_READ)?;
-        let req = request.into_inner();
-        let scope = resolve_scope(&principal, req.scope)?;
+        let (metadata, _, req) = request.into_parts();
+        let scope = resolve_scope(&self.owners, &principal, req.scope, &metadata).await?;
         let limit = page_size(req.page_size).map_err(AnalyticsError::from)?;
         let bound = |field: &'static str, t: Option<&prost_types::Timestamp>| match t {
             None => Ok(None),

@@ -19,6 +19,8 @@ use strata_auth::config::AuthConfig;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use strata_proto::analytics::{self as pb, usage_scope::Subject};
 use strata_proto::common::{Decimal, TimeRange};
+use strata_proto::content::project_service_client::ProjectServiceClient;
+use strata_proto::content::{self as cpb};
 use strata_runtime::identity::Role;
 use strata_runtime::time::timestamp as ts;
 use strata_testkit::app::{self, TestUser};
@@ -74,13 +76,21 @@ async fn serve(
     let handlers_slot = Arc::clone(&slot);
     let server = TestServer::start(config, move |builder| {
         strata_auth::register(builder, AuthConfig::default()).unwrap();
-        let analytics = Arc::new(AnalyticsHandlers::new(
+        // Content, which analytics asks who owns a project (over gRPC, to this server).
+        strata_content::register(builder, strata_content::config::ContentConfig::default());
+        let content = builder.peer(
+            strata_proto::content::project_service_server::SERVICE_NAME,
+            "STRATA_CONTENT_URL",
+            None,
+        );
+        let analytics = AnalyticsHandlers::new(
             builder.context(),
             AnalyticsConfig {
                 scheduler: false,
                 ..AnalyticsConfig::default()
             },
-        ));
+        );
+        let analytics = Arc::new(analytics.with_content(content));
         *handlers_slot.lock().unwrap() = Some(Arc::clone(&analytics));
         strata_analytics::register_handlers(builder, analytics);
     })
@@ -1387,6 +1397,107 @@ async fn partitions_are_made_ahead_and_on_demand() {
     .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("events[0].occur_time"));
+}
+
+/// A project of `owner`'s, made through the content service.
+async fn create_project(h: &Harness, owner: &Caller, visibility: cpb::Visibility) -> Uuid {
+    let project = ProjectServiceClient::new(h.server.channel())
+        .create_project(bearer(
+            cpb::CreateProjectRequest {
+                project: Some(cpb::Project {
+                    name: "usage".into(),
+                    visibility: visibility.into(),
+                    r#type: "app".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &owner.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    project.id.parse().unwrap()
+}
+
+#[tokio::test]
+async fn project_owners_read_their_projects_usage_as_content_says() {
+    let h = start().await;
+    let mut client = h.client();
+    let ada = h.user(Role::User).await;
+    let bob = h.user(Role::User).await;
+    let now = Utc::now();
+    let private = create_project(&h, &ada, cpb::Visibility::Private).await;
+    let public = create_project(&h, &ada, cpb::Visibility::Public).await;
+    let bobs = create_project(&h, &bob, cpb::Visibility::Private).await;
+    let mut events = Vec::new();
+    for (i, project) in [private, public, private].into_iter().enumerate() {
+        let mut e = event(&format!("o{i}"), ada.id, "gpt-4o", 10, 10, "0.01", now);
+        e.project_id = project.to_string();
+        events.push(e);
+    }
+    record(&mut client, &ada.token, events).await.unwrap();
+    let mut e = event("b0", bob.id, "gpt-4o", 5, 5, "0.01", now);
+    e.project_id = bobs.to_string();
+    record(&mut client, &bob.token, vec![e]).await.unwrap();
+    let day = |project| pb::GetUsageSummaryRequest {
+        scope: project_scope(project),
+        time_range: range(now - Duration::days(1), now + Duration::hours(1)),
+        ..Default::default()
+    };
+
+    // The owner reads each of their projects, as summary and as statistics; twice, the
+    // second time from the cache of owners.
+    for _ in 0..2 {
+        let totals = summary(&mut client, &ada.token, day(private))
+            .await
+            .unwrap()
+            .totals
+            .unwrap();
+        assert_eq!(totals.request_count, 2);
+        let stats = project_stats(&mut client, &ada.token, public)
+            .await
+            .unwrap();
+        assert_eq!(stats.stats.unwrap().totals.unwrap().request_count, 1);
+    }
+    // Anyone else finds nothing: another user's private project, their public one (which
+    // content shows them, but whose usage is the owner's), and a project that does not
+    // exist all answer alike.
+    let missing = |status: tonic::Status| (status.code(), status.message().to_owned());
+    let expected = (Code::NotFound, "project not found".to_owned());
+    for project in [private, public, Uuid::now_v7()] {
+        let status = project_stats(&mut client, &bob.token, project)
+            .await
+            .unwrap_err();
+        assert_eq!(missing(status), expected, "{project}");
+        let status = summary(&mut client, &bob.token, day(project))
+            .await
+            .unwrap_err();
+        assert_eq!(missing(status), expected, "{project}");
+    }
+    // And the other way round.
+    let status = project_stats(&mut client, &ada.token, bobs)
+        .await
+        .unwrap_err();
+    assert_eq!(missing(status), expected);
+    assert!(project_stats(&mut client, &bob.token, bobs).await.is_ok());
+
+    // Deleted: at once no one's, though its owner was cached a moment ago.
+    ProjectServiceClient::new(h.server.channel())
+        .delete_project(bearer(
+            cpb::DeleteProjectRequest {
+                project_id: private.to_string(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap();
+    let status = summary(&mut client, &ada.token, day(private))
+        .await
+        .unwrap_err();
+    assert_eq!(missing(status), expected);
 }
 
 #[tokio::test]

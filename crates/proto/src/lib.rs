@@ -82,6 +82,12 @@ pub use strata::auth::v1 as auth;
 pub use strata::common::v1 as common;
 pub use strata::content::v1 as content;
 
+/// The shared cache (see `strata_cache`) in which the content service's clients keep who
+/// owns a project (a [`content::Project`] holding only `id` and `owner_id`), by project
+/// id. Part of content's contract: it invalidates an entry when its project is deleted or
+/// changes owner, on every replica, at once.
+pub const PROJECT_OWNERS_CACHE: &str = "content_project_owners";
+
 /// A generated gRPC server. The server bootstrap adds every service through this trait, so
 /// the limits below are applied once for all, and a service that is not listed here cannot
 /// be served (a compile error, not a forgotten limit).

@@ -68,6 +68,12 @@ pub const AUTH_URL: Setting = Setting::new(
     "this process, when it serves auth",
     "where the auth service is: every service fetches its public keys (JWKS) there and asks it when Redis cannot confirm a session",
 );
+/// `STRATA_CONTENT_URL`
+pub const CONTENT_URL: Setting = Setting::new(
+    "STRATA_CONTENT_URL",
+    "this process, when it serves content",
+    "where the content service is: analytics asks it who owns a project before showing the project's usage (with the caller's credentials and trace context)",
+);
 /// `STRATA_AUTH_ISSUER`
 pub const AUTH_ISSUER: Setting = Setting::new(
     "STRATA_AUTH_ISSUER",
@@ -171,6 +177,7 @@ pub const SETTINGS: &[Setting] = &[
     MIGRATE_ON_START,
     ADMIN_TOKEN,
     AUTH_URL,
+    CONTENT_URL,
     AUTH_ISSUER,
     AUTH_AUDIENCE,
     REDIS_URL,
@@ -260,6 +267,8 @@ pub struct Settings {
     pub strata_admin_token: Option<Secret<String>>,
     /// `STRATA_AUTH_URL`
     pub strata_auth_url: Option<String>,
+    /// `STRATA_CONTENT_URL`
+    pub strata_content_url: Option<String>,
     /// `STRATA_AUTH_ISSUER`
     pub strata_auth_issuer: Option<String>,
     /// `STRATA_AUTH_AUDIENCE`
@@ -369,6 +378,7 @@ impl Settings {
                 .filter(|t| !t.expose().is_empty()),
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
             auth_url: self.strata_auth_url.clone().filter(|u| !u.is_empty()),
+            content_url: self.strata_content_url.clone().filter(|u| !u.is_empty()),
             tokens: crate::identity::TokenSettings {
                 issuer: self
                     .strata_auth_issuer
@@ -508,6 +518,8 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret<String>>,
     /// Auth service URL (`None`: this process, when it serves auth).
     pub auth_url: Option<String>,
+    /// Content service URL (`None`: this process, when it serves content).
+    pub content_url: Option<String>,
     /// Issuer and audience of access tokens.
     pub tokens: crate::identity::TokenSettings,
     /// Redis URL.
@@ -561,6 +573,7 @@ impl ServerConfig {
                 admin_token: None,
                 redis_url: None,
                 auth_url: None,
+                content_url: None,
                 tokens: crate::identity::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
                 cache: strata_cache::CacheConfig::default(),

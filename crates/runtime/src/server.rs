@@ -40,6 +40,58 @@ pub struct ServerBuilder {
     routes: RoutesBuilder,
     names: Vec<String>,
     tasks: Vec<Task>,
+    peers: Vec<Peer>,
+}
+
+/// A channel to another service of the suite, made when the server binds: to the URL its
+/// setting names, else to this process's own address when it serves that service, else
+/// none (see [`ServerBuilder::peer`]). Clients built on it should carry the trace context
+/// ([`crate::telemetry::TraceContextInterceptor`]).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    service: &'static str,
+    setting: &'static str,
+    url: Option<String>,
+    channel: Arc<std::sync::OnceLock<tonic::transport::Channel>>,
+}
+
+impl Peer {
+    /// The channel, once the server is bound and if the service is reachable.
+    pub fn channel(&self) -> Option<tonic::transport::Channel> {
+        self.channel.get().cloned()
+    }
+
+    /// The gRPC name of the service it reaches.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// A peer that reaches the service at `url` from the start (tests, tools).
+    pub fn at(service: &'static str, url: &str) -> Result<Self, Error> {
+        let peer = Self {
+            service,
+            setting: "url",
+            url: Some(url.to_owned()),
+            channel: Arc::default(),
+        };
+        peer.connect(url)?;
+        Ok(peer)
+    }
+
+    /// Sets the channel to `url` (lazily connected).
+    fn connect(&self, url: &str) -> Result<(), Error> {
+        let channel = lazy_channel(url)
+            .map_err(|e| Error::FailedPrecondition(format!("{}: {e}", self.setting)))?;
+        let _ = self.channel.set(channel);
+        Ok(())
+    }
+}
+
+/// A channel to `url`, connected on first use, with a short connect timeout.
+fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy())
 }
 
 impl ServerBuilder {
@@ -51,6 +103,7 @@ impl ServerBuilder {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             tasks: Vec::new(),
+            peers: Vec::new(),
         };
         let admin = AdminServiceServer::new(Admin::new(Arc::clone(&ctx)))
             .with_message_limit(ctx.config.max_message_bytes);
@@ -87,6 +140,25 @@ impl ServerBuilder {
     {
         let limited = service.with_message_limit(self.ctx.config.max_message_bytes);
         self.add_route(limited)
+    }
+
+    /// A channel to the service named `service` (its generated `SERVICE_NAME`), made when
+    /// the server binds: to `url` (the value of the setting named `setting`) when set,
+    /// else to this process when it serves that service.
+    pub fn peer(
+        &mut self,
+        service: &'static str,
+        setting: &'static str,
+        url: Option<String>,
+    ) -> Peer {
+        let peer = Peer {
+            service,
+            setting,
+            url,
+            channel: Arc::default(),
+        };
+        self.peers.push(peer.clone());
+        peer
     }
 
     /// Adds a background task, started when the server serves and drained when it stops
@@ -127,6 +199,11 @@ impl ServerBuilder {
         let listener = TcpListener::bind(self.ctx.config.listen_addr).await?;
         let local_addr = listener.local_addr()?;
         let authenticator = self.authenticator(local_addr)?;
+        for peer in &self.peers {
+            if let Some(url) = self.peer_url(peer.service, peer.url.as_ref(), local_addr) {
+                peer.connect(&url)?;
+            }
+        }
         Ok(BoundServer {
             local_addr,
             listener,
@@ -135,27 +212,38 @@ impl ServerBuilder {
         })
     }
 
+    /// Where the service named `service` is: `configured`, else this process (at
+    /// `local_addr`) when it serves it.
+    fn peer_url(
+        &self,
+        service: &str,
+        configured: Option<&String>,
+        local_addr: SocketAddr,
+    ) -> Option<String> {
+        if let Some(url) = configured {
+            return Some(url.clone());
+        }
+        if !self.names.iter().any(|n| n == service) {
+            return None;
+        }
+        let ip = if local_addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            local_addr.ip()
+        };
+        Some(format!("http://{}", SocketAddr::new(ip, local_addr.port())))
+    }
+
     /// The authenticator of the suite's calls, when an auth service is known: the one at
     /// `STRATA_AUTH_URL`, else this process's own when it serves auth.
     fn authenticator(&self, local_addr: SocketAddr) -> Result<Option<Arc<Authenticator>>, Error> {
         let config = &self.ctx.config;
-        let serves_auth = self.names.iter().any(|n| n == AUTH_SERVICE_NAME);
-        let url = match (&config.auth_url, serves_auth) {
-            (Some(url), _) => url.clone(),
-            (None, true) => {
-                let ip = if local_addr.ip().is_unspecified() {
-                    std::net::IpAddr::from([127, 0, 0, 1])
-                } else {
-                    local_addr.ip()
-                };
-                format!("http://{}", SocketAddr::new(ip, local_addr.port()))
-            }
-            (None, false) => return Ok(None),
+        let Some(url) = self.peer_url(AUTH_SERVICE_NAME, config.auth_url.as_ref(), local_addr)
+        else {
+            return Ok(None);
         };
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| Error::FailedPrecondition(format!("STRATA_AUTH_URL: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy();
+        let channel = lazy_channel(&url)
+            .map_err(|e| Error::FailedPrecondition(format!("STRATA_AUTH_URL: {e}")))?;
         Ok(Some(Arc::new(Authenticator::new(
             channel,
             config.tokens.clone(),
@@ -189,6 +277,7 @@ impl BoundServer {
             mut routes,
             names,
             tasks,
+            ..
         } = self.builder;
         let config = &ctx.config;
 

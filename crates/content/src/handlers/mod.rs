@@ -47,6 +47,10 @@ pub struct ContentHandlers {
     /// A project by id (without files). Invalidated by every write to it, its files, its
     /// likes, forks and folded views.
     projects: Tiered<pb::Project>,
+    /// Who owns a project, as this service's clients cache it
+    /// ([`strata_proto::PROJECT_OWNERS_CACHE`]): only invalidated here, when a project is
+    /// deleted.
+    project_owners: Tiered<pb::Project>,
     /// Project views, counted in Redis.
     views: Views,
     /// Limits and intervals.
@@ -111,6 +115,14 @@ impl ContentHandlers {
                     l1_ttl: Duration::from_secs(30),
                     l1_capacity: 100_000,
                     l2_ttl: Duration::from_secs(300),
+                },
+            ),
+            project_owners: ctx.caches.tiered(
+                strata_proto::PROJECT_OWNERS_CACHE,
+                Policy {
+                    l1_ttl: Duration::from_secs(60),
+                    l1_capacity: 1_000,
+                    l2_ttl: Duration::from_secs(600),
                 },
             ),
             views: Views::new(ctx.redis.clone(), ctx.db.clone()),

@@ -594,6 +594,8 @@ pub async fn delete_project(
         return Err(ContentError::not_found("project"));
     };
     drop(conn);
+    // Its owner's usage is no longer shown as the project's (analytics asks who owns it).
+    h.project_owners.invalidate(&[id.to_string()]).await;
     forks.push(id);
     h.projects_changed(&forks).await;
     Ok(pb::DeleteProjectResponse {})
