@@ -82,6 +82,18 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "GetUsageSummary (raw rows after the watermark, during ingest of ",
         "ListUsage (50 per page)",
         "mixed: ",
+        "ListProjects (mine, 50 per page; the owners of the most), one at a time",
+        "ListProjects (mine, 50 per page)",
+        "ListPublicProjects by likes",
+        "ListPublicProjects by forks",
+        "ListPublicProjects by views",
+        "ListPublicProjects by newest",
+        "ListPublicProjects by trending",
+        "SearchProjects (260 rotating queries",
+        "SearchProjects (rotating queries)",
+        "BatchUpsertFiles (100 new files",
+        "ForkProject (a public project of 1,000 files",
+        "ResolvePrompt (cached",
     ] {
         assert!(
             operations.iter().any(|o| o.starts_with(expected)),
@@ -110,6 +122,13 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     assert_eq!(target("RecordUsage"), "≥ 50000 events/s");
     assert_eq!(target("GetProfile ("), "≥ 0.5 of limit");
     assert_eq!(target("GetProfile, one call in flight"), "p99 ≤ 3 ms");
+    // And those of the content issue.
+    assert_eq!(target("ListProjects (mine, 50 per page; "), "p50 ≤ 2 ms");
+    assert_eq!(target("ListPublicProjects by trending"), "p50 ≤ 5 ms");
+    assert_eq!(target("SearchProjects (260"), "p95 ≤ 20 ms");
+    assert_eq!(target("BatchUpsertFiles"), "p50 ≤ 15 ms");
+    assert_eq!(target("ForkProject"), "p50 ≤ 50 ms");
+    assert_eq!(target("ResolvePrompt"), "≥ 0.5 of limit");
     assert_eq!(
         target("GetProfile, rate limits on"),
         "≥ 0.95 of limit (overhead ≤ 5 %)"

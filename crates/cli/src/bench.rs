@@ -9,6 +9,7 @@
 //! (`suite.log`: slow queries, warnings). A scenario with failed calls is
 //! reported as failed, never as fast.
 
+mod content;
 mod flamegraph;
 
 use std::collections::BTreeMap;
@@ -1841,6 +1842,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             mixed,
         )
         .await;
+    content::run(
+        &mut bench,
+        &channels[0],
+        &database_url,
+        scale,
+        &wide,
+        run_id,
+        cores,
+    )
+    .await?;
     let rows = bench.rows;
 
     suite.stop().await;
