@@ -53,6 +53,9 @@ const SEARCH: &str = "strata.content.v1.ProjectService/SearchProjects";
 const MAX_FOLD_BATCHES: usize = 20;
 /// With fewer full-text hits than this on the first page, similar names fill it.
 const FUZZY_BELOW: usize = 5;
+/// Words of a query corrected when it finds little (the rest are dropped from the
+/// corrected query).
+const MAX_CORRECTED_WORDS: usize = 8;
 
 /// Whether `principal` may see a project of `owner` with `visibility`.
 pub(super) fn may_see(principal: &Principal, owner: Uuid, visibility: i32) -> bool {
@@ -476,17 +479,33 @@ pub async fn search_projects(
         .map(|f| search_result(f, false, &principal))
         .collect();
     if after.is_none() && results.len() < FUZZY_BELOW {
-        let except: Vec<Uuid> = found.iter().map(|f| f.project.id).collect();
-        let room = limit - results.len() as i64;
-        let similar = store::search_similar(
-            &mut conn,
-            principal.user_id,
-            &query.to_lowercase(),
-            &except,
-            room,
-        )
-        .await?;
-        results.extend(similar.iter().map(|f| search_result(f, true, &principal)));
+        // Little found: perhaps a typo. Each word is corrected to the most similar word of
+        // some project, and the corrected query searched (its results marked fuzzy).
+        let words: Vec<String> = query
+            .to_lowercase()
+            .split_whitespace()
+            .take(MAX_CORRECTED_WORDS)
+            .map(str::to_owned)
+            .collect();
+        let corrected = store::corrections(&mut conn, &words).await?;
+        if corrected != words {
+            let room = limit - results.len() as i64;
+            let similar = store::search(
+                &mut conn,
+                principal.user_id,
+                &corrected.join(" "),
+                None,
+                room + results.len() as i64,
+            )
+            .await?;
+            results.extend(
+                similar
+                    .iter()
+                    .filter(|f| !found.iter().any(|g| g.project.id == f.project.id))
+                    .take(usize::try_from(room).unwrap_or(0))
+                    .map(|f| search_result(f, true, &principal)),
+            );
+        }
     }
     Ok(pb::SearchProjectsResponse {
         results,

@@ -4,8 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{
-    Array, BigInt, Bool, Bytea, Date, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz,
-    Uuid as SqlUuid,
+    Array, BigInt, Bool, Bytea, Date, Double, Integer, Jsonb, Nullable, SmallInt, Text,
+    Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -321,8 +321,21 @@ pub struct Found {
     pub description_snippet: String,
 }
 
+/// The snippets of a page of found projects (`page`: their columns and rank), marked
+/// where the words of `q.query` are.
+const SNIPPETS: &str = "ts_headline('english', page.name, q.query, \
+       'StartSel=<b>, StopSel=</b>, HighlightAll=true') AS name_snippet, \
+     ts_headline('english', page.description, q.query, \
+       'StartSel=<b>, StopSel=</b>, MaxFragments=2, MaxWords=20, MinWords=5') \
+       AS description_snippet";
+
 /// `limit` projects `viewer` may see whose words match the web-search `query`, best first
 /// (rank, then id) after `after`, with snippets of the page only.
+///
+/// A query of one lexeme (most searches) reads its best projects in order from
+/// `content.project_terms`, where each project's rank for each of its lexemes is stored:
+/// a few index entries, however common the word. Other queries rank what the GIN index
+/// finds. Both rank alike (`ts_rank_cd`, normalization 1), so pages continue either way.
 pub async fn search(
     conn: &mut AsyncPgConnection,
     viewer: Uuid,
@@ -330,64 +343,109 @@ pub async fn search(
     after: Option<(f64, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Found>, diesel::result::Error> {
-    let (rank, id) = after.unzip();
-    diesel::sql_query(format!(
-        "WITH q AS NOT MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS query), \
-         hits AS ( \
-           SELECT {COLUMNS}, ts_rank_cd(p.document, q.query, 1)::float8 AS rank \
-           FROM content.projects p, q \
-           WHERE p.document @@ q.query AND (p.visibility = 2 OR p.owner_id = $2) \
-         ), page AS ( \
-           SELECT * FROM hits WHERE ($3::float8 IS NULL OR (rank, id) < ($3, $4)) \
-           ORDER BY rank DESC, id DESC LIMIT $5 \
-         ) \
-         SELECT page.*, \
-           ts_headline('english', page.name, q.query, \
-             'StartSel=<b>, StopSel=</b>, HighlightAll=true') AS name_snippet, \
-           ts_headline('english', page.description, q.query, \
-             'StartSel=<b>, StopSel=</b>, MaxFragments=2, MaxWords=20, MinWords=5') \
-             AS description_snippet \
-         FROM page, q ORDER BY page.rank DESC, page.id DESC"
-    ))
+    #[derive(QueryableByName)]
+    struct Parsed {
+        #[diesel(sql_type = Integer)]
+        nodes: i32,
+        #[diesel(sql_type = Text)]
+        text: String,
+    }
+    let parsed: Parsed = diesel::sql_query(
+        "SELECT numnode(q) AS nodes, q::text AS text FROM websearch_to_tsquery('english', $1) q",
+    )
     .bind::<Text, _>(query)
-    .bind::<SqlUuid, _>(viewer)
-    .bind::<Nullable<Double>, _>(rank)
-    .bind::<Nullable<SqlUuid>, _>(id)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await
+    .get_result(conn)
+    .await?;
+    let (rank, id) = after.unzip();
+    match (parsed.nodes, single_lexeme(&parsed.text)) {
+        // Only stop words: nothing to find.
+        (0, _) => Ok(Vec::new()),
+        (1, Some(lexeme)) => {
+            diesel::sql_query(format!(
+                "WITH q AS (SELECT websearch_to_tsquery('english', $1) AS query), \
+                 page AS ( \
+                   SELECT {COLUMNS}, t.rank \
+                   FROM content.project_terms t JOIN content.projects p ON p.id = t.project_id \
+                   WHERE t.lexeme = $6 AND (p.visibility = 2 OR p.owner_id = $2) \
+                     AND ($3::float8 IS NULL OR (t.rank, t.project_id) < ($3, $4)) \
+                   ORDER BY t.rank DESC, t.project_id DESC LIMIT $5 \
+                 ) \
+                 SELECT page.*, {SNIPPETS} FROM page, q ORDER BY page.rank DESC, page.id DESC"
+            ))
+            .bind::<Text, _>(query)
+            .bind::<SqlUuid, _>(viewer)
+            .bind::<Nullable<Double>, _>(rank)
+            .bind::<Nullable<SqlUuid>, _>(id)
+            .bind::<BigInt, _>(limit)
+            .bind::<Text, _>(lexeme)
+            .load(conn)
+            .await
+        }
+        _ => {
+            diesel::sql_query(format!(
+                "WITH q AS NOT MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS query), \
+                 hits AS ( \
+                   SELECT {COLUMNS}, ts_rank_cd(p.document, q.query, 1)::float8 AS rank \
+                   FROM content.projects p, q \
+                   WHERE p.document @@ q.query AND (p.visibility = 2 OR p.owner_id = $2) \
+                 ), page AS ( \
+                   SELECT * FROM hits WHERE ($3::float8 IS NULL OR (rank, id) < ($3, $4)) \
+                   ORDER BY rank DESC, id DESC LIMIT $5 \
+                 ) \
+                 SELECT page.*, {SNIPPETS} FROM page, q ORDER BY page.rank DESC, page.id DESC"
+            ))
+            .bind::<Text, _>(query)
+            .bind::<SqlUuid, _>(viewer)
+            .bind::<Nullable<Double>, _>(rank)
+            .bind::<Nullable<SqlUuid>, _>(id)
+            .bind::<BigInt, _>(limit)
+            .load(conn)
+            .await
+        }
+    }
 }
 
-/// Up to `limit` projects `viewer` may see whose name and tags are similar to `text` (a
-/// typo) and that the full-text search did not find (`except`), most similar first.
-pub async fn search_similar(
+/// The lexeme of a tsquery of one operand, as PostgreSQL prints it (`'chat'`, quotes
+/// inside doubled); `None` for anything else (a weight, a prefix, a backslash).
+fn single_lexeme(text: &str) -> Option<String> {
+    let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
+    let plain =
+        !inner.is_empty() && !inner.contains('\\') && !inner.replace("''", "").contains('\'');
+    plain.then(|| inner.replace("''", "'"))
+}
+
+/// For each of `words` (lowercase), the most similar word of a project that is not that
+/// word itself (a typo's correction), or the word unchanged when none is similar enough.
+pub async fn corrections(
     conn: &mut AsyncPgConnection,
-    viewer: Uuid,
-    text: &str,
-    except: &[Uuid],
-    limit: i64,
-) -> Result<Vec<Found>, diesel::result::Error> {
+    words: &[String],
+) -> Result<Vec<String>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Corrected {
+        #[diesel(sql_type = Text)]
+        word: String,
+    }
     conn.transaction(async |conn| {
-        // The default threshold (0.6) misses one transposed pair of letters in a short
-        // word; 0.3 still needs most of the word's trigrams.
-        diesel::sql_query("SET LOCAL pg_trgm.word_similarity_threshold = 0.3")
+        // Short words share few trigrams: a transposed pair in a five-letter word
+        // ("imgae") keeps a fifth of them. Words are compared with a small table, so a
+        // low threshold costs little.
+        diesel::sql_query("SET LOCAL pg_trgm.similarity_threshold = 0.2")
             .execute(conn)
             .await?;
-        diesel::sql_query(format!(
-            "SELECT {COLUMNS}, \
-               word_similarity($1, content.project_words(p.name, p.tags))::float8 AS rank, \
-               p.name AS name_snippet, left(p.description, 200) AS description_snippet \
-             FROM content.projects p \
-             WHERE $1 <% content.project_words(p.name, p.tags) \
-               AND (p.visibility = 2 OR p.owner_id = $2) AND p.id <> ALL($3) \
-             ORDER BY rank DESC, p.id DESC LIMIT $4"
-        ))
-        .bind::<Text, _>(text)
-        .bind::<SqlUuid, _>(viewer)
-        .bind::<Array<SqlUuid>, _>(except)
-        .bind::<BigInt, _>(limit)
+        let rows: Vec<Corrected> = diesel::sql_query(
+            "SELECT coalesce(c.word, q.w) AS word \
+             FROM unnest($1::text[]) WITH ORDINALITY AS q(w, i) \
+             LEFT JOIN LATERAL ( \
+               SELECT s.word FROM content.search_words s \
+               WHERE s.word % q.w \
+               ORDER BY s.word = q.w DESC, similarity(s.word, q.w) DESC, s.word LIMIT 1 \
+             ) c ON true \
+             ORDER BY q.i",
+        )
+        .bind::<Array<Text>, _>(words)
         .load(conn)
-        .await
+        .await?;
+        Ok(rows.into_iter().map(|r| r.word).collect())
     })
     .await
 }
@@ -711,3 +769,20 @@ pub async fn recompute_trending(
 /// viewed or changed) in the last 7 days are ranked; the others rank 0.
 pub const TRENDING_FORMULA: &str = "10000 * ln(3 + like_count + 3 * fork_count + 0.1 * view_count) \
      / power(greatest(extract(epoch FROM $2 - created_at) / 3600, 0) + 2, 1.8)";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_operand_queries_give_their_lexeme() {
+        assert_eq!(super::single_lexeme("'chat'").as_deref(), Some("chat"));
+        assert_eq!(super::single_lexeme("'o''neil'").as_deref(), Some("o'neil"));
+        assert_eq!(super::single_lexeme("'chat':*"), None);
+        assert_eq!(super::single_lexeme("'a' & 'b'"), None);
+        assert_eq!(
+            super::single_lexeme("'a'' & ''b'").as_deref(),
+            Some("a' & 'b")
+        );
+        assert_eq!(super::single_lexeme("'a\\\\b'"), None);
+        assert_eq!(super::single_lexeme("''"), None);
+    }
+}

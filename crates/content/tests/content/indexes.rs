@@ -3,6 +3,7 @@
 //! they send and checks the generic plan of each (what prepared statements use).
 
 use chrono::Utc;
+use diesel_async::SimpleAsyncConnection;
 use strata_content::seed;
 use strata_content::store::{agents, files, projects, prompts};
 use strata_testkit::{TestDb, plans};
@@ -31,6 +32,15 @@ async fn content_queries_use_their_indexes() {
         (seeded.projects, seeded.files, seeded.prompts, seeded.agents),
         (30_000, 60_000, 30_000, 30_000)
     );
+    // The seed's words are a small vocabulary; real projects write tens of thousands.
+    conn.batch_execute(
+        "INSERT INTO content.search_words (word) \
+         SELECT substr(md5(g::text), 1, 3 + g % 9) FROM generate_series(1, 30000) g \
+         ON CONFLICT DO NOTHING; \
+         ANALYZE content.search_words",
+    )
+    .await
+    .unwrap();
     let heavy = Uuid::parse_str(HEAVY).unwrap();
     let someone = Uuid::now_v7();
     let project = Uuid::now_v7();
@@ -114,12 +124,20 @@ async fn content_queries_use_their_indexes() {
             &["projects_document_idx"],
         ),
         (
-            "search by similarity",
+            "search for one word",
             plans::plans_of(&mut conn, async |c| {
-                projects::search_similar(c, someone, "vectr", &[], 20).await
+                projects::search(c, someone, "vector", Some((0.5, someone)), 21).await
             })
             .await,
-            &["projects_words_trgm_idx"],
+            &["project_terms_rank_idx", "projects_pkey"],
+        ),
+        (
+            "typo correction",
+            plans::plans_of(&mut conn, async |c| {
+                projects::corrections(c, &["vectr".into(), "serch".into()]).await
+            })
+            .await,
+            &["search_words_trgm_idx"],
         ),
         (
             "trending recomputation",

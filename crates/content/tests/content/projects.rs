@@ -476,6 +476,53 @@ async fn search_ranks_by_words_tolerates_typos_and_highlights() {
     assert_eq!(typo[0].project.as_ref().unwrap().name, "Vector database");
     // Nothing similar: nothing.
     assert!(search(&mut c, &eve, "zzzzqqqq").await.is_empty());
+    // One word is read from the stored ranks: exactly the rank a search computes.
+    let one = search(&mut c, &eve, "memory").await;
+    assert_eq!(one.len(), 1);
+    #[derive(diesel::QueryableByName)]
+    struct Rank {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        r: f64,
+    }
+    let computed: Rank = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT ts_rank_cd(document, websearch_to_tsquery('english', 'memory'), 1)::float8 \
+             AS r FROM content.projects WHERE name = 'Chat bot'",
+        ),
+        &mut site.db.connect().await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(one[0].rank, computed.r);
+    // Renamed: found by its new words only, at once.
+    let tagger = search(&mut c, &eve, "tagger").await[0]
+        .project
+        .clone()
+        .unwrap();
+    c.update_project(bearer(
+        pb::UpdateProjectRequest {
+            project: Some(pb::Project {
+                id: tagger.id.clone(),
+                name: "Photo labeler".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["name".into()],
+            }),
+        },
+        &ada.token,
+    ))
+    .await
+    .unwrap();
+    let renamed = search(&mut c, &eve, "labeler").await;
+    assert_eq!(renamed[0].project.as_ref().unwrap().id, tagger.id);
+    assert!(!renamed[0].fuzzy);
+    assert!(
+        search(&mut c, &eve, "tagger")
+            .await
+            .iter()
+            .all(|r| r.project.as_ref().unwrap().id != tagger.id || r.fuzzy)
+    );
     // Paging: one at a time, no repeats.
     let first = c
         .search_projects(bearer(
