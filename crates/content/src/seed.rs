@@ -484,7 +484,7 @@ impl Chunk<'_> {
              projects_in AS ( \
                INSERT INTO content.projects (id, owner_id, name, description, visibility, type, \
                  tags, like_count, fork_count, view_count, featured, trending, active_at, \
-                 created_at, updated_at) \
+                 created_at, updated_at, file_count) \
                SELECT id, owner_id, w1 || ' ' || w2 || ' ' || w3, \
                  'A ' || w4 || ' ' || w5 || ' for ' || w6 || ' and ' || w7 || ', built on ' || w8 || '.', \
                  CASE WHEN is_public THEN 2 ELSE 1 END, \
@@ -493,7 +493,7 @@ impl Chunk<'_> {
                       WHEN r_tags < 0.8 OR t3 IN (t1, t2) THEN ARRAY[t1, t2] \
                       ELSE ARRAY[t1, t2, t3] END, \
                  like_count, fork_count, view_count, is_public AND r_feat < 0.002, 0, \
-                 greatest(active_at, created_at), created_at, updated_at \
+                 greatest(active_at, created_at), created_at, updated_at, $9 \
                FROM q RETURNING id), \
              views_in AS ( \
                INSERT INTO content.project_views (project_id, day, viewers) \

@@ -35,9 +35,11 @@ pub enum Upserted {
 }
 
 /// Creates or replaces `files` of project `project` (of `owner`; any owner when `None`)
-/// in one statement, if the project then holds at most `max_files` files (counting each
-/// path given as new: a replaced file may make a full project refuse a batch). Contents
-/// already stored (same SHA-256) are not stored again.
+/// in one statement, if the project then holds at most `max_files` files. The project's
+/// `file_count` is read from its locked row (the latest, whatever ran at the same time)
+/// and moved by the files this batch adds; a path is new unless the project held it when
+/// the statement began (a path another batch adds meanwhile counts as new: the check
+/// errs towards refusing). Contents already stored (same SHA-256) are not stored again.
 pub async fn upsert(
     conn: &mut AsyncPgConnection,
     project: Uuid,
@@ -65,14 +67,18 @@ pub async fn upsert(
         .collect();
     let rows: Vec<Row> = diesel::sql_query(
         "WITH p AS ( \
-           SELECT id, (SELECT count(*) FROM content.project_files f WHERE f.project_id = pr.id) \
-             AS existing \
-           FROM content.projects pr WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) \
+           SELECT id, file_count FROM content.projects \
+           WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) \
            FOR NO KEY UPDATE \
-         ), input AS ( \
+         ), given AS ( \
            SELECT u.* FROM unnest($3::text[], $4::text[], $5::bytea[], $6::bytea[], \
              $7::bigint[]) AS u(path, language, hash, content, size) \
-           WHERE EXISTS (SELECT 1 FROM p WHERE p.existing + cardinality($3::text[]) <= $8) \
+         ), fresh AS ( \
+           SELECT count(*) AS n FROM given g WHERE NOT EXISTS ( \
+             SELECT 1 FROM content.project_files f WHERE f.project_id = $1 AND f.path = g.path) \
+         ), input AS ( \
+           SELECT given.* FROM given \
+           WHERE EXISTS (SELECT 1 FROM p, fresh WHERE p.file_count + fresh.n <= $8) \
          ), blobs AS ( \
            INSERT INTO content.blobs (hash, size, content) \
            SELECT DISTINCT ON (hash) hash, size, content FROM input \
@@ -83,12 +89,13 @@ pub async fn upsert(
            SELECT $1, path, language, hash, size, $9, $9 FROM input \
            ON CONFLICT (project_id, path) DO UPDATE SET language = EXCLUDED.language, \
              hash = EXCLUDED.hash, size = EXCLUDED.size, updated_at = EXCLUDED.updated_at \
-           RETURNING path, created_at \
+           RETURNING path, created_at, xmax = 0 AS inserted \
          ), touched AS ( \
-           UPDATE content.projects SET updated_at = $9, active_at = $9 \
+           UPDATE content.projects SET updated_at = $9, active_at = $9, \
+             file_count = file_count + (SELECT count(*) FROM written WHERE inserted) \
            WHERE id IN (SELECT id FROM p) AND EXISTS (SELECT 1 FROM input) \
          ) \
-         SELECT p.existing, w.path, w.created_at FROM p LEFT JOIN written w ON true",
+         SELECT p.file_count AS existing, w.path, w.created_at FROM p LEFT JOIN written w ON true",
     )
     .bind::<SqlUuid, _>(project)
     .bind::<Nullable<SqlUuid>, _>(owner)
@@ -228,7 +235,8 @@ pub async fn delete(
            DELETE FROM content.project_files WHERE project_id IN (SELECT id FROM p) \
              AND path = ANY($3) RETURNING 1 \
          ), touched AS ( \
-           UPDATE content.projects SET updated_at = $4, active_at = $4 \
+           UPDATE content.projects SET updated_at = $4, active_at = $4, \
+             file_count = file_count - (SELECT count(*) FROM gone) \
            WHERE id IN (SELECT id FROM p) AND EXISTS (SELECT 1 FROM gone) \
          ) \
          SELECT (SELECT count(*) FROM gone) AS deleted FROM p",
@@ -242,7 +250,7 @@ pub async fn delete(
     Ok(rows.into_iter().next().map(|r| r.deleted))
 }
 
-/// The number of files of `project`.
+/// The number of files of `project` (as kept on its row).
 pub async fn count(
     conn: &mut AsyncPgConnection,
     project: Uuid,
@@ -252,10 +260,9 @@ pub async fn count(
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let row: Row =
-        diesel::sql_query("SELECT count(*) AS n FROM content.project_files WHERE project_id = $1")
-            .bind::<SqlUuid, _>(project)
-            .get_result(conn)
-            .await?;
+    let row: Row = diesel::sql_query("SELECT file_count AS n FROM content.projects WHERE id = $1")
+        .bind::<SqlUuid, _>(project)
+        .get_result(conn)
+        .await?;
     Ok(row.n)
 }

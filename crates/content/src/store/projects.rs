@@ -640,18 +640,21 @@ pub async fn fork(
         .bind::<Timestamptz, _>(now)
         .execute(conn)
         .await?;
+        let files = i64::try_from(files).unwrap_or(i64::MAX);
+        // The original counts the fork; the fork, its files.
         diesel::sql_query(
-            "UPDATE content.projects SET fork_count = fork_count + 1, active_at = $2 \
-             WHERE id = $1",
+            "UPDATE content.projects SET active_at = $2, \
+               fork_count = fork_count + (id = $1)::int, \
+               file_count = CASE WHEN id = $3 THEN $4 ELSE file_count END \
+             WHERE id IN ($1, $3)",
         )
         .bind::<SqlUuid, _>(source)
         .bind::<Timestamptz, _>(now)
+        .bind::<SqlUuid, _>(id)
+        .bind::<BigInt, _>(files)
         .execute(conn)
         .await?;
-        Ok(Some(Forked {
-            id,
-            files: i64::try_from(files).unwrap_or(i64::MAX),
-        }))
+        Ok(Some(Forked { id, files }))
     })
     .await
 }

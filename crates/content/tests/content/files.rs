@@ -342,3 +342,109 @@ async fn a_fork_copies_every_file_row_in_one_transaction_and_stays_independent()
         .unwrap();
     assert_eq!(orphan.forked_from, "");
 }
+
+#[tokio::test]
+async fn concurrent_batches_never_pass_the_project_file_limit() {
+    use sha2::Digest as _;
+    use strata_content::store::files::{self, NewFile, Upserted};
+    let site = Site::start().await;
+    let ada = site.user().await;
+    let project = create(&mut site.projects(), &ada, "limited", "", false, &[]).await;
+    let id: uuid::Uuid = project.id.parse().unwrap();
+    let new_file = |path: String, content: &str| NewFile {
+        path,
+        language: "text".into(),
+        hash: sha2::Sha256::digest(content.as_bytes()).to_vec(),
+        content: content.as_bytes().to_vec(),
+    };
+    let upsert = async |files: Vec<NewFile>| {
+        let mut conn = site.db.connect().await;
+        files::upsert(&mut conn, id, Some(ada.id), &files, 25, chrono::Utc::now())
+            .await
+            .unwrap()
+    };
+    let stored = async || {
+        (
+            count(
+                &site,
+                &format!("SELECT file_count FROM content.projects WHERE id = '{id}'"),
+            )
+            .await,
+            count(
+                &site,
+                &format!("SELECT count(*) FROM content.project_files WHERE project_id = '{id}'"),
+            )
+            .await,
+        )
+    };
+    // Ten batches of ten new files at once (connections opened first, so the statements
+    // overlap and queue on the project's lock) against a limit of 25: exactly two fit,
+    // each seeing the files of those before it on the locked project row.
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        conns.push(site.db.connect().await);
+    }
+    let batches = conns.iter_mut().enumerate().map(|(b, conn)| {
+        let files: Vec<NewFile> = (0..10)
+            .map(|i| new_file(format!("b{b}/f{i}"), &format!("{b}-{i}")))
+            .collect();
+        async move {
+            files::upsert(conn, id, Some(ada.id), &files, 25, chrono::Utc::now())
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(batches).await;
+    let written = outcomes
+        .iter()
+        .filter(|o| matches!(o, Upserted::Written(_)))
+        .count();
+    assert_eq!(written, 2, "{outcomes:?}");
+    assert_eq!(stored().await, (20, 20));
+    // Up to the limit, then replacing files already there adds nothing and passes; one
+    // new file more does not.
+    let last: Vec<NewFile> = (0..5).map(|i| new_file(format!("last/{i}"), "a")).collect();
+    assert!(matches!(upsert(last).await, Upserted::Written(_)));
+    let replaced: Vec<NewFile> = (0..5).map(|i| new_file(format!("last/{i}"), "b")).collect();
+    assert!(matches!(upsert(replaced).await, Upserted::Written(_)));
+    assert!(matches!(
+        upsert(vec![new_file("one/more".into(), "c")]).await,
+        Upserted::TooMany { existing: 25 }
+    ));
+    assert_eq!(stored().await, (25, 25));
+    // Deletes and forks keep the count.
+    let mut conn = site.db.connect().await;
+    let gone = files::delete(
+        &mut conn,
+        id,
+        Some(ada.id),
+        &["last/0".into(), "last/1".into(), "nothing".into()],
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gone, Some(2));
+    assert_eq!(stored().await, (23, 23));
+    let fork = site
+        .projects()
+        .fork_project(bearer(
+            pb::ForkProjectRequest {
+                project_id: id.to_string(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fork.file_count, 23);
+    let fork_id = fork.project.unwrap().id;
+    assert_eq!(
+        count(
+            &site,
+            &format!("SELECT file_count FROM content.projects WHERE id = '{fork_id}'")
+        )
+        .await,
+        23
+    );
+}

@@ -1,0 +1,1 @@
+ALTER TABLE content.projects DROP COLUMN file_count;
