@@ -48,6 +48,8 @@ enum Refused {
     NotVisible,
     /// The caller's credentials do not allow reading projects.
     Denied(String),
+    /// The caller's credentials were refused (expired or revoked meanwhile).
+    Unauthenticated,
     /// Content did not answer.
     Unavailable(String),
 }
@@ -102,6 +104,7 @@ impl ProjectOwners {
             Ok(owner) => Ok(owner.is_some_and(|p| p.owner_id == caller.to_string())),
             Err(Refused::NotVisible) => Ok(false),
             Err(Refused::Denied(message)) => Err(AnalyticsError::PermissionDenied(message)),
+            Err(Refused::Unauthenticated) => Err(AnalyticsError::Unauthenticated),
             Err(Refused::Unavailable(message)) => Err(AnalyticsError::Unavailable(message)),
         }
     }
@@ -131,6 +134,7 @@ async fn owner_of(
         })),
         Err(status) => Err(match status.code() {
             Code::NotFound | Code::InvalidArgument => Refused::NotVisible,
+            Code::Unauthenticated => Refused::Unauthenticated,
             Code::PermissionDenied => Refused::Denied(format!(
                 "the content service refused to say who owns the project: {}",
                 status.message()

@@ -242,6 +242,10 @@ fn principal<T>(request: &Request<T>) -> Result<Principal, AnalyticsError> {
         .ok_or(AnalyticsError::Unauthenticated)
 }
 
+/// The scope of content's reads (`strata.content.v1`), which asking who owns a project
+/// needs.
+const CONTENT_SCOPE_READ: &str = "content:read";
+
 fn require_scope(principal: &Principal, scope: &str) -> Result<(), AnalyticsError> {
     if principal.has_scope(scope) {
         Ok(())
@@ -288,6 +292,12 @@ async fn resolve_scope(
             let id = parse_uuid(&id).map_err(|e| AnalyticsError::invalid("scope.project_id", e))?;
             // Admins read any project's usage; its owner (as the content service
             // says) reads theirs; to anyone else it is missing.
+            // The owner is asked of content with the caller's credentials: an API key
+            // needs content's read scope too, checked here so that a cached owner
+            // answers exactly as content would.
+            if !principal.is_admin() {
+                require_scope(principal, CONTENT_SCOPE_READ)?;
+            }
             if principal.is_admin() || owners.owned_by(id, principal.user_id, metadata).await? {
                 Ok(Scope::Project(id))
             } else {

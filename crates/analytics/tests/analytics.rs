@@ -1484,6 +1484,16 @@ async fn project_owners_read_their_projects_usage_as_content_says() {
     assert_eq!(missing(status), expected);
     assert!(project_stats(&mut client, &bob.token, bobs).await.is_ok());
 
+    // An API key asks content with its own scopes: without content's read scope it is
+    // refused, even with the owner cached; with it, it reads.
+    let usage_only = h.api_key(&ada, &["usage:read"]).await;
+    let status = project_stats(&mut client, &usage_only, public)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let both = h.api_key(&ada, &["usage:read", "content:read"]).await;
+    assert!(project_stats(&mut client, &both, public).await.is_ok());
+
     // Deleted: at once no one's, though its owner was cached a moment ago.
     ProjectServiceClient::new(h.server.channel())
         .delete_project(bearer(

@@ -384,6 +384,7 @@ pub async fn seed(
     projects::recompute_trending(&mut conn, now - chrono::Duration::days(7), now).await?;
     conn.batch_execute(
         "ANALYZE content.projects, content.project_likes, content.project_views, \
+         content.project_terms, content.search_words, \
          content.blobs, content.project_files, content.prompts, content.prompt_versions, \
          content.prompt_labels, content.agents, content.agent_versions, content.agent_labels",
     )

@@ -481,19 +481,31 @@ pub async fn search_projects(
     if after.is_none() && results.len() < FUZZY_BELOW {
         // Little found: perhaps a typo. Each word is corrected to the most similar word of
         // some project, and the corrected query searched (its results marked fuzzy).
-        let words: Vec<String> = query
+        // Only plain words are corrected: operators (`or`, `-word`, quotes) and short
+        // words pass through as written.
+        let tokens: Vec<String> = query
             .to_lowercase()
             .split_whitespace()
             .take(MAX_CORRECTED_WORDS)
             .map(str::to_owned)
             .collect();
-        let corrected = store::corrections(&mut conn, &words).await?;
-        if corrected != words {
+        let correctable =
+            |t: &str| t.chars().count() >= 3 && t != "or" && t.chars().all(char::is_alphanumeric);
+        let words: Vec<String> = tokens.iter().filter(|t| correctable(t)).cloned().collect();
+        let mut corrected = store::corrections(&mut conn, &words).await?.into_iter();
+        let rewritten: Vec<String> = tokens
+            .iter()
+            .map(|t| match correctable(t) {
+                true => corrected.next().unwrap_or_else(|| t.clone()),
+                false => t.clone(),
+            })
+            .collect();
+        if rewritten != tokens {
             let room = limit - results.len() as i64;
             let similar = store::search(
                 &mut conn,
                 principal.user_id,
-                &corrected.join(" "),
+                &rewritten.join(" "),
                 None,
                 room + results.len() as i64,
             )

@@ -414,8 +414,9 @@ fn single_lexeme(text: &str) -> Option<String> {
     plain.then(|| inner.replace("''", "'"))
 }
 
-/// For each of `words` (lowercase), the most similar word of a project that is not that
-/// word itself (a typo's correction), or the word unchanged when none is similar enough.
+/// For each of `words` (lowercase), the most similar word of a public project (a typo's
+/// correction; the word itself when some public project has it), or the word unchanged
+/// when none is similar enough. Private projects' words are never offered.
 pub async fn corrections(
     conn: &mut AsyncPgConnection,
     words: &[String],
@@ -424,6 +425,9 @@ pub async fn corrections(
     struct Corrected {
         #[diesel(sql_type = Text)]
         word: String,
+    }
+    if words.is_empty() {
+        return Ok(Vec::new());
     }
     conn.transaction(async |conn| {
         // Short words share few trigrams: a transposed pair in a five-letter word

@@ -476,6 +476,15 @@ async fn search_ranks_by_words_tolerates_typos_and_highlights() {
     assert_eq!(typo[0].project.as_ref().unwrap().name, "Vector database");
     // Nothing similar: nothing.
     assert!(search(&mut c, &eve, "zzzzqqqq").await.is_empty());
+    // Words of private projects are never offered as corrections: Eve cannot learn that
+    // Ada's private project says "zeusplan" (her own public "zeusplanx" is what a
+    // correction finds, as if the word were nowhere).
+    create(&mut c, &ada, "Zeusplan", "private", false, &[]).await;
+    create(&mut c, &eve, "Zeusplanx", "public", true, &[]).await;
+    let probe = search(&mut c, &eve, "zeusplan").await;
+    assert_eq!(probe.len(), 1);
+    assert_eq!(probe[0].project.as_ref().unwrap().name, "Zeusplanx");
+    assert!(probe[0].fuzzy);
     // One word is read from the stored ranks: exactly the rank a search computes.
     let one = search(&mut c, &eve, "memory").await;
     assert_eq!(one.len(), 1);
