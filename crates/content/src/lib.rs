@@ -1,6 +1,6 @@
 //! `strata.content.v1`: the content services. `PromptService` and `AgentService` (prompts
-//! and agents with immutable versions and movable, weighted labels); projects and
-//! conversations join the same crate with the same layout.
+//! and agents with immutable versions and movable, weighted labels), `ProjectService` and
+//! `FileService`, and `ConversationService` (conversations and their message trees).
 //!
 //! This crate owns the `content` schema and is the only code that reads or writes it.
 //! Handlers ([`handlers`], one file per resource) authorize with the caller's `Principal`,
@@ -23,6 +23,7 @@ use std::sync::Arc;
 pub use error::ContentError;
 pub use handlers::ContentHandlers;
 use strata_proto::content::agent_service_server::AgentServiceServer;
+use strata_proto::content::conversation_service_server::ConversationServiceServer;
 use strata_proto::content::file_service_server::FileServiceServer;
 use strata_proto::content::project_service_server::ProjectServiceServer;
 use strata_proto::content::prompt_service_server::PromptServiceServer;
@@ -58,6 +59,7 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
     builder.add_service(PromptServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(AgentServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(ProjectServiceServer::from_arc(Arc::clone(&handlers)));
+    builder.add_service(ConversationServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(FileServiceServer::from_arc(Arc::clone(&handlers)));
     handlers
 }

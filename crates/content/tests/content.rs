@@ -19,6 +19,8 @@ use tonic_types::StatusExt as _;
 
 #[path = "content/agents.rs"]
 mod agents;
+#[path = "content/conversations.rs"]
+mod conversations;
 #[path = "content/files.rs"]
 mod files;
 #[path = "content/indexes.rs"]

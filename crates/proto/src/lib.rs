@@ -111,6 +111,7 @@ grpc_servers!(
     analytics::analytics_service_server::AnalyticsServiceServer<AnalyticsService>,
     auth::auth_service_server::AuthServiceServer<AuthService>,
     content::agent_service_server::AgentServiceServer<AgentService>,
+    content::conversation_service_server::ConversationServiceServer<ConversationService>,
     content::file_service_server::FileServiceServer<FileService>,
     content::project_service_server::ProjectServiceServer<ProjectService>,
     content::prompt_service_server::PromptServiceServer<PromptService>,

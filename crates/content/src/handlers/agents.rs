@@ -234,7 +234,7 @@ fn masked(agent: pb::Agent, fields: &[&str]) -> pb::Agent {
 impl ContentHandlers {
     /// Agent `id` without its definition, from the cache, if `principal` may see it;
     /// another user's agent is NOT_FOUND like a missing one.
-    async fn visible_agent(
+    pub(super) async fn visible_agent(
         &self,
         principal: &Principal,
         id: Uuid,

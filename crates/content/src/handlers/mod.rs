@@ -6,6 +6,7 @@
 //! answer (`respond`), where the suite's one mapping to `tonic::Status` happens.
 
 pub mod agents;
+pub mod conversations;
 pub mod files;
 pub mod projects;
 pub mod prompts;
@@ -51,6 +52,9 @@ pub struct ContentHandlers {
     /// ([`strata_proto::PROJECT_OWNERS_CACHE`]): only invalidated here, when a project is
     /// deleted.
     project_owners: Tiered<pb::Project>,
+    /// A conversation by id (without messages). Invalidated by every update, append and
+    /// deletion.
+    conversations: Tiered<pb::Conversation>,
     /// Project views, counted in Redis.
     views: Views,
     /// Limits and intervals.
@@ -111,6 +115,14 @@ impl ContentHandlers {
         Self {
             projects: ctx.caches.tiered(
                 "content_projects",
+                Policy {
+                    l1_ttl: Duration::from_secs(30),
+                    l1_capacity: 100_000,
+                    l2_ttl: Duration::from_secs(300),
+                },
+            ),
+            conversations: ctx.caches.tiered(
+                "content_conversations",
                 Policy {
                     l1_ttl: Duration::from_secs(30),
                     l1_capacity: 100_000,

@@ -3,6 +3,7 @@
 //! functions over a connection, so callers choose the transaction.
 
 pub mod agents;
+pub mod conversations;
 pub mod files;
 pub mod projects;
 pub mod prompts;

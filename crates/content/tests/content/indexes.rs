@@ -5,7 +5,7 @@
 use chrono::Utc;
 use diesel_async::SimpleAsyncConnection;
 use strata_content::seed;
-use strata_content::store::{agents, files, projects, prompts};
+use strata_content::store::{agents, conversations, files, projects, prompts};
 use strata_testkit::{TestDb, plans};
 use uuid::Uuid;
 
@@ -33,12 +33,29 @@ async fn content_queries_use_their_indexes() {
         (30_000, 60_000, 30_000, 30_000)
     );
     // The seed's words are a small vocabulary; real projects write tens of thousands.
-    conn.batch_execute(
+    // Conversations: a tenth the heavy owner's, some with an agent, a project, archived;
+    // 300 conversations of 100 messages in one chain each.
+    conn.batch_execute(&format!(
         "INSERT INTO content.search_words (word) \
          SELECT substr(md5(g::text), 1, 3 + g % 9) FROM generate_series(1, 30000) g \
          ON CONFLICT DO NOTHING; \
-         ANALYZE content.search_words",
-    )
+         INSERT INTO content.conversations (id, owner_id, agent_id, agent_version, project_id, \
+           archived, active_at, created_at, updated_at) \
+         SELECT md5('c' || g)::uuid, \
+           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END, \
+           CASE WHEN g % 3 = 0 THEN md5('a' || g % 50)::uuid END, \
+           CASE WHEN g % 3 = 0 THEN 1 END, \
+           CASE WHEN g % 5 = 0 THEN md5('p' || g % 70)::uuid END, g % 7 = 0, \
+           now() - g * interval '1 minute', now() - g * interval '1 minute', now() \
+         FROM generate_series(1, 30000) g; \
+         INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, parts, \
+           created_at) \
+         SELECT md5('c' || c)::uuid, n, md5(c || '-' || n)::uuid, \
+           CASE WHEN n > 1 THEN md5(c || '-' || (n - 1))::uuid END, 1 + n % 2, \
+           '[{{\"text\": \"hello\"}}]', now() \
+         FROM generate_series(1, 300) c, generate_series(1, 100) n ORDER BY c, n; \
+         ANALYZE content.search_words, content.conversations, content.messages"
+    ))
     .await
     .unwrap();
     let heavy = Uuid::parse_str(HEAVY).unwrap();
@@ -138,6 +155,70 @@ async fn content_queries_use_their_indexes() {
             })
             .await,
             &["search_words_trgm_idx"],
+        ),
+        (
+            "my conversations by activity",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = conversations::ConversationFilter {
+                    archived: Some(false),
+                    ..Default::default()
+                };
+                conversations::list_conversations(c, heavy, &filter, Some((now, someone)), 51).await
+            })
+            .await,
+            &["conversations_owner_active_idx"],
+        ),
+        (
+            "all my conversations",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = conversations::ConversationFilter::default();
+                conversations::list_conversations(c, heavy, &filter, None, 51).await
+            })
+            .await,
+            &["conversations_owner_all_idx"],
+        ),
+        (
+            "my conversations with an agent",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = conversations::ConversationFilter {
+                    agent_id: Some(someone),
+                    archived: Some(false),
+                    ..Default::default()
+                };
+                conversations::list_conversations(c, heavy, &filter, None, 51).await
+            })
+            .await,
+            &["conversations_agent_idx"],
+        ),
+        (
+            "my conversations of a project",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = conversations::ConversationFilter {
+                    project_id: Some(someone),
+                    ..Default::default()
+                };
+                conversations::list_conversations(c, heavy, &filter, None, 51).await
+            })
+            .await,
+            &["conversations_project_idx"],
+        ),
+        (
+            "a branch, newest first, next page",
+            plans::plans_of(&mut conn, async |c| {
+                let page = conversations::Page::Newest { before: Some(50) };
+                conversations::branch_page(c, someone, someone, page, 51).await
+            })
+            .await,
+            &["messages_id_key", "messages_pkey"],
+        ),
+        (
+            "a branch, oldest first",
+            plans::plans_of(&mut conn, async |c| {
+                let page = conversations::Page::Oldest { after: None };
+                conversations::branch_page(c, someone, someone, page, 51).await
+            })
+            .await,
+            &["messages_id_key"],
         ),
         (
             "trending recomputation",

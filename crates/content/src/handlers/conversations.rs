@@ -1,0 +1,674 @@
+//! Conversations: the owner's (created with an agent, whose version is resolved for the
+//! conversation, and a project; read with their latest messages; listed by last activity;
+//! updated; deleted), and their messages as a tree: appended in order, atomically, as
+//! children of the active leaf or of any earlier message (a sibling branch), read a page at
+//! a time along a branch in either direction.
+
+use std::sync::Arc;
+
+use strata_errors::{ApiError, Violations};
+use strata_proto::content as pb;
+use strata_runtime::identity::Principal;
+use strata_runtime::pagination::{
+    Cursor, KeyCursor, PageContext, finish_page, page_size, page_size_within,
+};
+use strata_runtime::time::timestamp;
+use tonic::Request;
+use uuid::Uuid;
+
+use super::projects::write_owner;
+use super::versioned::{self, mask, pick, request_hash};
+use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, db_now, shared};
+use crate::ContentError;
+use crate::store::conversations::{self as store, Appended, CONVERSATIONS, Page};
+use crate::validate;
+use crate::versions;
+
+/// Longest title.
+const MAX_TITLE: usize = 200;
+/// Most messages of one append.
+const MAX_MESSAGES: usize = 100;
+/// Most parts of one message.
+const MAX_PARTS: usize = 100;
+/// Longest text (of a part, of a tool's answer).
+const MAX_TEXT: usize = 100_000;
+/// Largest message, its parts as JSON.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Longest tool-call id.
+const MAX_CALL_ID: usize = 128;
+/// Longest tool name.
+const MAX_TOOL_NAME: usize = 64;
+/// Messages GetConversation returns by default, and at most.
+const LATEST: (i64, i64) = (20, 100);
+/// ListMessages page sizes: default and most.
+const MESSAGE_PAGE: (i64, i64) = (50, 500);
+/// Fields a read_mask may name.
+const FIELDS: &[&str] = &[
+    "id",
+    "owner_id",
+    "agent_id",
+    "agent_version",
+    "project_id",
+    "title",
+    "labels",
+    "archived",
+    "message_count",
+    "active_leaf_id",
+    "last_sequence",
+    "last_message_time",
+    "create_time",
+    "update_time",
+];
+const LIST: &str = "strata.content.v1.ConversationService/ListConversations";
+const LIST_MESSAGES: &str = "strata.content.v1.ConversationService/ListMessages";
+
+fn conversation_proto(row: &store::ConversationRow) -> pb::Conversation {
+    pb::Conversation {
+        id: row.id.to_string(),
+        owner_id: row.owner_id.to_string(),
+        agent_id: row.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+        agent_version: row.agent_version.unwrap_or_default(),
+        project_id: row.project_id.map(|p| p.to_string()).unwrap_or_default(),
+        title: row.title.clone(),
+        labels: validate::labels_map(&row.labels),
+        archived: row.archived,
+        message_count: row.message_count,
+        active_leaf_id: row.active_leaf.map(|m| m.to_string()).unwrap_or_default(),
+        last_sequence: row.last_sequence,
+        last_message_time: row.last_message_at.map(timestamp),
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    }
+}
+
+fn masked(conversation: pb::Conversation, fields: &[&str]) -> pb::Conversation {
+    mask!(
+        conversation,
+        fields,
+        [
+            id,
+            owner_id,
+            agent_id,
+            agent_version,
+            project_id,
+            title,
+            labels,
+            archived,
+            message_count,
+            active_leaf_id,
+            last_sequence,
+            last_message_time,
+            create_time,
+            update_time,
+        ]
+    )
+}
+
+fn message_proto(row: &store::MessageRow) -> pb::Message {
+    pb::Message {
+        id: row.id.to_string(),
+        conversation_id: row.conversation_id.to_string(),
+        parent_id: row.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+        sequence: row.sequence,
+        role: i32::from(row.role),
+        parts: parts_proto(&row.parts),
+        create_time: Some(timestamp(row.created_at)),
+    }
+}
+
+/// Stored parts (`[{"text": …} | {"tool_call": {…}} | {"tool_result": {…}}]`) as protos.
+fn parts_proto(parts: &serde_json::Value) -> Vec<pb::Part> {
+    let text = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let kinds = parts.as_array().map(Vec::as_slice).unwrap_or_default();
+    kinds
+        .iter()
+        .filter_map(|part| {
+            let kind = if let Some(t) = part.get("text").and_then(serde_json::Value::as_str) {
+                pb::part::Kind::Text(t.to_owned())
+            } else if let Some(call) = part.get("tool_call") {
+                pb::part::Kind::ToolCall(pb::ToolCall {
+                    id: text(call, "id"),
+                    name: text(call, "name"),
+                    arguments: call.get("arguments").map(validate::json_to_struct),
+                })
+            } else if let Some(result) = part.get("tool_result") {
+                pb::part::Kind::ToolResult(pb::ToolResult {
+                    call_id: text(result, "call_id"),
+                    content: text(result, "content"),
+                    is_error: result
+                        .get("is_error")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false),
+                })
+            } else {
+                return None;
+            };
+            Some(pb::Part { kind: Some(kind) })
+        })
+        .collect()
+}
+
+/// Checks a message's role and parts; its parts as stored JSON.
+fn check_message(v: &mut Violations, field: &str, message: &pb::NewMessage) -> store::NewMessage {
+    let role = match pb::Role::try_from(message.role) {
+        Ok(pb::Role::User) => 1,
+        Ok(pb::Role::Assistant) => 2,
+        Ok(pb::Role::System) => 3,
+        Ok(pb::Role::Tool) => 4,
+        Ok(pb::Role::Unspecified) | Err(_) => {
+            v.add(
+                format!("{field}.role"),
+                "must be USER, ASSISTANT, SYSTEM or TOOL",
+            );
+            0
+        }
+    };
+    let mut parts = Vec::new();
+    if message.parts.is_empty() || message.parts.len() > MAX_PARTS {
+        v.add(
+            format!("{field}.parts"),
+            format!("must hold 1 to {MAX_PARTS} parts"),
+        );
+    } else {
+        let mut call_ids: Vec<&str> = Vec::new();
+        for (i, part) in message.parts.iter().enumerate() {
+            let at = format!("{field}.parts[{i}]");
+            parts.push(match &part.kind {
+                None => {
+                    v.add(at, "must hold text, a tool call or a tool result");
+                    serde_json::Value::Null
+                }
+                Some(pb::part::Kind::Text(text)) => {
+                    if text.is_empty() {
+                        v.add(format!("{at}.text"), "must not be empty");
+                    }
+                    validate::long_text(v, &format!("{at}.text"), text, MAX_TEXT);
+                    serde_json::json!({ "text": text })
+                }
+                Some(pb::part::Kind::ToolCall(call)) => {
+                    validate::text(v, &format!("{at}.tool_call.id"), &call.id, 1, MAX_CALL_ID);
+                    if call_ids.contains(&call.id.as_str()) {
+                        v.add(format!("{at}.tool_call.id"), "is another call's id");
+                    }
+                    call_ids.push(&call.id);
+                    let name_ok = (1..=MAX_TOOL_NAME).contains(&call.name.len())
+                        && call
+                            .name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if !name_ok {
+                        v.add(
+                            format!("{at}.tool_call.name"),
+                            format!("must be 1 to {MAX_TOOL_NAME} letters, digits, _ or -"),
+                        );
+                    }
+                    let arguments = validate::json(
+                        v,
+                        &format!("{at}.tool_call.arguments"),
+                        call.arguments.as_ref(),
+                    );
+                    serde_json::json!({
+                        "tool_call": { "id": call.id, "name": call.name, "arguments": arguments }
+                    })
+                }
+                Some(pb::part::Kind::ToolResult(result)) => {
+                    let field = format!("{at}.tool_result.call_id");
+                    validate::text(v, &field, &result.call_id, 1, MAX_CALL_ID);
+                    let field = format!("{at}.tool_result.content");
+                    validate::long_text(v, &field, &result.content, MAX_TEXT);
+                    serde_json::json!({
+                        "tool_result": {
+                            "call_id": result.call_id,
+                            "content": result.content,
+                            "is_error": result.is_error,
+                        }
+                    })
+                }
+            });
+        }
+    }
+    let parts = serde_json::Value::Array(parts);
+    if parts.to_string().len() > MAX_MESSAGE_BYTES {
+        v.add(
+            format!("{field}.parts"),
+            format!("must be at most {MAX_MESSAGE_BYTES} bytes as JSON"),
+        );
+    }
+    store::NewMessage { role, parts }
+}
+
+impl ContentHandlers {
+    /// A conversation `principal` may read (theirs; any for an admin), through the cache.
+    async fn visible_conversation(
+        &self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> Result<Arc<pb::Conversation>, ContentError> {
+        let db = self.ctx.db.clone();
+        let conversation = self
+            .conversations
+            .get_or_load(&id.to_string(), || async move {
+                let mut conn = db.get().await?;
+                let row = store::conversation(&mut conn, id).await?;
+                Ok::<_, strata_storage::Error>(row.as_ref().map(conversation_proto))
+            })
+            .await
+            .map_err(shared)?;
+        match conversation {
+            Some(c) if c.owner_id == principal.user_id.to_string() || principal.is_admin() => Ok(c),
+            _ => Err(ContentError::not_found("conversation")),
+        }
+    }
+
+    async fn conversation_changed(&self, id: Uuid) {
+        self.conversations.invalidate(&[id.to_string()]).await;
+    }
+}
+
+/// `CreateConversation`.
+pub async fn create_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::CreateConversationRequest>,
+) -> Result<pb::CreateConversationResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let conversation = req.conversation.unwrap_or_default();
+    let mut v = Violations::new();
+    validate::text(
+        &mut v,
+        "conversation.title",
+        &conversation.title,
+        0,
+        MAX_TITLE,
+    );
+    validate::labels(&mut v, "conversation.labels", &conversation.labels);
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    let agent = optional_id(&mut v, "conversation.agent_id", &conversation.agent_id);
+    let project = optional_id(&mut v, "conversation.project_id", &conversation.project_id);
+    v.finish()?;
+    let labels = validate::labels_json(&conversation.labels);
+    let hash = request_hash(&[
+        b"create",
+        conversation.title.as_bytes(),
+        conversation.agent_id.as_bytes(),
+        conversation.project_id.as_bytes(),
+        labels.to_string().as_bytes(),
+    ]);
+    let owner = principal.user_id;
+    let mut conn = h.ctx.db.get().await?;
+    let replayed = versioned::replayed(&mut conn, CONVERSATIONS, owner, request_id, &hash).await?;
+    drop(conn);
+    let id = match replayed {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            // The agent's version for this conversation: its `production` label (split by
+            // the conversation's id when weighted), else its latest version.
+            let agent = match agent {
+                None => None,
+                Some(agent) => {
+                    let head = h.visible_agent(&principal, agent).await?;
+                    let selected = versions::select(None, &head.version_labels)?;
+                    let (_, number) = pick(agent, &selected, &id.to_string());
+                    Some((agent, number))
+                }
+            };
+            if let Some(project) = project {
+                h.visible_project(&principal, project).await?;
+            }
+            let new = store::NewConversation {
+                id,
+                owner_id: owner,
+                agent,
+                project_id: project,
+                title: conversation.title,
+                labels,
+                request_id,
+                request_hash: hash.clone(),
+            };
+            let mut conn = h.ctx.db.get().await?;
+            match store::insert_conversation(&mut conn, &new, db_now()).await {
+                Ok(()) => id,
+                Err(e) => {
+                    let request = (request_id, hash.as_slice());
+                    let table = (CONVERSATIONS, "conversation");
+                    versioned::create_failed(&mut conn, table, owner, request, e, None).await?
+                }
+            }
+        }
+    };
+    let conversation = (*h.visible_conversation(&principal, id).await?).clone();
+    Ok(pb::CreateConversationResponse {
+        conversation: Some(conversation),
+    })
+}
+
+/// An optional id field: empty, or a UUID.
+fn optional_id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
+    if value.is_empty() {
+        return None;
+    }
+    match validate::id(field, value) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            v.add(field, "must be empty or a UUID");
+            None
+        }
+    }
+}
+
+/// `GetConversation`.
+pub async fn get_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::GetConversationRequest>,
+) -> Result<pb::GetConversationResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("conversation_id", &req.conversation_id)?;
+    let count = match req.message_count {
+        n if n < 0 => 0,
+        n => page_size_within(n, LATEST.0, LATEST.1)?,
+    };
+    let conversation = h.visible_conversation(&principal, id).await?;
+    let leaf = Uuid::parse_str(&conversation.active_leaf_id).ok();
+    let mut messages = match leaf {
+        Some(leaf) if count > 0 => {
+            let mut conn = h.ctx.db.get().await?;
+            let page = Page::Newest { before: None };
+            store::branch_page(&mut conn, id, leaf, page, count).await?
+        }
+        _ => Vec::new(),
+    };
+    messages.reverse();
+    Ok(pb::GetConversationResponse {
+        conversation: Some((*conversation).clone()),
+        messages: messages.iter().map(message_proto).collect(),
+    })
+}
+
+/// `ListConversations`.
+pub async fn list_conversations(
+    h: &ContentHandlers,
+    request: Request<pb::ListConversationsRequest>,
+) -> Result<pb::ListConversationsResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let limit = page_size(req.page_size)?;
+    let fields = validate::read_mask(req.read_mask.as_ref(), FIELDS)?;
+    let mut v = Violations::new();
+    let agent_id = optional_id(&mut v, "agent_id", &req.agent_id);
+    let project_id = optional_id(&mut v, "project_id", &req.project_id);
+    let archived = match pb::ArchivedFilter::try_from(req.archived) {
+        Ok(pb::ArchivedFilter::Unspecified | pb::ArchivedFilter::Active) => Some(false),
+        Ok(pb::ArchivedFilter::Archived) => Some(true),
+        Ok(pb::ArchivedFilter::All) => None,
+        Err(_) => {
+            v.add("archived", "is not an ArchivedFilter");
+            None
+        }
+    };
+    v.finish()?;
+    let filter = store::ConversationFilter {
+        agent_id,
+        project_id,
+        archived,
+    };
+    let archived_key = req.archived.to_string();
+    let context = PageContext::new(
+        LIST,
+        &principal.user_id,
+        &[&req.agent_id, &req.project_id, &archived_key],
+    );
+    let after = Cursor::decode(&req.page_token, &context)?.map(|c| (c.time, c.id));
+    let mut conn = h.ctx.db.get().await?;
+    let rows =
+        store::list_conversations(&mut conn, principal.user_id, &filter, after, limit + 1).await?;
+    drop(conn);
+    let (rows, next_page_token) = finish_page(rows, limit, |last| {
+        Cursor {
+            time: last.active_at,
+            id: last.id,
+        }
+        .encode(&context)
+    });
+    Ok(pb::ListConversationsResponse {
+        conversations: rows
+            .iter()
+            .map(|r| masked(conversation_proto(r), &fields))
+            .collect(),
+        next_page_token,
+    })
+}
+
+/// `UpdateConversation`.
+pub async fn update_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::UpdateConversationRequest>,
+) -> Result<pb::UpdateConversationResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let conversation = req.conversation.unwrap_or_default();
+    let id = validate::id("conversation.id", &conversation.id)?;
+    let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+    let mut v = Violations::new();
+    if paths.is_empty() {
+        v.add("update_mask", "must name at least one field");
+    }
+    let mut changes = store::ConversationChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "title" => {
+                let title = &conversation.title;
+                validate::text(&mut v, "conversation.title", title, 0, MAX_TITLE);
+                changes.title = Some(title.clone());
+            }
+            "labels" => {
+                validate::labels(&mut v, "conversation.labels", &conversation.labels);
+                changes.labels = Some(validate::labels_json(&conversation.labels));
+            }
+            "archived" => changes.archived = Some(conversation.archived),
+            other => v.add(
+                "update_mask",
+                format!("{other:?} cannot be updated (updatable: title, labels, archived)"),
+            ),
+        }
+    }
+    v.finish()?;
+    let mut conn = h.ctx.db.get().await?;
+    let owner = write_owner(&principal);
+    if !store::update_conversation(&mut conn, id, owner, &changes, db_now()).await? {
+        return Err(ContentError::not_found("conversation"));
+    }
+    drop(conn);
+    h.conversation_changed(id).await;
+    let conversation = (*h.visible_conversation(&principal, id).await?).clone();
+    Ok(pb::UpdateConversationResponse {
+        conversation: Some(conversation),
+    })
+}
+
+/// `DeleteConversation`.
+pub async fn delete_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::DeleteConversationRequest>,
+) -> Result<pb::DeleteConversationResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let id = validate::id("conversation_id", &request.get_ref().conversation_id)?;
+    let mut conn = h.ctx.db.get().await?;
+    if !store::delete_conversation(&mut conn, id, write_owner(&principal)).await? {
+        return Err(ContentError::not_found("conversation"));
+    }
+    drop(conn);
+    h.conversation_changed(id).await;
+    Ok(pb::DeleteConversationResponse {})
+}
+
+/// `AppendMessages`.
+pub async fn append_messages(
+    h: &ContentHandlers,
+    request: Request<pb::AppendMessagesRequest>,
+) -> Result<pb::AppendMessagesResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let id = validate::id("conversation_id", &req.conversation_id)?;
+    let mut v = Violations::new();
+    let parent = optional_id(&mut v, "parent_id", &req.parent_id);
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    let mut messages = Vec::new();
+    if req.messages.is_empty() || req.messages.len() > MAX_MESSAGES {
+        v.add(
+            "messages",
+            format!("must hold 1 to {MAX_MESSAGES} messages"),
+        );
+    } else {
+        for (i, message) in req.messages.iter().enumerate() {
+            messages.push(check_message(&mut v, &format!("messages[{i}]"), message));
+        }
+    }
+    v.finish()?;
+    let mut parts: Vec<Vec<u8>> = vec![b"append".to_vec(), req.parent_id.into_bytes()];
+    for m in &messages {
+        parts.push(m.role.to_be_bytes().to_vec());
+        parts.push(m.parts.to_string().into_bytes());
+    }
+    let hash = request_hash(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let request = request_id.map(|r| (r, hash.as_slice()));
+    let mut conn = h.ctx.db.get().await?;
+    let owner = write_owner(&principal);
+    let appended =
+        store::append_messages(&mut conn, id, owner, parent, &messages, request, db_now()).await?;
+    drop(conn);
+    let rows = match appended {
+        Appended::NotFound => return Err(ContentError::not_found("conversation")),
+        Appended::NoParent => {
+            return Err(ContentError::invalid(
+                "parent_id",
+                "is not a message of this conversation",
+            ));
+        }
+        Appended::Conflict => return Err(versioned::conflict()),
+        Appended::Messages(rows) => rows,
+    };
+    h.conversation_changed(id).await;
+    Ok(pb::AppendMessagesResponse {
+        messages: rows.iter().map(message_proto).collect(),
+    })
+}
+
+/// `ListMessages`.
+pub async fn list_messages(
+    h: &ContentHandlers,
+    request: Request<pb::ListMessagesRequest>,
+) -> Result<pb::ListMessagesResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("conversation_id", &req.conversation_id)?;
+    let mut v = Violations::new();
+    let leaf = optional_id(&mut v, "leaf_id", &req.leaf_id);
+    v.finish()?;
+    let limit = page_size_within(req.page_size, MESSAGE_PAGE.0, MESSAGE_PAGE.1)?;
+    let conversation = h.visible_conversation(&principal, id).await?;
+    let leaf = match leaf {
+        Some(leaf) => leaf,
+        None => match Uuid::parse_str(&conversation.active_leaf_id) {
+            Ok(leaf) => leaf,
+            // No message yet.
+            Err(_) => {
+                return Ok(pb::ListMessagesResponse::default());
+            }
+        },
+    };
+    let order = if req.newest_first { "newest" } else { "oldest" };
+    let leaf_key = leaf.to_string();
+    let context = PageContext::new(
+        LIST_MESSAGES,
+        &principal.user_id,
+        &[&req.conversation_id, &leaf_key, order],
+    );
+    let bound = match KeyCursor::decode(&req.page_token, &context)? {
+        None => None,
+        Some(cursor) => {
+            let mut reader = cursor.reader();
+            let sequence = reader.i64()?;
+            reader.end()?;
+            Some(sequence)
+        }
+    };
+    let page = if req.newest_first {
+        Page::Newest { before: bound }
+    } else {
+        Page::Oldest { after: bound }
+    };
+    let mut conn = h.ctx.db.get().await?;
+    if !req.leaf_id.is_empty() && !store::has_message(&mut conn, id, leaf).await? {
+        return Err(ContentError::Api(ApiError::not_found("message")));
+    }
+    let rows = store::branch_page(&mut conn, id, leaf, page, limit + 1).await?;
+    drop(conn);
+    let (rows, next_page_token) = finish_page(rows, limit, |last| {
+        KeyCursor::default()
+            .push_i64(last.sequence)
+            .encode(&context)
+    });
+    Ok(pb::ListMessagesResponse {
+        messages: rows.iter().map(message_proto).collect(),
+        next_page_token,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::conversation_service_server::ConversationService for ContentHandlers {
+    async fn create_conversation(
+        &self,
+        request: Request<pb::CreateConversationRequest>,
+    ) -> Result<tonic::Response<pb::CreateConversationResponse>, tonic::Status> {
+        strata_errors::respond(create_conversation(self, request).await)
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<tonic::Response<pb::GetConversationResponse>, tonic::Status> {
+        strata_errors::respond(get_conversation(self, request).await)
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<tonic::Response<pb::ListConversationsResponse>, tonic::Status> {
+        strata_errors::respond(list_conversations(self, request).await)
+    }
+
+    async fn update_conversation(
+        &self,
+        request: Request<pb::UpdateConversationRequest>,
+    ) -> Result<tonic::Response<pb::UpdateConversationResponse>, tonic::Status> {
+        strata_errors::respond(update_conversation(self, request).await)
+    }
+
+    async fn delete_conversation(
+        &self,
+        request: Request<pb::DeleteConversationRequest>,
+    ) -> Result<tonic::Response<pb::DeleteConversationResponse>, tonic::Status> {
+        strata_errors::respond(delete_conversation(self, request).await)
+    }
+
+    async fn append_messages(
+        &self,
+        request: Request<pb::AppendMessagesRequest>,
+    ) -> Result<tonic::Response<pb::AppendMessagesResponse>, tonic::Status> {
+        strata_errors::respond(append_messages(self, request).await)
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<tonic::Response<pb::ListMessagesResponse>, tonic::Status> {
+        strata_errors::respond(list_messages(self, request).await)
+    }
+}

@@ -1,0 +1,544 @@
+//! The SQL of conversations and their messages: rows of a tree (each message names its
+//! parent), numbered per conversation by a counter on the conversation's row, so numbers
+//! are gap-free and increase in commit order (the row lock is held to commit).
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{
+    Array, BigInt, Bool, Bytea, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz,
+    Uuid as SqlUuid,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// The conversations table (for request-id replays).
+pub const CONVERSATIONS: &str = "content.conversations";
+
+/// The columns of a conversation.
+const COLUMNS: &str = "c.id, c.owner_id, c.agent_id, c.agent_version, c.project_id, c.title, \
+     c.labels, c.archived, c.message_count, c.last_sequence, c.active_leaf, c.last_message_at, \
+     c.active_at, c.created_at, c.updated_at";
+
+/// The columns of a message.
+const MESSAGE_COLUMNS: &str =
+    "m.conversation_id, m.sequence, m.id, m.parent_id, m.role, m.parts, m.created_at";
+
+/// A conversation as stored.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ConversationRow {
+    /// Id (UUIDv7).
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    /// Owner.
+    #[diesel(sql_type = SqlUuid)]
+    pub owner_id: Uuid,
+    /// The agent it talks to.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub agent_id: Option<Uuid>,
+    /// The agent's version resolved at creation.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub agent_version: Option<i32>,
+    /// Its project.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub project_id: Option<Uuid>,
+    /// Title.
+    #[diesel(sql_type = Text)]
+    pub title: String,
+    /// The owner's metadata map.
+    #[diesel(sql_type = Jsonb)]
+    pub labels: serde_json::Value,
+    /// Archived.
+    #[diesel(sql_type = Bool)]
+    pub archived: bool,
+    /// Messages on every branch.
+    #[diesel(sql_type = BigInt)]
+    pub message_count: i64,
+    /// The last sequence number given.
+    #[diesel(sql_type = BigInt)]
+    pub last_sequence: i64,
+    /// Newest message of the active branch.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub active_leaf: Option<Uuid>,
+    /// When the last message was appended.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Last message, else creation: the order of lists.
+    #[diesel(sql_type = Timestamptz)]
+    pub active_at: DateTime<Utc>,
+    /// Creation time.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    #[diesel(sql_type = Timestamptz)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A message as stored.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct MessageRow {
+    /// Its conversation.
+    #[diesel(sql_type = SqlUuid)]
+    pub conversation_id: Uuid,
+    /// Its number in the conversation.
+    #[diesel(sql_type = BigInt)]
+    pub sequence: i64,
+    /// Id (UUIDv7).
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    /// The message it answers.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub parent_id: Option<Uuid>,
+    /// `Role` number.
+    #[diesel(sql_type = SmallInt)]
+    pub role: i16,
+    /// Its parts (JSON array).
+    #[diesel(sql_type = Jsonb)]
+    pub parts: serde_json::Value,
+    /// Creation time.
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new conversation, checked.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// Id, chosen by the caller (the agent version is resolved for it).
+    pub id: Uuid,
+    /// Owner.
+    pub owner_id: Uuid,
+    /// The agent and its resolved version.
+    pub agent: Option<(Uuid, i32)>,
+    /// Its project.
+    pub project_id: Option<Uuid>,
+    /// Title.
+    pub title: String,
+    /// The owner's metadata map.
+    pub labels: serde_json::Value,
+    /// AIP-155 idempotency key.
+    pub request_id: Option<Uuid>,
+    /// SHA-256 of the request.
+    pub request_hash: Vec<u8>,
+}
+
+/// Inserts a conversation.
+pub async fn insert_conversation(
+    conn: &mut AsyncPgConnection,
+    new: &NewConversation,
+    now: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    let (agent_id, agent_version) = new.agent.unzip();
+    diesel::sql_query(
+        "INSERT INTO content.conversations (id, owner_id, agent_id, agent_version, project_id, \
+         title, labels, active_at, created_at, updated_at, request_id, request_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10)",
+    )
+    .bind::<SqlUuid, _>(new.id)
+    .bind::<SqlUuid, _>(new.owner_id)
+    .bind::<Nullable<SqlUuid>, _>(agent_id)
+    .bind::<Nullable<Integer>, _>(agent_version)
+    .bind::<Nullable<SqlUuid>, _>(new.project_id)
+    .bind::<Text, _>(&new.title)
+    .bind::<Jsonb, _>(&new.labels)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Nullable<SqlUuid>, _>(new.request_id)
+    .bind::<Bytea, _>(&new.request_hash)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// A conversation by id.
+pub async fn conversation(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<ConversationRow>, diesel::result::Error> {
+    let rows: Vec<ConversationRow> = diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM content.conversations c WHERE c.id = $1"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Which conversations a list holds.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only those with this agent.
+    pub agent_id: Option<Uuid>,
+    /// Only those of this project.
+    pub project_id: Option<Uuid>,
+    /// Only archived ones (`Some(true)`), only others (`Some(false)`), or all (`None`).
+    pub archived: Option<bool>,
+}
+
+/// `limit` of `owner`'s conversations matching `filter`, most recently active first,
+/// after `after`. Each filter is written only when given, so the generic plan uses its
+/// index.
+pub async fn list_conversations(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    filter: &ConversationFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ConversationRow>, diesel::result::Error> {
+    let (time, id) = after.unzip();
+    let mut conditions = vec!["c.owner_id = $1".to_owned()];
+    conditions.push(match after {
+        Some(_) => "(c.active_at, c.id) < ($2, $3)".into(),
+        None => "$2::timestamptz IS NULL AND $3::uuid IS NULL".into(),
+    });
+    conditions.push(match filter.agent_id {
+        Some(_) => "c.agent_id = $5".into(),
+        None => "$5::uuid IS NULL".into(),
+    });
+    conditions.push(match filter.project_id {
+        Some(_) => "c.project_id = $6".into(),
+        None => "$6::uuid IS NULL".into(),
+    });
+    conditions.push(match filter.archived {
+        Some(_) => "c.archived = $7".into(),
+        None => "$7::boolean IS NULL".into(),
+    });
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM content.conversations c WHERE {} \
+         ORDER BY c.active_at DESC, c.id DESC LIMIT $4",
+        conditions.join(" AND ")
+    ))
+    .bind::<SqlUuid, _>(owner)
+    .bind::<Nullable<Timestamptz>, _>(time)
+    .bind::<Nullable<SqlUuid>, _>(id)
+    .bind::<BigInt, _>(limit)
+    .bind::<Nullable<SqlUuid>, _>(filter.agent_id)
+    .bind::<Nullable<SqlUuid>, _>(filter.project_id)
+    .bind::<Nullable<Bool>, _>(filter.archived)
+    .load(conn)
+    .await
+}
+
+/// New values of UpdateConversation (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationChanges {
+    /// Title.
+    pub title: Option<String>,
+    /// The owner's metadata map.
+    pub labels: Option<serde_json::Value>,
+    /// Archived.
+    pub archived: Option<bool>,
+}
+
+/// Applies `changes` to conversation `id` of `owner` (any owner when `None`); whether it
+/// was found.
+pub async fn update_conversation(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: Option<Uuid>,
+    changes: &ConversationChanges,
+    now: DateTime<Utc>,
+) -> Result<bool, diesel::result::Error> {
+    let updated = diesel::sql_query(
+        "UPDATE content.conversations SET title = coalesce($3, title), \
+           labels = coalesce($4, labels), archived = coalesce($5, archived), updated_at = $6 \
+         WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2)",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Nullable<SqlUuid>, _>(owner)
+    .bind::<Nullable<Text>, _>(changes.title.as_deref())
+    .bind::<Nullable<Jsonb>, _>(changes.labels.as_ref())
+    .bind::<Nullable<Bool>, _>(changes.archived)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)
+    .await?;
+    Ok(updated > 0)
+}
+
+/// Deletes conversation `id` of `owner` (any owner when `None`) with its messages;
+/// whether it was found.
+pub async fn delete_conversation(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: Option<Uuid>,
+) -> Result<bool, diesel::result::Error> {
+    let deleted = diesel::sql_query(
+        "DELETE FROM content.conversations WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2)",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Nullable<SqlUuid>, _>(owner)
+    .execute(conn)
+    .await?;
+    Ok(deleted > 0)
+}
+
+/// A message to append, checked.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// `Role` number.
+    pub role: i16,
+    /// Its parts (JSON array).
+    pub parts: serde_json::Value,
+}
+
+/// What an append did.
+#[derive(Debug)]
+pub enum Appended {
+    /// The conversation is missing or not the caller's.
+    NotFound,
+    /// `parent` is not a message of the conversation.
+    NoParent,
+    /// The request id was used for a different append.
+    Conflict,
+    /// The messages, in order (a retry's: those of the first attempt).
+    Messages(Vec<MessageRow>),
+}
+
+/// Appends `messages` to conversation `id` of `owner` (any owner when `None`) in one
+/// transaction: the first answers `parent` (default: the active leaf), each next one the
+/// one before, and the last becomes the active leaf. The conversation's row is locked
+/// while its counter gives the numbers, so they are gap-free and increase in commit
+/// order. With `request`, a retry returns the first attempt's messages.
+pub async fn append_messages(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: Option<Uuid>,
+    parent: Option<Uuid>,
+    messages: &[NewMessage],
+    request: Option<(Uuid, &[u8])>,
+    now: DateTime<Utc>,
+) -> Result<Appended, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = BigInt)]
+        last_sequence: i64,
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        active_leaf: Option<Uuid>,
+    }
+    #[derive(QueryableByName)]
+    struct Earlier {
+        #[diesel(sql_type = Bytea)]
+        request_hash: Vec<u8>,
+        #[diesel(sql_type = BigInt)]
+        first_sequence: i64,
+        #[diesel(sql_type = Integer)]
+        count: i32,
+    }
+    let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+    conn.transaction(async |conn| {
+        let locked: Option<Locked> = diesel::sql_query(
+            "SELECT last_sequence, active_leaf FROM content.conversations \
+             WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) FOR NO KEY UPDATE",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Nullable<SqlUuid>, _>(owner)
+        .get_result(conn)
+        .await
+        .map(Some)
+        .or_else(not_found_is_none)?;
+        let Some(locked) = locked else {
+            return Ok(Appended::NotFound);
+        };
+        if let Some((request_id, hash)) = request {
+            let earlier: Option<Earlier> = diesel::sql_query(
+                "SELECT request_hash, first_sequence, count FROM content.message_appends \
+                 WHERE conversation_id = $1 AND request_id = $2",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(request_id)
+            .get_result(conn)
+            .await
+            .map(Some)
+            .or_else(not_found_is_none)?;
+            if let Some(earlier) = earlier {
+                if earlier.request_hash != hash {
+                    return Ok(Appended::Conflict);
+                }
+                let first = earlier.first_sequence;
+                let last = first + i64::from(earlier.count) - 1;
+                return messages_between(conn, id, first, last)
+                    .await
+                    .map(Appended::Messages);
+            }
+        }
+        let parent = match parent {
+            None => locked.active_leaf,
+            Some(parent) => {
+                if !has_message(conn, id, parent).await? {
+                    return Ok(Appended::NoParent);
+                }
+                Some(parent)
+            }
+        };
+        let first = locked.last_sequence + 1;
+        let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+        let parents: Vec<Option<Uuid>> = std::iter::once(parent)
+            .chain(ids.iter().copied().map(Some))
+            .take(messages.len())
+            .collect();
+        let sequences: Vec<i64> = (first..first + n).collect();
+        let roles: Vec<i16> = messages.iter().map(|m| m.role).collect();
+        let parts: Vec<&serde_json::Value> = messages.iter().map(|m| &m.parts).collect();
+        // One statement: the messages (their parents are rows of the same statement or
+        // older; the foreign key is checked at its end), the counter and the leaf.
+        let rows: Vec<MessageRow> = diesel::sql_query(format!(
+            "WITH inserted AS ( \
+               INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
+                 parts, created_at) \
+               SELECT $1, s, i, p, r, j, $7 \
+               FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::smallint[], $6::jsonb[]) \
+                 AS u(s, i, p, r, j) \
+               RETURNING * \
+             ), counted AS ( \
+               UPDATE content.conversations SET last_sequence = $8, \
+                 message_count = message_count + $9, active_leaf = $10, \
+                 last_message_at = $7, active_at = $7, updated_at = $7 \
+               WHERE id = $1 \
+             ) \
+             SELECT {MESSAGE_COLUMNS} FROM inserted m ORDER BY m.sequence"
+        ))
+        .bind::<SqlUuid, _>(id)
+        .bind::<Array<BigInt>, _>(&sequences)
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<Nullable<SqlUuid>>, _>(&parents)
+        .bind::<Array<SmallInt>, _>(&roles)
+        .bind::<Array<Jsonb>, _>(&parts)
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(first + n - 1)
+        .bind::<BigInt, _>(n)
+        .bind::<Nullable<SqlUuid>, _>(ids.last().copied())
+        .load(conn)
+        .await?;
+        if let Some((request_id, hash)) = request {
+            diesel::sql_query(
+                "INSERT INTO content.message_appends (conversation_id, request_id, \
+                 request_hash, first_sequence, count) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(request_id)
+            .bind::<Bytea, _>(hash)
+            .bind::<BigInt, _>(first)
+            .bind::<Integer, _>(i32::try_from(n).unwrap_or(i32::MAX))
+            .execute(conn)
+            .await?;
+        }
+        Ok(Appended::Messages(rows))
+    })
+    .await
+}
+
+/// `None` for a query that found no row.
+fn not_found_is_none<T>(e: diesel::result::Error) -> Result<Option<T>, diesel::result::Error> {
+    match e {
+        diesel::result::Error::NotFound => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// The messages of conversation `id` numbered `first..=last`, in order.
+async fn messages_between(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    first: i64,
+    last: i64,
+) -> Result<Vec<MessageRow>, diesel::result::Error> {
+    diesel::sql_query(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM content.messages m \
+         WHERE m.conversation_id = $1 AND m.sequence BETWEEN $2 AND $3 ORDER BY m.sequence"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<BigInt, _>(first)
+    .bind::<BigInt, _>(last)
+    .load(conn)
+    .await
+}
+
+/// Which part of a branch a page holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    /// Newest first: the `limit` messages of the branch older than `before` (the leaf
+    /// itself and older, when `None`).
+    Newest {
+        /// Sequence of the last message of the previous page.
+        before: Option<i64>,
+    },
+    /// Oldest first: the `limit` messages of the branch newer than `after` (from the
+    /// first message, when `None`).
+    Oldest {
+        /// Sequence of the last message of the previous page.
+        after: Option<i64>,
+    },
+}
+
+/// A page of the branch that ends at message `leaf` of conversation `id`: the path from
+/// the first message to `leaf`, walked up from `leaf` through the parents. A newest-first
+/// page walks `limit` steps up from the leaf (or from the parent of the page's bound); an
+/// oldest-first page walks up only while the sequence is above its bound (a parent
+/// always has a smaller sequence). Returned in the order the page asks.
+pub async fn branch_page(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    leaf: Uuid,
+    page: Page,
+    limit: i64,
+) -> Result<Vec<MessageRow>, diesel::result::Error> {
+    let walk = |start: &str, step: &str, order: &str| {
+        format!(
+            "WITH RECURSIVE path AS ( \
+               SELECT {MESSAGE_COLUMNS}, 1 AS depth FROM content.messages m \
+               WHERE m.conversation_id = $1 AND {start} \
+               UNION ALL \
+               SELECT {MESSAGE_COLUMNS}, path.depth + 1 FROM path \
+               JOIN content.messages m ON m.id = path.parent_id WHERE {step} \
+             ) \
+             SELECT conversation_id, sequence, id, parent_id, role, parts, created_at \
+             FROM path ORDER BY sequence {order} LIMIT $4"
+        )
+    };
+    let (sql, bound) = match page {
+        Page::Newest { before } => (
+            walk(
+                "m.id = CASE WHEN $3::bigint IS NULL THEN $2 ELSE ( \
+                   SELECT b.parent_id FROM content.messages b \
+                   WHERE b.conversation_id = $1 AND b.sequence = $3) END",
+                "path.depth < $4",
+                "DESC",
+            ),
+            before,
+        ),
+        Page::Oldest { after } => (
+            walk(
+                "m.id = $2 AND m.sequence > coalesce($3, 0)",
+                "m.sequence > coalesce($3, 0)",
+                "ASC",
+            ),
+            after,
+        ),
+    };
+    diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(leaf)
+        .bind::<Nullable<BigInt>, _>(bound)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await
+}
+
+/// Whether message `message` belongs to conversation `id`.
+pub async fn has_message(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    message: Uuid,
+) -> Result<bool, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Bool)]
+        found: bool,
+    }
+    let found: Found = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM content.messages WHERE id = $1 AND conversation_id = $2) \
+         AS found",
+    )
+    .bind::<SqlUuid, _>(message)
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await?;
+    Ok(found.found)
+}

@@ -1,0 +1,624 @@
+//! ConversationService: conversations of their owner with an agent (its version resolved
+//! for the conversation) and a project; messages as a tree, appended atomically with
+//! gap-free numbers, edited into sibling branches, read along a branch in pages.
+
+use prost_types::FieldMask;
+use strata_proto::content::agent_service_client::AgentServiceClient;
+use strata_proto::content::conversation_service_client::ConversationServiceClient;
+use strata_proto::content::{self as pb};
+use strata_testkit::app::TestUser;
+use strata_testkit::bearer;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::{start, violations};
+
+type Client = ConversationServiceClient<Channel>;
+
+fn text(role: pb::Role, text: &str) -> pb::NewMessage {
+    pb::NewMessage {
+        role: role.into(),
+        parts: vec![pb::Part {
+            kind: Some(pb::part::Kind::Text(text.into())),
+        }],
+    }
+}
+
+async fn create(
+    c: &mut Client,
+    user: &TestUser,
+    conversation: pb::Conversation,
+) -> pb::Conversation {
+    c.create_conversation(bearer(
+        pb::CreateConversationRequest {
+            conversation: Some(conversation),
+            request_id: String::new(),
+        },
+        &user.token,
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .conversation
+    .unwrap()
+}
+
+async fn append(
+    c: &mut Client,
+    user: &TestUser,
+    id: &str,
+    parent: &str,
+    messages: Vec<pb::NewMessage>,
+) -> Result<Vec<pb::Message>, tonic::Status> {
+    c.append_messages(bearer(
+        pb::AppendMessagesRequest {
+            conversation_id: id.into(),
+            messages,
+            parent_id: parent.into(),
+            request_id: String::new(),
+        },
+        &user.token,
+    ))
+    .await
+    .map(|r| r.into_inner().messages)
+}
+
+/// The texts of a branch, a page of `size` at a time, following the tokens.
+async fn branch(
+    c: &mut Client,
+    user: &TestUser,
+    id: &str,
+    leaf: &str,
+    newest_first: bool,
+    size: i32,
+) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_messages(bearer(
+                pb::ListMessagesRequest {
+                    conversation_id: id.into(),
+                    leaf_id: leaf.into(),
+                    page_size: size,
+                    page_token: token,
+                    newest_first,
+                },
+                &user.token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.messages.len() <= size as usize);
+        texts.extend(page.messages.iter().map(|m| match &m.parts[0].kind {
+            Some(pb::part::Kind::Text(t)) => t.clone(),
+            other => panic!("{other:?}"),
+        }));
+        if page.next_page_token.is_empty() {
+            return texts;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn messages_form_a_tree_whose_branches_are_read_in_pages() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let conv = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            title: "Trip".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((conv.message_count, conv.last_sequence), (0, 0));
+    assert!(conv.active_leaf_id.is_empty());
+    let first = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![
+            text(pb::Role::System, "be brief"),
+            text(pb::Role::User, "where to?"),
+            text(pb::Role::Assistant, "Lisbon"),
+        ],
+    )
+    .await
+    .unwrap();
+    let sequences: Vec<i64> = first.iter().map(|m| m.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    assert!(first[0].parent_id.is_empty());
+    assert_eq!(first[1].parent_id, first[0].id);
+    assert_eq!(first[2].parent_id, first[1].id);
+    // Regenerating the answer: a sibling of "Lisbon", now the active branch.
+    let again = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        &first[1].id,
+        vec![text(pb::Role::Assistant, "Porto")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (again[0].sequence, again[0].parent_id.as_str()),
+        (4, first[1].id.as_str())
+    );
+    let follow = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![text(pb::Role::User, "why?")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(follow[0].parent_id, again[0].id);
+
+    let got = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: conv.id.clone(),
+                message_count: 3,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = got.conversation.unwrap();
+    assert_eq!((shown.message_count, shown.last_sequence), (5, 5));
+    assert_eq!(shown.active_leaf_id, follow[0].id);
+    let latest: Vec<i64> = got.messages.iter().map(|m| m.sequence).collect();
+    assert_eq!(
+        latest,
+        [2, 4, 5],
+        "the latest three of the active branch, oldest first"
+    );
+
+    // The active branch and the old one, in either order, one message per page and more.
+    let active = ["be brief", "where to?", "Porto", "why?"];
+    for size in [1, 2, 50] {
+        assert_eq!(
+            branch(&mut c, &ada, &conv.id, "", false, size).await,
+            active
+        );
+        let mut newest = active.to_vec();
+        newest.reverse();
+        assert_eq!(branch(&mut c, &ada, &conv.id, "", true, size).await, newest);
+        assert_eq!(
+            branch(&mut c, &ada, &conv.id, &first[2].id, false, size).await,
+            ["be brief", "where to?", "Lisbon"]
+        );
+    }
+    // A message of another conversation is not a leaf or a parent here.
+    let other = create(&mut c, &ada, pb::Conversation::default()).await;
+    let elsewhere = append(
+        &mut c,
+        &ada,
+        &other.id,
+        "",
+        vec![text(pb::Role::User, "hi")],
+    )
+    .await
+    .unwrap();
+    let refused = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        &elsewhere[0].id,
+        vec![text(pb::Role::User, "x")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violations(&refused), ["parent_id"]);
+    let missing = c
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                conversation_id: conv.id.clone(),
+                leaf_id: elsewhere[0].id.clone(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_gap_free_numbers_and_retries_append_once() {
+    let h = start().await;
+    let c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let conv = create(&mut c.clone(), &ada, pb::Conversation::default()).await;
+    let appends = (0..20).map(|i| {
+        let (mut c, ada, id) = (c.clone(), ada.clone(), conv.id.clone());
+        async move {
+            let two = vec![
+                text(pb::Role::User, &format!("q{i}")),
+                text(pb::Role::Assistant, &format!("a{i}")),
+            ];
+            append(&mut c, &ada, &id, "", two).await.unwrap()
+        }
+    });
+    let mut all: Vec<Vec<pb::Message>> = futures_util::future::join_all(appends).await;
+    // Each append's two numbers are consecutive, the second answers the first.
+    for pair in &all {
+        assert_eq!(pair[1].sequence, pair[0].sequence + 1);
+        assert_eq!(pair[1].parent_id, pair[0].id);
+    }
+    all.sort_by_key(|p| p[0].sequence);
+    let numbers: Vec<i64> = all.iter().flatten().map(|m| m.sequence).collect();
+    assert_eq!(numbers, (1..=40).collect::<Vec<_>>());
+    // One chain: each append answers the one committed before it.
+    for window in all.windows(2) {
+        assert_eq!(window[1][0].parent_id, window[0][1].id);
+    }
+
+    // A retry with the same request_id returns the first attempt's messages; the same
+    // id with other messages is refused.
+    let mut c = c.clone();
+    let request = |message: &str| pb::AppendMessagesRequest {
+        conversation_id: conv.id.clone(),
+        messages: vec![text(pb::Role::User, message)],
+        parent_id: String::new(),
+        request_id: "0190f3a4-0000-7000-8000-000000000001".into(),
+    };
+    let once = c
+        .append_messages(bearer(request("retry me"), &ada.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let twice = c
+        .append_messages(bearer(request("retry me"), &ada.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(once.messages, twice.messages);
+    assert_eq!(once.messages[0].sequence, 41);
+    let other = c
+        .append_messages(bearer(request("something else"), &ada.token))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), versioned_conflict_code());
+    let got = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: conv.id.clone(),
+                message_count: -1,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.conversation.unwrap().message_count, 41);
+    assert!(got.messages.is_empty());
+}
+
+/// The code a reused request_id with another payload answers (as for every create).
+fn versioned_conflict_code() -> Code {
+    Code::AlreadyExists
+}
+
+#[tokio::test]
+async fn another_users_conversation_looks_exactly_like_a_missing_one() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let (ada, eve) = (h.user().await, h.user().await);
+    let conv = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            title: "mine".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![text(pb::Role::User, "secret")],
+    )
+    .await
+    .unwrap();
+    let nobody = "0190f3a4-0000-7000-8000-0000000000ff";
+    for id in [conv.id.as_str(), nobody] {
+        let get = c
+            .get_conversation(bearer(
+                pb::GetConversationRequest {
+                    conversation_id: id.into(),
+                    message_count: 5,
+                },
+                &eve.token,
+            ))
+            .await
+            .unwrap_err();
+        let update = c
+            .update_conversation(bearer(
+                pb::UpdateConversationRequest {
+                    conversation: Some(pb::Conversation {
+                        id: id.into(),
+                        title: "hijacked".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["title".into()],
+                    }),
+                },
+                &eve.token,
+            ))
+            .await
+            .unwrap_err();
+        let delete = c
+            .delete_conversation(bearer(
+                pb::DeleteConversationRequest {
+                    conversation_id: id.into(),
+                },
+                &eve.token,
+            ))
+            .await
+            .unwrap_err();
+        let appended = append(&mut c, &eve, id, "", vec![text(pb::Role::User, "x")])
+            .await
+            .unwrap_err();
+        let listed = c
+            .list_messages(bearer(
+                pb::ListMessagesRequest {
+                    conversation_id: id.into(),
+                    ..Default::default()
+                },
+                &eve.token,
+            ))
+            .await
+            .unwrap_err();
+        for status in [get, update, delete, appended, listed] {
+            assert_eq!(
+                (status.code(), status.message()),
+                (Code::NotFound, "conversation not found"),
+                "{id}"
+            );
+        }
+    }
+    let eves = c
+        .list_conversations(bearer(pb::ListConversationsRequest::default(), &eve.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(eves.conversations.is_empty());
+    // Untouched.
+    let got = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: conv.id.clone(),
+                message_count: 5,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.conversation.unwrap().title, "mine");
+    assert_eq!(got.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn conversations_resolve_their_agent_filter_archive_and_refuse_bad_messages() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let mut agents = AgentServiceClient::new(h.server.channel());
+    let agent = agents
+        .create_agent(bearer(
+            pb::CreateAgentRequest {
+                agent: Some(pb::Agent {
+                    name: "guide".into(),
+                    r#type: "assistant".into(),
+                    ..Default::default()
+                }),
+                version: Some(pb::AgentVersion {
+                    model: "gpt-4o".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap();
+    let with_agent = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            agent_id: agent.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (with_agent.agent_id.as_str(), with_agent.agent_version),
+        (agent.id.as_str(), 1)
+    );
+    let plain = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            title: "plain".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Someone else's agent, or none: missing.
+    let eve = h.user().await;
+    let refused = c
+        .create_conversation(bearer(
+            pb::CreateConversationRequest {
+                conversation: Some(pb::Conversation {
+                    agent_id: agent.id.clone(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+            &eve.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+
+    let list = async |c: &mut Client, request: pb::ListConversationsRequest| -> Vec<String> {
+        c.list_conversations(bearer(request, &ada.token))
+            .await
+            .unwrap()
+            .into_inner()
+            .conversations
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    let by_agent = list(
+        &mut c,
+        pb::ListConversationsRequest {
+            agent_id: agent.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(by_agent, [with_agent.id.as_str()]);
+    // Activity orders the list: a message moves a conversation first.
+    append(
+        &mut c,
+        &ada,
+        &with_agent.id,
+        "",
+        vec![text(pb::Role::User, "hi")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        list(&mut c, pb::ListConversationsRequest::default()).await,
+        [with_agent.id.clone(), plain.id.clone()]
+    );
+    // Archived ones leave the default list.
+    c.update_conversation(bearer(
+        pb::UpdateConversationRequest {
+            conversation: Some(pb::Conversation {
+                id: plain.id.clone(),
+                archived: true,
+                ..Default::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["archived".into()],
+            }),
+        },
+        &ada.token,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        list(&mut c, pb::ListConversationsRequest::default()).await,
+        [with_agent.id.as_str()]
+    );
+    let archived = pb::ListConversationsRequest {
+        archived: pb::ArchivedFilter::Archived.into(),
+        ..Default::default()
+    };
+    assert_eq!(list(&mut c, archived).await, [plain.id.as_str()]);
+    let all = pb::ListConversationsRequest {
+        archived: pb::ArchivedFilter::All.into(),
+        page_size: 1,
+        ..Default::default()
+    };
+    let first_page = c
+        .list_conversations(bearer(all.clone(), &ada.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first_page.conversations.len(), 1);
+    let second = pb::ListConversationsRequest {
+        page_token: first_page.next_page_token,
+        ..all
+    };
+    assert_eq!(list(&mut c, second).await, [plain.id.as_str()]);
+
+    // Bad messages: nothing written, every fault named.
+    let bad = vec![
+        pb::NewMessage {
+            role: 0,
+            parts: vec![],
+        },
+        pb::NewMessage {
+            role: pb::Role::Assistant.into(),
+            parts: vec![
+                pb::Part { kind: None },
+                pb::Part {
+                    kind: Some(pb::part::Kind::ToolCall(pb::ToolCall {
+                        id: "c1".into(),
+                        name: "no spaces".into(),
+                        arguments: None,
+                    })),
+                },
+                pb::Part {
+                    kind: Some(pb::part::Kind::Text("".into())),
+                },
+            ],
+        },
+    ];
+    let refused = append(&mut c, &ada, &plain.id, "", bad).await.unwrap_err();
+    assert_eq!(
+        violations(&refused),
+        [
+            "messages[0].role",
+            "messages[0].parts",
+            "messages[1].parts[0]",
+            "messages[1].parts[1].tool_call.name",
+            "messages[1].parts[2].text",
+        ]
+    );
+    let none = append(&mut c, &ada, &plain.id, "", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&none), ["messages"]);
+    let got = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: plain.id.clone(),
+                message_count: 0,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.conversation.unwrap().message_count, 0);
+    // Deleted, with its messages.
+    c.delete_conversation(bearer(
+        pb::DeleteConversationRequest {
+            conversation_id: with_agent.id.clone(),
+        },
+        &ada.token,
+    ))
+    .await
+    .unwrap();
+    let gone = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: with_agent.id.clone(),
+                message_count: 0,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}

@@ -1,0 +1,3 @@
+DROP TABLE content.message_appends;
+DROP TABLE content.messages;
+DROP TABLE content.conversations;
