@@ -531,7 +531,8 @@ pub async fn append_messages(
         }
     }
     v.finish()?;
-    let mut parts: Vec<Vec<u8>> = vec![b"append".to_vec(), req.parent_id.into_bytes()];
+    let parent_key = parent.map(|p| p.to_string()).unwrap_or_default();
+    let mut parts: Vec<Vec<u8>> = vec![b"append".to_vec(), parent_key.into_bytes()];
     for m in &messages {
         parts.push(m.role.to_be_bytes().to_vec());
         parts.push(m.parts.to_string().into_bytes());
@@ -573,31 +574,28 @@ pub async fn list_messages(
     v.finish()?;
     let limit = page_size_within(req.page_size, MESSAGE_PAGE.0, MESSAGE_PAGE.1)?;
     let conversation = h.visible_conversation(&principal, id).await?;
-    let leaf = match leaf {
-        Some(leaf) => leaf,
-        None => match Uuid::parse_str(&conversation.active_leaf_id) {
-            Ok(leaf) => leaf,
-            // No message yet.
-            Err(_) => {
-                return Ok(pb::ListMessagesResponse::default());
-            }
-        },
-    };
+    // The token holds the leaf its pages follow: appends that move the active leaf meanwhile
+    // do not change the branch a reader is paging through.
     let order = if req.newest_first { "newest" } else { "oldest" };
-    let leaf_key = leaf.to_string();
     let context = PageContext::new(
         LIST_MESSAGES,
         &principal.user_id,
-        &[&req.conversation_id, &leaf_key, order],
+        &[&req.conversation_id, &req.leaf_id, order],
     );
-    let bound = match KeyCursor::decode(&req.page_token, &context)? {
-        None => None,
+    let (leaf, bound) = match KeyCursor::decode(&req.page_token, &context)? {
         Some(cursor) => {
             let mut reader = cursor.reader();
+            let leaf = Uuid::parse_str(&reader.str()?)
+                .map_err(|_| ApiError::invalid("page_token", "is not a token of this list"))?;
             let sequence = reader.i64()?;
             reader.end()?;
-            Some(sequence)
+            (leaf, Some(sequence))
         }
+        None => match leaf.or_else(|| Uuid::parse_str(&conversation.active_leaf_id).ok()) {
+            Some(leaf) => (leaf, None),
+            // No message yet.
+            None => return Ok(pb::ListMessagesResponse::default()),
+        },
     };
     let page = if req.newest_first {
         Page::Newest { before: bound }
@@ -605,13 +603,17 @@ pub async fn list_messages(
         Page::Oldest { after: bound }
     };
     let mut conn = h.ctx.db.get().await?;
-    if !req.leaf_id.is_empty() && !store::has_message(&mut conn, id, leaf).await? {
+    if leaf.to_string() != conversation.active_leaf_id
+        && !store::has_message(&mut conn, id, leaf).await?
+    {
         return Err(ContentError::Api(ApiError::not_found("message")));
     }
     let rows = store::branch_page(&mut conn, id, leaf, page, limit + 1).await?;
     drop(conn);
+    let leaf_text = leaf.to_string();
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
         KeyCursor::default()
+            .push_str(&leaf_text)
             .push_i64(last.sequence)
             .encode(&context)
     });

@@ -479,17 +479,19 @@ pub async fn branch_page(
     page: Page,
     limit: i64,
 ) -> Result<Vec<MessageRow>, diesel::result::Error> {
+    // The walk carries ids and numbers only; the page's rows are read at the end.
     let walk = |start: &str, step: &str, order: &str| {
         format!(
             "WITH RECURSIVE path AS ( \
-               SELECT {MESSAGE_COLUMNS}, 1 AS depth FROM content.messages m \
+               SELECT m.id, m.parent_id, m.sequence, 1 AS depth FROM content.messages m \
                WHERE m.conversation_id = $1 AND {start} \
                UNION ALL \
-               SELECT {MESSAGE_COLUMNS}, path.depth + 1 FROM path \
-               JOIN content.messages m ON m.id = path.parent_id WHERE {step} \
-             ) \
-             SELECT conversation_id, sequence, id, parent_id, role, parts, created_at \
-             FROM path ORDER BY sequence {order} LIMIT $4"
+               SELECT m.id, m.parent_id, m.sequence, path.depth + 1 FROM path \
+               JOIN content.messages m ON m.conversation_id = $1 AND m.id = path.parent_id \
+               WHERE {step} \
+             ), page AS (SELECT id FROM path ORDER BY sequence {order} LIMIT $4) \
+             SELECT {MESSAGE_COLUMNS} FROM page JOIN content.messages m ON m.id = page.id \
+             ORDER BY m.sequence {order}"
         )
     };
     let (sql, bound) = match page {

@@ -196,6 +196,50 @@ async fn messages_form_a_tree_whose_branches_are_read_in_pages() {
             ["be brief", "where to?", "Lisbon"]
         );
     }
+    // Paging back through history while the chat goes on: the token keeps its branch.
+    let first_page = c
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                conversation_id: conv.id.clone(),
+                page_size: 2,
+                newest_first: true,
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![text(pb::Role::Assistant, "because")],
+    )
+    .await
+    .unwrap();
+    let rest = c
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                conversation_id: conv.id.clone(),
+                page_size: 2,
+                newest_first: true,
+                page_token: first_page.next_page_token,
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let sequences: Vec<i64> = first_page
+        .messages
+        .iter()
+        .chain(&rest.messages)
+        .map(|m| m.sequence)
+        .collect();
+    assert_eq!(sequences, [5, 4, 2, 1]);
     // A message of another conversation is not a leaf or a parent here.
     let other = create(&mut c, &ada, pb::Conversation::default()).await;
     let elsewhere = append(
