@@ -623,8 +623,75 @@ pub async fn list_messages(
     })
 }
 
+/// `ForkConversation`.
+pub async fn fork_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::ForkConversationRequest>,
+) -> Result<pb::ForkConversationResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let source = validate::id("conversation_id", &req.conversation_id)?;
+    let message = validate::id("message_id", &req.message_id)?;
+    let mut v = Violations::new();
+    validate::text(&mut v, "title", &req.title, 0, MAX_TITLE);
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    v.finish()?;
+    let original = h.visible_conversation(&principal, source).await?;
+    let hash = request_hash(&[
+        b"fork",
+        source.as_bytes(),
+        message.as_bytes(),
+        req.title.as_bytes(),
+    ]);
+    let owner = principal.user_id;
+    let mut conn = h.ctx.db.get().await?;
+    let id = match versioned::replayed(&mut conn, CONVERSATIONS, owner, request_id, &hash).await? {
+        Some(id) => id,
+        None => {
+            let agent = Uuid::parse_str(&original.agent_id)
+                .ok()
+                .map(|a| (a, original.agent_version));
+            let new = store::NewConversation {
+                id: Uuid::now_v7(),
+                owner_id: owner,
+                agent,
+                project_id: Uuid::parse_str(&original.project_id).ok(),
+                title: if req.title.is_empty() {
+                    original.title.clone()
+                } else {
+                    req.title
+                },
+                labels: serde_json::json!({}),
+                request_id,
+                request_hash: hash.clone(),
+            };
+            match store::fork(&mut conn, source, message, &new, db_now()).await {
+                Ok(Some(_)) => new.id,
+                Ok(None) => return Err(ContentError::Api(ApiError::not_found("message"))),
+                Err(e) => {
+                    let request = (request_id, hash.as_slice());
+                    let table = (CONVERSATIONS, "conversation");
+                    versioned::create_failed(&mut conn, table, owner, request, e, None).await?
+                }
+            }
+        }
+    };
+    drop(conn);
+    let conversation = (*h.visible_conversation(&principal, id).await?).clone();
+    Ok(pb::ForkConversationResponse {
+        conversation: Some(conversation),
+    })
+}
+
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
+    async fn fork_conversation(
+        &self,
+        request: Request<pb::ForkConversationRequest>,
+    ) -> Result<tonic::Response<pb::ForkConversationResponse>, tonic::Status> {
+        strata_errors::respond(fork_conversation(self, request).await)
+    }
+
     async fn create_conversation(
         &self,
         request: Request<pb::CreateConversationRequest>,

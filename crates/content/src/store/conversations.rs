@@ -544,3 +544,69 @@ pub async fn has_message(
     .await?;
     Ok(found.found)
 }
+
+/// Copies the path from the first message of conversation `source` to its message
+/// `message` into conversation `new.id` (inserted here, with `new`'s fields), in one
+/// transaction: the messages keep role, parts and time, numbered 1 to n, chained to one
+/// another. Returns the number copied, or `None` when `message` is not in `source`.
+pub async fn fork(
+    conn: &mut AsyncPgConnection,
+    source: Uuid,
+    message: Uuid,
+    new: &NewConversation,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Copied {
+        #[diesel(sql_type = BigInt)]
+        copied: i64,
+    }
+    conn.transaction(async |conn| {
+        if !has_message(conn, source, message).await? {
+            return Ok(None);
+        }
+        insert_conversation(conn, new, now).await?;
+        // New ids are UUIDv7 of this moment (random in their low bits), parents the new
+        // id of the message before.
+        let copied: Copied = diesel::sql_query(
+            "WITH RECURSIVE path AS ( \
+               SELECT m.id, m.parent_id, m.sequence FROM content.messages m \
+               WHERE m.conversation_id = $1 AND m.id = $2 \
+               UNION ALL \
+               SELECT m.id, m.parent_id, m.sequence FROM path \
+               JOIN content.messages m ON m.conversation_id = $1 AND m.id = path.parent_id \
+             ), ordered AS ( \
+               SELECT p.id AS old_id, row_number() OVER (ORDER BY p.sequence) AS n, \
+                 (lpad(to_hex((extract(epoch FROM $4::timestamptz) * 1000)::bigint), 12, '0') \
+                  || '7' || substr(md5(random()::text), 1, 3) \
+                  || to_hex(8 + floor(random() * 4)::int) \
+                  || substr(md5(random()::text), 1, 15))::uuid AS new_id \
+               FROM path p \
+             ), linked AS ( \
+               SELECT o.*, lag(o.new_id) OVER (ORDER BY o.n) AS new_parent FROM ordered o \
+             ), inserted AS ( \
+               INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
+                 parts, created_at) \
+               SELECT $3, l.n, l.new_id, l.new_parent, m.role, m.parts, m.created_at \
+               FROM linked l JOIN content.messages m ON m.id = l.old_id \
+               RETURNING sequence, id, created_at \
+             ), counted AS ( \
+               UPDATE content.conversations c SET last_sequence = i.n, message_count = i.n, \
+                 active_leaf = i.leaf, last_message_at = i.at \
+               FROM (SELECT count(*) AS n, \
+                       (array_agg(id ORDER BY sequence DESC))[1] AS leaf, \
+                       max(created_at) AS at FROM inserted) i \
+               WHERE c.id = $3 \
+             ) \
+             SELECT count(*) AS copied FROM inserted",
+        )
+        .bind::<SqlUuid, _>(source)
+        .bind::<SqlUuid, _>(message)
+        .bind::<SqlUuid, _>(new.id)
+        .bind::<Timestamptz, _>(now)
+        .get_result(conn)
+        .await?;
+        Ok(Some(copied.copied))
+    })
+    .await
+}

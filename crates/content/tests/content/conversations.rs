@@ -666,3 +666,158 @@ async fn conversations_resolve_their_agent_filter_archive_and_refuse_bad_message
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_fork_copies_the_path_to_any_message_and_stays_independent() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let (ada, eve) = (h.user().await, h.user().await);
+    let conv = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            title: "Plans".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let made = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![
+            text(pb::Role::User, "one"),
+            text(pb::Role::Assistant, "two"),
+            text(pb::Role::User, "three"),
+            text(pb::Role::Assistant, "four"),
+        ],
+    )
+    .await
+    .unwrap();
+    // A side branch the fork must not take.
+    append(
+        &mut c,
+        &ada,
+        &conv.id,
+        &made[0].id,
+        vec![text(pb::Role::Assistant, "side")],
+    )
+    .await
+    .unwrap();
+    let forker = c.clone();
+    let fork = |message: &str, user: &TestUser, request_id: &str| {
+        let request = pb::ForkConversationRequest {
+            conversation_id: conv.id.clone(),
+            message_id: message.into(),
+            title: String::new(),
+            request_id: request_id.into(),
+        };
+        let token = user.token.clone();
+        let mut c = forker.clone();
+        async move { c.fork_conversation(bearer(request, &token)).await }
+    };
+    // From an assistant's answer: its path, renumbered 1 to n, the copy's own ids.
+    let key = "0190f3a4-0000-7000-8000-0000000000aa";
+    let copy = fork(&made[1].id, &ada, key)
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_ne!(copy.id, conv.id);
+    assert_eq!(
+        (copy.title.as_str(), copy.message_count, copy.last_sequence),
+        ("Plans", 2, 2)
+    );
+    let texts = branch(&mut c, &ada, &copy.id, "", false, 50).await;
+    assert_eq!(texts, ["one", "two"]);
+    let got = c
+        .get_conversation(bearer(
+            pb::GetConversationRequest {
+                conversation_id: copy.id.clone(),
+                message_count: 10,
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        got.messages
+            .iter()
+            .all(|m| made.iter().all(|o| o.id != m.id))
+    );
+    assert_eq!(got.messages[1].parent_id, got.messages[0].id);
+    assert_eq!(got.conversation.unwrap().active_leaf_id, got.messages[1].id);
+    // A retry returns the same copy.
+    let again = fork(&made[1].id, &ada, key)
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(again.id, copy.id);
+    // From a user's message, the whole path of the active branch.
+    let full = fork(&made[3].id, &ada, "")
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(
+        branch(&mut c, &ada, &full.id, "", false, 2).await,
+        ["one", "two", "three", "four"]
+    );
+    // Independent: the original deleted, the copies stay whole.
+    c.delete_conversation(bearer(
+        pb::DeleteConversationRequest {
+            conversation_id: conv.id.clone(),
+        },
+        &ada.token,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        branch(&mut c, &ada, &copy.id, "", true, 50).await,
+        ["two", "one"]
+    );
+    // Another user's conversation, or a message not in it: missing.
+    let other = create(&mut c, &eve, pb::Conversation::default()).await;
+    let theirs = append(
+        &mut c,
+        &eve,
+        &other.id,
+        "",
+        vec![text(pb::Role::User, "mine")],
+    )
+    .await
+    .unwrap();
+    let refused = c
+        .fork_conversation(bearer(
+            pb::ForkConversationRequest {
+                conversation_id: other.id.clone(),
+                message_id: theirs[0].id.clone(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (Code::NotFound, "conversation not found")
+    );
+    let foreign = c
+        .fork_conversation(bearer(
+            pb::ForkConversationRequest {
+                conversation_id: copy.id.clone(),
+                message_id: theirs[0].id.clone(),
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+}
