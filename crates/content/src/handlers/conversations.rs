@@ -12,7 +12,7 @@ use strata_runtime::identity::Principal;
 use strata_runtime::pagination::{
     Cursor, KeyCursor, PageContext, finish_page, page_size, page_size_within,
 };
-use strata_runtime::time::timestamp;
+use strata_runtime::time::{from_timestamp, timestamp};
 use tonic::Request;
 use uuid::Uuid;
 
@@ -61,6 +61,9 @@ const FIELDS: &[&str] = &[
 ];
 const LIST: &str = "strata.content.v1.ConversationService/ListConversations";
 const LIST_MESSAGES: &str = "strata.content.v1.ConversationService/ListMessages";
+const SEARCH: &str = "strata.content.v1.ConversationService/SearchMessages";
+/// Longest search query.
+const MAX_QUERY: usize = 200;
 
 fn conversation_proto(row: &store::ConversationRow) -> pb::Conversation {
     pb::Conversation {
@@ -683,8 +686,114 @@ pub async fn fork_conversation(
     })
 }
 
+/// `SearchMessages`.
+pub async fn search_messages(
+    h: &ContentHandlers,
+    request: Request<pb::SearchMessagesRequest>,
+) -> Result<pb::SearchMessagesResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let query = req.query.trim();
+    let mut v = Violations::new();
+    validate::text(&mut v, "query", query, 1, MAX_QUERY);
+    let role = match pb::Role::try_from(req.role) {
+        Ok(pb::Role::Unspecified) => None,
+        Ok(role) => Some(role as i16),
+        Err(_) => {
+            v.add("role", "is not a Role");
+            None
+        }
+    };
+    let agent_id = optional_id(&mut v, "agent_id", &req.agent_id);
+    let project_id = optional_id(&mut v, "project_id", &req.project_id);
+    let range = req.time_range.unwrap_or_default();
+    let mut bound = |field: &str, t: Option<&prost_types::Timestamp>| {
+        t.and_then(|t| {
+            let time = from_timestamp(t);
+            if time.is_none() {
+                v.add(field, "is not a valid timestamp");
+            }
+            time
+        })
+    };
+    let since = bound("time_range.start_time", range.start_time.as_ref());
+    let until = bound("time_range.end_time", range.end_time.as_ref());
+    v.finish()?;
+    let limit = page_size_within(req.page_size, 20, 100)?;
+    let filter = store::MessageFilter {
+        role,
+        agent_id,
+        project_id,
+        since,
+        until,
+    };
+    let role_key = req.role.to_string();
+    let (since_key, until_key) = (
+        since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        until.map(|t| t.to_rfc3339()).unwrap_or_default(),
+    );
+    let context = PageContext::new(
+        SEARCH,
+        &principal.user_id,
+        &[
+            query,
+            &role_key,
+            &req.agent_id,
+            &req.project_id,
+            &since_key,
+            &until_key,
+        ],
+    );
+    let after = match KeyCursor::decode(&req.page_token, &context)? {
+        None => None,
+        Some(cursor) => {
+            let mut reader = cursor.reader();
+            let rank = reader.f64()?;
+            let id = Uuid::parse_str(&reader.str()?)
+                .map_err(|_| ApiError::invalid("page_token", "is not a token of this list"))?;
+            reader.end()?;
+            Some((rank, id))
+        }
+    };
+    let mut conn = h.ctx.db.get().await?;
+    let found = store::search_messages(
+        &mut conn,
+        principal.user_id,
+        query,
+        &filter,
+        after,
+        limit + 1,
+    )
+    .await?;
+    drop(conn);
+    let (found, next_page_token) = finish_page(found, limit, |last| {
+        KeyCursor::default()
+            .push_f64(last.rank)
+            .push_str(&last.message.id.to_string())
+            .encode(&context)
+    });
+    Ok(pb::SearchMessagesResponse {
+        hits: found
+            .iter()
+            .map(|f| pb::MessageHit {
+                message: Some(message_proto(&f.message)),
+                rank: f.rank,
+                snippet: f.snippet.clone(),
+            })
+            .collect(),
+        next_page_token,
+    })
+}
+
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
+    async fn search_messages(
+        &self,
+        request: Request<pb::SearchMessagesRequest>,
+    ) -> Result<tonic::Response<pb::SearchMessagesResponse>, tonic::Status> {
+        strata_errors::respond(search_messages(self, request).await)
+    }
+
     async fn fork_conversation(
         &self,
         request: Request<pb::ForkConversationRequest>,

@@ -381,8 +381,9 @@ pub async fn append_messages(
         let rows: Vec<MessageRow> = diesel::sql_query(format!(
             "WITH inserted AS ( \
                INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
-                 parts, created_at) \
-               SELECT $1, s, i, p, r, j, $7 \
+                 parts, created_at, owner_id) \
+               SELECT $1, s, i, p, r, j, $7, \
+                 (SELECT owner_id FROM content.conversations WHERE id = $1) \
                FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::smallint[], $6::jsonb[]) \
                  AS u(s, i, p, r, j) \
                RETURNING * \
@@ -586,8 +587,8 @@ pub async fn fork(
                SELECT o.*, lag(o.new_id) OVER (ORDER BY o.n) AS new_parent FROM ordered o \
              ), inserted AS ( \
                INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
-                 parts, created_at) \
-               SELECT $3, l.n, l.new_id, l.new_parent, m.role, m.parts, m.created_at \
+                 parts, created_at, owner_id) \
+               SELECT $3, l.n, l.new_id, l.new_parent, m.role, m.parts, m.created_at, $5 \
                FROM linked l JOIN content.messages m ON m.id = l.old_id \
                RETURNING sequence, id, created_at \
              ), counted AS ( \
@@ -604,9 +605,96 @@ pub async fn fork(
         .bind::<SqlUuid, _>(message)
         .bind::<SqlUuid, _>(new.id)
         .bind::<Timestamptz, _>(now)
+        .bind::<SqlUuid, _>(new.owner_id)
         .get_result(conn)
         .await?;
         Ok(Some(copied.copied))
     })
+    .await
+}
+
+/// A message found by search, with its relevance and a snippet.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct FoundMessage {
+    /// The message.
+    #[diesel(embed)]
+    pub message: MessageRow,
+    /// Relevance (`ts_rank_cd`, normalization 1).
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub rank: f64,
+    /// Fragments of its text with the words found marked.
+    #[diesel(sql_type = Text)]
+    pub snippet: String,
+}
+
+/// Which messages a search covers, besides the owner's words.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// `Role` number.
+    pub role: Option<i16>,
+    /// Only conversations with this agent.
+    pub agent_id: Option<Uuid>,
+    /// Only conversations of this project.
+    pub project_id: Option<Uuid>,
+    /// Written at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Written before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `limit` of `owner`'s messages matching the web-search `query` and `filter`, best first
+/// (rank, then id) after `after`, with snippets of the page only. The GIN index over
+/// (owner, words) reads only this owner's matches.
+pub async fn search_messages(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    query: &str,
+    filter: &MessageFilter,
+    after: Option<(f64, Uuid)>,
+    limit: i64,
+) -> Result<Vec<FoundMessage>, diesel::result::Error> {
+    let (rank, id) = after.unzip();
+    let mut conditions = Vec::new();
+    if filter.role.is_some() {
+        conditions.push("m.role = $6");
+    }
+    if filter.agent_id.is_some() || filter.project_id.is_some() {
+        conditions.push(
+            "EXISTS (SELECT 1 FROM content.conversations c WHERE c.id = m.conversation_id \
+             AND ($7::uuid IS NULL OR c.agent_id = $7) AND ($8::uuid IS NULL OR c.project_id = $8))",
+        );
+    }
+    if filter.since.is_some() {
+        conditions.push("m.created_at >= $9");
+    }
+    if filter.until.is_some() {
+        conditions.push("m.created_at < $10");
+    }
+    let extra: String = conditions.iter().map(|c| format!(" AND {c}")).collect();
+    diesel::sql_query(format!(
+        "WITH q AS NOT MATERIALIZED (SELECT websearch_to_tsquery('english', $1) AS query), \
+         hits AS ( \
+           SELECT {MESSAGE_COLUMNS}, ts_rank_cd(m.document, q.query, 1)::float8 AS rank \
+           FROM content.messages m, q \
+           WHERE m.owner_id = $2 AND m.document @@ q.query{extra} \
+         ), page AS ( \
+           SELECT * FROM hits WHERE ($3::float8 IS NULL OR (rank, id) < ($3, $4)) \
+           ORDER BY rank DESC, id DESC LIMIT $5 \
+         ) \
+         SELECT page.*, ts_headline('english', content.message_text(page.parts), q.query, \
+           'StartSel=<b>, StopSel=</b>, MaxFragments=2, MaxWords=20, MinWords=5') AS snippet \
+         FROM page, q ORDER BY page.rank DESC, page.id DESC"
+    ))
+    .bind::<Text, _>(query)
+    .bind::<SqlUuid, _>(owner)
+    .bind::<Nullable<diesel::sql_types::Double>, _>(rank)
+    .bind::<Nullable<SqlUuid>, _>(id)
+    .bind::<BigInt, _>(limit)
+    .bind::<Nullable<SmallInt>, _>(filter.role)
+    .bind::<Nullable<SqlUuid>, _>(filter.agent_id)
+    .bind::<Nullable<SqlUuid>, _>(filter.project_id)
+    .bind::<Nullable<Timestamptz>, _>(filter.since)
+    .bind::<Nullable<Timestamptz>, _>(filter.until)
+    .load(conn)
     .await
 }

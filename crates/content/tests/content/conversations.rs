@@ -821,3 +821,142 @@ async fn a_fork_copies_the_path_to_any_message_and_stays_independent() {
         .unwrap_err();
     assert_eq!(foreign.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn search_finds_the_callers_messages_ranked_with_snippets_and_filters() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let (ada, eve) = (h.user().await, h.user().await);
+    let baking = create(&mut c, &ada, pb::Conversation::default()).await;
+    let made = append(
+        &mut c,
+        &ada,
+        &baking.id,
+        "",
+        vec![
+            text(pb::Role::User, "How do I bake sourdough bread?"),
+            text(
+                pb::Role::Assistant,
+                "Feed the starter, shape the bread, then bake the bread in a hot oven.",
+            ),
+            pb::NewMessage {
+                role: pb::Role::Tool.into(),
+                parts: vec![pb::Part {
+                    kind: Some(pb::part::Kind::ToolResult(pb::ToolResult {
+                        call_id: "c1".into(),
+                        content: "oven temperature 250 degrees".into(),
+                        is_error: false,
+                    })),
+                }],
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let prices = create(&mut c, &ada, pb::Conversation::default()).await;
+    append(
+        &mut c,
+        &ada,
+        &prices.id,
+        "",
+        vec![text(pb::Role::User, "bread prices in Paris")],
+    )
+    .await
+    .unwrap();
+    let secret = create(&mut c, &eve, pb::Conversation::default()).await;
+    append(
+        &mut c,
+        &eve,
+        &secret.id,
+        "",
+        vec![text(pb::Role::User, "my sourdough bread secret")],
+    )
+    .await
+    .unwrap();
+    let search = async |c: &mut Client, user: &TestUser, request: pb::SearchMessagesRequest| {
+        c.search_messages(bearer(request, &user.token))
+            .await
+            .map(|r| r.into_inner())
+    };
+    let ask = |query: &str| pb::SearchMessagesRequest {
+        query: query.into(),
+        ..Default::default()
+    };
+    let found = search(&mut c, &ada, ask("bread")).await.unwrap();
+    let ids: Vec<&str> = found
+        .hits
+        .iter()
+        .map(|h| h.message.as_ref().unwrap().id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "Ada's three messages with bread, not Eve's");
+    // Twice in the answer ranks above once.
+    assert_eq!(ids[0], made[1].id);
+    assert!(found.hits[0].rank > found.hits[1].rank);
+    assert!(
+        found.hits[0].snippet.contains("<b>bread</b>"),
+        "{:?}",
+        found.hits[0]
+    );
+    // Tools' answers are searched; Eve finds only her own.
+    let tool = search(&mut c, &ada, ask("temperature")).await.unwrap();
+    assert_eq!(tool.hits[0].message.as_ref().unwrap().id, made[2].id);
+    let eves = search(&mut c, &eve, ask("oven")).await.unwrap();
+    assert!(eves.hits.is_empty());
+    // Filters: a role, a time range.
+    let answers = search(
+        &mut c,
+        &ada,
+        pb::SearchMessagesRequest {
+            role: pb::Role::Assistant.into(),
+            ..ask("bread")
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(answers.hits.len(), 1);
+    let later = search(
+        &mut c,
+        &ada,
+        pb::SearchMessagesRequest {
+            time_range: Some(strata_proto::common::TimeRange {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: chrono::Utc::now().timestamp() + 3600,
+                    nanos: 0,
+                }),
+                end_time: None,
+            }),
+            ..ask("bread")
+        },
+    )
+    .await
+    .unwrap();
+    assert!(later.hits.is_empty());
+    // Pages of one: the same three, once each.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = search(
+            &mut c,
+            &ada,
+            pb::SearchMessagesRequest {
+                page_size: 1,
+                page_token: token,
+                ..ask("bread")
+            },
+        )
+        .await
+        .unwrap();
+        seen.extend(
+            page.hits
+                .iter()
+                .map(|h| h.message.as_ref().unwrap().id.clone()),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ids);
+    let empty = search(&mut c, &ada, ask("  ")).await.unwrap_err();
+    assert_eq!(violations(&empty), ["query"]);
+}

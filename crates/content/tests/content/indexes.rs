@@ -49,10 +49,13 @@ async fn content_queries_use_their_indexes() {
            now() - g * interval '1 minute', now() - g * interval '1 minute', now() \
          FROM generate_series(1, 30000) g; \
          INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, parts, \
-           created_at) \
+           created_at, owner_id) \
          SELECT md5('c' || c)::uuid, n, md5(c || '-' || n)::uuid, \
            CASE WHEN n > 1 THEN md5(c || '-' || (n - 1))::uuid END, 1 + n % 2, \
-           '[{{\"text\": \"hello\"}}]', now() \
+           jsonb_build_array(jsonb_build_object('text', \
+             'hello ' || (ARRAY['bread', 'travel', 'code', 'music'])[1 + n % 4] || ' ' || n)), \
+           now(), \
+           CASE WHEN c % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((c % 2000)::text)::uuid END \
          FROM generate_series(1, 300) c, generate_series(1, 100) n ORDER BY c, n; \
          ANALYZE content.search_words, content.conversations, content.messages"
     ))
@@ -219,6 +222,18 @@ async fn content_queries_use_their_indexes() {
             })
             .await,
             &["messages_id_key"],
+        ),
+        (
+            "search my messages",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = conversations::MessageFilter {
+                    role: Some(2),
+                    ..Default::default()
+                };
+                conversations::search_messages(c, heavy, "bread", &filter, None, 21).await
+            })
+            .await,
+            &["messages_owner_document_idx"],
         ),
         (
             "trending recomputation",
