@@ -106,6 +106,18 @@ pub fn id(field: &str, value: &str) -> Result<Uuid, crate::ContentError> {
         .ok_or_else(|| crate::ContentError::invalid(field, "must be a UUID"))
 }
 
+/// An optional id field: empty, or a UUID (as [`id`] takes it).
+pub fn optional_id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
+    if value.is_empty() {
+        return None;
+    }
+    let id = id(field, value).ok();
+    if id.is_none() {
+        v.add(field, "must be empty or a UUID");
+    }
+    id
+}
+
 /// An optional AIP-155 `request_id`: empty, or a UUID.
 pub fn request_id(v: &mut Violations, value: &str) -> Option<Uuid> {
     if value.is_empty() {

@@ -193,6 +193,12 @@ impl KeyCursor {
         self.push_i64(value.to_bits() as i64)
     }
 
+    /// Appends an id key.
+    pub fn push_uuid(mut self, value: &Uuid) -> Self {
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
     /// Appends a text key (cut at [`MAX_KEY_BYTES`], which no sort key comes near).
     pub fn push_str(mut self, value: &str) -> Self {
         let bytes = &value.as_bytes()[..value.len().min(MAX_KEY_BYTES / 2)];
@@ -251,6 +257,11 @@ impl KeyReader<'_> {
         } else {
             Err(not_a_token())
         }
+    }
+
+    /// The next id key.
+    pub fn uuid(&mut self) -> Result<Uuid, ApiError> {
+        Uuid::from_slice(self.take(16)?).map_err(|_| not_a_token())
     }
 
     /// The next text key.
@@ -320,17 +331,24 @@ mod tests {
     #[test]
     fn key_cursors_round_trip_and_refuse_what_they_do_not_hold() {
         let context = PageContext::new("svc/Rank", &Uuid::nil(), &["a"]);
+        let id = Uuid::now_v7();
         let token = KeyCursor::default()
             .push_f64(12.5)
             .push_i64(-7)
             .push_str("gpt-4o")
+            .push_uuid(&id)
             .encode(&context);
         let cursor = KeyCursor::decode(&token, &context).unwrap().unwrap();
         let mut keys = cursor.reader();
         assert_eq!(keys.f64().unwrap(), 12.5);
         assert_eq!(keys.i64().unwrap(), -7);
         assert_eq!(keys.str().unwrap(), "gpt-4o");
+        assert_eq!(keys.uuid().unwrap(), id);
         keys.end().unwrap();
+        let no_id = KeyCursor::decode(&KeyCursor::default().push_i64(1).encode(&context), &context)
+            .unwrap()
+            .unwrap();
+        assert!(no_id.reader().uuid().is_err());
         let mut short = cursor.reader();
         short.f64().unwrap();
         assert!(short.end().is_err());

@@ -61,23 +61,6 @@ impl Peer {
         self.channel.get().cloned()
     }
 
-    /// The gRPC name of the service it reaches.
-    pub fn service(&self) -> &'static str {
-        self.service
-    }
-
-    /// A peer that reaches the service at `url` from the start (tests, tools).
-    pub fn at(service: &'static str, url: &str) -> Result<Self, Error> {
-        let peer = Self {
-            service,
-            setting: "url",
-            url: Some(url.to_owned()),
-            channel: Arc::default(),
-        };
-        peer.connect(url)?;
-        Ok(peer)
-    }
-
     /// Sets the channel to `url` (lazily connected).
     fn connect(&self, url: &str) -> Result<(), Error> {
         let channel = lazy_channel(url)

@@ -327,24 +327,12 @@ pub async fn create_agent(
     };
     let mut conn = h.ctx.db.get().await?;
     let owner = principal.user_id;
-    let id = match versioned::replayed(&mut conn, AGENTS.items, owner, request_id, &hash).await? {
-        Some(id) => id,
-        None => match store::insert_agent(&mut conn, &new, db_now()).await {
-            Ok(id) => id,
-            Err(e) => {
-                let request = (request_id, hash.as_slice());
-                versioned::create_failed(
-                    &mut conn,
-                    (AGENTS.items, AGENTS.what),
-                    owner,
-                    request,
-                    e,
-                    None,
-                )
-                .await?
-            }
-        },
-    };
+    let request = (request_id, hash.as_slice());
+    let table = (AGENTS.items, AGENTS.what);
+    let id = versioned::create_once(&mut conn, table, owner, request, None, async |c| {
+        store::insert_agent(c, &new, db_now()).await
+    })
+    .await?;
     drop(conn);
     let mut agent = (*h.visible_agent(&principal, id).await?).clone();
     agent.version = Some((*h.agent_version(id, 1).await?).clone());

@@ -291,8 +291,9 @@ pub async fn create_conversation(
     );
     validate::labels(&mut v, "conversation.labels", &conversation.labels);
     let request_id = validate::request_id(&mut v, &req.request_id);
-    let agent = optional_id(&mut v, "conversation.agent_id", &conversation.agent_id);
-    let project = optional_id(&mut v, "conversation.project_id", &conversation.project_id);
+    let agent = validate::optional_id(&mut v, "conversation.agent_id", &conversation.agent_id);
+    let project =
+        validate::optional_id(&mut v, "conversation.project_id", &conversation.project_id);
     v.finish()?;
     let labels = validate::labels_json(&conversation.labels);
     let hash = request_hash(&[
@@ -351,20 +352,6 @@ pub async fn create_conversation(
     })
 }
 
-/// An optional id field: empty, or a UUID.
-fn optional_id(v: &mut Violations, field: &str, value: &str) -> Option<Uuid> {
-    if value.is_empty() {
-        return None;
-    }
-    match validate::id(field, value) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            v.add(field, "must be empty or a UUID");
-            None
-        }
-    }
-}
-
 /// `GetConversation`.
 pub async fn get_conversation(
     h: &ContentHandlers,
@@ -404,8 +391,8 @@ pub async fn list_conversations(
     let limit = page_size(req.page_size)?;
     let fields = validate::read_mask(req.read_mask.as_ref(), FIELDS)?;
     let mut v = Violations::new();
-    let agent_id = optional_id(&mut v, "agent_id", &req.agent_id);
-    let project_id = optional_id(&mut v, "project_id", &req.project_id);
+    let agent_id = validate::optional_id(&mut v, "agent_id", &req.agent_id);
+    let project_id = validate::optional_id(&mut v, "project_id", &req.project_id);
     let archived = match pb::ArchivedFilter::try_from(req.archived) {
         Ok(pb::ArchivedFilter::Unspecified | pb::ArchivedFilter::Active) => Some(false),
         Ok(pb::ArchivedFilter::Archived) => Some(true),
@@ -520,7 +507,7 @@ pub async fn append_messages(
     let req = request.into_inner();
     let id = validate::id("conversation_id", &req.conversation_id)?;
     let mut v = Violations::new();
-    let parent = optional_id(&mut v, "parent_id", &req.parent_id);
+    let parent = validate::optional_id(&mut v, "parent_id", &req.parent_id);
     let request_id = validate::request_id(&mut v, &req.request_id);
     let mut messages = Vec::new();
     if req.messages.is_empty() || req.messages.len() > MAX_MESSAGES {
@@ -573,7 +560,7 @@ pub async fn list_messages(
     let req = request.into_inner();
     let id = validate::id("conversation_id", &req.conversation_id)?;
     let mut v = Violations::new();
-    let leaf = optional_id(&mut v, "leaf_id", &req.leaf_id);
+    let leaf = validate::optional_id(&mut v, "leaf_id", &req.leaf_id);
     v.finish()?;
     let limit = page_size_within(req.page_size, MESSAGE_PAGE.0, MESSAGE_PAGE.1)?;
     let conversation = h.visible_conversation(&principal, id).await?;
@@ -588,8 +575,7 @@ pub async fn list_messages(
     let (leaf, bound) = match KeyCursor::decode(&req.page_token, &context)? {
         Some(cursor) => {
             let mut reader = cursor.reader();
-            let leaf = Uuid::parse_str(&reader.str()?)
-                .map_err(|_| ApiError::invalid("page_token", "is not a token of this list"))?;
+            let leaf = reader.uuid()?;
             let sequence = reader.i64()?;
             reader.end()?;
             (leaf, Some(sequence))
@@ -613,10 +599,9 @@ pub async fn list_messages(
     }
     let rows = store::branch_page(&mut conn, id, leaf, page, limit + 1).await?;
     drop(conn);
-    let leaf_text = leaf.to_string();
     let (rows, next_page_token) = finish_page(rows, limit, |last| {
         KeyCursor::default()
-            .push_str(&leaf_text)
+            .push_uuid(&leaf)
             .push_i64(last.sequence)
             .encode(&context)
     });
@@ -704,8 +689,8 @@ pub async fn search_messages(
             None
         }
     };
-    let agent_id = optional_id(&mut v, "agent_id", &req.agent_id);
-    let project_id = optional_id(&mut v, "project_id", &req.project_id);
+    let agent_id = validate::optional_id(&mut v, "agent_id", &req.agent_id);
+    let project_id = validate::optional_id(&mut v, "project_id", &req.project_id);
     let range = req.time_range.unwrap_or_default();
     let mut bound = |field: &str, t: Option<&prost_types::Timestamp>| {
         t.and_then(|t| {
@@ -744,17 +729,7 @@ pub async fn search_messages(
             &until_key,
         ],
     );
-    let after = match KeyCursor::decode(&req.page_token, &context)? {
-        None => None,
-        Some(cursor) => {
-            let mut reader = cursor.reader();
-            let rank = reader.f64()?;
-            let id = Uuid::parse_str(&reader.str()?)
-                .map_err(|_| ApiError::invalid("page_token", "is not a token of this list"))?;
-            reader.end()?;
-            Some((rank, id))
-        }
-    };
+    let after = versioned::rank_after(&req.page_token, &context)?;
     let mut conn = h.ctx.db.get().await?;
     let found = store::search_messages(
         &mut conn,
@@ -767,10 +742,7 @@ pub async fn search_messages(
     .await?;
     drop(conn);
     let (found, next_page_token) = finish_page(found, limit, |last| {
-        KeyCursor::default()
-            .push_f64(last.rank)
-            .push_str(&last.message.id.to_string())
-            .encode(&context)
+        versioned::rank_token(last.rank, &last.message.id, &context)
     });
     Ok(pb::SearchMessagesResponse {
         hits: found

@@ -261,17 +261,16 @@ pub async fn create_project(
     };
     let mut conn = h.ctx.db.get().await?;
     let owner = principal.user_id;
-    let id = match versioned::replayed(&mut conn, PROJECTS, owner, request_id, &hash).await? {
-        Some(id) => id,
-        None => match store::insert_project(&mut conn, &new, db_now()).await {
-            Ok(id) => id,
-            Err(e) => {
-                let request = (request_id, hash.as_slice());
-                let table = (PROJECTS, "project");
-                versioned::create_failed(&mut conn, table, owner, request, e, None).await?
-            }
-        },
-    };
+    let request = (request_id, hash.as_slice());
+    let id = versioned::create_once(
+        &mut conn,
+        (PROJECTS, "project"),
+        owner,
+        request,
+        None,
+        async |c| store::insert_project(c, &new, db_now()).await,
+    )
+    .await?;
     drop(conn);
     let project = (*h.visible_project(&principal, id).await?).clone();
     Ok(pb::CreateProjectResponse {
@@ -347,7 +346,7 @@ fn public_token(
         Key::Time(t) => cursor.push_i64(t.timestamp_micros()),
         Key::Rank(r) => cursor.push_f64(r),
     };
-    cursor.push_str(&row.id.to_string()).encode(context)
+    cursor.push_uuid(&row.id).encode(context)
 }
 
 fn read_public_token(
@@ -368,7 +367,7 @@ fn read_public_token(
         }
         Order::Trending => Key::Rank(reader.f64()?),
     };
-    let id = Uuid::parse_str(&reader.str()?).map_err(|_| bad())?;
+    let id = reader.uuid()?;
     reader.end()?;
     Ok(Some((phase, key, id)))
 }
@@ -455,24 +454,11 @@ pub async fn search_projects(
     let query = req.query.trim();
     let limit = page_size_within(req.page_size, 20, 100)?;
     let context = PageContext::new(SEARCH, &principal.user_id, &[query]);
-    let after = match KeyCursor::decode(&req.page_token, &context)? {
-        None => None,
-        Some(cursor) => {
-            let mut reader = cursor.reader();
-            let rank = reader.f64()?;
-            let id = Uuid::parse_str(&reader.str()?)
-                .map_err(|_| ApiError::invalid("page_token", "is not a token of this list"))?;
-            reader.end()?;
-            Some((rank, id))
-        }
-    };
+    let after = versioned::rank_after(&req.page_token, &context)?;
     let mut conn = h.ctx.db.get().await?;
     let found = store::search(&mut conn, principal.user_id, query, after, limit + 1).await?;
     let (found, next_page_token) = finish_page(found, limit, |last| {
-        KeyCursor::default()
-            .push_f64(last.rank)
-            .push_str(&last.project.id.to_string())
-            .encode(&context)
+        versioned::rank_token(last.rank, &last.project.id, &context)
     });
     let mut results: Vec<pb::SearchResult> = found
         .iter()

@@ -229,25 +229,13 @@ pub async fn create_prompt(
     };
     let mut conn = h.ctx.db.get().await?;
     let owner = principal.user_id;
-    let id = match versioned::replayed(&mut conn, PROMPTS.items, owner, request_id, &hash).await? {
-        Some(id) => id,
-        None => match store::insert_prompt(&mut conn, &new, db_now()).await {
-            Ok(id) => id,
-            Err(e) => {
-                let request = (request_id, hash.as_slice());
-                let name_key = Some("prompts_owner_name_key");
-                versioned::create_failed(
-                    &mut conn,
-                    (PROMPTS.items, PROMPTS.what),
-                    owner,
-                    request,
-                    e,
-                    name_key,
-                )
-                .await?
-            }
-        },
-    };
+    let request = (request_id, hash.as_slice());
+    let table = (PROMPTS.items, PROMPTS.what);
+    let name_key = Some("prompts_owner_name_key");
+    let id = versioned::create_once(&mut conn, table, owner, request, name_key, async |c| {
+        store::insert_prompt(c, &new, db_now()).await
+    })
+    .await?;
     drop(conn);
     let mut prompt = (*h.visible_prompt(&principal, id).await?).clone();
     prompt.version = Some((*h.prompt_version(id, 1).await?).clone());

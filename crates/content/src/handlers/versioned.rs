@@ -61,6 +61,26 @@ pub async fn replayed(
     }
 }
 
+/// The item a create makes, once per `request_id`: the one an earlier attempt made (a
+/// retry), else the one `insert` makes; a failed insert answers as [`create_failed`] says
+/// (`table`: the items table and what they are; `name_key`: their unique index of names).
+pub async fn create_once(
+    conn: &mut AsyncPgConnection,
+    table: (&str, &'static str),
+    owner: Uuid,
+    request: (Option<Uuid>, &[u8]),
+    name_key: Option<&str>,
+    insert: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<Uuid, DieselError>,
+) -> Result<Uuid, ContentError> {
+    if let Some(id) = replayed(conn, table.0, owner, request.0, request.1).await? {
+        return Ok(id);
+    }
+    match insert(conn).await {
+        Ok(id) => Ok(id),
+        Err(e) => create_failed(conn, table, owner, request, e, name_key).await,
+    }
+}
+
 /// What a failed create answers: a concurrent retry of the same request, the item it made;
 /// a taken name (the unique index `name_key`), ALREADY_EXISTS; anything else as is.
 pub async fn create_failed(
@@ -112,6 +132,26 @@ pub fn version_after(token: &str, context: &PageContext) -> Result<Option<i32>, 
 /// The token of the page after one ending at version (or move) `n`.
 pub fn number_token(n: i64, context: &PageContext) -> String {
     KeyCursor::default().push_i64(n).encode(context)
+}
+
+/// The `(rank, id)` a ranked search's page token ends at.
+pub fn rank_after(token: &str, context: &PageContext) -> Result<Option<(f64, Uuid)>, ApiError> {
+    let Some(cursor) = KeyCursor::decode(token, context)? else {
+        return Ok(None);
+    };
+    let mut reader = cursor.reader();
+    let rank = reader.f64()?;
+    let id = reader.uuid()?;
+    reader.end()?;
+    Ok(Some((rank, id)))
+}
+
+/// The token of the ranked page after one ending at `(rank, id)`.
+pub fn rank_token(rank: f64, id: &Uuid, context: &PageContext) -> String {
+    KeyCursor::default()
+        .push_f64(rank)
+        .push_uuid(id)
+        .encode(context)
 }
 
 /// The version `selected` gives `subject`, and the label that selected it (empty for a

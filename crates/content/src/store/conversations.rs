@@ -3,11 +3,11 @@
 //! are gap-free and increase in commit order (the row lock is held to commit).
 
 use chrono::{DateTime, Utc};
-use diesel::QueryableByName;
 use diesel::sql_types::{
     Array, BigInt, Bool, Bytea, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz,
     Uuid as SqlUuid,
 };
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -331,8 +331,7 @@ pub async fn append_messages(
         .bind::<Nullable<SqlUuid>, _>(owner)
         .get_result(conn)
         .await
-        .map(Some)
-        .or_else(not_found_is_none)?;
+        .optional()?;
         let Some(locked) = locked else {
             return Ok(Appended::NotFound);
         };
@@ -345,8 +344,7 @@ pub async fn append_messages(
             .bind::<SqlUuid, _>(request_id)
             .get_result(conn)
             .await
-            .map(Some)
-            .or_else(not_found_is_none)?;
+            .optional()?;
             if let Some(earlier) = earlier {
                 if earlier.request_hash != hash {
                     return Ok(Appended::Conflict);
@@ -423,14 +421,6 @@ pub async fn append_messages(
         Ok(Appended::Messages(rows))
     })
     .await
-}
-
-/// `None` for a query that found no row.
-fn not_found_is_none<T>(e: diesel::result::Error) -> Result<Option<T>, diesel::result::Error> {
-    match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    }
 }
 
 /// The messages of conversation `id` numbered `first..=last`, in order.
