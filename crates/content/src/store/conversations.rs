@@ -307,6 +307,8 @@ pub async fn append_messages(
 ) -> Result<Appended, diesel::result::Error> {
     #[derive(QueryableByName)]
     struct Locked {
+        #[diesel(sql_type = SqlUuid)]
+        owner_id: Uuid,
         #[diesel(sql_type = BigInt)]
         last_sequence: i64,
         #[diesel(sql_type = Nullable<SqlUuid>)]
@@ -324,7 +326,7 @@ pub async fn append_messages(
     let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
     conn.transaction(async |conn| {
         let locked: Option<Locked> = diesel::sql_query(
-            "SELECT last_sequence, active_leaf FROM content.conversations \
+            "SELECT owner_id, last_sequence, active_leaf FROM content.conversations \
              WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) FOR NO KEY UPDATE",
         )
         .bind::<SqlUuid, _>(id)
@@ -380,8 +382,7 @@ pub async fn append_messages(
             "WITH inserted AS ( \
                INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
                  parts, created_at, owner_id) \
-               SELECT $1, s, i, p, r, j, $7, \
-                 (SELECT owner_id FROM content.conversations WHERE id = $1) \
+               SELECT $1, s, i, p, r, j, $7, $11 \
                FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::smallint[], $6::jsonb[]) \
                  AS u(s, i, p, r, j) \
                RETURNING * \
@@ -403,6 +404,7 @@ pub async fn append_messages(
         .bind::<BigInt, _>(first + n - 1)
         .bind::<BigInt, _>(n)
         .bind::<Nullable<SqlUuid>, _>(ids.last().copied())
+        .bind::<SqlUuid, _>(locked.owner_id)
         .load(conn)
         .await?;
         if let Some((request_id, hash)) = request {
