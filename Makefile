@@ -28,6 +28,17 @@ WITH_KEK = if [ -z "$${STRATA_AUTH_KEY_ENCRYPTION_KEY:-}" ]; then \
 		STRATA_AUTH_KEY_ENCRYPTION_KEY=$$(cat $(KEK_FILE)); export STRATA_AUTH_KEY_ENCRYPTION_KEY; \
 	fi &&
 
+# The API key content's usage shipper sends messages' token usage to analytics with
+# (STRATA_CONTENT_USAGE_KEY): a key of the service account usage-shipper@strata.internal, made
+# by the CLI into .strata/usage-key and kept while it works, unless the environment sets one.
+# Prefix for a recipe line, after the migrations ran.
+USAGE_KEY_FILE := .strata/usage-key
+WITH_USAGE_KEY = if [ -z "$${STRATA_CONTENT_USAGE_KEY:-}" ]; then \
+		$(STRATA) auth service-key --email usage-shipper@strata.internal --name usage-shipper \
+			--scope usage:write --file $(USAGE_KEY_FILE) && \
+		STRATA_CONTENT_USAGE_KEY=$$(cat $(USAGE_KEY_FILE)); export STRATA_CONTENT_USAGE_KEY; \
+	fi &&
+
 # Defaults for running the server and the migrations locally; the environment wins.
 APP_TARGETS := run db-migrate db-status db-revert db-generate
 $(APP_TARGETS): export STRATA_ENV ?= development
@@ -55,7 +66,7 @@ build: ## build the workspace (debug), as run and test do
 run: ## start the infrastructure, apply migrations, serve all services
 	$(WITH_INFRA) $(BUILD) && \
 		$(WITH_KEK) $(STRATA) migrate run && \
-		exec $(STRATA) serve all
+		$(WITH_USAGE_KEY) exec $(STRATA) serve all
 
 # Doctests are not run: nextest does not run them, and `cargo test --doc` links one binary per
 # doctest, which is slow on a 2-core machine. Without cargo-nextest, plain `cargo test` runs the

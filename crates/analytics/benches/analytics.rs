@@ -375,6 +375,7 @@ async fn run() {
                             seconds: now.timestamp(),
                             nanos: 0,
                         }),
+                        ..Default::default()
                     })
                     .collect();
                 let sent = Instant::now();

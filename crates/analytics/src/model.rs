@@ -4,6 +4,10 @@
 use chrono::{DateTime, Duration, Utc};
 use strata_proto::analytics as pb;
 use strata_runtime::time::from_timestamp;
+pub use strata_runtime::usage::{
+    MAX_COST_DOLLARS, MAX_COST_SCALE, MAX_MODEL_CHARS, MAX_PROVIDER_LEN, MAX_TOKENS, check_cost,
+};
+use strata_runtime::usage::{check_model, check_provider, check_tokens};
 use uuid::Uuid;
 
 use strata_errors::Violations;
@@ -14,18 +18,8 @@ use crate::error::Violation;
 pub const MAX_BATCH: usize = 1000;
 /// Longest idempotency key, in bytes (printable ASCII only).
 pub const MAX_KEY_LEN: usize = 128;
-/// Longest model name, in characters.
-pub const MAX_MODEL_CHARS: usize = 100;
-/// Longest provider name.
-pub const MAX_PROVIDER_LEN: usize = 50;
-/// Most tokens of one kind in one call.
-pub const MAX_TOKENS: i64 = 100_000_000;
 /// Largest latency accepted, in milliseconds (one day).
 pub const MAX_LATENCY_MS: i64 = 86_400_000;
-/// Largest cost of one call, in US dollars.
-pub const MAX_COST_DOLLARS: u64 = 1_000_000;
-/// Most decimal places of a cost (the column is `numeric(20, 10)`).
-pub const MAX_COST_SCALE: usize = 10;
 /// How far ahead of the server's clock an event may be (clock skew).
 pub const MAX_FUTURE_SKEW: Duration = Duration::days(1);
 /// How old an event may be.
@@ -92,6 +86,8 @@ pub struct NewUsage {
     pub project_id: Option<Uuid>,
     /// Conversation, if any.
     pub conversation_id: Option<Uuid>,
+    /// Agent and its version (0: not known), if any.
+    pub agent: Option<(Uuid, i32)>,
     /// Model.
     pub model: String,
     /// Provider.
@@ -131,38 +127,6 @@ fn parse_optional_uuid(value: &str) -> Result<Option<Uuid>, &'static str> {
     }
 }
 
-/// Checks a cost: plain decimal text, 0 to [`MAX_COST_DOLLARS`], at most
-/// [`MAX_COST_SCALE`] decimal places. Returns the text PostgreSQL will parse.
-pub fn check_cost(value: &str) -> Result<String, String> {
-    if value.is_empty() {
-        return Err("is required".into());
-    }
-    if value.starts_with('-') {
-        return Err("must not be negative".into());
-    }
-    let (int, frac) = value.split_once('.').unwrap_or((value, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || (value.contains('.') && frac.is_empty()) {
-        return Err("must be a decimal number like \"0.00125\"".into());
-    }
-    if frac.len() > MAX_COST_SCALE {
-        return Err(format!("must have at most {MAX_COST_SCALE} decimal places"));
-    }
-    let int_trimmed = int.trim_start_matches('0');
-    let whole: u64 = if int_trimmed.is_empty() {
-        0
-    } else if int_trimmed.len() > 7 {
-        u64::MAX
-    } else {
-        int_trimmed.parse().unwrap_or(u64::MAX)
-    };
-    let fraction_zero = frac.bytes().all(|b| b == b'0');
-    if whole > MAX_COST_DOLLARS || (whole == MAX_COST_DOLLARS && !fraction_zero) {
-        return Err(format!("must be at most {MAX_COST_DOLLARS}"));
-    }
-    Ok(value.to_owned())
-}
-
 /// Validates one event; problems are added to `violations` under `events[index]`.
 fn check_event(
     index: usize,
@@ -191,27 +155,20 @@ fn check_event(
     let conversation_id = parse_optional_uuid(&event.conversation_id)
         .map_err(|e| violations.add(field("conversation_id"), e))
         .ok();
-    let model = event.model.trim();
-    if model.is_empty() || model.chars().count() > MAX_MODEL_CHARS {
-        violations.add(
-            field("model"),
-            format!("must be 1 to {MAX_MODEL_CHARS} characters"),
-        );
-    } else if model.chars().any(char::is_control) {
-        violations.add(field("model"), "must not contain control characters");
+    let agent_id = parse_optional_uuid(&event.agent_id)
+        .map_err(|e| violations.add(field("agent_id"), e))
+        .ok();
+    if event.agent_version < 0 {
+        violations.add(field("agent_version"), "must not be negative");
+    } else if event.agent_version > 0 && matches!(agent_id, Some(None)) {
+        violations.add(field("agent_version"), "needs agent_id");
     }
-    let provider = event.provider.as_str();
-    if provider.is_empty()
-        || provider.len() > MAX_PROVIDER_LEN
-        || !provider.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
-    {
-        violations.add(
-            field("provider"),
-            format!("must be 1 to {MAX_PROVIDER_LEN} lowercase letters, digits, '-', '_' or '.'"),
-        );
-    }
+    let model = check_model(&event.model)
+        .map_err(|e| violations.add(field("model"), e))
+        .ok();
+    let provider = check_provider(&event.provider)
+        .map_err(|e| violations.add(field("provider"), e))
+        .ok();
     let operation = match pb::Operation::try_from(event.operation) {
         Ok(op) => operation_name(op).or_else(|| {
             violations.add(field("operation"), "is required");
@@ -239,10 +196,8 @@ fn check_event(
         ("prompt_tokens", event.prompt_tokens),
         ("completion_tokens", event.completion_tokens),
     ] {
-        if value < 0 {
-            violations.add(field(name), "must not be negative");
-        } else if value > MAX_TOKENS {
-            violations.add(field(name), format!("must be at most {MAX_TOKENS}"));
+        if let Err(e) = check_tokens(value) {
+            violations.add(field(name), e);
         }
     }
     // Stored in whole milliseconds, rounded to the nearest.
@@ -306,8 +261,9 @@ fn check_event(
         user_id: user_id?,
         project_id: project_id?,
         conversation_id: conversation_id?,
-        model: model.to_owned(),
-        provider: provider.to_owned(),
+        agent: agent_id?.map(|agent| (agent, event.agent_version)),
+        model: model?.to_owned(),
+        provider: provider?.to_owned(),
         operation: operation?,
         prompt_tokens: event.prompt_tokens,
         completion_tokens: event.completion_tokens,
@@ -364,6 +320,8 @@ mod tests {
             user_id: Uuid::now_v7().to_string(),
             project_id: String::new(),
             conversation_id: String::new(),
+            agent_id: String::new(),
+            agent_version: 0,
             model: "gpt-4o".into(),
             provider: "openai".into(),
             operation: pb::Operation::Chat.into(),

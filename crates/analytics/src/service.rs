@@ -396,6 +396,8 @@ fn record_proto(row: store::UsageRow) -> pb::UsageRecord {
                 .conversation_id
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
+            agent_id: row.agent_id.map(|a| a.to_string()).unwrap_or_default(),
+            agent_version: row.agent_version.unwrap_or_default(),
             model: row.model,
             provider: row.provider,
             operation: model::operation_of(&row.operation).into(),

@@ -181,10 +181,11 @@ pub async fn insert_usage(
         "WITH input AS ( \
            SELECT * FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], \
                                 $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[], \
-                                $12::text[], $13::int4[], $14::text[], $15::timestamptz[]) \
+                                $12::text[], $13::int4[], $14::text[], $15::timestamptz[], \
+                                $16::uuid[], $17::int4[]) \
              AS t(id, idempotency_key, user_id, project_id, conversation_id, model, provider, \
                   operation, prompt_tokens, completion_tokens, cost, latency_ms, status, \
-                  occurred_at) \
+                  occurred_at, agent_id, agent_version) \
          ), fresh AS ( \
            INSERT INTO analytics.usage_keys (producer_id, idempotency_key, usage_id) \
            SELECT $1, idempotency_key, id FROM input \
@@ -193,10 +194,11 @@ pub async fn insert_usage(
          ) \
          INSERT INTO analytics.token_usage (id, producer_id, idempotency_key, user_id, \
              project_id, conversation_id, model, provider, operation, prompt_tokens, \
-             completion_tokens, cost, latency_ms, status, occurred_at) \
+             completion_tokens, cost, latency_ms, status, occurred_at, agent_id, agent_version) \
          SELECT i.id, $1, i.idempotency_key, i.user_id, i.project_id, i.conversation_id, \
                 i.model, i.provider, i.operation, i.prompt_tokens, i.completion_tokens, \
-                i.cost::numeric, i.latency_ms, i.status, i.occurred_at \
+                i.cost::numeric, i.latency_ms, i.status, i.occurred_at, i.agent_id, \
+                i.agent_version \
          FROM input i JOIN fresh f ON f.usage_id = i.id \
          RETURNING id",
     )
@@ -219,6 +221,16 @@ pub async fn insert_usage(
     .bind::<Array<Integer>, _>(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<SqlUuid>>, _>(
+        rows.iter()
+            .map(|r| r.agent.map(|a| a.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Integer>>, _>(
+        rows.iter()
+            .map(|r| r.agent.map(|a| a.1).filter(|v| *v > 0))
+            .collect::<Vec<_>>(),
+    )
     .load(conn)
     .await?;
     Ok(inserted.into_iter().map(|r| r.id).collect())
@@ -519,6 +531,12 @@ pub struct UsageRow {
     /// Conversation.
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub conversation_id: Option<Uuid>,
+    /// Agent.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub agent_id: Option<Uuid>,
+    /// Agent version.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub agent_version: Option<i32>,
     /// Model.
     #[diesel(sql_type = Text)]
     pub model: String,
@@ -578,7 +596,7 @@ pub async fn list_usage(
     let mut sql = Sql::default();
     sql.push(
         "SELECT u.id, u.producer_id, u.idempotency_key, u.user_id, u.project_id, \
-           u.conversation_id, u.model, u.provider, u.operation, u.prompt_tokens, \
+           u.conversation_id, u.agent_id, u.agent_version, u.model, u.provider, u.operation, u.prompt_tokens, \
            u.completion_tokens, u.total_tokens, trim_scale(u.cost)::text AS cost, u.latency_ms, \
            u.status, u.occurred_at, u.received_at \
          FROM analytics.token_usage u WHERE true",

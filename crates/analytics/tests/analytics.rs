@@ -190,6 +190,7 @@ fn event(
         }),
         status: pb::CallStatus::Succeeded.into(),
         occur_time: Some(ts(at)),
+        ..Default::default()
     }
 }
 

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod password;
 pub mod revocations;
 pub mod schema;
+pub mod service_accounts;
 pub mod store;
 pub mod throttle;
 pub mod tokens;

@@ -157,6 +157,25 @@ enum AuthAction {
         /// The user's email.
         email: String,
     },
+    /// Make sure a service account (an admin nobody signs in to) exists and has a live API
+    /// key with the given scopes: how one service calls another for every user (content's
+    /// usage shipper: `--scope usage:write`, then STRATA_CONTENT_USAGE_KEY). Prints the
+    /// secret, or with `--file` keeps the key the file holds while it still works and
+    /// otherwise writes a new one there (readable by its owner only).
+    ServiceKey {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The key's name (and the account's display name when it is created).
+        #[arg(long)]
+        name: String,
+        /// A scope of the key, e.g. `usage:write` (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Keep the key in this file if it still works; else write a new one there.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
     /// Retire the current token-signing key and create a new one; replicas switch within a
     /// minute, and tokens signed with the old key stay valid until they expire.
     RotateKeys,
@@ -415,6 +434,37 @@ async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
                 "{email} is now an admin (from their next sign-in or token refresh)"
             )?;
         }
+        AuthAction::ServiceKey {
+            email,
+            name,
+            scopes,
+            file,
+        } => {
+            let kept = match &file {
+                Some(path) => std::fs::read_to_string(path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty()),
+                None => None,
+            };
+            let key = strata_auth::service_accounts::ensure_key(
+                &mut conn,
+                &email,
+                &name,
+                &scopes,
+                kept.as_deref(),
+                chrono::Utc::now(),
+            )
+            .await?;
+            match &file {
+                None => writeln!(out, "{}", key.secret)?,
+                Some(path) if key.created => {
+                    write_private(path, &key.secret)?;
+                    writeln!(out, "new API key of {email} written to {}", path.display())?;
+                }
+                Some(path) => writeln!(out, "the API key in {} still works", path.display())?,
+            }
+        }
         AuthAction::RotateKeys => {
             let auth_config = auth_config(&settings)?;
             let ring = strata_auth::keys::rotate(
@@ -437,6 +487,27 @@ async fn auth(action: AuthAction) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `secret` to `path`, readable and writable by its owner only.
+fn write_private(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
 }
 
 /// The auth settings for a command run outside a server.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use strata_runtime::config::positive_duration;
+use strata_storage::Secret;
 use strata_storage::config::ConfigError;
 use strata_storage::settings::Setting;
 
@@ -39,6 +40,25 @@ pub const TRENDING_SECS: Setting = Setting::new(
     "how often the trending rank of the projects active in the last 7 days is recomputed",
 );
 
+/// `STRATA_CONTENT_USAGE_KEY`
+pub const USAGE_KEY: Setting = Setting::new(
+    "STRATA_CONTENT_USAGE_KEY",
+    "unset (`make run` makes one)",
+    "API key the usage shipper sends messages' token usage to analytics with: a key of an admin account with the `usage:write` scope (`strata auth service-key`); unset, usage waits in the outbox and the task reports it",
+);
+/// `STRATA_CONTENT_USAGE_SHIP_MS`
+pub const USAGE_SHIP_MS: Setting = Setting::new(
+    "STRATA_CONTENT_USAGE_SHIP_MS",
+    "1000",
+    "how often the usage shipper looks for usage to send to analytics (it sends everything due, in batches of 500)",
+);
+/// `STRATA_CONTENT_USAGE_MAX_BACKOFF_MS`
+pub const USAGE_MAX_BACKOFF_MS: Setting = Setting::new(
+    "STRATA_CONTENT_USAGE_MAX_BACKOFF_MS",
+    "30000",
+    "longest pause of the usage shipper while analytics fails (the pause doubles from the shipping interval up to this)",
+);
+
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     MAX_FILE_BYTES,
@@ -46,6 +66,9 @@ pub const SETTINGS: &[Setting] = &[
     MAX_PROJECT_FILES,
     VIEW_FOLD_SECS,
     TRENDING_SECS,
+    USAGE_KEY,
+    USAGE_SHIP_MS,
+    USAGE_MAX_BACKOFF_MS,
 ];
 
 /// Raw settings; field names are the lower-cased variable names.
@@ -61,6 +84,12 @@ pub struct ContentSettings {
     pub strata_content_view_fold_secs: Option<u64>,
     /// `STRATA_CONTENT_TRENDING_SECS`
     pub strata_content_trending_secs: Option<u64>,
+    /// `STRATA_CONTENT_USAGE_KEY`
+    pub strata_content_usage_key: Option<Secret<String>>,
+    /// `STRATA_CONTENT_USAGE_SHIP_MS`
+    pub strata_content_usage_ship_ms: Option<u64>,
+    /// `STRATA_CONTENT_USAGE_MAX_BACKOFF_MS`
+    pub strata_content_usage_max_backoff_ms: Option<u64>,
 }
 
 impl ContentSettings {
@@ -88,6 +117,9 @@ impl ContentSettings {
         };
         let secs = |setting: Setting, value, default| {
             positive_duration(setting.name, value, Duration::from_secs, default)
+        };
+        let millis = |setting: Setting, value, default| {
+            positive_duration(setting.name, value, Duration::from_millis, default)
         };
         Ok(ContentConfig {
             max_file_bytes: count(
@@ -118,6 +150,20 @@ impl ContentSettings {
                 self.strata_content_trending_secs,
                 defaults.trending,
             )?,
+            usage_key: self
+                .strata_content_usage_key
+                .clone()
+                .filter(|k| !k.expose().is_empty()),
+            usage_ship: millis(
+                USAGE_SHIP_MS,
+                self.strata_content_usage_ship_ms,
+                defaults.usage_ship,
+            )?,
+            usage_max_backoff: millis(
+                USAGE_MAX_BACKOFF_MS,
+                self.strata_content_usage_max_backoff_ms,
+                defaults.usage_max_backoff,
+            )?,
         })
     }
 }
@@ -135,6 +181,12 @@ pub struct ContentConfig {
     pub view_fold: Duration,
     /// Interval between recomputations of the trending rank.
     pub trending: Duration,
+    /// The usage shipper's API key (`None`: usage waits in the outbox).
+    pub usage_key: Option<Secret<String>>,
+    /// Interval between the usage shipper's rounds.
+    pub usage_ship: Duration,
+    /// Longest pause of the usage shipper while analytics fails.
+    pub usage_max_backoff: Duration,
 }
 
 impl Default for ContentConfig {
@@ -145,6 +197,9 @@ impl Default for ContentConfig {
             max_project_files: 100_000,
             view_fold: Duration::from_secs(2),
             trending: Duration::from_secs(60),
+            usage_key: None,
+            usage_ship: Duration::from_secs(1),
+            usage_max_backoff: Duration::from_secs(30),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod seed;
 pub mod store;
 pub mod template;
+pub mod usage;
 pub mod validate;
 pub mod versions;
 pub mod views;
@@ -22,20 +23,36 @@ use std::sync::Arc;
 
 pub use error::ContentError;
 pub use handlers::ContentHandlers;
+use strata_proto::analytics::analytics_service_server::SERVICE_NAME as ANALYTICS_SERVICE_NAME;
 use strata_proto::content::agent_service_server::AgentServiceServer;
 use strata_proto::content::conversation_service_server::ConversationServiceServer;
 use strata_proto::content::file_service_server::FileServiceServer;
 use strata_proto::content::project_service_server::ProjectServiceServer;
 use strata_proto::content::prompt_service_server::PromptServiceServer;
 use strata_runtime::ServerBuilder;
+use strata_runtime::config::ANALYTICS_URL;
 use strata_runtime::tasks::Task;
 
 pub use crate::config::ContentConfig;
 
 /// Adds the content services and their background tasks (folding views, ranking
-/// trending projects) to `builder`; returns their handlers.
+/// trending projects, shipping messages' usage to analytics: [`usage`]) to `builder`;
+/// returns their handlers.
 pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<ContentHandlers> {
     let (fold_every, trending_every) = (config.view_fold, config.trending);
+    let analytics = builder.peer(
+        ANALYTICS_SERVICE_NAME,
+        ANALYTICS_URL.name,
+        builder.context().config.analytics_url.clone(),
+    );
+    let shipper = Arc::new(usage::Shipper::new(
+        builder.context().db.clone(),
+        analytics,
+        config.usage_key.clone(),
+        config.usage_ship,
+        config.usage_max_backoff,
+    ));
+    let ship_every = config.usage_ship;
     let handlers = Arc::new(ContentHandlers::new(builder.context(), config));
     let folder = Arc::clone(&handlers);
     builder.add_task(
@@ -56,6 +73,17 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
         let handlers = Arc::clone(&ranker);
         async move { handlers.recompute_trending().await.map(|_| ()) }
     }));
+    let last = Arc::clone(&shipper);
+    builder.add_task(
+        Task::every("content.ship_usage", ship_every, move || {
+            let shipper = Arc::clone(&shipper);
+            async move { shipper.round().await.map(|_| ()) }
+        })
+        .on_shutdown(move || {
+            let shipper = Arc::clone(&last);
+            async move { shipper.drain().await.map(|_| ()) }
+        }),
+    );
     builder.add_service(PromptServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(AgentServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(ProjectServiceServer::from_arc(Arc::clone(&handlers)));

@@ -27,6 +27,8 @@ mod files;
 mod indexes;
 #[path = "content/projects.rs"]
 mod projects;
+#[path = "content/usage.rs"]
+mod usage;
 
 type Client = PromptServiceClient<Channel>;
 

@@ -74,6 +74,12 @@ pub const CONTENT_URL: Setting = Setting::new(
     "this process, when it serves content",
     "where the content service is: analytics asks it who owns a project before showing the project's usage (with the caller's credentials and trace context)",
 );
+/// `STRATA_ANALYTICS_URL`
+pub const ANALYTICS_URL: Setting = Setting::new(
+    "STRATA_ANALYTICS_URL",
+    "this process, when it serves analytics",
+    "where the analytics service is: content's usage shipper sends the token usage of messages there (RecordUsage, with trace context)",
+);
 /// `STRATA_AUTH_ISSUER`
 pub const AUTH_ISSUER: Setting = Setting::new(
     "STRATA_AUTH_ISSUER",
@@ -178,6 +184,7 @@ pub const SETTINGS: &[Setting] = &[
     ADMIN_TOKEN,
     AUTH_URL,
     CONTENT_URL,
+    ANALYTICS_URL,
     AUTH_ISSUER,
     AUTH_AUDIENCE,
     REDIS_URL,
@@ -269,6 +276,8 @@ pub struct Settings {
     pub strata_auth_url: Option<String>,
     /// `STRATA_CONTENT_URL`
     pub strata_content_url: Option<String>,
+    /// `STRATA_ANALYTICS_URL`
+    pub strata_analytics_url: Option<String>,
     /// `STRATA_AUTH_ISSUER`
     pub strata_auth_issuer: Option<String>,
     /// `STRATA_AUTH_AUDIENCE`
@@ -379,6 +388,7 @@ impl Settings {
             redis_url: self.redis_url.clone().filter(|u| !u.expose().is_empty()),
             auth_url: self.strata_auth_url.clone().filter(|u| !u.is_empty()),
             content_url: self.strata_content_url.clone().filter(|u| !u.is_empty()),
+            analytics_url: self.strata_analytics_url.clone().filter(|u| !u.is_empty()),
             tokens: crate::identity::TokenSettings {
                 issuer: self
                     .strata_auth_issuer
@@ -520,6 +530,8 @@ pub struct ServerConfig {
     pub auth_url: Option<String>,
     /// Content service URL (`None`: this process, when it serves content).
     pub content_url: Option<String>,
+    /// Analytics service URL (`None`: this process, when it serves analytics).
+    pub analytics_url: Option<String>,
     /// Issuer and audience of access tokens.
     pub tokens: crate::identity::TokenSettings,
     /// Redis URL.
@@ -574,6 +586,7 @@ impl ServerConfig {
                 redis_url: None,
                 auth_url: None,
                 content_url: None,
+                analytics_url: None,
                 tokens: crate::identity::TokenSettings::default(),
                 redis_prefix: "strata:".into(),
                 cache: strata_cache::CacheConfig::default(),

@@ -34,6 +34,7 @@ pub mod server;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;
+pub mod usage;
 
 pub use config::{ServerConfig, Settings};
 pub use context::AppContext;

@@ -356,6 +356,28 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
     }
 }
 
+/// The current span's W3C `traceparent`, to store beside work done later on its behalf
+/// (an outbox row); `None` outside a trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Links the current span to the span `traceparent` names (as stored by
+/// [`current_traceparent`]): a batch shipped later points back at the requests it carries.
+pub fn link_to(traceparent: &str) {
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = opentelemetry::trace::TraceContextExt::span(&context)
+        .span_context()
+        .clone();
+    if span.is_valid() {
+        tracing::Span::current().add_link(span);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::{

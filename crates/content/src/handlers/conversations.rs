@@ -7,12 +7,15 @@
 use std::sync::Arc;
 
 use strata_errors::{ApiError, Violations};
+use strata_proto::common::Decimal;
 use strata_proto::content as pb;
 use strata_runtime::identity::Principal;
 use strata_runtime::pagination::{
     Cursor, KeyCursor, PageContext, finish_page, page_size, page_size_within,
 };
+use strata_runtime::telemetry::current_traceparent;
 use strata_runtime::time::{from_timestamp, timestamp};
+use strata_runtime::usage;
 use tonic::Request;
 use uuid::Uuid;
 
@@ -116,7 +119,69 @@ fn message_proto(row: &store::MessageRow) -> pb::Message {
         role: i32::from(row.role),
         parts: parts_proto(&row.parts),
         create_time: Some(timestamp(row.created_at)),
+        usage: row.usage.as_ref().map(usage_proto),
     }
+}
+
+/// Stored usage as its proto.
+fn usage_proto(usage: &serde_json::Value) -> pb::TokenUsage {
+    let text = |key: &str| {
+        usage
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let number = |key: &str| {
+        usage
+            .get(key)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or_default()
+    };
+    pb::TokenUsage {
+        model: text("model"),
+        provider: text("provider"),
+        prompt_tokens: number("prompt_tokens"),
+        completion_tokens: number("completion_tokens"),
+        cost: Some(Decimal {
+            value: text("cost"),
+        }),
+    }
+}
+
+/// Checks a message's usage by analytics' rules (so the shipper is never refused) and
+/// returns it as stored.
+fn check_usage(v: &mut Violations, field: &str, usage: &pb::TokenUsage) -> serde_json::Value {
+    let mut check = |name: &str, result: Result<serde_json::Value, String>| {
+        result.unwrap_or_else(|e| {
+            v.add(format!("{field}.{name}"), e);
+            serde_json::Value::Null
+        })
+    };
+    let model = check("model", usage::check_model(&usage.model).map(Into::into));
+    let provider = check(
+        "provider",
+        usage::check_provider(&usage.provider).map(Into::into),
+    );
+    let prompt = check(
+        "prompt_tokens",
+        usage::check_tokens(usage.prompt_tokens).map(Into::into),
+    );
+    let completion = check(
+        "completion_tokens",
+        usage::check_tokens(usage.completion_tokens).map(Into::into),
+    );
+    let cost = match &usage.cost {
+        None => check("cost", Err("is required".into())),
+        Some(cost) => check("cost.value", usage::check_cost(&cost.value).map(Into::into)),
+    };
+    serde_json::json!({
+        "model": model,
+        "provider": provider,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cost": cost,
+    })
 }
 
 /// Stored parts (`[{"text": …} | {"tool_call": {…}} | {"tool_result": {…}}]`) as protos.
@@ -242,7 +307,11 @@ fn check_message(v: &mut Violations, field: &str, message: &pb::NewMessage) -> s
             format!("must be at most {MAX_MESSAGE_BYTES} bytes as JSON"),
         );
     }
-    store::NewMessage { role, parts }
+    let usage = message
+        .usage
+        .as_ref()
+        .map(|u| check_usage(v, &format!("{field}.usage"), u));
+    store::NewMessage { role, parts, usage }
 }
 
 impl ContentHandlers {
@@ -526,13 +595,30 @@ pub async fn append_messages(
     for m in &messages {
         parts.push(m.role.to_be_bytes().to_vec());
         parts.push(m.parts.to_string().into_bytes());
+        parts.push(
+            m.usage
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .into_bytes(),
+        );
     }
     let hash = request_hash(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
     let request = request_id.map(|r| (r, hash.as_slice()));
+    let traceparent = current_traceparent();
     let mut conn = h.ctx.db.get().await?;
     let owner = write_owner(&principal);
-    let appended =
-        store::append_messages(&mut conn, id, owner, parent, &messages, request, db_now()).await?;
+    let appended = store::append_messages(
+        &mut conn,
+        id,
+        owner,
+        parent,
+        &messages,
+        request,
+        traceparent.as_deref(),
+        db_now(),
+    )
+    .await?;
     drop(conn);
     let rows = match appended {
         Appended::NotFound => return Err(ContentError::not_found("conversation")),

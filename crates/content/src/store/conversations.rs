@@ -21,7 +21,7 @@ const COLUMNS: &str = "c.id, c.owner_id, c.agent_id, c.agent_version, c.project_
 
 /// The columns of a message.
 const MESSAGE_COLUMNS: &str =
-    "m.conversation_id, m.sequence, m.id, m.parent_id, m.role, m.parts, m.created_at";
+    "m.conversation_id, m.sequence, m.id, m.parent_id, m.role, m.parts, m.created_at, m.usage";
 
 /// A conversation as stored.
 #[derive(Debug, Clone, QueryableByName)]
@@ -97,6 +97,9 @@ pub struct MessageRow {
     /// Creation time.
     #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
+    /// The LLM call behind it (see [`NewMessage::usage`]).
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub usage: Option<serde_json::Value>,
 }
 
 /// A new conversation, checked.
@@ -276,6 +279,9 @@ pub struct NewMessage {
     pub role: i16,
     /// Its parts (JSON array).
     pub parts: serde_json::Value,
+    /// The LLM call behind it: `{"model", "provider", "prompt_tokens",
+    /// "completion_tokens", "cost"}` (cost as decimal text), checked.
+    pub usage: Option<serde_json::Value>,
 }
 
 /// What an append did.
@@ -303,12 +309,19 @@ pub async fn append_messages(
     parent: Option<Uuid>,
     messages: &[NewMessage],
     request: Option<(Uuid, &[u8])>,
+    traceparent: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Appended, diesel::result::Error> {
     #[derive(QueryableByName)]
     struct Locked {
         #[diesel(sql_type = SqlUuid)]
         owner_id: Uuid,
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        project_id: Option<Uuid>,
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        agent_id: Option<Uuid>,
+        #[diesel(sql_type = Nullable<Integer>)]
+        agent_version: Option<i32>,
         #[diesel(sql_type = BigInt)]
         last_sequence: i64,
         #[diesel(sql_type = Nullable<SqlUuid>)]
@@ -326,7 +339,8 @@ pub async fn append_messages(
     let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
     conn.transaction(async |conn| {
         let locked: Option<Locked> = diesel::sql_query(
-            "SELECT owner_id, last_sequence, active_leaf FROM content.conversations \
+            "SELECT owner_id, project_id, agent_id, agent_version, last_sequence, active_leaf \
+             FROM content.conversations \
              WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) FOR NO KEY UPDATE",
         )
         .bind::<SqlUuid, _>(id)
@@ -376,22 +390,38 @@ pub async fn append_messages(
         let sequences: Vec<i64> = (first..first + n).collect();
         let roles: Vec<i16> = messages.iter().map(|m| m.role).collect();
         let parts: Vec<&serde_json::Value> = messages.iter().map(|m| &m.parts).collect();
+        let usages: Vec<Option<&serde_json::Value>> =
+            messages.iter().map(|m| m.usage.as_ref()).collect();
+        let billed = usages.iter().any(Option::is_some);
+        // Usage goes to the outbox in the same statement, hence the same transaction.
+        let outbox = if billed {
+            "), shipped AS ( \
+               INSERT INTO content.usage_outbox (id, owner_id, conversation_id, project_id, \
+                 agent_id, agent_version, model, provider, prompt_tokens, completion_tokens, \
+                 cost, occurred_at, traceparent) \
+               SELECT i.id, $11, $1, $12, $13, $14, i.usage->>'model', i.usage->>'provider', \
+                 (i.usage->>'prompt_tokens')::bigint, (i.usage->>'completion_tokens')::bigint, \
+                 (i.usage->>'cost')::numeric, i.created_at, $15 \
+               FROM inserted i WHERE i.usage IS NOT NULL "
+        } else {
+            ""
+        };
         // One statement: the messages (their parents are rows of the same statement or
         // older; the foreign key is checked at its end), the counter and the leaf.
         let rows: Vec<MessageRow> = diesel::sql_query(format!(
             "WITH inserted AS ( \
                INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
-                 parts, created_at, owner_id) \
-               SELECT $1, s, i, p, r, j, $7, $11 \
-               FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::smallint[], $6::jsonb[]) \
-                 AS u(s, i, p, r, j) \
+                 parts, created_at, owner_id, usage) \
+               SELECT $1, s, i, p, r, j, $7, $11, g \
+               FROM unnest($2::bigint[], $3::uuid[], $4::uuid[], $5::smallint[], $6::jsonb[], \
+                 $16::jsonb[]) AS u(s, i, p, r, j, g) \
                RETURNING * \
              ), counted AS ( \
                UPDATE content.conversations SET last_sequence = $8, \
                  message_count = message_count + $9, active_leaf = $10, \
                  last_message_at = $7, active_at = $7, updated_at = $7 \
                WHERE id = $1 \
-             ) \
+             {outbox}) \
              SELECT {MESSAGE_COLUMNS} FROM inserted m ORDER BY m.sequence"
         ))
         .bind::<SqlUuid, _>(id)
@@ -405,6 +435,11 @@ pub async fn append_messages(
         .bind::<BigInt, _>(n)
         .bind::<Nullable<SqlUuid>, _>(ids.last().copied())
         .bind::<SqlUuid, _>(locked.owner_id)
+        .bind::<Nullable<SqlUuid>, _>(locked.project_id)
+        .bind::<Nullable<SqlUuid>, _>(locked.agent_id)
+        .bind::<Nullable<Integer>, _>(locked.agent_version)
+        .bind::<Nullable<Text>, _>(traceparent)
+        .bind::<Array<Nullable<Jsonb>>, _>(&usages)
         .load(conn)
         .await?;
         if let Some((request_id, hash)) = request {
@@ -579,8 +614,9 @@ pub async fn fork(
                SELECT o.*, lag(o.new_id) OVER (ORDER BY o.n) AS new_parent FROM ordered o \
              ), inserted AS ( \
                INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
-                 parts, created_at, owner_id) \
-               SELECT $3, l.n, l.new_id, l.new_parent, m.role, m.parts, m.created_at, $5 \
+                 parts, created_at, owner_id, usage) \
+               SELECT $3, l.n, l.new_id, l.new_parent, m.role, m.parts, m.created_at, $5, \
+                 m.usage \
                FROM linked l JOIN content.messages m ON m.id = l.old_id \
                RETURNING sequence, id, created_at \
              ), counted AS ( \

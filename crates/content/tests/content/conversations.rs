@@ -17,6 +17,7 @@ type Client = ConversationServiceClient<Channel>;
 
 fn text(role: pb::Role, text: &str) -> pb::NewMessage {
     pb::NewMessage {
+        usage: None,
         role: role.into(),
         parts: vec![pb::Part {
             kind: Some(pb::part::Kind::Text(text.into())),
@@ -598,10 +599,12 @@ async fn conversations_resolve_their_agent_filter_archive_and_refuse_bad_message
     // Bad messages: nothing written, every fault named.
     let bad = vec![
         pb::NewMessage {
+            usage: None,
             role: 0,
             parts: vec![],
         },
         pb::NewMessage {
+            usage: None,
             role: pb::Role::Assistant.into(),
             parts: vec![
                 pb::Part { kind: None },
@@ -840,6 +843,7 @@ async fn search_finds_the_callers_messages_ranked_with_snippets_and_filters() {
                 "Feed the starter, shape the bread, then bake the bread in a hot oven.",
             ),
             pb::NewMessage {
+                usage: None,
                 role: pb::Role::Tool.into(),
                 parts: vec![pb::Part {
                     kind: Some(pb::part::Kind::ToolResult(pb::ToolResult {

@@ -1,0 +1,2 @@
+DROP TABLE content.usage_outbox;
+ALTER TABLE content.messages DROP COLUMN usage;
