@@ -18,6 +18,7 @@ pub mod usage;
 pub mod validate;
 pub mod versions;
 pub mod views;
+pub mod watch;
 
 use std::sync::Arc;
 

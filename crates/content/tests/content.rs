@@ -29,6 +29,8 @@ mod indexes;
 mod projects;
 #[path = "content/usage.rs"]
 mod usage;
+#[path = "content/watch.rs"]
+mod watch;
 
 type Client = PromptServiceClient<Channel>;
 

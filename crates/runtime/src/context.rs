@@ -30,6 +30,9 @@ pub struct AppContext {
     pub started_at: Instant,
     /// The background tasks and when each last ran.
     pub tasks: TaskBoard,
+    /// `true` once the server began shutting down: long-lived streams end then (telling
+    /// their clients where to resume) instead of holding the drain to its grace period.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppContext {
@@ -60,6 +63,7 @@ impl AppContext {
             migrations: Migrations::embedded()?,
             started_at: Instant::now(),
             tasks: TaskBoard::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 

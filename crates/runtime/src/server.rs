@@ -297,9 +297,11 @@ impl BoundServer {
         let shutdown_reporter = reporter.clone();
         let shutdown_names = names.clone();
         let monitor_handle = monitor.abort_handle();
+        let stopping_ctx = Arc::clone(&ctx);
         let signal_task = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
+            stopping_ctx.stopping.send_replace(true);
             // The monitor must not flip health back to SERVING during the drain.
             monitor_handle.abort();
             health::set_all(

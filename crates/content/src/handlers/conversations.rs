@@ -26,6 +26,7 @@ use crate::ContentError;
 use crate::store::conversations::{self as store, Appended, CONVERSATIONS, Page};
 use crate::validate;
 use crate::versions;
+use crate::watch::{self, WatchStream};
 
 /// Longest title.
 const MAX_TITLE: usize = 200;
@@ -110,7 +111,7 @@ fn masked(conversation: pb::Conversation, fields: &[&str]) -> pb::Conversation {
     )
 }
 
-fn message_proto(row: &store::MessageRow) -> pb::Message {
+pub(crate) fn message_proto(row: &store::MessageRow) -> pb::Message {
     pb::Message {
         id: row.id.to_string(),
         conversation_id: row.conversation_id.to_string(),
@@ -567,6 +568,29 @@ pub async fn delete_conversation(
     Ok(pb::DeleteConversationResponse {})
 }
 
+/// `WatchConversation`: see [`crate::watch`].
+pub async fn watch_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::WatchConversationRequest>,
+) -> Result<WatchStream, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let req = request.into_inner();
+    let id = validate::id("conversation_id", &req.conversation_id)?;
+    if req.from_sequence < 0 {
+        return Err(ContentError::invalid(
+            "from_sequence",
+            "must not be negative",
+        ));
+    }
+    h.visible_conversation(&principal, id).await?;
+    Ok(watch::stream(
+        Arc::clone(&h.ctx),
+        &h.hub,
+        id,
+        req.from_sequence,
+    ))
+}
+
 /// `AppendMessages`.
 pub async fn append_messages(
     h: &ContentHandlers,
@@ -845,6 +869,15 @@ pub async fn search_messages(
 
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
+    type WatchConversationStream = WatchStream;
+
+    async fn watch_conversation(
+        &self,
+        request: Request<pb::WatchConversationRequest>,
+    ) -> Result<tonic::Response<WatchStream>, tonic::Status> {
+        strata_errors::respond(watch_conversation(self, request).await)
+    }
+
     async fn search_messages(
         &self,
         request: Request<pb::SearchMessagesRequest>,

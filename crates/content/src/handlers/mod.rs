@@ -57,6 +57,8 @@ pub struct ContentHandlers {
     conversations: Tiered<pb::Conversation>,
     /// Project views, counted in Redis.
     views: Views,
+    /// The conversation watchers of this replica.
+    hub: Arc<crate::watch::Hub>,
     /// Limits and intervals.
     config: ContentConfig,
 }
@@ -138,6 +140,7 @@ impl ContentHandlers {
                 },
             ),
             views: Views::new(ctx.redis.clone(), ctx.db.clone()),
+            hub: Arc::default(),
             config,
             prompts: ctx.caches.tiered(
                 "content_prompts",

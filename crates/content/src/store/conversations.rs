@@ -20,6 +20,10 @@ const COLUMNS: &str = "c.id, c.owner_id, c.agent_id, c.agent_version, c.project_
      c.active_at, c.created_at, c.updated_at";
 
 /// The columns of a message.
+/// The PostgreSQL channel appends and deletions notify, with `<conversation>:<last
+/// sequence>` (`-1`: deleted), at commit: how watchers on every replica learn of them.
+pub const MESSAGES_CHANNEL: &str = "content_messages";
+
 const MESSAGE_COLUMNS: &str =
     "m.conversation_id, m.sequence, m.id, m.parent_id, m.role, m.parts, m.created_at, m.usage";
 
@@ -262,9 +266,14 @@ pub async fn delete_conversation(
     id: Uuid,
     owner: Option<Uuid>,
 ) -> Result<bool, diesel::result::Error> {
-    let deleted = diesel::sql_query(
-        "DELETE FROM content.conversations WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2)",
-    )
+    // Watchers (on every replica) learn of it at commit and end their streams.
+    let deleted = diesel::sql_query(format!(
+        "WITH deleted AS ( \
+           DELETE FROM content.conversations WHERE id = $1 AND ($2::uuid IS NULL OR owner_id = $2) \
+           RETURNING id \
+         ) \
+         SELECT pg_notify('{MESSAGES_CHANNEL}', id::text || ':-1') FROM deleted"
+    ))
     .bind::<SqlUuid, _>(id)
     .bind::<Nullable<SqlUuid>, _>(owner)
     .execute(conn)
@@ -421,8 +430,10 @@ pub async fn append_messages(
                  message_count = message_count + $9, active_leaf = $10, \
                  last_message_at = $7, active_at = $7, updated_at = $7 \
                WHERE id = $1 \
-             {outbox}) \
-             SELECT {MESSAGE_COLUMNS} FROM inserted m ORDER BY m.sequence"
+             {outbox}), notified AS ( \
+               SELECT pg_notify('{MESSAGES_CHANNEL}', $1::text || ':' || $8::text) \
+             ) \
+             SELECT {MESSAGE_COLUMNS} FROM inserted m CROSS JOIN notified ORDER BY m.sequence"
         ))
         .bind::<SqlUuid, _>(id)
         .bind::<Array<BigInt>, _>(&sequences)
@@ -458,6 +469,44 @@ pub async fn append_messages(
         Ok(Appended::Messages(rows))
     })
     .await
+}
+
+/// Up to `limit` messages of conversation `id` numbered after `after`, in order (every
+/// branch): what a watcher reads, from the primary key.
+pub async fn messages_after(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<MessageRow>, diesel::result::Error> {
+    diesel::sql_query(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM content.messages m \
+         WHERE m.conversation_id = $1 AND m.sequence > $2 ORDER BY m.sequence LIMIT $3"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<BigInt, _>(after)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await
+}
+
+/// Whether conversation `id` exists.
+pub async fn conversation_exists(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<bool, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    let found: Exists = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM content.conversations WHERE id = $1) AS exists",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await?;
+    Ok(found.exists)
 }
 
 /// The messages of conversation `id` numbered `first..=last`, in order.

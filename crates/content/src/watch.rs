@@ -1,0 +1,274 @@
+//! `WatchConversation`: a conversation's messages as they are committed, on any replica,
+//! in sequence order, each exactly once, resumable from any sequence.
+//!
+//! The table is the only source of what is sent. Sequences are gap-free and committed in
+//! order (each append holds the conversation's row lock until it commits), so a watcher
+//! that reads `sequence > last` from the primary key, in order, after every wake-up, can
+//! neither skip nor repeat a message, and resuming is the same read from the client's
+//! last sequence.
+//!
+//! Wake-ups are only hints. Every append and deletion notifies the PostgreSQL channel
+//! [`MESSAGES_CHANNEL`] at commit; one connection per replica ([`Hub`]) listens and wakes
+//! the watchers of that conversation. A lost notification costs latency, never a message:
+//! each watcher reads again at least every [`IDLE_RECHECK`] (every [`POLL_WITHOUT_LISTENER`]
+//! while the listener is reconnecting), and every watcher is woken when it reconnects.
+//!
+//! Memory is bounded: a watcher reads [`READ_BATCH`] messages at a time and hands them to a
+//! channel of [`BUFFER`]; a client that leaves it full for [`SLOW_CONSUMER`] gets the
+//! buffered messages and then ABORTED, telling it to resume from its last sequence.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt as _};
+use strata_proto::content as pb;
+use strata_runtime::AppContext;
+use strata_storage::DbConfig;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::handlers::conversations::message_proto;
+use crate::store::conversations::{self as store, MESSAGES_CHANNEL};
+
+/// Messages read per query.
+const READ_BATCH: i64 = 100;
+/// Messages held for one client.
+const BUFFER: usize = 32;
+/// How long a client may leave its buffer full before it is told to resume.
+pub const SLOW_CONSUMER: Duration = Duration::from_secs(10);
+/// How often an idle watcher reads anyway (and checks the conversation still exists).
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// How often watchers read while the listener is not connected.
+const POLL_WITHOUT_LISTENER: Duration = Duration::from_millis(500);
+/// Pause between the listener's connection attempts.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// The stream WatchConversation answers with.
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchConversationResponse, Status>> + Send>>;
+
+/// The watchers of one replica and the connection that wakes them.
+#[derive(Debug, Default)]
+pub struct Hub {
+    /// Per watched conversation, the last sequence notified (every watcher holds a
+    /// receiver; the entry goes with the last one).
+    conversations: Mutex<HashMap<Uuid, watch::Sender<i64>>>,
+    /// Whether the listener is connected (watchers poll faster while it is not).
+    listening: watch::Sender<bool>,
+    started: OnceLock<()>,
+}
+
+/// A watcher's registration; unregisters on drop.
+struct Subscription {
+    hub: Arc<Hub>,
+    id: Uuid,
+    notified: watch::Receiver<i64>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut conversations) = self.hub.conversations.lock()
+            && let Some(sender) = conversations.get(&self.id)
+            && sender.receiver_count() <= 1
+        {
+            conversations.remove(&self.id);
+        }
+    }
+}
+
+impl Hub {
+    fn subscribe(self: &Arc<Self>, id: Uuid) -> Subscription {
+        let notified = match self.conversations.lock() {
+            Ok(mut conversations) => conversations
+                .entry(id)
+                .or_insert_with(|| watch::Sender::new(0))
+                .subscribe(),
+            // Poisoned: a watcher that only polls is still correct.
+            Err(_) => watch::Sender::new(0).subscribe(),
+        };
+        Subscription {
+            hub: Arc::clone(self),
+            id,
+            notified,
+        }
+    }
+
+    fn notify(&self, id: Uuid, sequence: i64) {
+        if let Ok(conversations) = self.conversations.lock()
+            && let Some(sender) = conversations.get(&id)
+        {
+            sender.send_replace(sequence);
+        }
+    }
+
+    fn wake_all(&self) {
+        if let Ok(conversations) = self.conversations.lock() {
+            for sender in conversations.values() {
+                sender.send_modify(|_| {});
+            }
+        }
+    }
+
+    /// Starts the listener on first use; it runs until the server stops.
+    fn start(self: &Arc<Self>, db: DbConfig, mut stopping: watch::Receiver<bool>) {
+        if self.started.set(()).is_err() {
+            return;
+        }
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if *stopping.borrow() {
+                    return;
+                }
+                if let Err(e) = hub.listen(&db, &mut stopping).await {
+                    tracing::warn!(error = %e, "conversation listener lost its connection; watchers poll until it is back");
+                }
+                hub.listening.send_replace(false);
+                tokio::select! {
+                    _ = stopping.changed() => return,
+                    () = tokio::time::sleep(RECONNECT) => {}
+                }
+            }
+        });
+    }
+
+    /// One connection's life: LISTEN, wake everyone (notifications may have been missed
+    /// while it was away), then dispatch notifications until the connection fails or the
+    /// server stops.
+    async fn listen(
+        &self,
+        db: &DbConfig,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<(), strata_storage::Error> {
+        use diesel_async::RunQueryDsl as _;
+        let mut conn = strata_storage::pool::dedicated_connection(db).await?;
+        diesel::sql_query(format!("LISTEN {MESSAGES_CHANNEL}"))
+            .execute(&mut conn)
+            .await?;
+        self.listening.send_replace(true);
+        self.wake_all();
+        let mut notifications = std::pin::pin!(conn.notifications_stream());
+        loop {
+            let notification = tokio::select! {
+                _ = stopping.changed() => return Ok(()),
+                n = notifications.next() => n,
+            };
+            let Some(notification) = notification.transpose()? else {
+                return Ok(());
+            };
+            if let Some((id, sequence)) = notification.payload.split_once(':')
+                && let (Ok(id), Ok(sequence)) = (Uuid::try_parse(id), sequence.parse::<i64>())
+            {
+                self.notify(id, sequence);
+            }
+        }
+    }
+}
+
+/// Why a watch ended, told to the client.
+fn resume_status(code: tonic::Code, why: &str, last: i64) -> Status {
+    Status::new(code, format!("{why}; resume with from_sequence = {last}"))
+}
+
+/// The stream of conversation `id`'s messages after `from` (the caller may read it).
+pub fn stream(ctx: Arc<AppContext>, hub: &Arc<Hub>, id: Uuid, from: i64) -> WatchStream {
+    hub.start(ctx.config.db.clone(), ctx.stopping.subscribe());
+    let subscription = hub.subscribe(id);
+    let (tx, rx) = mpsc::channel::<pb::WatchConversationResponse>(BUFFER);
+    let (end_tx, end_rx) = oneshot::channel::<Status>();
+    tokio::spawn(feed(ctx, subscription, from, tx, end_tx));
+    let messages =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|m| (Ok(m), rx)) },
+        );
+    // After the buffered messages, the reason the feed ended, if it ended early.
+    let end = futures_util::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
+    Box::pin(messages.chain(end))
+}
+
+/// Reads the conversation's messages after `last` and sends them, forever: see the
+/// module documentation.
+async fn feed(
+    ctx: Arc<AppContext>,
+    mut subscription: Subscription,
+    mut last: i64,
+    tx: mpsc::Sender<pb::WatchConversationResponse>,
+    end: oneshot::Sender<Status>,
+) {
+    let id = subscription.id;
+    let mut stopping = ctx.stopping.subscribe();
+    let listening = subscription.hub.listening.subscribe();
+    let finish = |status: Status| {
+        let _ = end.send(status);
+    };
+    loop {
+        if *stopping.borrow() {
+            return finish(resume_status(
+                tonic::Code::Unavailable,
+                "the server is shutting down",
+                last,
+            ));
+        }
+        // Mark what this read covers before reading: a notification arriving meanwhile
+        // wakes the next wait.
+        subscription.notified.borrow_and_update();
+        let read = async {
+            let mut conn = ctx.db.get().await?;
+            let rows = store::messages_after(&mut conn, id, last, READ_BATCH).await?;
+            let gone = rows.is_empty() && !store::conversation_exists(&mut conn, id).await?;
+            Ok::<_, strata_storage::Error>((rows, gone))
+        };
+        let (rows, gone) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "a conversation watcher could not read; retrying");
+                tokio::time::sleep(POLL_WITHOUT_LISTENER).await;
+                continue;
+            }
+        };
+        if gone {
+            return finish(Status::not_found("conversation not found"));
+        }
+        let full = rows.len() as i64 == READ_BATCH;
+        for row in &rows {
+            let message = pb::WatchConversationResponse {
+                message: Some(message_proto(row)),
+            };
+            match tokio::time::timeout(SLOW_CONSUMER, tx.send(message)).await {
+                Ok(Ok(())) => last = row.sequence,
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    return finish(resume_status(
+                        tonic::Code::Aborted,
+                        "the client read too slowly",
+                        last,
+                    ));
+                }
+            }
+        }
+        if full {
+            continue;
+        }
+        let wait = if *listening.borrow() {
+            IDLE_RECHECK
+        } else {
+            POLL_WITHOUT_LISTENER
+        };
+        tokio::select! {
+            changed = subscription.notified.changed() => {
+                // No hub entry (a poisoned registry): poll instead.
+                if changed.is_err() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            _ = stopping.changed() => {}
+            () = tx.closed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

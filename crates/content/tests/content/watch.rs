@@ -1,0 +1,195 @@
+//! WatchConversation: messages appended through any replica reach a watcher of another, in
+//! order, each once; a client that resumes from its last sequence misses nothing.
+
+use std::time::Duration;
+
+use strata_proto::content::conversation_service_client::ConversationServiceClient;
+use strata_proto::content::{self as pb};
+use strata_testkit::app::TestUser;
+use strata_testkit::{TestDb, bearer};
+use tonic::Code;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use super::serve;
+
+type Client = ConversationServiceClient<Channel>;
+
+fn text(body: &str) -> pb::NewMessage {
+    pb::NewMessage {
+        role: pb::Role::User.into(),
+        parts: vec![pb::Part {
+            kind: Some(pb::part::Kind::Text(body.into())),
+        }],
+        usage: None,
+    }
+}
+
+async fn watch(
+    c: &mut Client,
+    user: &TestUser,
+    id: &str,
+    from: i64,
+) -> Result<Streaming<pb::WatchConversationResponse>, tonic::Status> {
+    c.watch_conversation(bearer(
+        pb::WatchConversationRequest {
+            conversation_id: id.into(),
+            from_sequence: from,
+        },
+        &user.token,
+    ))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// The next `n` sequences of `stream` (each within 10 s).
+async fn next(stream: &mut Streaming<pb::WatchConversationResponse>, n: usize) -> Vec<i64> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a message within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        got.push(event.message.unwrap().sequence);
+    }
+    got
+}
+
+async fn append(c: &mut Client, user: &TestUser, id: &str, n: usize, tag: &str) {
+    let messages = (0..n).map(|i| text(&format!("{tag} {i}"))).collect();
+    c.append_messages(bearer(
+        pb::AppendMessagesRequest {
+            conversation_id: id.into(),
+            messages,
+            ..Default::default()
+        },
+        &user.token,
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_watcher_sees_every_message_of_every_replica_once_and_resumes_where_it_left() {
+    let db = TestDb::new().await;
+    let (one, _) = serve(db.server_config("content")).await;
+    let (two, _) = serve(db.server_config("content")).await;
+    let ada = strata_testkit::app::sign_up(one.channel()).await;
+    let mut c1 = Client::new(one.channel());
+    let mut c2 = Client::new(two.channel());
+    let id = c1
+        .create_conversation(bearer(
+            pb::CreateConversationRequest {
+                conversation: Some(pb::Conversation::default()),
+                request_id: String::new(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap()
+        .id;
+    // Three already there: caught up from the table.
+    append(&mut c1, &ada, &id, 3, "before").await;
+    let mut stream = watch(&mut c1, &ada, &id, 0).await.unwrap();
+    assert_eq!(next(&mut stream, 3).await, vec![1, 2, 3]);
+
+    // Appends through the other replica, some concurrent, arrive live and in order.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (mut c, ada, id) = (c2.clone(), ada.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            append(&mut c, &ada, &id, 2, &format!("live {i}")).await;
+        }));
+    }
+    assert_eq!(next(&mut stream, 20).await, (4..=23).collect::<Vec<_>>());
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // The client disconnects after 23; 7 more arrive meanwhile, on both replicas.
+    drop(stream);
+    append(&mut c2, &ada, &id, 4, "away").await;
+    append(&mut c1, &ada, &id, 3, "away").await;
+    let mut resumed = watch(&mut c2, &ada, &id, 23).await.unwrap();
+    assert_eq!(next(&mut resumed, 7).await, (24..=30).collect::<Vec<_>>());
+    append(&mut c1, &ada, &id, 1, "after").await;
+    assert_eq!(next(&mut resumed, 1).await, vec![31]);
+    // Nothing more, nothing twice.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), resumed.message())
+            .await
+            .is_err()
+    );
+
+    // Someone else's conversation, or a bad sequence: refused before any stream.
+    let eve = strata_testkit::app::sign_up(one.channel()).await;
+    let status = watch(&mut c1, &eve, &id, 0).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "conversation not found")
+    );
+    let status = watch(&mut c1, &ada, &id, -1).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(super::violations(&status), vec!["from_sequence".to_owned()]);
+
+    // Deleting it (through the other replica) ends the stream.
+    c2.delete_conversation(bearer(
+        pb::DeleteConversationRequest {
+            conversation_id: id.clone(),
+        },
+        &ada.token,
+    ))
+    .await
+    .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), resumed.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(end.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_tells_its_watchers_where_to_resume() {
+    let db = TestDb::new().await;
+    let (server, _) = serve(db.server_config("content")).await;
+    let ada = strata_testkit::app::sign_up(server.channel()).await;
+    let mut c = Client::new(server.channel());
+    let id = c
+        .create_conversation(bearer(
+            pb::CreateConversationRequest {
+                conversation: Some(pb::Conversation::default()),
+                request_id: String::new(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap()
+        .id;
+    append(&mut c, &ada, &id, 2, "hello").await;
+    let mut stream = watch(&mut c, &ada, &id, 0).await.unwrap();
+    assert_eq!(next(&mut stream, 2).await, vec![1, 2]);
+    let stopped = tokio::spawn(server.stop());
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(end.code(), Code::Unavailable);
+    assert!(
+        end.message().contains("from_sequence = 2"),
+        "{}",
+        end.message()
+    );
+    // The drain did not wait for the stream's grace period.
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
