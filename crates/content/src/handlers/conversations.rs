@@ -23,7 +23,7 @@ use super::projects::write_owner;
 use super::versioned::{self, mask, pick, request_hash};
 use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, db_now, shared};
 use crate::ContentError;
-use crate::store::conversations::{self as store, Appended, CONVERSATIONS, Page};
+use crate::store::conversations::{self as store, Appended, CONVERSATIONS, Page, Under};
 use crate::validate;
 use crate::versions;
 use crate::watch::{self, WatchStream};
@@ -224,29 +224,31 @@ fn parts_proto(parts: &serde_json::Value) -> Vec<pb::Part> {
 
 /// Checks a message's role and parts; its parts as stored JSON.
 fn check_message(v: &mut Violations, field: &str, message: &pb::NewMessage) -> store::NewMessage {
+    // Paths under `field` (the request's own fields when it is empty).
+    let at = |name: &str| {
+        if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
     let role = match pb::Role::try_from(message.role) {
         Ok(pb::Role::User) => 1,
         Ok(pb::Role::Assistant) => 2,
         Ok(pb::Role::System) => 3,
         Ok(pb::Role::Tool) => 4,
         Ok(pb::Role::Unspecified) | Err(_) => {
-            v.add(
-                format!("{field}.role"),
-                "must be USER, ASSISTANT, SYSTEM or TOOL",
-            );
+            v.add(at("role"), "must be USER, ASSISTANT, SYSTEM or TOOL");
             0
         }
     };
     let mut parts = Vec::new();
     if message.parts.is_empty() || message.parts.len() > MAX_PARTS {
-        v.add(
-            format!("{field}.parts"),
-            format!("must hold 1 to {MAX_PARTS} parts"),
-        );
+        v.add(at("parts"), format!("must hold 1 to {MAX_PARTS} parts"));
     } else {
         let mut call_ids: Vec<&str> = Vec::new();
         for (i, part) in message.parts.iter().enumerate() {
-            let at = format!("{field}.parts[{i}]");
+            let at = at(&format!("parts[{i}]"));
             parts.push(match &part.kind {
                 None => {
                     v.add(at, "must hold text, a tool call or a tool result");
@@ -304,14 +306,14 @@ fn check_message(v: &mut Violations, field: &str, message: &pb::NewMessage) -> s
     let parts = serde_json::Value::Array(parts);
     if parts.to_string().len() > MAX_MESSAGE_BYTES {
         v.add(
-            format!("{field}.parts"),
+            at("parts"),
             format!("must be at most {MAX_MESSAGE_BYTES} bytes as JSON"),
         );
     }
     let usage = message
         .usage
         .as_ref()
-        .map(|u| check_usage(v, &format!("{field}.usage"), u));
+        .map(|u| check_usage(v, &at("usage"), u));
     store::NewMessage { role, parts, usage }
 }
 
@@ -614,9 +616,30 @@ pub async fn append_messages(
         }
     }
     v.finish()?;
-    let parent_key = parent.map(|p| p.to_string()).unwrap_or_default();
-    let mut parts: Vec<Vec<u8>> = vec![b"append".to_vec(), parent_key.into_bytes()];
-    for m in &messages {
+    let under = parent.map_or(Under::ActiveLeaf, Under::Message);
+    let rows = append(h, &principal, id, under, &messages, request_id).await?;
+    Ok(pb::AppendMessagesResponse {
+        messages: rows.iter().map(message_proto).collect(),
+    })
+}
+
+/// Appends checked `messages` to conversation `id` under `under`, replaying
+/// `request_id`'s first attempt; then tells the cache.
+async fn append(
+    h: &ContentHandlers,
+    principal: &Principal,
+    id: Uuid,
+    under: Under,
+    messages: &[store::NewMessage],
+    request_id: Option<Uuid>,
+) -> Result<Vec<store::MessageRow>, ContentError> {
+    let under_key = match under {
+        Under::ActiveLeaf => String::new(),
+        Under::Root => "root".to_owned(),
+        Under::Message(p) => p.to_string(),
+    };
+    let mut parts: Vec<Vec<u8>> = vec![b"append".to_vec(), under_key.into_bytes()];
+    for m in messages {
         parts.push(m.role.to_be_bytes().to_vec());
         parts.push(m.parts.to_string().into_bytes());
         parts.push(
@@ -631,13 +654,13 @@ pub async fn append_messages(
     let request = request_id.map(|r| (r, hash.as_slice()));
     let traceparent = current_traceparent();
     let mut conn = h.ctx.db.get().await?;
-    let owner = write_owner(&principal);
+    let owner = write_owner(principal);
     let appended = store::append_messages(
         &mut conn,
         id,
         owner,
-        parent,
-        &messages,
+        under,
+        messages,
         request,
         traceparent.as_deref(),
         db_now(),
@@ -656,8 +679,51 @@ pub async fn append_messages(
         Appended::Messages(rows) => rows,
     };
     h.conversation_changed(id).await;
-    Ok(pb::AppendMessagesResponse {
-        messages: rows.iter().map(message_proto).collect(),
+    Ok(rows)
+}
+
+/// `EditMessage`: the new text becomes a sibling of the edited message (same parent, same
+/// role) and the active leaf; the original and what followed it stay on their branch.
+pub async fn edit_message(
+    h: &ContentHandlers,
+    request: Request<pb::EditMessageRequest>,
+) -> Result<pb::EditMessageResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let req = request.into_inner();
+    let id = validate::id("conversation_id", &req.conversation_id)?;
+    let mut v = Violations::new();
+    let message = validate::optional_id(&mut v, "message_id", &req.message_id);
+    if req.message_id.is_empty() {
+        v.add("message_id", "is required");
+    }
+    let request_id = validate::request_id(&mut v, &req.request_id);
+    // The role is the edited message's; any valid one checks the parts.
+    let mut edited = check_message(
+        &mut v,
+        "",
+        &pb::NewMessage {
+            role: pb::Role::User.into(),
+            parts: req.parts,
+            usage: None,
+        },
+    );
+    v.finish()?;
+    let Some(message) = message else {
+        return Err(ContentError::invalid("message_id", "is required"));
+    };
+    let mut conn = h.ctx.db.get().await?;
+    let place = store::message_place(&mut conn, id, write_owner(&principal), message).await?;
+    drop(conn);
+    let (parent, role) = match place {
+        store::Place::NoConversation => return Err(ContentError::not_found("conversation")),
+        store::Place::NoMessage => return Err(ContentError::not_found("message")),
+        store::Place::Found { parent, role } => (parent, role),
+    };
+    edited.role = role;
+    let under = parent.map_or(Under::Root, Under::Message);
+    let rows = append(h, &principal, id, under, &[edited], request_id).await?;
+    Ok(pb::EditMessageResponse {
+        message: rows.first().map(message_proto),
     })
 }
 
@@ -870,6 +936,13 @@ pub async fn search_messages(
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
     type WatchConversationStream = WatchStream;
+
+    async fn edit_message(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<tonic::Response<pb::EditMessageResponse>, tonic::Status> {
+        strata_errors::respond(edit_message(self, request).await)
+    }
 
     async fn watch_conversation(
         &self,

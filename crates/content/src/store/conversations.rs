@@ -281,6 +281,71 @@ pub async fn delete_conversation(
     Ok(deleted > 0)
 }
 
+/// Where an append goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Under {
+    /// Under the conversation's active leaf (its first message when it has none).
+    ActiveLeaf,
+    /// As a first message (a sibling of the first one: an edit of it).
+    Root,
+    /// Under this message of the conversation.
+    Message(Uuid),
+}
+
+/// Where a message sits, for an edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The conversation is missing or not the caller's.
+    NoConversation,
+    /// The conversation has no such message.
+    NoMessage,
+    /// The message's parent and role.
+    Found {
+        /// Its parent.
+        parent: Option<Uuid>,
+        /// Its role.
+        role: i16,
+    },
+}
+
+/// Where `message` sits in conversation `id` of `owner` (any owner when `None`).
+pub async fn message_place(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    owner: Option<Uuid>,
+    message: Uuid,
+) -> Result<Place, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<SqlUuid>)]
+        parent_id: Option<Uuid>,
+        #[diesel(sql_type = Nullable<SmallInt>)]
+        role: Option<i16>,
+    }
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT m.parent_id, m.role FROM content.conversations c \
+         LEFT JOIN content.messages m ON m.conversation_id = c.id AND m.id = $2 \
+         WHERE c.id = $1 AND ($3::uuid IS NULL OR c.owner_id = $3)",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(message)
+    .bind::<Nullable<SqlUuid>, _>(owner)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(match row {
+        None => Place::NoConversation,
+        Some(Row { role: None, .. }) => Place::NoMessage,
+        Some(Row {
+            parent_id,
+            role: Some(role),
+        }) => Place::Found {
+            parent: parent_id,
+            role,
+        },
+    })
+}
+
 /// A message to append, checked.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -315,7 +380,7 @@ pub async fn append_messages(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     owner: Option<Uuid>,
-    parent: Option<Uuid>,
+    parent: Under,
     messages: &[NewMessage],
     request: Option<(Uuid, &[u8])>,
     traceparent: Option<&str>,
@@ -382,8 +447,9 @@ pub async fn append_messages(
             }
         }
         let parent = match parent {
-            None => locked.active_leaf,
-            Some(parent) => {
+            Under::ActiveLeaf => locked.active_leaf,
+            Under::Root => None,
+            Under::Message(parent) => {
                 if !has_message(conn, id, parent).await? {
                     return Ok(Appended::NoParent);
                 }

@@ -964,3 +964,116 @@ async fn search_finds_the_callers_messages_ranked_with_snippets_and_filters() {
     let empty = search(&mut c, &ada, ask("  ")).await.unwrap_err();
     assert_eq!(violations(&empty), ["query"]);
 }
+
+async fn edit(
+    c: &mut Client,
+    user: &TestUser,
+    id: &str,
+    message: &str,
+    body: &str,
+    request_id: &str,
+) -> Result<pb::Message, tonic::Status> {
+    c.edit_message(bearer(
+        pb::EditMessageRequest {
+            conversation_id: id.into(),
+            message_id: message.into(),
+            parts: vec![pb::Part {
+                kind: Some(pb::part::Kind::Text(body.into())),
+            }],
+            request_id: request_id.into(),
+        },
+        &user.token,
+    ))
+    .await
+    .map(|r| r.into_inner().message.unwrap())
+}
+
+#[tokio::test]
+async fn an_edit_becomes_a_sibling_branch_and_keeps_the_original() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let conv = create(&mut c, &ada, pb::Conversation::default()).await;
+    let m = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        vec![
+            text(pb::Role::User, "q1"),
+            text(pb::Role::Assistant, "a1"),
+            text(pb::Role::User, "q2"),
+            text(pb::Role::Assistant, "a2"),
+        ],
+    )
+    .await
+    .unwrap();
+    let retry = uuid::Uuid::now_v7().to_string();
+    let edited = edit(&mut c, &ada, &conv.id, &m[2].id, "q2 again", &retry)
+        .await
+        .unwrap();
+    assert_eq!(
+        (edited.parent_id.as_str(), edited.role, edited.sequence),
+        (m[1].id.as_str(), i32::from(pb::Role::User), 5)
+    );
+    // A retry returns the same message and appends nothing.
+    let again = edit(&mut c, &ada, &conv.id, &m[2].id, "q2 again", &retry)
+        .await
+        .unwrap();
+    assert_eq!(again, edited);
+    assert_eq!(
+        branch(&mut c, &ada, &conv.id, "", false, 10).await,
+        ["q1", "a1", "q2 again"]
+    );
+    assert_eq!(
+        branch(&mut c, &ada, &conv.id, &m[3].id, false, 10).await,
+        ["q1", "a1", "q2", "a2"]
+    );
+    // Regenerating an answer: a new answer under the question.
+    append(
+        &mut c,
+        &ada,
+        &conv.id,
+        &m[0].id,
+        vec![text(pb::Role::Assistant, "a1 again")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        branch(&mut c, &ada, &conv.id, "", false, 10).await,
+        ["q1", "a1 again"]
+    );
+    // Editing the first message starts a new root.
+    let root = edit(&mut c, &ada, &conv.id, &m[0].id, "q1 again", "")
+        .await
+        .unwrap();
+    assert!(root.parent_id.is_empty());
+    assert_eq!(
+        branch(&mut c, &ada, &conv.id, "", false, 10).await,
+        ["q1 again"]
+    );
+
+    // Someone else's conversation looks missing; a missing message is named.
+    let eve = h.user().await;
+    let status = edit(&mut c, &eve, &conv.id, &m[2].id, "mine", "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "conversation not found")
+    );
+    let status = edit(&mut c, &ada, &conv.id, &conv.id, "x", "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "message not found")
+    );
+    let status = edit(&mut c, &ada, &conv.id, &m[2].id, "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violations(&status), vec!["parts[0].text".to_owned()]);
+    let status = edit(&mut c, &ada, &conv.id, "", "x", "").await.unwrap_err();
+    assert_eq!(violations(&status), vec!["message_id".to_owned()]);
+}
