@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use strata_errors::{ApiError, Violations};
 use strata_proto::common::Decimal;
 use strata_proto::content as pb;
@@ -68,6 +69,22 @@ const LIST_MESSAGES: &str = "strata.content.v1.ConversationService/ListMessages"
 const SEARCH: &str = "strata.content.v1.ConversationService/SearchMessages";
 /// Longest search query.
 const MAX_QUERY: usize = 200;
+/// Most messages of one import.
+pub const MAX_IMPORT_MESSAGES: usize = 100_000;
+/// Most bytes of one import's requests together.
+pub const MAX_IMPORT_BYTES: usize = 64 << 20;
+/// Messages per export response.
+const EXPORT_PAGE: i64 = 500;
+/// How far ahead of the server's clock an imported time may be (clock skew).
+const MAX_IMPORT_SKEW: chrono::Duration = chrono::Duration::days(1);
+
+/// The stream ExportConversation answers with.
+pub type ExportStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = Result<pb::ExportConversationResponse, tonic::Status>>
+            + Send,
+    >,
+>;
 
 fn conversation_proto(row: &store::ConversationRow) -> pb::Conversation {
     pb::Conversation {
@@ -354,72 +371,323 @@ pub async fn create_conversation(
     let req = request.into_inner();
     let conversation = req.conversation.unwrap_or_default();
     let mut v = Violations::new();
-    validate::text(
-        &mut v,
-        "conversation.title",
-        &conversation.title,
-        0,
-        MAX_TITLE,
-    );
-    validate::labels(&mut v, "conversation.labels", &conversation.labels);
-    let request_id = validate::request_id(&mut v, &req.request_id);
-    let agent = validate::optional_id(&mut v, "conversation.agent_id", &conversation.agent_id);
-    let project =
-        validate::optional_id(&mut v, "conversation.project_id", &conversation.project_id);
+    let new = check_new(&mut v, &conversation, &req.request_id);
     v.finish()?;
+    let id = create(h, &principal, conversation, new, None).await?;
+    let conversation = (*h.visible_conversation(&principal, id).await?).clone();
+    Ok(pb::CreateConversationResponse {
+        conversation: Some(conversation),
+    })
+}
+
+/// What creating a conversation needs, checked: its request id, agent and project.
+struct Checked {
+    request_id: Option<Uuid>,
+    agent: Option<Uuid>,
+    project: Option<Uuid>,
+}
+
+/// Checks a new conversation's fields (under `conversation.`) and `request_id`.
+fn check_new(v: &mut Violations, conversation: &pb::Conversation, request_id: &str) -> Checked {
+    validate::text(v, "conversation.title", &conversation.title, 0, MAX_TITLE);
+    validate::labels(v, "conversation.labels", &conversation.labels);
+    Checked {
+        request_id: validate::request_id(v, request_id),
+        agent: validate::optional_id(v, "conversation.agent_id", &conversation.agent_id),
+        project: validate::optional_id(v, "conversation.project_id", &conversation.project_id),
+    }
+}
+
+/// An import's messages and the conversation's recorded state.
+struct Import {
+    messages: Vec<store::ImportedMessage>,
+    created_at: DateTime<Utc>,
+    archived: bool,
+    /// SHA-256 over the messages as received, for the request hash.
+    digest: Vec<u8>,
+}
+
+/// Creates the conversation (with an import's messages), or returns the one an earlier
+/// attempt with the same request id created.
+async fn create(
+    h: &ContentHandlers,
+    principal: &Principal,
+    conversation: pb::Conversation,
+    checked: Checked,
+    import: Option<Import>,
+) -> Result<Uuid, ContentError> {
+    let Checked {
+        request_id,
+        agent,
+        project,
+    } = checked;
     let labels = validate::labels_json(&conversation.labels);
+    let digest = import
+        .as_ref()
+        .map(|i| i.digest.as_slice())
+        .unwrap_or_default();
     let hash = request_hash(&[
-        b"create",
+        if import.is_some() {
+            b"import"
+        } else {
+            b"create"
+        },
         conversation.title.as_bytes(),
         conversation.agent_id.as_bytes(),
         conversation.project_id.as_bytes(),
         labels.to_string().as_bytes(),
+        digest,
     ]);
     let owner = principal.user_id;
     let mut conn = h.ctx.db.get().await?;
     let replayed = versioned::replayed(&mut conn, CONVERSATIONS, owner, request_id, &hash).await?;
     drop(conn);
-    let id = match replayed {
-        Some(id) => id,
-        None => {
-            let id = Uuid::now_v7();
-            // The agent's version for this conversation: its `production` label (split by
-            // the conversation's id when weighted), else its latest version.
-            let agent = match agent {
-                None => None,
-                Some(agent) => {
-                    let head = h.visible_agent(&principal, agent).await?;
-                    let selected = versions::select(None, &head.version_labels)?;
-                    let (_, number) = pick(agent, &selected, &id.to_string());
-                    Some((agent, number))
-                }
-            };
-            if let Some(project) = project {
-                h.visible_project(&principal, project).await?;
-            }
-            let new = store::NewConversation {
-                id,
-                owner_id: owner,
-                agent,
-                project_id: project,
-                title: conversation.title,
-                labels,
-                request_id,
-                request_hash: hash.clone(),
-            };
-            let mut conn = h.ctx.db.get().await?;
-            match store::insert_conversation(&mut conn, &new, db_now()).await {
-                Ok(()) => id,
-                Err(e) => {
-                    let request = (request_id, hash.as_slice());
-                    let table = (CONVERSATIONS, "conversation");
-                    versioned::create_failed(&mut conn, table, owner, request, e, None).await?
-                }
-            }
+    if let Some(id) = replayed {
+        return Ok(id);
+    }
+    let id = Uuid::now_v7();
+    // The agent's version for this conversation: its `production` label (split by the
+    // conversation's id when weighted), else its latest version.
+    let agent = match agent {
+        None => None,
+        Some(agent) => {
+            let head = h.visible_agent(principal, agent).await?;
+            let selected = versions::select(None, &head.version_labels)?;
+            let (_, number) = pick(agent, &selected, &id.to_string());
+            Some((agent, number))
         }
     };
-    let conversation = (*h.visible_conversation(&principal, id).await?).clone();
-    Ok(pb::CreateConversationResponse {
+    if let Some(project) = project {
+        h.visible_project(principal, project).await?;
+    }
+    let new = store::NewConversation {
+        id,
+        owner_id: owner,
+        agent,
+        project_id: project,
+        title: conversation.title,
+        labels,
+        request_id,
+        request_hash: hash.clone(),
+    };
+    let now = db_now();
+    let mut conn = h.ctx.db.get().await?;
+    let inserted = match &import {
+        None => store::insert_conversation(&mut conn, &new, now).await,
+        Some(import) => {
+            store::import_conversation(
+                &mut conn,
+                &new,
+                &import.messages,
+                import.created_at,
+                import.archived,
+                now,
+            )
+            .await
+        }
+    };
+    match inserted {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            let request = (request_id, hash.as_slice());
+            let table = (CONVERSATIONS, "conversation");
+            versioned::create_failed(&mut conn, table, owner, request, e, None).await
+        }
+    }
+}
+
+/// `ExportConversation`: the conversation as of the call, then its messages a page at a
+/// time from the primary key.
+pub async fn export_conversation(
+    h: &ContentHandlers,
+    request: Request<pb::ExportConversationRequest>,
+) -> Result<ExportStream, ContentError> {
+    use futures_util::StreamExt as _;
+    let principal = caller(&request, SCOPE_READ)?;
+    let id = validate::id("conversation_id", &request.get_ref().conversation_id)?;
+    // Read afresh (not through the cache): its last sequence bounds the export.
+    let mut conn = h.ctx.db.get().await?;
+    let row = store::conversation(&mut conn, id).await?;
+    drop(conn);
+    let row = row
+        .filter(|r| r.owner_id == principal.user_id || principal.is_admin())
+        .ok_or_else(|| ContentError::not_found("conversation"))?;
+    let upto = row.last_sequence;
+    let head = pb::ExportConversationResponse {
+        conversation: Some(conversation_proto(&row)),
+        messages: Vec::new(),
+    };
+    let db = h.ctx.db.clone();
+    let pages = futures_util::stream::unfold(0i64, move |last| {
+        let db = db.clone();
+        async move {
+            if last >= upto {
+                return None;
+            }
+            let to = (last + EXPORT_PAGE).min(upto);
+            let read = async {
+                let mut conn = db.get().await?;
+                Ok::<_, strata_storage::Error>(
+                    store::messages_between(&mut conn, id, last + 1, to).await?,
+                )
+            };
+            Some(match read.await {
+                Ok(rows) => (
+                    Ok(pb::ExportConversationResponse {
+                        conversation: None,
+                        messages: rows.iter().map(message_proto).collect(),
+                    }),
+                    to,
+                ),
+                // The stream ends after the error.
+                Err(e) => (Err(tonic::Status::from(ApiError::from(e))), upto),
+            })
+        }
+    });
+    Ok(Box::pin(
+        futures_util::stream::once(async { Ok(head) }).chain(pages),
+    ))
+}
+
+/// Reads an import's requests, refusing more than [`MAX_IMPORT_MESSAGES`] messages or
+/// [`MAX_IMPORT_BYTES`] bytes as soon as they are passed.
+async fn receive_import(
+    stream: &mut tonic::Streaming<pb::ImportConversationRequest>,
+) -> Result<Vec<pb::ImportConversationRequest>, tonic::Status> {
+    use prost::Message as _;
+    let (mut parts, mut bytes, mut count) = (Vec::new(), 0usize, 0usize);
+    while let Some(part) = stream.message().await? {
+        bytes += part.encoded_len();
+        count += part.messages.len();
+        if count > MAX_IMPORT_MESSAGES || bytes > MAX_IMPORT_BYTES {
+            let error = ContentError::invalid(
+                "messages",
+                format!(
+                    "an import holds at most {MAX_IMPORT_MESSAGES} messages and {} MiB",
+                    MAX_IMPORT_BYTES >> 20
+                ),
+            );
+            return Err(tonic::Status::from(ApiError::from(error)));
+        }
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+/// `ImportConversation`, once its requests are received.
+pub async fn import_conversation(
+    h: &ContentHandlers,
+    principal: &Principal,
+    parts: Vec<pb::ImportConversationRequest>,
+) -> Result<pb::ImportConversationResponse, ContentError> {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    let mut parts = parts.into_iter();
+    let first = parts.next().unwrap_or_default();
+    let mut v = Violations::new();
+    let Some(conversation) = first.conversation else {
+        return Err(ContentError::invalid(
+            "conversation",
+            "is required (in the first request)",
+        ));
+    };
+    let checked = check_new(&mut v, &conversation, &first.request_id);
+    let now = Utc::now();
+    let created_at = match conversation.create_time.as_ref().map(from_timestamp) {
+        None => None,
+        Some(Some(t)) if t <= now + MAX_IMPORT_SKEW => Some(t),
+        Some(_) => {
+            v.add(
+                "conversation.create_time",
+                "must be a time not in the future",
+            );
+            None
+        }
+    };
+    let mut originals: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    let mut messages = Vec::new();
+    let mut digest = sha2::Sha256::new();
+    let mut batches = vec![first.messages];
+    for part in parts {
+        if part.conversation.is_some() || !part.request_id.is_empty() {
+            v.add("conversation", "belongs in the first request only");
+        }
+        batches.push(part.messages);
+    }
+    for (i, message) in batches.into_iter().flatten().enumerate() {
+        let field = format!("messages[{i}]");
+        digest.update(message.encode_to_vec());
+        let original = match Uuid::try_parse(&message.id) {
+            Ok(id) if !originals.contains_key(&id) => Some(id),
+            Ok(_) => {
+                v.add(
+                    format!("{field}.id"),
+                    "is used by an earlier message of the import",
+                );
+                None
+            }
+            Err(_) => {
+                v.add(
+                    format!("{field}.id"),
+                    "must be a UUID (the message's original id)",
+                );
+                None
+            }
+        };
+        let parent = if message.parent_id.is_empty() {
+            None
+        } else {
+            let found = Uuid::try_parse(&message.parent_id)
+                .ok()
+                .and_then(|p| originals.get(&p).copied());
+            if found.is_none() {
+                v.add(
+                    format!("{field}.parent_id"),
+                    "must be the id of an earlier message of the import",
+                );
+            }
+            found
+        };
+        let created = match message.create_time.as_ref().map(from_timestamp) {
+            None => now,
+            Some(Some(t)) if t <= now + MAX_IMPORT_SKEW => t,
+            Some(_) => {
+                v.add(
+                    format!("{field}.create_time"),
+                    "must be a time not in the future",
+                );
+                now
+            }
+        };
+        let checked_message = check_message(
+            &mut v,
+            &field,
+            &pb::NewMessage {
+                role: message.role,
+                parts: message.parts,
+                usage: message.usage,
+            },
+        );
+        if let Some(original) = original {
+            originals.insert(original, i);
+        }
+        messages.push(store::ImportedMessage {
+            parent,
+            message: checked_message,
+            created_at: created,
+        });
+    }
+    v.finish()?;
+    let first_message = messages.iter().map(|m| m.created_at).min();
+    let import = Import {
+        created_at: created_at.or(first_message).unwrap_or(now),
+        archived: conversation.archived,
+        messages,
+        digest: digest.finalize().to_vec(),
+    };
+    let id = create(h, principal, conversation, checked, Some(import)).await?;
+    let conversation = (*h.visible_conversation(principal, id).await?).clone();
+    Ok(pb::ImportConversationResponse {
         conversation: Some(conversation),
     })
 }
@@ -936,6 +1204,24 @@ pub async fn search_messages(
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
     type WatchConversationStream = WatchStream;
+    type ExportConversationStream = ExportStream;
+
+    async fn export_conversation(
+        &self,
+        request: Request<pb::ExportConversationRequest>,
+    ) -> Result<tonic::Response<ExportStream>, tonic::Status> {
+        strata_errors::respond(export_conversation(self, request).await)
+    }
+
+    async fn import_conversation(
+        &self,
+        mut request: Request<tonic::Streaming<pb::ImportConversationRequest>>,
+    ) -> Result<tonic::Response<pb::ImportConversationResponse>, tonic::Status> {
+        let principal =
+            caller(&request, SCOPE_WRITE).map_err(|e| tonic::Status::from(ApiError::from(e)))?;
+        let parts = receive_import(request.get_mut()).await?;
+        strata_errors::respond(import_conversation(self, &principal, parts).await)
+    }
 
     async fn edit_message(
         &self,

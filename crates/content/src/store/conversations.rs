@@ -154,6 +154,89 @@ pub async fn insert_conversation(
     .map(|_| ())
 }
 
+/// A message of an import, checked: its place in the import, its parent's place, and what
+/// is kept of it.
+#[derive(Debug, Clone)]
+pub struct ImportedMessage {
+    /// Its parent's index in the import.
+    pub parent: Option<usize>,
+    /// Role, parts and usage (not billed again).
+    pub message: NewMessage,
+    /// Its original creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Rows per statement of an import.
+const IMPORT_CHUNK: usize = 5000;
+
+/// Inserts conversation `new` with `messages` (new ids, numbered in order, parents mapped,
+/// times kept) in one transaction; `created_at` is the conversation's creation time and
+/// `archived` its state.
+pub async fn import_conversation(
+    conn: &mut AsyncPgConnection,
+    new: &NewConversation,
+    messages: &[ImportedMessage],
+    created_at: DateTime<Utc>,
+    archived: bool,
+    now: DateTime<Utc>,
+) -> Result<(), diesel::result::Error> {
+    let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+    let last_message_at = messages.iter().map(|m| m.created_at).max();
+    conn.transaction(async |conn| {
+        insert_conversation(conn, new, now).await?;
+        for (chunk, rows) in messages.chunks(IMPORT_CHUNK).enumerate() {
+            let first = chunk * IMPORT_CHUNK;
+            let sequences: Vec<i64> = (first..first + rows.len())
+                .map(|i| i64::try_from(i).unwrap_or(i64::MAX) + 1)
+                .collect();
+            let parents: Vec<Option<Uuid>> = rows
+                .iter()
+                .map(|m| m.parent.and_then(|p| ids.get(p).copied()))
+                .collect();
+            let roles: Vec<i16> = rows.iter().map(|m| m.message.role).collect();
+            let parts: Vec<&serde_json::Value> = rows.iter().map(|m| &m.message.parts).collect();
+            let usages: Vec<Option<&serde_json::Value>> =
+                rows.iter().map(|m| m.message.usage.as_ref()).collect();
+            let times: Vec<DateTime<Utc>> = rows.iter().map(|m| m.created_at).collect();
+            diesel::sql_query(
+                "INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
+                   parts, created_at, owner_id, usage) \
+                 SELECT $1, s, i, p, r, j, t, $2, g \
+                 FROM unnest($3::bigint[], $4::uuid[], $5::uuid[], $6::smallint[], \
+                   $7::jsonb[], $8::timestamptz[], $9::jsonb[]) AS u(s, i, p, r, j, t, g)",
+            )
+            .bind::<SqlUuid, _>(new.id)
+            .bind::<SqlUuid, _>(new.owner_id)
+            .bind::<Array<BigInt>, _>(&sequences)
+            .bind::<Array<SqlUuid>, _>(&ids[first..first + rows.len()])
+            .bind::<Array<Nullable<SqlUuid>>, _>(&parents)
+            .bind::<Array<SmallInt>, _>(&roles)
+            .bind::<Array<Jsonb>, _>(&parts)
+            .bind::<Array<Timestamptz>, _>(&times)
+            .bind::<Array<Nullable<Jsonb>>, _>(&usages)
+            .execute(conn)
+            .await?;
+        }
+        let n = i64::try_from(messages.len()).unwrap_or(i64::MAX);
+        diesel::sql_query(
+            "UPDATE content.conversations SET last_sequence = $2, message_count = $2, \
+               active_leaf = $3, last_message_at = $4, active_at = GREATEST($5, $4), \
+               created_at = $5, archived = $6 \
+             WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(new.id)
+        .bind::<BigInt, _>(n)
+        .bind::<Nullable<SqlUuid>, _>(ids.last().copied())
+        .bind::<Nullable<Timestamptz>, _>(last_message_at)
+        .bind::<Timestamptz, _>(created_at)
+        .bind::<Bool, _>(archived)
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
 /// A conversation by id.
 pub async fn conversation(
     conn: &mut AsyncPgConnection,
@@ -576,7 +659,7 @@ pub async fn conversation_exists(
 }
 
 /// The messages of conversation `id` numbered `first..=last`, in order.
-async fn messages_between(
+pub async fn messages_between(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     first: i64,

@@ -1077,3 +1077,213 @@ async fn an_edit_becomes_a_sibling_branch_and_keeps_the_original() {
     let status = edit(&mut c, &ada, &conv.id, "", "x", "").await.unwrap_err();
     assert_eq!(violations(&status), vec!["message_id".to_owned()]);
 }
+
+async fn export(
+    c: &mut Client,
+    user: &TestUser,
+    id: &str,
+) -> Result<Vec<pb::ExportConversationResponse>, tonic::Status> {
+    let mut stream = c
+        .export_conversation(bearer(
+            pb::ExportConversationRequest {
+                conversation_id: id.into(),
+            },
+            &user.token,
+        ))
+        .await?
+        .into_inner();
+    let mut parts = Vec::new();
+    while let Some(part) = stream.message().await? {
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+async fn import(
+    c: &mut Client,
+    user: &TestUser,
+    parts: Vec<pb::ImportConversationRequest>,
+) -> Result<pb::Conversation, tonic::Status> {
+    c.import_conversation(bearer(futures_util::stream::iter(parts), &user.token))
+        .await
+        .map(|r| r.into_inner().conversation.unwrap())
+}
+
+#[tokio::test]
+async fn an_export_imports_into_the_same_tree_with_its_times_once_per_request_id() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let conv = create(
+        &mut c,
+        &ada,
+        pb::Conversation {
+            title: "Recipes".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // 1200 messages (three export pages), then a branch off the first answer.
+    let mut last = String::new();
+    for round in 0..12 {
+        let batch = (0..100)
+            .map(|i| {
+                text(
+                    if i % 2 == 0 {
+                        pb::Role::User
+                    } else {
+                        pb::Role::Assistant
+                    },
+                    &format!("m{round}.{i}"),
+                )
+            })
+            .collect();
+        last = append(&mut c, &ada, &conv.id, "", batch)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .id;
+    }
+    let first_answer = &branch(&mut c, &ada, &conv.id, &last, false, 500).await[1];
+    assert_eq!(first_answer, "m0.1");
+    let mut answers = ConversationServiceClient::clone(&c);
+    let stored = answers
+        .list_messages(bearer(
+            pb::ListMessagesRequest {
+                conversation_id: conv.id.clone(),
+                page_size: 2,
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    append(
+        &mut c,
+        &ada,
+        &conv.id,
+        &stored[1].id,
+        vec![text(pb::Role::User, "branch")],
+    )
+    .await
+    .unwrap();
+
+    let parts = export(&mut c, &ada, &conv.id).await.unwrap();
+    let exported = parts[0].conversation.clone().unwrap();
+    assert_eq!(
+        (exported.title.as_str(), exported.message_count),
+        ("Recipes", 1201)
+    );
+    let messages: Vec<pb::Message> = parts.iter().flat_map(|p| p.messages.clone()).collect();
+    assert_eq!(messages.len(), 1201);
+    assert!(parts.iter().all(|p| p.messages.len() <= 500));
+    assert!(
+        messages
+            .windows(2)
+            .all(|w| w[0].sequence + 1 == w[1].sequence)
+    );
+
+    // Import it in three requests, as a client streams it.
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let requests = |request_id: &str| {
+        let mut requests = vec![pb::ImportConversationRequest {
+            conversation: Some(exported.clone()),
+            messages: messages[..400].to_vec(),
+            request_id: request_id.into(),
+        }];
+        for chunk in messages[400..].chunks(500) {
+            requests.push(pb::ImportConversationRequest {
+                messages: chunk.to_vec(),
+                ..Default::default()
+            });
+        }
+        requests
+    };
+    let imported = import(&mut c, &ada, requests(&request_id)).await.unwrap();
+    assert_ne!(imported.id, conv.id);
+    assert_eq!(
+        (
+            imported.title.as_str(),
+            imported.message_count,
+            imported.last_sequence
+        ),
+        ("Recipes", 1201, 1201)
+    );
+    assert_eq!(imported.create_time, exported.create_time);
+    assert_eq!(imported.last_message_time, exported.last_message_time);
+    // The same tree: texts, roles, times and parents (by position), new ids.
+    let copy: Vec<pb::Message> = export(&mut c, &ada, &imported.id)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.messages.clone())
+        .collect();
+    let position = |list: &[pb::Message], id: &str| list.iter().position(|m| m.id == id);
+    for (a, b) in messages.iter().zip(&copy) {
+        assert_eq!(
+            (&a.parts, a.role, &a.create_time, a.sequence),
+            (&b.parts, b.role, &b.create_time, b.sequence)
+        );
+        assert_ne!(a.id, b.id);
+        assert_eq!(
+            position(&messages, &a.parent_id),
+            position(&copy, &b.parent_id)
+        );
+    }
+    assert_eq!(
+        branch(&mut c, &ada, &imported.id, "", false, 500).await,
+        ["m0.0", "m0.1", "branch"]
+    );
+    // A retry makes nothing new; the same key with other content is refused.
+    let again = import(&mut c, &ada, requests(&request_id)).await.unwrap();
+    assert_eq!(again.id, imported.id);
+    let mut other = requests(&request_id);
+    other[0].messages.truncate(10);
+    other.truncate(1);
+    let status = import(&mut c, &ada, other).await.unwrap_err();
+    assert_eq!(status.code(), versioned_conflict_code());
+
+    // Bad imports name the message and field, and write nothing.
+    let mut bad = messages[..3].to_vec();
+    bad[1].parent_id = bad[2].id.clone();
+    bad[2].id = bad[0].id.clone();
+    bad[0].create_time = Some(prost_types::Timestamp {
+        seconds: 4_102_444_800,
+        nanos: 0,
+    });
+    let status = import(
+        &mut c,
+        &ada,
+        vec![pb::ImportConversationRequest {
+            conversation: Some(exported.clone()),
+            messages: bad,
+            request_id: String::new(),
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        [
+            "messages[0].create_time",
+            "messages[1].parent_id",
+            "messages[2].id"
+        ]
+    );
+    let status = import(&mut c, &ada, vec![pb::ImportConversationRequest::default()])
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status), ["conversation"]);
+
+    // Someone else's conversation cannot be exported.
+    let eve = h.user().await;
+    let status = export(&mut c, &eve, &conv.id).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::NotFound, "conversation not found")
+    );
+}
