@@ -59,6 +59,13 @@ pub const USAGE_MAX_BACKOFF_MS: Setting = Setting::new(
     "longest pause of the usage shipper while analytics fails (the pause doubles from the shipping interval up to this)",
 );
 
+/// `STRATA_CONTENT_RETENTION_SECS`
+pub const RETENTION_SECS: Setting = Setting::new(
+    "STRATA_CONTENT_RETENTION_SECS",
+    "600",
+    "how often conversations' retention policies are applied (archiving, then deleting, in batches)",
+);
+
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     MAX_FILE_BYTES,
@@ -69,6 +76,7 @@ pub const SETTINGS: &[Setting] = &[
     USAGE_KEY,
     USAGE_SHIP_MS,
     USAGE_MAX_BACKOFF_MS,
+    RETENTION_SECS,
 ];
 
 /// Raw settings; field names are the lower-cased variable names.
@@ -90,6 +98,8 @@ pub struct ContentSettings {
     pub strata_content_usage_ship_ms: Option<u64>,
     /// `STRATA_CONTENT_USAGE_MAX_BACKOFF_MS`
     pub strata_content_usage_max_backoff_ms: Option<u64>,
+    /// `STRATA_CONTENT_RETENTION_SECS`
+    pub strata_content_retention_secs: Option<u64>,
 }
 
 impl ContentSettings {
@@ -164,6 +174,11 @@ impl ContentSettings {
                 self.strata_content_usage_max_backoff_ms,
                 defaults.usage_max_backoff,
             )?,
+            retention: secs(
+                RETENTION_SECS,
+                self.strata_content_retention_secs,
+                defaults.retention,
+            )?,
         })
     }
 }
@@ -187,6 +202,8 @@ pub struct ContentConfig {
     pub usage_ship: Duration,
     /// Longest pause of the usage shipper while analytics fails.
     pub usage_max_backoff: Duration,
+    /// Interval between retention rounds.
+    pub retention: Duration,
 }
 
 impl Default for ContentConfig {
@@ -200,6 +217,7 @@ impl Default for ContentConfig {
             usage_key: None,
             usage_ship: Duration::from_secs(1),
             usage_max_backoff: Duration::from_secs(30),
+            retention: Duration::from_secs(600),
         }
     }
 }

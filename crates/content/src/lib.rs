@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod retention;
 pub mod seed;
 pub mod store;
 pub mod template;
@@ -37,7 +38,8 @@ use strata_runtime::tasks::Task;
 pub use crate::config::ContentConfig;
 
 /// Adds the content services and their background tasks (folding views, ranking
-/// trending projects, shipping messages' usage to analytics: [`usage`]) to `builder`;
+/// trending projects, shipping messages' usage to analytics: [`usage`], applying
+/// conversations' retention policies: [`retention`]) to `builder`;
 /// returns their handlers.
 pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<ContentHandlers> {
     let (fold_every, trending_every) = (config.view_fold, config.trending);
@@ -54,6 +56,7 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
         config.usage_max_backoff,
     ));
     let ship_every = config.usage_ship;
+    let retention_every = config.retention;
     let handlers = Arc::new(ContentHandlers::new(builder.context(), config));
     let folder = Arc::clone(&handlers);
     builder.add_task(
@@ -74,6 +77,15 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
         let handlers = Arc::clone(&ranker);
         async move { handlers.recompute_trending().await.map(|_| ()) }
     }));
+    let keeper = Arc::clone(&handlers);
+    builder.add_task(Task::every(
+        "content.retention",
+        retention_every,
+        move || {
+            let handlers = Arc::clone(&keeper);
+            async move { handlers.apply_retention().await.map(|_| ()) }
+        },
+    ));
     let last = Arc::clone(&shipper);
     builder.add_task(
         Task::every("content.ship_usage", ship_every, move || {

@@ -27,6 +27,8 @@ mod files;
 mod indexes;
 #[path = "content/projects.rs"]
 mod projects;
+#[path = "content/retention.rs"]
+mod retention;
 #[path = "content/usage.rs"]
 mod usage;
 #[path = "content/watch.rs"]

@@ -25,9 +25,9 @@ use super::versioned::{self, mask, pick, request_hash};
 use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, db_now, shared};
 use crate::ContentError;
 use crate::store::conversations::{self as store, Appended, CONVERSATIONS, Page, Under};
-use crate::validate;
 use crate::versions;
 use crate::watch::{self, WatchStream};
+use crate::{retention, validate};
 
 /// Longest title.
 const MAX_TITLE: usize = 200;
@@ -692,6 +692,108 @@ pub async fn import_conversation(
     })
 }
 
+/// The project a retention policy names: one the caller owns (an admin: any), else the
+/// project looks missing.
+async fn policy_project(
+    h: &ContentHandlers,
+    principal: &Principal,
+    field: &str,
+    value: &str,
+) -> Result<(Uuid, Option<Uuid>), ContentError> {
+    let mut v = Violations::new();
+    let project = validate::optional_id(&mut v, field, value);
+    v.finish()?;
+    let Some(project) = project else {
+        return Ok((principal.user_id, None));
+    };
+    let found = h.visible_project(principal, project).await?;
+    let owner = Uuid::parse_str(&found.owner_id).unwrap_or_default();
+    if owner != principal.user_id && !principal.is_admin() {
+        return Err(ContentError::not_found("project"));
+    }
+    Ok((owner, Some(project)))
+}
+
+fn policy_proto(project: Option<Uuid>, row: Option<&retention::PolicyRow>) -> pb::RetentionPolicy {
+    pb::RetentionPolicy {
+        project_id: project.map(|p| p.to_string()).unwrap_or_default(),
+        archive_after_days: row.and_then(|r| r.archive_after_days).unwrap_or_default(),
+        delete_after_days: row.and_then(|r| r.delete_after_days).unwrap_or_default(),
+        update_time: row.map(|r| timestamp(r.updated_at)),
+    }
+}
+
+/// `GetRetentionPolicy`.
+pub async fn get_retention_policy(
+    h: &ContentHandlers,
+    request: Request<pb::GetRetentionPolicyRequest>,
+) -> Result<pb::GetRetentionPolicyResponse, ContentError> {
+    let principal = caller(&request, SCOPE_READ)?;
+    let (owner, project) =
+        policy_project(h, &principal, "project_id", &request.get_ref().project_id).await?;
+    let mut conn = h.ctx.db.get().await?;
+    let row = retention::policy(&mut conn, owner, project).await?;
+    Ok(pb::GetRetentionPolicyResponse {
+        policy: Some(policy_proto(project, row.as_ref())),
+    })
+}
+
+/// `SetRetentionPolicy`.
+pub async fn set_retention_policy(
+    h: &ContentHandlers,
+    request: Request<pb::SetRetentionPolicyRequest>,
+) -> Result<pb::SetRetentionPolicyResponse, ContentError> {
+    let principal = caller(&request, SCOPE_WRITE)?;
+    let policy = request.into_inner().policy.unwrap_or_default();
+    let mut v = Violations::new();
+    let mut days = |field: &str, value: i32| match value {
+        0 => None,
+        1..=retention::MAX_DAYS => Some(value),
+        _ => {
+            v.add(
+                format!("policy.{field}"),
+                format!("must be 0 (never) or 1 to {}", retention::MAX_DAYS),
+            );
+            None
+        }
+    };
+    let archive = days("archive_after_days", policy.archive_after_days);
+    let delete = days("delete_after_days", policy.delete_after_days);
+    v.finish()?;
+    let (owner, project) =
+        policy_project(h, &principal, "policy.project_id", &policy.project_id).await?;
+    let mut conn = h.ctx.db.get().await?;
+    let row = retention::set_policy(&mut conn, owner, project, archive, delete, db_now()).await?;
+    Ok(pb::SetRetentionPolicyResponse {
+        policy: Some(policy_proto(project, row.as_ref())),
+    })
+}
+
+impl ContentHandlers {
+    /// One retention round (the `content.retention` task): archives and deletes what the
+    /// policies say, then forgets the cached conversations it changed.
+    pub async fn apply_retention(&self) -> Result<retention::Applied, ContentError> {
+        let mut conn = self.ctx.db.get().await?;
+        let applied = retention::apply(&mut conn, db_now()).await?;
+        drop(conn);
+        let changed: Vec<String> = applied
+            .archived
+            .iter()
+            .chain(&applied.deleted)
+            .map(Uuid::to_string)
+            .collect();
+        if !changed.is_empty() {
+            self.conversations.invalidate(&changed).await;
+            tracing::info!(
+                archived = applied.archived.len(),
+                deleted = applied.deleted.len(),
+                "retention applied"
+            );
+        }
+        Ok(applied)
+    }
+}
+
 /// `GetConversation`.
 pub async fn get_conversation(
     h: &ContentHandlers,
@@ -1204,6 +1306,20 @@ pub async fn search_messages(
 #[tonic::async_trait]
 impl pb::conversation_service_server::ConversationService for ContentHandlers {
     type WatchConversationStream = WatchStream;
+
+    async fn get_retention_policy(
+        &self,
+        request: Request<pb::GetRetentionPolicyRequest>,
+    ) -> Result<tonic::Response<pb::GetRetentionPolicyResponse>, tonic::Status> {
+        strata_errors::respond(get_retention_policy(self, request).await)
+    }
+
+    async fn set_retention_policy(
+        &self,
+        request: Request<pb::SetRetentionPolicyRequest>,
+    ) -> Result<tonic::Response<pb::SetRetentionPolicyResponse>, tonic::Status> {
+        strata_errors::respond(set_retention_policy(self, request).await)
+    }
     type ExportConversationStream = ExportStream;
 
     async fn export_conversation(
