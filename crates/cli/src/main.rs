@@ -147,6 +147,26 @@ enum SeedWhat {
         #[arg(long = "owner")]
         known_owners: Vec<uuid::Uuid>,
     },
+    /// Conversations and their messages, generated inside PostgreSQL a batch at a time,
+    /// one writer per core: skewed sizes (one conversation of --largest messages per
+    /// million, owned by the heaviest owner, and a long tail), owners on a power law.
+    Conversations {
+        /// Conversations to insert.
+        #[arg(long, default_value_t = 10_000)]
+        conversations: u64,
+        /// Messages over all of them.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Messages of the largest conversations.
+        #[arg(long, default_value_t = 100_000)]
+        largest: u64,
+        /// Distinct owners (power law).
+        #[arg(long, default_value_t = 1_000)]
+        owners: u32,
+        /// A user id that takes the heaviest owner's place not yet taken (repeatable).
+        #[arg(long = "owner")]
+        known_owners: Vec<uuid::Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -549,6 +569,22 @@ async fn seed(what: SeedWhat) -> anyhow::Result<ExitCode> {
             };
             return seed_content(options).await;
         }
+        SeedWhat::Conversations {
+            conversations,
+            messages,
+            largest,
+            owners,
+            known_owners,
+        } => {
+            let options = strata_content::seed_conversations::ConversationSeed {
+                conversations,
+                messages,
+                largest,
+                owners,
+                known_owners,
+            };
+            return seed_conversations(options).await;
+        }
     };
     if rows == 0 || users == 0 || projects == 0 || !(1..=366).contains(&days) {
         bail!("--rows, --users and --projects must be positive and --days 1 to 366");
@@ -654,6 +690,56 @@ async fn seed_content(options: strata_content::seed::SeedOptions) -> anyhow::Res
         seeded.likes,
         seeded.prompts,
         seeded.agents,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strata seed conversations`.
+async fn seed_conversations(
+    options: strata_content::seed_conversations::ConversationSeed,
+) -> anyhow::Result<ExitCode> {
+    if options.conversations == 0
+        || options.messages < options.conversations
+        || options.largest == 0
+        || options.owners == 0
+        || options.known_owners.len() > options.owners as usize
+    {
+        bail!(
+            "--conversations, --largest and --owners must be positive, --messages at least --conversations, and --owners at least the number of --owner ids"
+        );
+    }
+    let settings = Settings::load().context("reading configuration")?;
+    let config = settings
+        .db
+        .resolve("strata-seed")
+        .context("configuration")?;
+    let started = std::time::Instant::now();
+    let mut err = std::io::stderr().lock();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let seeded = strata_content::seed_conversations::seed_conversations(
+        &config,
+        &options,
+        workers,
+        |done, total| {
+            let _ = write!(
+                err,
+                "\r{}",
+                progress_bar(done, total, "messages", started.elapsed())
+            );
+            let _ = err.flush();
+        },
+    )
+    .await
+    .context("seeding conversations")?;
+    let _ = writeln!(err);
+    drop(err);
+    writeln!(
+        std::io::stdout().lock(),
+        "inserted {} conversations with {} messages (the largest {}) in {:.1} s",
+        seeded.conversations,
+        seeded.messages,
+        seeded.largest,
         started.elapsed().as_secs_f64()
     )?;
     Ok(ExitCode::SUCCESS)

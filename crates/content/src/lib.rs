@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod retention;
 pub mod seed;
+pub mod seed_conversations;
 pub mod store;
 pub mod template;
 pub mod usage;
