@@ -94,6 +94,13 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "BatchUpsertFiles (100 new files",
         "ForkProject (a public project of 1,000 files",
         "ResolvePrompt (cached",
+        "ListMessages (newest 50 of the active branch;",
+        "ListMessages (newest 50)",
+        "ListMessages (a page of 50 up to",
+        "SearchMessages (",
+        "AppendMessages (a question and an answer with usage;",
+        "AppendMessages with usage over 256 conversations",
+        "WatchConversation delivery",
     ] {
         assert!(
             operations.iter().any(|o| o.starts_with(expected)),
@@ -129,6 +136,12 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     assert_eq!(target("BatchUpsertFiles"), "p50 ≤ 15 ms");
     assert_eq!(target("ForkProject"), "p50 ≤ 50 ms");
     assert_eq!(target("ResolvePrompt"), "≥ 0.5 of limit");
+    // And those of the conversations issue.
+    assert_eq!(target("ListMessages (newest 50 of"), "p99 ≤ 5 ms");
+    assert_eq!(target("ListMessages (a page of 50 up to"), "p99 ≤ 5 ms");
+    assert_eq!(target("SearchMessages"), "p95 ≤ 30 ms");
+    assert_eq!(target("AppendMessages (a question"), "p50 ≤ 3 ms");
+    assert_eq!(target("WatchConversation delivery"), "p99 ≤ 50 ms");
     assert_eq!(
         target("GetProfile, rate limits on"),
         "≥ 0.95 of limit (overhead ≤ 5 %)"

@@ -146,7 +146,8 @@ struct Tally {
     latency: Histogram<u64>,
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram (microseconds, three significant figures up to a minute).
+pub fn histogram() -> Histogram<u64> {
     // Three significant figures from 1 µs to a minute; the bounds are constants, so this
     // cannot fail.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)

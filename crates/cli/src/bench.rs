@@ -10,6 +10,7 @@
 //! reported as failed, never as fast.
 
 mod content;
+mod conversations;
 mod flamegraph;
 
 use std::collections::BTreeMap;
@@ -493,6 +494,7 @@ impl Suite {
         log: &Path,
         rate_limits: &str,
         tag: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log).context("creating the suite's log")?;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -518,6 +520,7 @@ impl Suite {
                 ]
                 .map(|name| (name, rate_limits)),
             )
+            .envs(env.iter().copied())
             .env_remove("STRATA_CONFIG_FILE")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::piped())
@@ -815,6 +818,25 @@ async fn list_usage(c: Channel, token: String) -> Result<(), tonic::Status> {
         .list_usage(bearer(request, &token))
         .await
         .map(|_| ())
+}
+
+/// Migrates the fresh database and makes the key content's usage shipper sends with, as
+/// `make run` does (`strata auth service-key`).
+async fn usage_shipper_key(database_url: &str) -> anyhow::Result<String> {
+    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    strata_storage::migrate::Migrations::embedded()?
+        .run(&mut conn)
+        .await?;
+    let key = strata_auth::service_accounts::ensure_key(
+        &mut conn,
+        "usage-shipper@bench.example",
+        "usage-shipper",
+        &["usage:write".to_owned()],
+        None,
+        Utc::now(),
+    )
+    .await?;
+    Ok(key.secret)
 }
 
 /// An admin service account made the way an operator would (sign up, `strata auth
@@ -1138,6 +1160,7 @@ where
         &out.join("suite-limited.log"),
         UNREACHED_RATE_LIMIT,
         "limited",
+        &[],
     )
     .await?;
     let unlimited = Suite::start(
@@ -1146,6 +1169,7 @@ where
         &out.join("suite-unlimited.log"),
         "off",
         "unlimited",
+        &[],
     )
     .await?;
     let limited_channels = load::connect(&limited.url, load.connections).await?;
@@ -1297,12 +1321,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     progress("starting the suite");
     let database_url = fresh_database(&admin_url, &options.database).await?;
     std::fs::create_dir_all(&options.out)?;
+    let usage_key = usage_shipper_key(&database_url).await?;
     let suite = Suite::start(
         &database_url,
         &redis_url,
         &options.out.join("suite.log"),
         UNREACHED_RATE_LIMIT,
         "suite",
+        &[("STRATA_CONTENT_USAGE_KEY", &usage_key)],
     )
     .await?;
     let channels = load::connect(&suite.url, wide.connections).await?;
@@ -1846,6 +1872,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &mut bench,
         &channels[0],
         &database_url,
+        scale,
+        &wide,
+        run_id,
+        cores,
+    )
+    .await?;
+    conversations::run(
+        &mut bench,
+        &channels[0],
+        &database_url,
+        &redis_url,
+        &options.out,
+        &usage_key,
         scale,
         &wide,
         run_id,
