@@ -6,9 +6,9 @@
 -- exactly when the message is. The content service's shipper (crates/content/src/usage.rs)
 -- claims due rows with FOR UPDATE SKIP LOCKED (replicas share the work and never send a
 -- row twice at once), sends them to analytics' RecordUsage with the row's id as the
--- idempotency key, and deletes them once analytics acknowledged them; a failure pushes
--- next_attempt_at back (exponential backoff). A row analytics refuses as invalid is kept,
--- marked refused, for an operator; the others go on.
+-- idempotency key, and deletes them once analytics acknowledged them; while analytics
+-- fails, the shipper pauses (exponential backoff) and the rows wait. A row analytics
+-- refuses as invalid is kept, marked refused, for an operator; the others go on.
 ALTER TABLE content.messages ADD COLUMN usage jsonb;
 
 CREATE TABLE content.usage_outbox (
@@ -28,14 +28,11 @@ CREATE TABLE content.usage_outbox (
     occurred_at       timestamptz NOT NULL,
     -- W3C traceparent of the append, linked from the shipper's span.
     traceparent       text,
-    attempts          integer NOT NULL DEFAULT 0,
-    next_attempt_at   timestamptz NOT NULL DEFAULT '-infinity',
     refused_at        timestamptz,
     refusal           text
 );
 
--- The shipper's claim: due rows, oldest first.
-CREATE INDEX usage_outbox_due_idx ON content.usage_outbox (next_attempt_at, id)
-    WHERE refused_at IS NULL;
+-- The shipper's claim: rows not refused, oldest first (refused rows never slow it down).
+CREATE INDEX usage_outbox_due_idx ON content.usage_outbox (id) WHERE refused_at IS NULL;
 
 GRANT SELECT ON content.usage_outbox TO strata_explain;

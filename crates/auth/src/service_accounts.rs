@@ -6,7 +6,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
+use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rand::RngCore as _;
 use uuid::Uuid;
 
@@ -14,6 +15,22 @@ use crate::error::AuthError;
 use crate::password::Passwords;
 use crate::store;
 use crate::tokens::{hash_token, new_api_key};
+
+/// Whether `user` was made by this module.
+async fn is_service_account(conn: &mut AsyncPgConnection, user: Uuid) -> Result<bool, AuthError> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let found: Found = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM auth.service_accounts WHERE user_id = $1) AS found",
+    )
+    .bind::<SqlUuid, _>(user)
+    .get_result(conn)
+    .await?;
+    Ok(found.found)
+}
 
 /// A service account's key.
 #[derive(Debug)]
@@ -38,14 +55,35 @@ pub async fn ensure_key(
     now: DateTime<Utc>,
 ) -> Result<ServiceKey, AuthError> {
     let user = match store::user_by_email(conn, email).await? {
-        Some(user) => user,
+        // Only an account this command made is reused: one someone signed up with this
+        // email must not become an admin.
+        Some(user) if is_service_account(conn, user.id).await? => user,
+        Some(_) => {
+            return Err(AuthError::Api(strata_errors::ApiError::FailedPrecondition(
+                format!(
+                    "{email} belongs to an account that is not a service account; choose another email"
+                )
+                .into(),
+            )));
+        }
         None => {
             let mut random = [0u8; 32];
             rand::rng().fill_bytes(&mut random);
             let hash = Passwords::new()?
                 .hash(URL_SAFE_NO_PAD.encode(random))
                 .await?;
-            store::insert_user(conn, email, &hash, name, None).await?
+            conn.transaction::<_, AuthError, _>(async |conn| {
+                let user = store::insert_user(conn, email, &hash, name, None).await?;
+                diesel::sql_query(
+                    "INSERT INTO auth.service_accounts (user_id, created_at) VALUES ($1, $2)",
+                )
+                .bind::<SqlUuid, _>(user.id)
+                .bind::<Timestamptz, _>(now)
+                .execute(conn)
+                .await?;
+                Ok(user)
+            })
+            .await?
         }
     };
     store::grant_admin(conn, email, now).await?;

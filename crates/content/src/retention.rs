@@ -5,24 +5,28 @@
 //! (Other users' conversations of a public project follow their own policies: nobody's
 //! policy deletes someone else's conversations.) Inactivity is measured from `active_at`.
 //!
-//! [`apply`] archives, then deletes, in batches (each one statement through the
-//! conversations' `(owner, …, active_at)` indexes), until nothing is due or the round's
-//! budget of batches is spent; deletions cascade to the messages and end the streams of
-//! their watchers (`NOTIFY`). Running on several replicas at once is harmless: an update
-//! or deletion that lost a race finds nothing left to do.
+//! [`apply`] archives, then deletes, in batches found through the conversations'
+//! `(owner, …, active_at)` indexes, until nothing is due or the round's budget of batches
+//! is spent. Archiving is one statement per batch; each deletion is a transaction of
+//! bounded statements (the messages a chunk at a time, then the row, which ends the
+//! streams of its watchers). Both check the idle time again on the rows they lock: a
+//! conversation that became active meanwhile is kept. Running on several replicas at once
+//! is harmless: an update or deletion that lost a race finds nothing left to do.
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Integer, Nullable, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Nullable, Timestamptz, Uuid as SqlUuid};
 use diesel::{OptionalExtension, QueryableByName, sql_query};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::store::conversations::MESSAGES_CHANNEL;
 
 /// Conversations archived per statement.
 const ARCHIVE_BATCH: i64 = 1000;
-/// Conversations deleted per statement (each with all its messages).
+/// Due conversations found per statement (each is then deleted in its own transaction).
 const DELETE_BATCH: i64 = 100;
+/// Messages deleted per statement.
+const MESSAGE_CHUNK: i64 = 5000;
 /// Statements per action and kind of policy in one round; the rest waits for the next.
 const MAX_BATCHES: usize = 50;
 /// Longest period a policy may name, in days.
@@ -137,11 +141,15 @@ pub async fn apply(
 ) -> Result<Applied, diesel::result::Error> {
     let mut applied = Applied::default();
     for (policies, covered) in KINDS {
+        // Each due conversation with the time its activity must be before: the outer
+        // statements check it again on the row they lock, so a conversation that became
+        // active meanwhile (an append committed while they waited) is left alone.
         let due = |column: &str, extra: &str, batch: i64| {
             format!(
-                "SELECT c.id FROM content.retention_policies p \
+                "SELECT c.id, c.cutoff FROM content.retention_policies p \
                  CROSS JOIN LATERAL ( \
-                   SELECT c.id FROM content.conversations c \
+                   SELECT c.id, $1 - make_interval(days => p.{column}) AS cutoff \
+                   FROM content.conversations c \
                    WHERE c.owner_id = p.owner_id AND {covered} {extra} \
                      AND c.active_at < $1 - make_interval(days => p.{column}) \
                    LIMIT {batch} \
@@ -153,44 +161,91 @@ pub async fn apply(
         let archive = format!(
             "WITH due AS ({}) \
              UPDATE content.conversations c SET archived = true, updated_at = $1 \
-             FROM due WHERE c.id = due.id AND NOT c.archived RETURNING c.id",
+             FROM due WHERE c.id = due.id AND NOT c.archived AND c.active_at < due.cutoff \
+             RETURNING c.id",
             due("archive_after_days", "AND NOT c.archived", ARCHIVE_BATCH)
         );
-        applied
-            .archived
-            .extend(batches(conn, &archive, now, ARCHIVE_BATCH).await?);
-        let delete = format!(
-            "WITH due AS ({}), gone AS ( \
-               DELETE FROM content.conversations c USING due WHERE c.id = due.id RETURNING c.id \
-             ) \
-             SELECT id, pg_notify('{MESSAGES_CHANNEL}', id::text || ':-1') FROM gone",
-            due("delete_after_days", "", DELETE_BATCH)
-        );
-        applied
-            .deleted
-            .extend(batches(conn, &delete, now, DELETE_BATCH).await?);
+        for _ in 0..MAX_BATCHES {
+            let touched: Vec<Touched> = sql_query(&archive)
+                .bind::<Timestamptz, _>(now)
+                .load(conn)
+                .await?;
+            let n = touched.len();
+            applied.archived.extend(touched.into_iter().map(|t| t.id));
+            if i64::try_from(n).unwrap_or(i64::MAX) < ARCHIVE_BATCH {
+                break;
+            }
+        }
+        let doomed = due("delete_after_days", "", DELETE_BATCH);
+        for _ in 0..MAX_BATCHES {
+            let due: Vec<Due> = sql_query(&doomed)
+                .bind::<Timestamptz, _>(now)
+                .load(conn)
+                .await?;
+            let n = due.len();
+            for conversation in due {
+                if delete(conn, conversation.id, conversation.cutoff).await? {
+                    applied.deleted.push(conversation.id);
+                }
+            }
+            if i64::try_from(n).unwrap_or(i64::MAX) < DELETE_BATCH {
+                break;
+            }
+        }
     }
     Ok(applied)
 }
 
-/// Runs `statement` until a batch comes back short or the budget is spent.
-async fn batches(
+#[derive(QueryableByName)]
+struct Due {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    cutoff: DateTime<Utc>,
+}
+
+/// Deletes conversation `id` if it is still idle since before `cutoff`, in one
+/// transaction of bounded statements: its messages newest first, [`MESSAGE_CHUNK`] at a
+/// time (no message then has children left for the cascade to find), then the row, which
+/// ends its watchers' streams. The row stays locked throughout, so no append slips in.
+async fn delete(
     conn: &mut AsyncPgConnection,
-    statement: &str,
-    now: DateTime<Utc>,
-    batch: i64,
-) -> Result<Vec<Uuid>, diesel::result::Error> {
-    let mut ids = Vec::new();
-    for _ in 0..MAX_BATCHES {
-        let touched: Vec<Touched> = sql_query(statement)
-            .bind::<Timestamptz, _>(now)
-            .load(conn)
-            .await?;
-        let n = touched.len();
-        ids.extend(touched.into_iter().map(|t| t.id));
-        if i64::try_from(n).unwrap_or(i64::MAX) < batch {
-            break;
+    id: Uuid,
+    cutoff: DateTime<Utc>,
+) -> Result<bool, diesel::result::Error> {
+    conn.transaction(async |conn| {
+        let locked: Vec<Touched> = sql_query(
+            "SELECT id FROM content.conversations WHERE id = $1 AND active_at < $2 FOR UPDATE",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<Timestamptz, _>(cutoff)
+        .load(conn)
+        .await?;
+        if locked.is_empty() {
+            return Ok(false);
         }
-    }
-    Ok(ids)
+        loop {
+            let deleted = sql_query(
+                "DELETE FROM content.messages WHERE conversation_id = $1 AND sequence IN ( \
+                   SELECT sequence FROM content.messages WHERE conversation_id = $1 \
+                   ORDER BY sequence DESC LIMIT $2)",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<BigInt, _>(MESSAGE_CHUNK)
+            .execute(conn)
+            .await?;
+            if i64::try_from(deleted).unwrap_or(i64::MAX) < MESSAGE_CHUNK {
+                break;
+            }
+        }
+        sql_query(format!(
+            "WITH gone AS (DELETE FROM content.conversations WHERE id = $1 RETURNING id) \
+             SELECT id, pg_notify('{MESSAGES_CHANNEL}', id::text || ':-1') FROM gone"
+        ))
+        .bind::<SqlUuid, _>(id)
+        .load::<Touched>(conn)
+        .await
+        .map(|gone| !gone.is_empty())
+    })
+    .await
 }

@@ -54,6 +54,11 @@ pub enum ShipError {
         "usage waits in content.usage_outbox: set STRATA_CONTENT_USAGE_KEY (an API key of an admin account with usage:write)"
     )]
     NoKey,
+    /// Usage is due but no analytics service is known to this process.
+    #[error(
+        "usage waits in content.usage_outbox: no analytics service here; set STRATA_ANALYTICS_URL"
+    )]
+    NoAnalytics,
     /// Paused after failures; nothing was tried.
     #[error("analytics failed recently; next attempt in {0:?}")]
     Paused(Duration),
@@ -179,7 +184,7 @@ impl Shipper {
         let result = self.ship().await;
         if let Ok(mut pause) = self.pause.lock() {
             match &result {
-                Err(ShipError::Analytics(_) | ShipError::NoKey) => {
+                Err(ShipError::Analytics(_) | ShipError::NoKey | ShipError::NoAnalytics) => {
                     pause.failures = pause.failures.saturating_add(1);
                     let pow = 2u32.saturating_pow(pause.failures.min(16));
                     pause.until = Some(Instant::now() + (self.every * pow).min(self.max_pause));
@@ -227,8 +232,11 @@ impl Shipper {
                 if due.is_empty() {
                     return Ok(Batch::Done(0));
                 }
-                let (Some(key), Some(channel)) = (key, analytics.channel()) else {
+                let Some(key) = key else {
                     return Err(ShipError::NoKey);
+                };
+                let Some(channel) = analytics.channel() else {
+                    return Err(ShipError::NoAnalytics);
                 };
                 let span = tracing::info_span!("content.ship_usage", events = due.len());
                 span.in_scope(|| {

@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 use uuid::Uuid;
 
+use strata_errors::ApiError;
+
+use crate::ContentError;
 use crate::handlers::conversations::message_proto;
 use crate::store::conversations::{self as store, MESSAGES_CHANNEL};
 
@@ -43,6 +46,10 @@ pub const SLOW_CONSUMER: Duration = Duration::from_secs(10);
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// How often watchers read while the listener is not connected.
 const POLL_WITHOUT_LISTENER: Duration = Duration::from_millis(500);
+/// Streams one user may hold open on one replica.
+pub const MAX_STREAMS_PER_USER: usize = 100;
+/// Streams one replica holds open.
+pub const MAX_STREAMS: usize = 10_000;
 /// Pause between the listener's connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -59,17 +66,28 @@ pub struct Hub {
     /// Whether the listener is connected (watchers poll faster while it is not).
     listening: watch::Sender<bool>,
     started: OnceLock<()>,
+    /// Open streams per user.
+    streams: Mutex<HashMap<Uuid, usize>>,
 }
 
 /// A watcher's registration; unregisters on drop.
 struct Subscription {
     hub: Arc<Hub>,
     id: Uuid,
+    user: Uuid,
     notified: watch::Receiver<i64>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if let Ok(mut streams) = self.hub.streams.lock()
+            && let Some(n) = streams.get_mut(&self.user)
+        {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.user);
+            }
+        }
         if let Ok(mut conversations) = self.hub.conversations.lock()
             && let Some(sender) = conversations.get(&self.id)
             && sender.receiver_count() <= 1
@@ -80,7 +98,34 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    fn subscribe(self: &Arc<Self>, id: Uuid) -> Subscription {
+    /// Registers a stream of `user` on conversation `id`, within the limits.
+    fn subscribe(self: &Arc<Self>, user: Uuid, id: Uuid) -> Result<Subscription, ApiError> {
+        {
+            let mut streams = self
+                .streams
+                .lock()
+                .map_err(|_| ApiError::Unavailable("the watchers' registry failed".into()))?;
+            let total: usize = streams.values().sum();
+            let mine = streams.entry(user).or_insert(0);
+            if *mine >= MAX_STREAMS_PER_USER || total >= MAX_STREAMS {
+                let message = if *mine >= MAX_STREAMS_PER_USER {
+                    format!(
+                        "at most {MAX_STREAMS_PER_USER} open WatchConversation streams per user"
+                    )
+                } else {
+                    format!("this server holds {MAX_STREAMS} WatchConversation streams")
+                };
+                if *mine == 0 {
+                    streams.remove(&user);
+                }
+                return Err(ApiError::ResourceExhausted {
+                    message: message.into(),
+                    retry_after: Duration::from_secs(1),
+                    quota: Vec::new(),
+                });
+            }
+            *mine += 1;
+        }
         let notified = match self.conversations.lock() {
             Ok(mut conversations) => conversations
                 .entry(id)
@@ -89,11 +134,12 @@ impl Hub {
             // Poisoned: a watcher that only polls is still correct.
             Err(_) => watch::Sender::new(0).subscribe(),
         };
-        Subscription {
+        Ok(Subscription {
             hub: Arc::clone(self),
             id,
+            user,
             notified,
-        }
+        })
     }
 
     fn notify(&self, id: Uuid, sequence: i64) {
@@ -173,10 +219,16 @@ fn resume_status(code: tonic::Code, why: &str, last: i64) -> Status {
     Status::new(code, format!("{why}; resume with from_sequence = {last}"))
 }
 
-/// The stream of conversation `id`'s messages after `from` (the caller may read it).
-pub fn stream(ctx: Arc<AppContext>, hub: &Arc<Hub>, id: Uuid, from: i64) -> WatchStream {
+/// The stream of conversation `id`'s messages after `from`, for `user` (who may read it).
+pub fn stream(
+    ctx: Arc<AppContext>,
+    hub: &Arc<Hub>,
+    user: Uuid,
+    id: Uuid,
+    from: i64,
+) -> Result<WatchStream, ContentError> {
+    let subscription = hub.subscribe(user, id)?;
     hub.start(ctx.config.db.clone(), ctx.stopping.subscribe());
-    let subscription = hub.subscribe(id);
     let (tx, rx) = mpsc::channel::<pb::WatchConversationResponse>(BUFFER);
     let (end_tx, end_rx) = oneshot::channel::<Status>();
     tokio::spawn(feed(ctx, subscription, from, tx, end_tx));
@@ -187,7 +239,7 @@ pub fn stream(ctx: Arc<AppContext>, hub: &Arc<Hub>, id: Uuid, from: i64) -> Watc
         );
     // After the buffered messages, the reason the feed ended, if it ended early.
     let end = futures_util::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    Box::pin(messages.chain(end))
+    Ok(Box::pin(messages.chain(end)))
 }
 
 /// Reads the conversation's messages after `last` and sends them, forever: see the

@@ -222,12 +222,13 @@ pub(super) async fn run(
             append.clone(),
         )
         .await;
+    let wide_appends = format!(
+        "AppendMessages with usage over {APPEND_CONVERSATIONS} conversations (the shipper \
+         running)"
+    );
     bench
         .measure(
-            &format!(
-                "AppendMessages with usage over {APPEND_CONVERSATIONS} conversations (the \
-                 shipper running)"
-            ),
+            &wide_appends,
             wide,
             Limit::PgbenchTpcb,
             "",
@@ -236,7 +237,7 @@ pub(super) async fn run(
         )
         .await;
     let shipped = outbox_drained(database_url, Duration::from_secs(60)).await?;
-    if let Some(row) = bench.rows.last_mut() {
+    if let Some(row) = bench.last(&wide_appends) {
         row.operation.push_str(&format!(
             "; the outbox emptied {:.1} s after the load",
             shipped.as_secs_f64()

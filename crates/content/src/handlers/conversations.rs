@@ -75,6 +75,10 @@ pub const MAX_IMPORT_MESSAGES: usize = 100_000;
 pub const MAX_IMPORT_BYTES: usize = 64 << 20;
 /// Messages per export response.
 const EXPORT_PAGE: i64 = 500;
+/// Bytes per export response, beyond its first message.
+const EXPORT_PAGE_BYTES: usize = 3 << 20;
+/// The earliest time an import may name, in Unix seconds (1970).
+const EARLIEST_IMPORT: i64 = 0;
 /// How far ahead of the server's clock an imported time may be (clock skew).
 const MAX_IMPORT_SKEW: chrono::Duration = chrono::Duration::days(1);
 
@@ -532,13 +536,36 @@ pub async fn export_conversation(
                 )
             };
             Some(match read.await {
-                Ok(rows) => (
-                    Ok(pb::ExportConversationResponse {
-                        conversation: None,
-                        messages: rows.iter().map(message_proto).collect(),
-                    }),
-                    to,
+                // Numbers are gap-free: fewer rows than asked means the conversation was
+                // deleted meanwhile, and the export would be incomplete.
+                Ok(rows) if rows.len() as i64 != to - last => (
+                    Err(tonic::Status::from(ApiError::from(
+                        ContentError::not_found("conversation"),
+                    ))),
+                    upto,
                 ),
+                Ok(rows) => {
+                    // Pages stay under what a client accepts by default (4 MiB).
+                    let mut messages = Vec::new();
+                    let mut bytes = 0;
+                    let mut next = last;
+                    for row in &rows {
+                        let message = message_proto(row);
+                        bytes += prost::Message::encoded_len(&message);
+                        if bytes > EXPORT_PAGE_BYTES && !messages.is_empty() {
+                            break;
+                        }
+                        next = row.sequence;
+                        messages.push(message);
+                    }
+                    (
+                        Ok(pb::ExportConversationResponse {
+                            conversation: None,
+                            messages,
+                        }),
+                        next,
+                    )
+                }
                 // The stream ends after the error.
                 Err(e) => (Err(tonic::Status::from(ApiError::from(e))), upto),
             })
@@ -593,13 +620,15 @@ pub async fn import_conversation(
     };
     let checked = check_new(&mut v, &conversation, &first.request_id);
     let now = Utc::now();
+    let in_range =
+        |t: &DateTime<Utc>| t.timestamp() >= EARLIEST_IMPORT && *t <= now + MAX_IMPORT_SKEW;
     let created_at = match conversation.create_time.as_ref().map(from_timestamp) {
         None => None,
-        Some(Some(t)) if t <= now + MAX_IMPORT_SKEW => Some(t),
+        Some(Some(t)) if in_range(&t) => Some(t),
         Some(_) => {
             v.add(
                 "conversation.create_time",
-                "must be a time not in the future",
+                "must be a time from 1970 on, not in the future",
             );
             None
         }
@@ -650,11 +679,11 @@ pub async fn import_conversation(
         };
         let created = match message.create_time.as_ref().map(from_timestamp) {
             None => now,
-            Some(Some(t)) if t <= now + MAX_IMPORT_SKEW => t,
+            Some(Some(t)) if in_range(&t) => t,
             Some(_) => {
                 v.add(
                     format!("{field}.create_time"),
-                    "must be a time not in the future",
+                    "must be a time from 1970 on, not in the future",
                 );
                 now
             }
@@ -744,7 +773,12 @@ pub async fn set_retention_policy(
     request: Request<pb::SetRetentionPolicyRequest>,
 ) -> Result<pb::SetRetentionPolicyResponse, ContentError> {
     let principal = caller(&request, SCOPE_WRITE)?;
-    let policy = request.into_inner().policy.unwrap_or_default();
+    let Some(policy) = request.into_inner().policy else {
+        return Err(ContentError::invalid(
+            "policy",
+            "is required (both days 0 removes it)",
+        ));
+    };
     let mut v = Violations::new();
     let mut days = |field: &str, value: i32| match value {
         0 => None,
@@ -954,13 +988,21 @@ pub async fn watch_conversation(
             "must not be negative",
         ));
     }
-    h.visible_conversation(&principal, id).await?;
-    Ok(watch::stream(
+    let conversation = h.visible_conversation(&principal, id).await?;
+    // The cached row may trail the table by a few appends; far beyond it is a mistake.
+    if req.from_sequence > conversation.last_sequence + MAX_MESSAGES as i64 {
+        return Err(ContentError::invalid(
+            "from_sequence",
+            "is beyond the conversation's last sequence",
+        ));
+    }
+    watch::stream(
         Arc::clone(&h.ctx),
         &h.hub,
+        principal.user_id,
         id,
         req.from_sequence,
-    ))
+    )
 }
 
 /// `AppendMessages`.

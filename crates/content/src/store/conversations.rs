@@ -166,6 +166,30 @@ pub struct ImportedMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where imported `messages` first branch (see `conversations.fork_point`): the lowest
+/// sequence of a message with two children, 0 with two first messages, `None` for a chain.
+fn fork_point(messages: &[ImportedMessage]) -> Option<i64> {
+    let mut children = vec![0u32; messages.len()];
+    let mut roots = 0;
+    for m in messages {
+        match m.parent {
+            Some(p) => {
+                if let Some(n) = children.get_mut(p) {
+                    *n += 1;
+                }
+            }
+            None => roots += 1,
+        }
+    }
+    if roots > 1 {
+        return Some(0);
+    }
+    children
+        .iter()
+        .position(|&n| n > 1)
+        .map(|i| i64::try_from(i).unwrap_or(i64::MAX) + 1)
+}
+
 /// Rows per statement of an import.
 const IMPORT_CHUNK: usize = 5000;
 
@@ -221,7 +245,7 @@ pub async fn import_conversation(
         diesel::sql_query(
             "UPDATE content.conversations SET last_sequence = $2, message_count = $2, \
                active_leaf = $3, last_message_at = $4, active_at = GREATEST($5, $4), \
-               created_at = $5, archived = $6 \
+               created_at = $5, archived = $6, fork_point = $7 \
              WHERE id = $1",
         )
         .bind::<SqlUuid, _>(new.id)
@@ -230,6 +254,7 @@ pub async fn import_conversation(
         .bind::<Nullable<Timestamptz>, _>(last_message_at)
         .bind::<Timestamptz, _>(created_at)
         .bind::<Bool, _>(archived)
+        .bind::<Nullable<BigInt>, _>(fork_point(messages))
         .execute(conn)
         .await?;
         Ok(())
@@ -529,15 +554,16 @@ pub async fn append_messages(
                     .map(Appended::Messages);
             }
         }
-        let parent = match parent {
-            Under::ActiveLeaf => locked.active_leaf,
-            Under::Root => None,
-            Under::Message(parent) => {
-                if !has_message(conn, id, parent).await? {
-                    return Ok(Appended::NoParent);
-                }
-                Some(parent)
-            }
+        // The parent, and where the tree branches anew if this append makes a branch: a
+        // second child of a message, or a second first message. (The active leaf never
+        // has children: it is the last message appended.)
+        let (parent, fork) = match parent {
+            Under::ActiveLeaf => (locked.active_leaf, None),
+            Under::Root => (None, (locked.last_sequence > 0).then_some(0)),
+            Under::Message(parent) => match parent_place(conn, id, parent).await? {
+                None => return Ok(Appended::NoParent),
+                Some((sequence, has_child)) => (Some(parent), has_child.then_some(sequence)),
+            },
         };
         let first = locked.last_sequence + 1;
         let ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
@@ -577,7 +603,9 @@ pub async fn append_messages(
              ), counted AS ( \
                UPDATE content.conversations SET last_sequence = $8, \
                  message_count = message_count + $9, active_leaf = $10, \
-                 last_message_at = $7, active_at = $7, updated_at = $7 \
+                 last_message_at = $7, active_at = $7, updated_at = $7, \
+                 fork_point = CASE WHEN $17::bigint IS NULL THEN fork_point \
+                   ELSE LEAST(fork_point, $17) END \
                WHERE id = $1 \
              {outbox}), notified AS ( \
                SELECT pg_notify('{MESSAGES_CHANNEL}', $1::text || ':' || $8::text) \
@@ -600,6 +628,7 @@ pub async fn append_messages(
         .bind::<Nullable<Integer>, _>(locked.agent_version)
         .bind::<Nullable<Text>, _>(traceparent)
         .bind::<Array<Nullable<Jsonb>>, _>(&usages)
+        .bind::<Nullable<BigInt>, _>(fork)
         .load(conn)
         .await?;
         if let Some((request_id, hash)) = request {
@@ -732,10 +761,37 @@ pub async fn branch_page(
             before,
         ),
         Page::Oldest { after } => (
-            walk(
-                "m.id = $2 AND m.sequence > coalesce($3, 0)",
-                "m.sequence > coalesce($3, 0)",
-                "ASC",
+            // The shared chain up to the fork point (or the leaf) from the primary key;
+            // the parents are walked only beyond it, and only when the chain did not fill
+            // the page.
+            format!(
+                "WITH RECURSIVE bound AS ( \
+                   SELECT LEAST(coalesce(c.fork_point, 9223372036854775807), l.sequence) AS t \
+                   FROM content.conversations c \
+                   JOIN content.messages l ON l.conversation_id = c.id AND l.id = $2 \
+                   WHERE c.id = $1 \
+                 ), chain AS ( \
+                   SELECT m.id, m.sequence FROM content.messages m \
+                   WHERE m.conversation_id = $1 AND m.sequence > coalesce($3, 0) \
+                     AND m.sequence <= (SELECT t FROM bound) \
+                   ORDER BY m.sequence LIMIT $4 \
+                 ), path AS ( \
+                   SELECT m.id, m.parent_id, m.sequence FROM content.messages m \
+                   WHERE m.conversation_id = $1 AND m.id = $2 \
+                     AND m.sequence > GREATEST(coalesce($3, 0), (SELECT t FROM bound)) \
+                     AND (SELECT count(*) FROM chain) < $4 \
+                   UNION ALL \
+                   SELECT m.id, m.parent_id, m.sequence FROM path \
+                   JOIN content.messages m ON m.conversation_id = $1 AND m.id = path.parent_id \
+                   WHERE m.sequence > GREATEST(coalesce($3, 0), (SELECT t FROM bound)) \
+                 ), page AS ( \
+                   SELECT id, sequence FROM chain \
+                   UNION ALL SELECT id, sequence FROM path \
+                   ORDER BY sequence LIMIT $4 \
+                 ) \
+                 SELECT {MESSAGE_COLUMNS} FROM page JOIN content.messages m \
+                   ON m.conversation_id = $1 AND m.sequence = page.sequence \
+                 ORDER BY m.sequence ASC"
             ),
             after,
         ),
@@ -747,6 +803,33 @@ pub async fn branch_page(
         .bind::<BigInt, _>(limit)
         .load(conn)
         .await
+}
+
+/// The sequence of message `message` of conversation `id`, and whether it has a child.
+async fn parent_place(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    message: Uuid,
+) -> Result<Option<(i64, bool)>, diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Place {
+        #[diesel(sql_type = BigInt)]
+        sequence: i64,
+        #[diesel(sql_type = Bool)]
+        has_child: bool,
+    }
+    let place: Option<Place> = diesel::sql_query(
+        "SELECT m.sequence, EXISTS ( \
+           SELECT 1 FROM content.messages c WHERE c.parent_id = m.id AND c.conversation_id = $2 \
+         ) AS has_child \
+         FROM content.messages m WHERE m.id = $1 AND m.conversation_id = $2",
+    )
+    .bind::<SqlUuid, _>(message)
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(place.map(|p| (p.sequence, p.has_child)))
 }
 
 /// Whether message `message` belongs to conversation `id`.

@@ -192,6 +192,14 @@ async fn policies_archive_then_delete_idle_conversations_in_batches() {
         (status.code(), status.message()),
         (Code::NotFound, "project not found")
     );
+    let status = c
+        .set_retention_policy(bearer(
+            pb::SetRetentionPolicyRequest { policy: None },
+            &ada.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&status), ["policy"]);
     let status = set(&mut c, &ada, "", -1, 36_501).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(

@@ -139,6 +139,22 @@ async fn usage_reaches_analytics_exactly_once_from_two_replicas_after_an_outage(
         .unwrap()
         .secret
     };
+    // Making it again keeps the account; an account someone signed up with never becomes
+    // one (nor an admin).
+    {
+        let mut conn = db.connect().await;
+        let again = strata_auth::service_accounts::ensure_key(
+            &mut conn,
+            "usage-shipper@strata.internal",
+            "usage-shipper",
+            &["usage:write".to_owned()],
+            Some(&key),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        assert!(!again.created);
+    }
     // Analytics' address, where nothing listens yet.
     let analytics_addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -148,6 +164,23 @@ async fn usage_reaches_analytics_exactly_once_from_two_replicas_after_an_outage(
     let one = content_replica(&db, &url, &key).await;
     let two = content_replica(&db, &url, &key).await;
     let ada = app::sign_up(one.channel()).await;
+    {
+        let mut conn = db.connect().await;
+        let refused = strata_auth::service_accounts::ensure_key(
+            &mut conn,
+            &ada.email,
+            "usage-shipper",
+            &["usage:write".to_owned()],
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("not a service account"),
+            "{refused}"
+        );
+    }
 
     let mut c1 = ConversationServiceClient::new(one.channel());
     let c2 = ConversationServiceClient::new(two.channel());

@@ -132,9 +132,11 @@ async fn a_watcher_sees_every_message_of_every_replica_once_and_resumes_where_it
         (status.code(), status.message()),
         (Code::NotFound, "conversation not found")
     );
-    let status = watch(&mut c1, &ada, &id, -1).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(super::violations(&status), vec!["from_sequence".to_owned()]);
+    for bad in [-1, 1_000_000] {
+        let status = watch(&mut c1, &ada, &id, bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(super::violations(&status), vec!["from_sequence".to_owned()]);
+    }
 
     // Deleting it (through the other replica) ends the stream.
     c2.delete_conversation(bearer(

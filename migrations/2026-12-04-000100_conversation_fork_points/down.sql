@@ -1,0 +1,1 @@
+ALTER TABLE content.conversations DROP COLUMN fork_point;

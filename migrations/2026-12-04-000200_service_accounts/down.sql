@@ -1,0 +1,1 @@
+DROP TABLE auth.service_accounts;
