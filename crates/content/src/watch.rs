@@ -17,11 +17,12 @@
 //! channel of [`BUFFER`]; a client that leaves it full for [`SLOW_CONSUMER`] gets the
 //! buffered messages and then ABORTED, telling it to resume from its last sequence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use diesel_async::RunQueryDsl as _;
 use futures_util::{Stream, StreamExt as _};
 use strata_proto::content as pb;
 use strata_runtime::AppContext;
@@ -66,9 +67,23 @@ pub struct Hub {
     /// Whether the listener is connected (watchers poll faster while it is not).
     listening: watch::Sender<bool>,
     started: OnceLock<()>,
+    /// Tells the listener which conversations start and stop being watched here.
+    commands: OnceLock<mpsc::UnboundedSender<Watching>>,
     /// Open streams per user.
     streams: Mutex<HashMap<Uuid, usize>>,
 }
+
+/// A conversation starts or stops being watched on this replica.
+#[derive(Debug, Clone, Copy)]
+enum Watching {
+    Start(Uuid),
+    Stop(Uuid),
+}
+
+/// The advisory-lock class of watched conversations: the listener holds a shared lock on
+/// `(WATCH_LOCK_CLASS, hashtext(conversation))` while the conversation has watchers here;
+/// an append notifies only when it cannot take that lock exclusively (someone watches).
+pub const WATCH_LOCK_CLASS: i32 = 0x434e_5654;
 
 /// A watcher's registration; unregisters on drop.
 struct Subscription {
@@ -93,6 +108,7 @@ impl Drop for Subscription {
             && sender.receiver_count() <= 1
         {
             conversations.remove(&self.id);
+            self.hub.command(Watching::Stop(self.id));
         }
     }
 }
@@ -129,7 +145,10 @@ impl Hub {
         let notified = match self.conversations.lock() {
             Ok(mut conversations) => conversations
                 .entry(id)
-                .or_insert_with(|| watch::Sender::new(0))
+                .or_insert_with(|| {
+                    self.command(Watching::Start(id));
+                    watch::Sender::new(0)
+                })
                 .subscribe(),
             // Poisoned: a watcher that only polls is still correct.
             Err(_) => watch::Sender::new(0).subscribe(),
@@ -140,6 +159,27 @@ impl Hub {
             user,
             notified,
         })
+    }
+
+    fn command(&self, command: Watching) {
+        if let Some(commands) = self.commands.get() {
+            let _ = commands.send(command);
+        }
+    }
+
+    fn wake(&self, id: Uuid) {
+        if let Ok(conversations) = self.conversations.lock()
+            && let Some(sender) = conversations.get(&id)
+        {
+            sender.send_modify(|_| {});
+        }
+    }
+
+    fn watched(&self) -> Vec<Uuid> {
+        self.conversations
+            .lock()
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     fn notify(&self, id: Uuid, sequence: i64) {
@@ -163,13 +203,15 @@ impl Hub {
         if self.started.set(()).is_err() {
             return;
         }
+        let (commands, mut received) = mpsc::unbounded_channel();
+        let _ = self.commands.set(commands);
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             loop {
                 if *stopping.borrow() {
                     return;
                 }
-                if let Err(e) = hub.listen(&db, &mut stopping).await {
+                if let Err(e) = hub.listen(&db, &mut stopping, &mut received).await {
                     tracing::warn!(error = %e, "conversation listener lost its connection; watchers poll until it is back");
                 }
                 hub.listening.send_replace(false);
@@ -181,37 +223,84 @@ impl Hub {
         });
     }
 
-    /// One connection's life: LISTEN, wake everyone (notifications may have been missed
-    /// while it was away), then dispatch notifications until the connection fails or the
-    /// server stops.
+    /// One connection's life: LISTEN, take the watch locks of every conversation watched
+    /// here, wake their watchers (notifications may have been missed while it was away),
+    /// then take and release watch locks as conversations start and stop being watched,
+    /// and dispatch notifications, until the connection fails or the server stops.
     async fn listen(
         &self,
         db: &DbConfig,
         stopping: &mut watch::Receiver<bool>,
+        commands: &mut mpsc::UnboundedReceiver<Watching>,
     ) -> Result<(), strata_storage::Error> {
-        use diesel_async::RunQueryDsl as _;
+        enum Event {
+            Command(Option<Watching>),
+            Notification(Option<diesel::QueryResult<diesel::pg::PgNotification>>),
+        }
         let mut conn = strata_storage::pool::dedicated_connection(db).await?;
         diesel::sql_query(format!("LISTEN {MESSAGES_CHANNEL}"))
             .execute(&mut conn)
             .await?;
+        // What is watched now is the truth; earlier commands are stale.
+        while commands.try_recv().is_ok() {}
+        let mut locked = HashSet::new();
+        for id in self.watched() {
+            watch_lock(&mut conn, "pg_advisory_lock_shared", id).await?;
+            locked.insert(id);
+        }
         self.listening.send_replace(true);
         self.wake_all();
-        let mut notifications = std::pin::pin!(conn.notifications_stream());
         loop {
-            let notification = tokio::select! {
-                _ = stopping.changed() => return Ok(()),
-                n = notifications.next() => n,
+            let event = {
+                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                tokio::select! {
+                    _ = stopping.changed() => return Ok(()),
+                    command = commands.recv() => Event::Command(command),
+                    notification = notifications.next() => Event::Notification(notification),
+                }
             };
-            let Some(notification) = notification.transpose()? else {
-                return Ok(());
-            };
-            if let Some((id, sequence)) = notification.payload.split_once(':')
-                && let (Ok(id), Ok(sequence)) = (Uuid::try_parse(id), sequence.parse::<i64>())
-            {
-                self.notify(id, sequence);
+            match event {
+                Event::Command(None) | Event::Notification(None) => return Ok(()),
+                Event::Command(Some(Watching::Start(id))) => {
+                    if locked.insert(id) {
+                        watch_lock(&mut conn, "pg_advisory_lock_shared", id).await?;
+                        // Appends committed before the lock did not notify: read again.
+                        self.wake(id);
+                    }
+                }
+                Event::Command(Some(Watching::Stop(id))) => {
+                    if locked.remove(&id) {
+                        watch_lock(&mut conn, "pg_advisory_unlock_shared", id).await?;
+                    }
+                }
+                Event::Notification(Some(notification)) => {
+                    let notification = notification?;
+                    if let Some((id, sequence)) = notification.payload.split_once(':')
+                        && let (Ok(id), Ok(sequence)) =
+                            (Uuid::try_parse(id), sequence.parse::<i64>())
+                    {
+                        self.notify(id, sequence);
+                    }
+                }
             }
         }
     }
+}
+
+/// Runs `function` (`pg_advisory_lock_shared` or `pg_advisory_unlock_shared`) on the watch
+/// lock of conversation `id`.
+async fn watch_lock(
+    conn: &mut diesel_async::AsyncPgConnection,
+    function: &str,
+    id: Uuid,
+) -> Result<(), strata_storage::Error> {
+    diesel::sql_query(format!(
+        "SELECT {function}({WATCH_LOCK_CLASS}, hashtext($1::text))"
+    ))
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Why a watch ended, told to the client.

@@ -11,6 +11,8 @@ use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::watch::WATCH_LOCK_CLASS;
+
 /// The conversations table (for request-id replays).
 pub const CONVERSATIONS: &str = "content.conversations";
 
@@ -19,11 +21,11 @@ const COLUMNS: &str = "c.id, c.owner_id, c.agent_id, c.agent_version, c.project_
      c.labels, c.archived, c.message_count, c.last_sequence, c.active_leaf, c.last_message_at, \
      c.active_at, c.created_at, c.updated_at";
 
-/// The columns of a message.
 /// The PostgreSQL channel appends and deletions notify, with `<conversation>:<last
 /// sequence>` (`-1`: deleted), at commit: how watchers on every replica learn of them.
 pub const MESSAGES_CHANNEL: &str = "content_messages";
 
+/// The columns of a message.
 const MESSAGE_COLUMNS: &str =
     "m.conversation_id, m.sequence, m.id, m.parent_id, m.role, m.parts, m.created_at, m.usage";
 
@@ -608,7 +610,9 @@ pub async fn append_messages(
                    ELSE LEAST(fork_point, $17) END \
                WHERE id = $1 \
              {outbox}), notified AS ( \
-               SELECT pg_notify('{MESSAGES_CHANNEL}', $1::text || ':' || $8::text) \
+               SELECT CASE WHEN pg_try_advisory_xact_lock({WATCH_LOCK_CLASS}, hashtext($1::text)) \
+                 THEN NULL \
+                 ELSE pg_notify('{MESSAGES_CHANNEL}', $1::text || ':' || $8::text) END \
              ) \
              SELECT {MESSAGE_COLUMNS} FROM inserted m CROSS JOIN notified ORDER BY m.sequence"
         ))
