@@ -810,7 +810,7 @@ pub async fn branch_page(
 }
 
 /// The sequence of message `message` of conversation `id`, and whether it has a child.
-async fn parent_place(
+pub async fn parent_place(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     message: Uuid,

@@ -224,6 +224,22 @@ async fn content_queries_use_their_indexes() {
             &["messages_id_key"],
         ),
         (
+            "a watcher's read of what follows its last sequence",
+            plans::plans_of(&mut conn, async |c| {
+                conversations::messages_after(c, someone, 40, 100).await
+            })
+            .await,
+            &["messages_pkey"],
+        ),
+        (
+            "where an append's parent sits, and whether it has a child already",
+            plans::plans_of(&mut conn, async |c| {
+                conversations::parent_place(c, someone, someone).await
+            })
+            .await,
+            &["messages_id_key", "messages_parent_idx"],
+        ),
+        (
             "search my messages",
             plans::plans_of(&mut conn, async |c| {
                 let filter = conversations::MessageFilter {
