@@ -306,8 +306,8 @@ async fn seeded_conversations(
     .load(&mut conn)
     .await?;
     let largest = rows
-        .iter()
-        .next()
+        .as_slice()
+        .first()
         .context("no seeded conversation")?
         .id
         .to_string();
@@ -482,7 +482,12 @@ async fn watch_delivery(
         let Some(message) = event.message else {
             continue;
         };
-        let sent_at = match message.parts.iter().next().and_then(|p| p.kind.as_ref()) {
+        let sent_at = match message
+            .parts
+            .as_slice()
+            .first()
+            .and_then(|p| p.kind.as_ref())
+        {
             Some(cpb::part::Kind::Text(t)) => {
                 t.strip_prefix('t').and_then(|t| t.parse::<u128>().ok())
             }

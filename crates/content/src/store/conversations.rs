@@ -486,6 +486,10 @@ pub enum Appended {
 /// one before, and the last becomes the active leaf. The conversation's row is locked
 /// while its counter gives the numbers, so they are gap-free and increase in commit
 /// order. With `request`, a retry returns the first attempt's messages.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what one append is made of, each used once; a struct would only rename them"
+)]
 pub async fn append_messages(
     conn: &mut AsyncPgConnection,
     id: Uuid,

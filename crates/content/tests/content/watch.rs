@@ -48,9 +48,9 @@ async fn next(stream: &mut Streaming<pb::WatchConversationResponse>, n: usize) -
     while got.len() < n {
         let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
             .await
-            .expect("a message within 10 s")
+            .unwrap_or_else(|_| panic!("no message within 10 s"))
             .unwrap()
-            .expect("the stream goes on");
+            .unwrap_or_else(|| panic!("the stream ended"));
         got.push(event.message.unwrap().sequence);
     }
     got
