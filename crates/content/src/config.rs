@@ -179,6 +179,7 @@ impl ContentSettings {
                 self.strata_content_retention_secs,
                 defaults.retention,
             )?,
+            watch: defaults.watch,
         })
     }
 }
@@ -204,6 +205,8 @@ pub struct ContentConfig {
     pub usage_max_backoff: Duration,
     /// Interval between retention rounds.
     pub retention: Duration,
+    /// What a conversation watcher holds for a slow client, and for how long.
+    pub watch: crate::watch::Limits,
 }
 
 impl Default for ContentConfig {
@@ -218,6 +221,7 @@ impl Default for ContentConfig {
             usage_ship: Duration::from_secs(1),
             usage_max_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(600),
+            watch: crate::watch::Limits::default(),
         }
     }
 }

@@ -14,7 +14,7 @@
 //! while the listener is reconnecting), and every watcher is woken when it reconnects.
 //!
 //! Memory is bounded: a watcher reads [`READ_BATCH`] messages at a time and hands them to a
-//! channel of [`BUFFER`]; a client that leaves it full for [`SLOW_CONSUMER`] gets the
+//! channel of [`Limits::buffer`]; a client that leaves it full for [`Limits::slow`] gets the
 //! buffered messages and then ABORTED, telling it to resume from its last sequence.
 
 use std::collections::{HashMap, HashSet};
@@ -39,10 +39,23 @@ use crate::store::conversations::{self as store, MESSAGES_CHANNEL};
 
 /// Messages read per query.
 const READ_BATCH: i64 = 100;
-/// Messages held for one client.
-const BUFFER: usize = 32;
-/// How long a client may leave its buffer full before it is told to resume.
-pub const SLOW_CONSUMER: Duration = Duration::from_secs(10);
+/// How much a watcher holds for its client, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages held for one client.
+    pub buffer: usize,
+    /// How long a client may leave its buffer full before it is told to resume.
+    pub slow: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            buffer: 32,
+            slow: Duration::from_secs(10),
+        }
+    }
+}
 /// How often an idle watcher reads anyway (and checks the conversation still exists).
 const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// How often watchers read while the listener is not connected.
@@ -71,6 +84,8 @@ pub struct Hub {
     commands: OnceLock<mpsc::UnboundedSender<Watching>>,
     /// Open streams per user.
     streams: Mutex<HashMap<Uuid, usize>>,
+    /// What each watcher holds for its client.
+    limits: Limits,
 }
 
 /// A conversation starts or stops being watched on this replica.
@@ -114,6 +129,14 @@ impl Drop for Subscription {
 }
 
 impl Hub {
+    /// A hub whose watchers hold what `limits` allow.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
     /// Registers a stream of `user` on conversation `id`, within the limits.
     fn subscribe(self: &Arc<Self>, user: Uuid, id: Uuid) -> Result<Subscription, ApiError> {
         {
@@ -318,9 +341,10 @@ pub fn stream(
 ) -> Result<WatchStream, ContentError> {
     let subscription = hub.subscribe(user, id)?;
     hub.start(ctx.config.db.clone(), ctx.stopping.subscribe());
-    let (tx, rx) = mpsc::channel::<pb::WatchConversationResponse>(BUFFER);
+    let (tx, rx) = mpsc::channel::<pb::WatchConversationResponse>(hub.limits.buffer.max(1));
     let (end_tx, end_rx) = oneshot::channel::<Status>();
-    tokio::spawn(feed(ctx, subscription, from, tx, end_tx));
+    let slow = hub.limits.slow;
+    tokio::spawn(feed(ctx, subscription, from, tx, end_tx, slow));
     let messages =
         futures_util::stream::unfold(
             rx,
@@ -339,6 +363,7 @@ async fn feed(
     mut last: i64,
     tx: mpsc::Sender<pb::WatchConversationResponse>,
     end: oneshot::Sender<Status>,
+    slow: Duration,
 ) {
     let id = subscription.id;
     let mut stopping = ctx.stopping.subscribe();
@@ -379,7 +404,7 @@ async fn feed(
             let message = pb::WatchConversationResponse {
                 message: Some(message_proto(row)),
             };
-            match tokio::time::timeout(SLOW_CONSUMER, tx.send(message)).await {
+            match tokio::time::timeout(slow, tx.send(message)).await {
                 Ok(Ok(())) => last = row.sequence,
                 // The client went away.
                 Ok(Err(_)) => return,

@@ -140,7 +140,7 @@ impl ContentHandlers {
                 },
             ),
             views: Views::new(ctx.redis.clone(), ctx.db.clone()),
-            hub: Arc::default(),
+            hub: Arc::new(crate::watch::Hub::new(config.watch)),
             config,
             prompts: ctx.caches.tiered(
                 "content_prompts",

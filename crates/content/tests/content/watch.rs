@@ -195,3 +195,87 @@ async fn a_server_that_stops_tells_its_watchers_where_to_resume() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_told_where_to_resume() {
+    let db = TestDb::new().await;
+    let server = strata_testkit::TestServer::start(db.server_config("content"), |builder| {
+        strata_auth::register(builder, strata_auth::AuthConfig::default()).unwrap();
+        strata_content::register(
+            builder,
+            strata_content::ContentConfig {
+                watch: strata_content::watch::Limits {
+                    buffer: 2,
+                    slow: Duration::from_millis(500),
+                },
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let ada = strata_testkit::app::sign_up(server.channel()).await;
+    let mut c = Client::new(server.channel());
+    let id = c
+        .create_conversation(bearer(
+            pb::CreateConversationRequest {
+                conversation: Some(pb::Conversation::default()),
+                request_id: String::new(),
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap()
+        .id;
+    // 16 messages of about 400 KB: more than the connection's flow-control window and
+    // the two messages held for the client together.
+    let big = "lorem ipsum ".repeat(8_000);
+    for _ in 0..16 {
+        let message = pb::NewMessage {
+            role: pb::Role::User.into(),
+            parts: (0..4)
+                .map(|_| pb::Part {
+                    kind: Some(pb::part::Kind::Text(big.clone())),
+                })
+                .collect(),
+            usage: None,
+        };
+        c.append_messages(bearer(
+            pb::AppendMessagesRequest {
+                conversation_id: id.clone(),
+                messages: vec![message],
+                ..Default::default()
+            },
+            &ada.token,
+        ))
+        .await
+        .unwrap();
+    }
+    // A watcher that does not read for a while.
+    let mut stream = watch(&mut c, &ada, &id, 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut last = 0;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(event)) => {
+                let sequence = event.message.unwrap().sequence;
+                assert_eq!(sequence, last + 1, "in order, none skipped");
+                last = sequence;
+            }
+            Ok(None) => panic!("the stream ended without saying where to resume"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Aborted, "{end:?}");
+    assert!(last < 16, "it was cut off before the end: {last}");
+    assert!(
+        end.message().contains(&format!("from_sequence = {last}")),
+        "{end:?}"
+    );
+    // Resuming there delivers the rest.
+    let mut resumed = watch(&mut c, &ada, &id, last).await.unwrap();
+    let rest = next(&mut resumed, (16 - last) as usize).await;
+    assert_eq!(rest, ((last + 1)..=16).collect::<Vec<_>>());
+}
