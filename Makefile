@@ -36,7 +36,7 @@ USAGE_KEY_FILE := .strata/usage-key
 WITH_USAGE_KEY = if [ -z "$${STRATA_CONTENT_USAGE_KEY:-}" ]; then \
 		$(STRATA) auth service-key --email usage-shipper@strata.internal --name usage-shipper \
 			--scope usage:write --file $(USAGE_KEY_FILE) && \
-		STRATA_CONTENT_USAGE_KEY=$$(cat $(USAGE_KEY_FILE)); export STRATA_CONTENT_USAGE_KEY; \
+		STRATA_CONTENT_USAGE_KEY=$$(cat $(USAGE_KEY_FILE)) && export STRATA_CONTENT_USAGE_KEY || exit 1; \
 	fi &&
 
 # Defaults for running the server and the migrations locally; the environment wins.
