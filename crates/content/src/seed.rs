@@ -365,19 +365,7 @@ pub async fn seed(
             done.fetch_add(end - first, Ordering::Relaxed);
         }
     };
-    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
-    tokio::pin!(all);
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            result = &mut all => {
-                result?;
-                break;
-            }
-            _ = ticker.tick() => progress(AtomicU64::load(&done, Ordering::Relaxed), total),
-        }
-    }
-    progress(AtomicU64::load(&done, Ordering::Relaxed), total);
+    run_workers(workers, worker, &done, total, &mut progress).await?;
     let mut conn = dedicated_connection(&config).await?;
     // Trending as the scheduled task ranks it, then statistics now rather than whenever
     // autovacuum gets to them (the planner needs them for the plans the indexes serve).
@@ -390,6 +378,35 @@ pub async fn seed(
     )
     .await?;
     Ok(counts.lock().map(|c| *c).unwrap_or_default())
+}
+
+/// Runs `workers` copies of `worker` to the end (the first error ends them all), calling
+/// `progress(done, total)` about twice a second and once at the end.
+pub(crate) async fn run_workers<W, F>(
+    workers: usize,
+    worker: W,
+    done: &AtomicU64,
+    total: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), strata_storage::Error>
+where
+    W: Fn() -> F,
+    F: std::future::Future<Output = Result<(), strata_storage::Error>>,
+{
+    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
+    tokio::pin!(all);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            result = &mut all => {
+                result?;
+                break;
+            }
+            _ = ticker.tick() => progress(done.load(Ordering::Relaxed), total),
+        }
+    }
+    progress(done.load(Ordering::Relaxed), total);
+    Ok(())
 }
 
 /// One statement's worth of items: numbers `first..=last` of their kind.

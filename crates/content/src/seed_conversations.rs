@@ -17,7 +17,7 @@ use strata_storage::config::DbConfig;
 use strata_storage::pool::dedicated_connection;
 use uuid::Uuid;
 
-use crate::seed::{VOCABULARY, seed_owner};
+use crate::seed::{VOCABULARY, run_workers, seed_owner};
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,19 +229,7 @@ pub async fn seed_conversations(
             }
         }
     };
-    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
-    tokio::pin!(all);
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            result = &mut all => {
-                result?;
-                break;
-            }
-            _ = ticker.tick() => progress(AtomicU64::load(&done, Ordering::Relaxed), seeded.messages),
-        }
-    }
-    progress(AtomicU64::load(&done, Ordering::Relaxed), seeded.messages);
+    run_workers(workers, worker, &done, seeded.messages, &mut progress).await?;
     let mut conn = dedicated_connection(&config).await?;
     conn.batch_execute("ANALYZE content.conversations, content.messages")
         .await?;

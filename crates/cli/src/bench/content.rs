@@ -340,14 +340,22 @@ async fn fixtures(channel: &Channel, owners: Vec<User>) -> anyhow::Result<Fixtur
     })
 }
 
-/// At least 200 different searches: every word of the vocabulary, pairs of common and rare
-/// words, and misspelt words (which the text search misses and trigrams find).
-fn queries() -> Vec<String> {
+/// Every word of the vocabulary and 40 pairs of a common and a rare word, sorted.
+pub(super) fn word_queries() -> Vec<String> {
     let mut queries: Vec<String> = VOCABULARY.iter().map(|w| (*w).to_owned()).collect();
     for i in 0..40 {
         let (a, b) = (VOCABULARY[i], VOCABULARY[VOCABULARY.len() - 1 - i * 3]);
         queries.push(format!("{a} {b}"));
     }
+    queries.sort_unstable();
+    queries.dedup();
+    queries
+}
+
+/// At least 200 different searches: [`word_queries`] and misspelt words (which the text
+/// search misses and trigrams find).
+fn queries() -> Vec<String> {
+    let mut queries = word_queries();
     let long = VOCABULARY.iter().filter(|w| w.len() > 5);
     for word in long.skip(3).step_by(7).take(20) {
         // Drop a letter from the middle: "embeding", "retreval".

@@ -16,7 +16,6 @@ use anyhow::Context;
 use diesel::sql_types::{Array, BigInt, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use strata_bench::load::{self, Load, Report};
-use strata_content::seed::VOCABULARY;
 use strata_content::seed_conversations::{ConversationSeed, seed_conversations};
 use strata_proto::common::Decimal;
 use strata_proto::content::conversation_service_client::ConversationServiceClient;
@@ -172,7 +171,7 @@ pub(super) async fn run(
         .await;
 
     progress("SearchMessages");
-    let queries = Arc::new(queries());
+    let queries = Arc::new(super::content::word_queries());
     let search = {
         let (owners, queries) = (Arc::clone(&owners), Arc::clone(&queries));
         move |c, seq| {
@@ -526,18 +525,6 @@ fn text_message(text: &str) -> cpb::NewMessage {
         }],
         usage: None,
     }
-}
-
-/// Every word of the vocabulary and pairs of words.
-fn queries() -> Vec<String> {
-    let mut queries: Vec<String> = VOCABULARY.iter().map(|w| (*w).to_owned()).collect();
-    for i in 0..40 {
-        let (a, b) = (VOCABULARY[i], VOCABULARY[VOCABULARY.len() - 1 - i * 3]);
-        queries.push(format!("{a} {b}"));
-    }
-    queries.sort_unstable();
-    queries.dedup();
-    queries
 }
 
 async fn list_messages(

@@ -25,7 +25,7 @@ fn text(role: pb::Role, text: &str) -> pb::NewMessage {
     }
 }
 
-async fn create(
+pub(super) async fn create(
     c: &mut Client,
     user: &TestUser,
     conversation: pb::Conversation,

@@ -16,6 +16,8 @@ use strata_proto::content::{self as pb};
 use strata_runtime::ServerConfig;
 use strata_testkit::app::{self, TestUser};
 use strata_testkit::{TestDb, TestServer, bearer};
+
+use super::conversations::create;
 use tonic::Code;
 
 #[derive(QueryableByName)]
@@ -184,22 +186,15 @@ async fn usage_reaches_analytics_exactly_once_from_two_replicas_after_an_outage(
 
     let mut c1 = ConversationServiceClient::new(one.channel());
     let c2 = ConversationServiceClient::new(two.channel());
-    let conversation = c1
-        .create_conversation(bearer(
-            pb::CreateConversationRequest {
-                conversation: Some(pb::Conversation {
-                    title: "billing".into(),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .conversation
-        .unwrap();
+    let conversation = create(
+        &mut c1,
+        &ada,
+        pb::Conversation {
+            title: "billing".into(),
+            ..Default::default()
+        },
+    )
+    .await;
 
     // 40 appends over both replicas at once, each a question and a billed answer; every
     // fourth is retried with its request_id (the retry must bill nothing more).
@@ -325,19 +320,7 @@ async fn usage_is_checked_like_analytics_checks_it_and_forks_bill_nothing() {
     let server = content_replica(&db, "http://127.0.0.1:9", "sk_unused").await;
     let ada = app::sign_up(server.channel()).await;
     let mut c = ConversationServiceClient::new(server.channel());
-    let conversation = c
-        .create_conversation(bearer(
-            pb::CreateConversationRequest {
-                conversation: Some(pb::Conversation::default()),
-                request_id: String::new(),
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .conversation
-        .unwrap();
+    let conversation = create(&mut c, &ada, pb::Conversation::default()).await;
     let mut bad = answer("x", -1, 100_000_001, "0.12345678901");
     if let Some(u) = bad.usage.as_mut() {
         u.model = " ".into();

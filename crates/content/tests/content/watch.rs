@@ -11,6 +11,7 @@ use tonic::Code;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::conversations::create;
 use super::serve;
 
 type Client = ConversationServiceClient<Channel>;
@@ -78,20 +79,7 @@ async fn a_watcher_sees_every_message_of_every_replica_once_and_resumes_where_it
     let ada = strata_testkit::app::sign_up(one.channel()).await;
     let mut c1 = Client::new(one.channel());
     let mut c2 = Client::new(two.channel());
-    let id = c1
-        .create_conversation(bearer(
-            pb::CreateConversationRequest {
-                conversation: Some(pb::Conversation::default()),
-                request_id: String::new(),
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .conversation
-        .unwrap()
-        .id;
+    let id = create(&mut c1, &ada, pb::Conversation::default()).await.id;
     // Three already there: caught up from the table.
     append(&mut c1, &ada, &id, 3, "before").await;
     let mut stream = watch(&mut c1, &ada, &id, 0).await.unwrap();
@@ -160,20 +148,7 @@ async fn a_server_that_stops_tells_its_watchers_where_to_resume() {
     let (server, _) = serve(db.server_config("content")).await;
     let ada = strata_testkit::app::sign_up(server.channel()).await;
     let mut c = Client::new(server.channel());
-    let id = c
-        .create_conversation(bearer(
-            pb::CreateConversationRequest {
-                conversation: Some(pb::Conversation::default()),
-                request_id: String::new(),
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .conversation
-        .unwrap()
-        .id;
+    let id = create(&mut c, &ada, pb::Conversation::default()).await.id;
     append(&mut c, &ada, &id, 2, "hello").await;
     let mut stream = watch(&mut c, &ada, &id, 0).await.unwrap();
     assert_eq!(next(&mut stream, 2).await, vec![1, 2]);
@@ -215,20 +190,7 @@ async fn a_client_that_reads_too_slowly_is_told_where_to_resume() {
     .await;
     let ada = strata_testkit::app::sign_up(server.channel()).await;
     let mut c = Client::new(server.channel());
-    let id = c
-        .create_conversation(bearer(
-            pb::CreateConversationRequest {
-                conversation: Some(pb::Conversation::default()),
-                request_id: String::new(),
-            },
-            &ada.token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .conversation
-        .unwrap()
-        .id;
+    let id = create(&mut c, &ada, pb::Conversation::default()).await.id;
     // 16 messages of about 400 KB: more than the connection's flow-control window and
     // the two messages held for the client together.
     let big = "lorem ipsum ".repeat(8_000);
