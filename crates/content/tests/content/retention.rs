@@ -140,6 +140,22 @@ async fn policies_archive_then_delete_idle_conversations_in_batches() {
     let bobs = conversation(&mut c, &bob, &project.id).await;
     idle(&db, &quiet, 12).await;
     idle(&db, &old, 31).await;
+    // `old` holds 12,000 messages in one chain: deleted a bounded chunk at a time.
+    {
+        let mut conn = db.connect().await;
+        sql_query(
+            "INSERT INTO content.messages (conversation_id, sequence, id, parent_id, role, \
+               parts, created_at, owner_id) \
+             SELECT c.id, n, md5(c.id::text || n)::uuid, \
+               CASE WHEN n > 1 THEN md5(c.id::text || (n - 1))::uuid END, 1, \
+               '[{\"text\": \"hello\"}]', now(), c.owner_id \
+             FROM content.conversations c, generate_series(1, 12000) n WHERE c.id = $1::uuid",
+        )
+        .bind::<Text, _>(&old)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
     idle(&db, &in_project, 6).await;
     idle(&db, &quiet_in_project, 12).await; // the project's policy never archives… but deletes
     idle(&db, &bobs, 400).await;
@@ -155,6 +171,22 @@ async fn policies_archive_then_delete_idle_conversations_in_batches() {
     assert_eq!(state(&db, &fresh).await, Some(false));
     assert_eq!(state(&db, &quiet).await, Some(true));
     assert_eq!(state(&db, &old).await, None);
+    {
+        #[derive(diesel::QueryableByName)]
+        struct Left {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = db.connect().await;
+        let left: Left = sql_query(
+            "SELECT count(*) AS n FROM content.messages WHERE conversation_id = $1::uuid",
+        )
+        .bind::<Text, _>(&old)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(left.n, 0);
+    }
     assert_eq!(state(&db, &in_project).await, None);
     assert_eq!(state(&db, &quiet_in_project).await, None);
     assert_eq!(state(&db, &bobs).await, Some(false));
