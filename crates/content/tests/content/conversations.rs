@@ -965,6 +965,89 @@ async fn search_finds_the_callers_messages_ranked_with_snippets_and_filters() {
     assert_eq!(violations(&empty), ["query"]);
 }
 
+#[tokio::test]
+async fn a_common_search_ranks_its_newest_thousand_matches_and_a_time_range_reaches_older_ones() {
+    let h = start().await;
+    let mut c = Client::new(h.server.channel());
+    let ada = h.user().await;
+    let conv = create(&mut c, &ada, pb::Conversation::default()).await;
+    // Ten old messages that say "needle" four times each, then a thousand that say it once.
+    let old = append(
+        &mut c,
+        &ada,
+        &conv.id,
+        "",
+        (0..10)
+            .map(|i| text(pb::Role::User, &format!("needle needle needle needle {i}")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let mut newer = Vec::new();
+    for round in 0..10 {
+        let batch = (0..100)
+            .map(|i| text(pb::Role::User, &format!("a needle in round {round} {i}")))
+            .collect();
+        newer.extend(append(&mut c, &ada, &conv.id, "", batch).await.unwrap());
+    }
+    let search = async |c: &mut Client, request: pb::SearchMessagesRequest| {
+        c.search_messages(bearer(request, &ada.token))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let ask = pb::SearchMessagesRequest {
+        query: "needle".into(),
+        page_size: 100,
+        ..Default::default()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    loop {
+        let page = search(
+            &mut c,
+            pb::SearchMessagesRequest {
+                page_token: token,
+                ..ask.clone()
+            },
+        )
+        .await;
+        for hit in &page.hits {
+            assert!(seen.insert(hit.message.as_ref().unwrap().id.clone()));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let newest: std::collections::HashSet<String> = newer.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(seen, newest, "the newest thousand matches, each once");
+    // Before the first of the thousand: the ten old ones, which rank above them all.
+    let before = search(
+        &mut c,
+        pb::SearchMessagesRequest {
+            time_range: Some(strata_proto::common::TimeRange {
+                start_time: None,
+                end_time: newer[0].create_time,
+            }),
+            ..ask.clone()
+        },
+    )
+    .await;
+    let found: Vec<&str> = before
+        .hits
+        .iter()
+        .map(|h| h.message.as_ref().unwrap().id.as_str())
+        .collect();
+    let mut expected: Vec<&str> = old.iter().map(|m| m.id.as_str()).collect();
+    let mut sorted = found.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected);
+    let best = search(&mut c, ask.clone()).await.hits[0].rank;
+    assert!(before.hits[0].rank > best);
+}
+
 async fn edit(
     c: &mut Client,
     user: &TestUser,

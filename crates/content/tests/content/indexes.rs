@@ -34,7 +34,8 @@ async fn content_queries_use_their_indexes() {
     );
     // The seed's words are a small vocabulary; real projects write tens of thousands.
     // Conversations: a tenth the heavy owner's, some with an agent, a project, archived;
-    // 300 conversations of 100 messages in one chain each.
+    // 300 conversations of 100 messages in one chain each (the heavy owner's of 500); the
+    // words' index is flushed as autovacuum would (a bulk insert leaves them pending).
     conn.batch_execute(&format!(
         "INSERT INTO content.search_words (word) \
          SELECT substr(md5(g::text), 1, 3 + g % 9) FROM generate_series(1, 30000) g \
@@ -56,7 +57,9 @@ async fn content_queries_use_their_indexes() {
              'hello ' || (ARRAY['bread', 'travel', 'code', 'music'])[1 + n % 4] || ' ' || n)), \
            now(), \
            CASE WHEN c % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((c % 2000)::text)::uuid END \
-         FROM generate_series(1, 300) c, generate_series(1, 100) n ORDER BY c, n; \
+         FROM generate_series(1, 300) c, \
+           generate_series(1, CASE WHEN c % 10 = 0 THEN 500 ELSE 100 END) n ORDER BY c, n; \
+         SELECT gin_clean_pending_list('content.messages_owner_document_idx'); \
          ANALYZE content.search_words, content.conversations, content.messages"
     ))
     .await
@@ -65,6 +68,15 @@ async fn content_queries_use_their_indexes() {
     let someone = Uuid::now_v7();
     let project = Uuid::now_v7();
     let now = Utc::now();
+    // A search is planned with its values: how common its words are decides the index.
+    // Its parameters: words, owner, after (rank, id), limit, then the filters it uses.
+    let owner = format!("'{HEAVY}'");
+    let search_values = |words: &str, role: Option<&str>| -> Vec<String> {
+        let mut values = vec![format!("'{words}'"), owner.clone()];
+        values.extend(["NULL", "NULL", "21"].map(String::from));
+        values.extend(role.map(String::from));
+        values
+    };
     let public = |order| {
         let filter = projects::PublicFilter::default();
         async move |c: &mut diesel_async::AsyncPgConnection| {
@@ -240,16 +252,30 @@ async fn content_queries_use_their_indexes() {
             &["messages_id_key", "messages_parent_idx"],
         ),
         (
-            "search my messages",
-            plans::plans_of(&mut conn, async |c| {
-                let filter = conversations::MessageFilter {
-                    role: Some(2),
-                    ..Default::default()
-                };
-                conversations::search_messages(c, heavy, "bread", &filter, None, 21).await
-            })
+            "search my messages for a rare word",
+            plans::custom_plans_of(
+                &mut conn,
+                &search_values("bread 40", Some("2")),
+                async |c| {
+                    let filter = conversations::MessageFilter {
+                        role: Some(2),
+                        ..Default::default()
+                    };
+                    conversations::search_messages(c, heavy, "bread 40", &filter, None, 21).await
+                },
+            )
             .await,
             &["messages_owner_document_idx"],
+        ),
+        (
+            // In every message: the newest thousand are read newest first.
+            "search my messages for a common word",
+            plans::custom_plans_of(&mut conn, &search_values("hello", None), async |c| {
+                let filter = conversations::MessageFilter::default();
+                conversations::search_messages(c, heavy, "hello", &filter, None, 21).await
+            })
+            .await,
+            &["messages_owner_time_idx"],
         ),
         (
             "trending recomputation",

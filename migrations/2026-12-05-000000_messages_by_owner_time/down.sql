@@ -1,0 +1,1 @@
+DROP INDEX content.messages_owner_time_idx;
