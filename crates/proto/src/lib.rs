@@ -115,4 +115,5 @@ grpc_servers!(
     content::file_service_server::FileServiceServer<FileService>,
     content::project_service_server::ProjectServiceServer<ProjectService>,
     content::prompt_service_server::PromptServiceServer<PromptService>,
+    content::workflow_service_server::WorkflowServiceServer<WorkflowService>,
 );
