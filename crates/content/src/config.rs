@@ -1,9 +1,11 @@
 //! Content settings, read like every other setting (environment, optional TOML file); each
 //! is one [`Setting`] below, listed in [`SETTINGS`] (documented by `strata settings`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_runtime::clock::{Clock, SystemClock};
 use strata_runtime::config::positive_duration;
 use strata_storage::Secret;
 use strata_storage::config::ConfigError;
@@ -66,6 +68,25 @@ pub const RETENTION_SECS: Setting = Setting::new(
     "how often conversations' retention policies are applied (archiving, then deleting, in batches)",
 );
 
+/// `STRATA_CONTENT_LEASE_SWEEP_MS`
+pub const LEASE_SWEEP_MS: Setting = Setting::new(
+    "STRATA_CONTENT_LEASE_SWEEP_MS",
+    "1000",
+    "how often running tasks whose lease ran out are handed back to the queue (or failed when their attempts are spent)",
+);
+/// `STRATA_CONTENT_WORKFLOW_KEEP_DAYS`
+pub const WORKFLOW_KEEP_DAYS: Setting = Setting::new(
+    "STRATA_CONTENT_WORKFLOW_KEEP_DAYS",
+    "30",
+    "how long finished workflows (and their tasks) are kept before the cleanup task deletes them",
+);
+/// `STRATA_CONTENT_WORKFLOW_CLEANUP_SECS`
+pub const WORKFLOW_CLEANUP_SECS: Setting = Setting::new(
+    "STRATA_CONTENT_WORKFLOW_CLEANUP_SECS",
+    "600",
+    "how often finished workflows older than STRATA_CONTENT_WORKFLOW_KEEP_DAYS are deleted, in batches",
+);
+
 /// Every setting of this crate, in documentation order.
 pub const SETTINGS: &[Setting] = &[
     MAX_FILE_BYTES,
@@ -77,6 +98,9 @@ pub const SETTINGS: &[Setting] = &[
     USAGE_SHIP_MS,
     USAGE_MAX_BACKOFF_MS,
     RETENTION_SECS,
+    LEASE_SWEEP_MS,
+    WORKFLOW_KEEP_DAYS,
+    WORKFLOW_CLEANUP_SECS,
 ];
 
 /// Raw settings; field names are the lower-cased variable names.
@@ -100,6 +124,12 @@ pub struct ContentSettings {
     pub strata_content_usage_max_backoff_ms: Option<u64>,
     /// `STRATA_CONTENT_RETENTION_SECS`
     pub strata_content_retention_secs: Option<u64>,
+    /// `STRATA_CONTENT_LEASE_SWEEP_MS`
+    pub strata_content_lease_sweep_ms: Option<u64>,
+    /// `STRATA_CONTENT_WORKFLOW_KEEP_DAYS`
+    pub strata_content_workflow_keep_days: Option<u64>,
+    /// `STRATA_CONTENT_WORKFLOW_CLEANUP_SECS`
+    pub strata_content_workflow_cleanup_secs: Option<u64>,
 }
 
 impl ContentSettings {
@@ -180,12 +210,31 @@ impl ContentSettings {
                 defaults.retention,
             )?,
             watch: defaults.watch,
+            workflows: crate::workflows::Settings {
+                sweep: millis(
+                    LEASE_SWEEP_MS,
+                    self.strata_content_lease_sweep_ms,
+                    defaults.workflows.sweep,
+                )?,
+                keep: positive_duration(
+                    WORKFLOW_KEEP_DAYS.name,
+                    self.strata_content_workflow_keep_days,
+                    |days| Duration::from_secs(days.saturating_mul(86_400)),
+                    defaults.workflows.keep,
+                )?,
+                cleanup: secs(
+                    WORKFLOW_CLEANUP_SECS,
+                    self.strata_content_workflow_cleanup_secs,
+                    defaults.workflows.cleanup,
+                )?,
+            },
+            clock: defaults.clock,
         })
     }
 }
 
 /// Resolved content settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ContentConfig {
     /// Largest file content, in bytes.
     pub max_file_bytes: usize,
@@ -207,6 +256,11 @@ pub struct ContentConfig {
     pub retention: Duration,
     /// What a conversation watcher holds for a slow client, and for how long.
     pub watch: crate::watch::Limits,
+    /// The task queue's intervals and retention.
+    pub workflows: crate::workflows::Settings,
+    /// The time of workflows and tasks (ready times, backoff, leases, retention):
+    /// tests move a manual clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ContentConfig {
@@ -222,6 +276,8 @@ impl Default for ContentConfig {
             usage_max_backoff: Duration::from_secs(30),
             retention: Duration::from_secs(600),
             watch: crate::watch::Limits::default(),
+            workflows: crate::workflows::Settings::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -234,7 +290,10 @@ mod tests {
     #[test]
     fn defaults_and_checks() {
         let config = ContentSettings::default().resolve().unwrap();
-        assert_eq!(config, ContentConfig::default());
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", ContentConfig::default())
+        );
         let zero = ContentSettings {
             strata_content_max_batch_files: Some(0),
             ..Default::default()

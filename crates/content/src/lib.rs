@@ -1,6 +1,7 @@
 //! `strata.content.v1`: the content services. `PromptService` and `AgentService` (prompts
 //! and agents with immutable versions and movable, weighted labels), `ProjectService` and
-//! `FileService`, and `ConversationService` (conversations and their message trees).
+//! `FileService`, `ConversationService` (conversations and their message trees), and
+//! `WorkflowService` (workflows of agent tasks and the queue their workers claim from).
 //!
 //! This crate owns the `content` schema and is the only code that reads or writes it.
 //! Handlers ([`handlers`], one file per resource) authorize with the caller's `Principal`,
@@ -21,6 +22,7 @@ pub mod validate;
 pub mod versions;
 pub mod views;
 pub mod watch;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ use strata_proto::content::conversation_service_server::ConversationServiceServe
 use strata_proto::content::file_service_server::FileServiceServer;
 use strata_proto::content::project_service_server::ProjectServiceServer;
 use strata_proto::content::prompt_service_server::PromptServiceServer;
+use strata_proto::content::workflow_service_server::WorkflowServiceServer;
 use strata_runtime::ServerBuilder;
 use strata_runtime::config::ANALYTICS_URL;
 use strata_runtime::tasks::Task;
@@ -40,7 +43,8 @@ pub use crate::config::ContentConfig;
 
 /// Adds the content services and their background tasks (folding views, ranking
 /// trending projects, shipping messages' usage to analytics: [`usage`], applying
-/// conversations' retention policies: [`retention`]) to `builder`;
+/// conversations' retention policies: [`retention`], handing expired task leases back and
+/// deleting finished workflows: [`workflows`]) to `builder`;
 /// returns their handlers.
 pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<ContentHandlers> {
     let (fold_every, trending_every) = (config.view_fold, config.trending);
@@ -58,6 +62,7 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
     ));
     let ship_every = config.usage_ship;
     let retention_every = config.retention;
+    let workflows = config.workflows;
     let handlers = Arc::new(ContentHandlers::new(builder.context(), config));
     let folder = Arc::clone(&handlers);
     builder.add_task(
@@ -87,6 +92,24 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
             async move { handlers.apply_retention().await.map(|_| ()) }
         },
     ));
+    let sweeper = Arc::clone(&handlers);
+    builder.add_task(Task::every(
+        "content.task_leases",
+        workflows.sweep,
+        move || {
+            let handlers = Arc::clone(&sweeper);
+            async move { handlers.sweep_leases().await.map(|_| ()) }
+        },
+    ));
+    let cleaner = Arc::clone(&handlers);
+    builder.add_task(Task::every(
+        "content.workflow_retention",
+        workflows.cleanup,
+        move || {
+            let handlers = Arc::clone(&cleaner);
+            async move { handlers.delete_finished_workflows().await.map(|_| ()) }
+        },
+    ));
     let last = Arc::clone(&shipper);
     builder.add_task(
         Task::every("content.ship_usage", ship_every, move || {
@@ -103,5 +126,6 @@ pub fn register(builder: &mut ServerBuilder, config: ContentConfig) -> Arc<Conte
     builder.add_service(ProjectServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(ConversationServiceServer::from_arc(Arc::clone(&handlers)));
     builder.add_service(FileServiceServer::from_arc(Arc::clone(&handlers)));
+    builder.add_service(WorkflowServiceServer::from_arc(Arc::clone(&handlers)));
     handlers
 }

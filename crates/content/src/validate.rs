@@ -136,16 +136,23 @@ pub fn json(
     field: &str,
     value: Option<&prost_types::Struct>,
 ) -> serde_json::Value {
+    json_within(v, field, value, MAX_JSON_BYTES)
+}
+
+/// [`json`], of at most `max_bytes` as JSON.
+pub fn json_within(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&prost_types::Struct>,
+    max_bytes: usize,
+) -> serde_json::Value {
     let Some(value) = value else {
         return serde_json::Value::Object(serde_json::Map::new());
     };
     match struct_to_json(value, 0) {
-        Some(json) if json.to_string().len() <= MAX_JSON_BYTES => json,
+        Some(json) if json.to_string().len() <= max_bytes => json,
         Some(_) => {
-            v.add(
-                field,
-                format!("must be at most {MAX_JSON_BYTES} bytes as JSON"),
-            );
+            v.add(field, format!("must be at most {max_bytes} bytes as JSON"));
             serde_json::Value::Null
         }
         None => {

@@ -63,6 +63,7 @@ const FIELDS: &[&str] = &[
     "last_message_time",
     "create_time",
     "update_time",
+    "task_id",
 ];
 const LIST: &str = "strata.content.v1.ConversationService/ListConversations";
 const LIST_MESSAGES: &str = "strata.content.v1.ConversationService/ListMessages";
@@ -106,6 +107,7 @@ fn conversation_proto(row: &store::ConversationRow) -> pb::Conversation {
         last_message_time: row.last_message_at.map(timestamp),
         create_time: Some(timestamp(row.created_at)),
         update_time: Some(timestamp(row.updated_at)),
+        task_id: row.task_id.map(|t| t.to_string()).unwrap_or_default(),
     }
 }
 
@@ -128,6 +130,7 @@ fn masked(conversation: pb::Conversation, fields: &[&str]) -> pb::Conversation {
             last_message_time,
             create_time,
             update_time,
+            task_id,
         ]
     )
 }
@@ -389,6 +392,7 @@ struct Checked {
     request_id: Option<Uuid>,
     agent: Option<Uuid>,
     project: Option<Uuid>,
+    task: Option<Uuid>,
 }
 
 /// Checks a new conversation's fields (under `conversation.`) and `request_id`.
@@ -399,6 +403,7 @@ fn check_new(v: &mut Violations, conversation: &pb::Conversation, request_id: &s
         request_id: validate::request_id(v, request_id),
         agent: validate::optional_id(v, "conversation.agent_id", &conversation.agent_id),
         project: validate::optional_id(v, "conversation.project_id", &conversation.project_id),
+        task: validate::optional_id(v, "conversation.task_id", &conversation.task_id),
     }
 }
 
@@ -424,6 +429,7 @@ async fn create(
         request_id,
         agent,
         project,
+        task,
     } = checked;
     let labels = validate::labels_json(&conversation.labels);
     let digest = import
@@ -441,6 +447,7 @@ async fn create(
         conversation.project_id.as_bytes(),
         labels.to_string().as_bytes(),
         digest,
+        conversation.task_id.as_bytes(),
     ]);
     let owner = principal.user_id;
     let mut conn = h.ctx.db.get().await?;
@@ -464,6 +471,9 @@ async fn create(
     if let Some(project) = project {
         h.visible_project(principal, project).await?;
     }
+    if let Some(task) = task {
+        h.visible_task(principal, task).await?;
+    }
     let new = store::NewConversation {
         id,
         owner_id: owner,
@@ -473,6 +483,7 @@ async fn create(
         labels,
         request_id,
         request_hash: hash.clone(),
+        task_id: task,
     };
     let now = db_now();
     let mut conn = h.ctx.db.get().await?;
@@ -869,6 +880,7 @@ pub async fn list_conversations(
     let mut v = Violations::new();
     let agent_id = validate::optional_id(&mut v, "agent_id", &req.agent_id);
     let project_id = validate::optional_id(&mut v, "project_id", &req.project_id);
+    let task_id = validate::optional_id(&mut v, "task_id", &req.task_id);
     let archived = match pb::ArchivedFilter::try_from(req.archived) {
         Ok(pb::ArchivedFilter::Unspecified | pb::ArchivedFilter::Active) => Some(false),
         Ok(pb::ArchivedFilter::Archived) => Some(true),
@@ -883,12 +895,13 @@ pub async fn list_conversations(
         agent_id,
         project_id,
         archived,
+        task_id,
     };
     let archived_key = req.archived.to_string();
     let context = PageContext::new(
         LIST,
         &principal.user_id,
-        &[&req.agent_id, &req.project_id, &archived_key],
+        &[&req.agent_id, &req.project_id, &archived_key, &req.task_id],
     );
     let after = Cursor::decode(&req.page_token, &context)?.map(|c| (c.time, c.id));
     let mut conn = h.ctx.db.get().await?;
@@ -1240,6 +1253,7 @@ pub async fn fork_conversation(
                 labels: serde_json::json!({}),
                 request_id,
                 request_hash: hash.clone(),
+                task_id: None,
             };
             match store::fork(&mut conn, source, message, &new, db_now()).await {
                 Ok(Some(_)) => new.id,

@@ -1,5 +1,5 @@
 //! The content handlers, one file per resource ([`prompts`], [`agents`], [`projects`],
-//! [`files`]), and what they share: the
+//! [`files`], [`conversations`], [`workflows`]), and what they share: the
 //! caller, scopes, visibility, and the caches.
 //!
 //! Each handler is a plain function returning [`ContentError`]; the trait impls only
@@ -11,6 +11,7 @@ pub mod files;
 pub mod projects;
 pub mod prompts;
 mod versioned;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,8 @@ pub struct ContentHandlers {
     views: Views,
     /// The conversation watchers of this replica.
     hub: Arc<crate::watch::Hub>,
+    /// The claims of this replica waiting for tasks.
+    wakeups: Arc<crate::workflows::Wakeups>,
     /// Limits and intervals.
     config: ContentConfig,
 }
@@ -141,6 +144,7 @@ impl ContentHandlers {
             ),
             views: Views::new(ctx.redis.clone(), ctx.db.clone()),
             hub: Arc::new(crate::watch::Hub::new(config.watch)),
+            wakeups: Arc::new(crate::workflows::Wakeups::default()),
             config,
             prompts: ctx.caches.tiered(
                 "content_prompts",

@@ -19,7 +19,7 @@ pub const CONVERSATIONS: &str = "content.conversations";
 /// The columns of a conversation.
 const COLUMNS: &str = "c.id, c.owner_id, c.agent_id, c.agent_version, c.project_id, c.title, \
      c.labels, c.archived, c.message_count, c.last_sequence, c.active_leaf, c.last_message_at, \
-     c.active_at, c.created_at, c.updated_at";
+     c.active_at, c.created_at, c.updated_at, c.task_id";
 
 /// The PostgreSQL channel appends and deletions notify, with `<conversation>:<last
 /// sequence>` (`-1`: deleted), at commit: how watchers on every replica learn of them.
@@ -77,6 +77,9 @@ pub struct ConversationRow {
     /// Last change.
     #[diesel(sql_type = Timestamptz)]
     pub updated_at: DateTime<Utc>,
+    /// The workflow task that produced it.
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub task_id: Option<Uuid>,
 }
 
 /// A message as stored.
@@ -127,6 +130,8 @@ pub struct NewConversation {
     pub request_id: Option<Uuid>,
     /// SHA-256 of the request.
     pub request_hash: Vec<u8>,
+    /// The workflow task that produced it.
+    pub task_id: Option<Uuid>,
 }
 
 /// Inserts a conversation.
@@ -138,8 +143,8 @@ pub async fn insert_conversation(
     let (agent_id, agent_version) = new.agent.unzip();
     diesel::sql_query(
         "INSERT INTO content.conversations (id, owner_id, agent_id, agent_version, project_id, \
-         title, labels, active_at, created_at, updated_at, request_id, request_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10)",
+         title, labels, active_at, created_at, updated_at, request_id, request_hash, task_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10, $11)",
     )
     .bind::<SqlUuid, _>(new.id)
     .bind::<SqlUuid, _>(new.owner_id)
@@ -151,6 +156,7 @@ pub async fn insert_conversation(
     .bind::<Timestamptz, _>(now)
     .bind::<Nullable<SqlUuid>, _>(new.request_id)
     .bind::<Bytea, _>(&new.request_hash)
+    .bind::<Nullable<SqlUuid>, _>(new.task_id)
     .execute(conn)
     .await
     .map(|_| ())
@@ -287,6 +293,8 @@ pub struct ConversationFilter {
     pub project_id: Option<Uuid>,
     /// Only archived ones (`Some(true)`), only others (`Some(false)`), or all (`None`).
     pub archived: Option<bool>,
+    /// Only those produced by this task.
+    pub task_id: Option<Uuid>,
 }
 
 /// `limit` of `owner`'s conversations matching `filter`, most recently active first,
@@ -317,6 +325,10 @@ pub async fn list_conversations(
         Some(_) => "c.archived = $7".into(),
         None => "$7::boolean IS NULL".into(),
     });
+    conditions.push(match filter.task_id {
+        Some(_) => "c.task_id = $8".into(),
+        None => "$8::uuid IS NULL".into(),
+    });
     diesel::sql_query(format!(
         "SELECT {COLUMNS} FROM content.conversations c WHERE {} \
          ORDER BY c.active_at DESC, c.id DESC LIMIT $4",
@@ -329,6 +341,7 @@ pub async fn list_conversations(
     .bind::<Nullable<SqlUuid>, _>(filter.agent_id)
     .bind::<Nullable<SqlUuid>, _>(filter.project_id)
     .bind::<Nullable<Bool>, _>(filter.archived)
+    .bind::<Nullable<SqlUuid>, _>(filter.task_id)
     .load(conn)
     .await
 }

@@ -7,6 +7,7 @@ pub mod conversations;
 pub mod files;
 pub mod projects;
 pub mod prompts;
+pub mod workflows;
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern.
 pub fn like_escape(text: &str) -> String {
