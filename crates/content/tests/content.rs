@@ -33,6 +33,8 @@ mod retention;
 mod usage;
 #[path = "content/watch.rs"]
 mod watch;
+#[path = "content/workflows.rs"]
+mod workflows;
 
 type Client = PromptServiceClient<Channel>;
 

@@ -333,8 +333,13 @@ impl ContentHandlers {
         let mut total = 0;
         loop {
             let mut conn = self.ctx.db.get().await?;
-            let n =
+            let (n, unlinked) =
                 store::delete_finished(&mut conn, before, crate::workflows::CLEANUP_BATCH).await?;
+            drop(conn);
+            if !unlinked.is_empty() {
+                let keys: Vec<String> = unlinked.iter().map(Uuid::to_string).collect();
+                self.conversations.invalidate(&keys).await;
+            }
             total += n;
             if n < usize::try_from(crate::workflows::CLEANUP_BATCH).unwrap_or(usize::MAX) {
                 return Ok(total);

@@ -452,8 +452,8 @@ pub async fn claim(
            ORDER BY ready_at LIMIT $3 FOR UPDATE SKIP LOCKED \
          ), t AS ( \
            UPDATE content.tasks t SET status = 3, attempt = t.attempt + 1, \
-             lease_id = gen_random_uuid(), lease_ms = $4, \
-             lease_expires_at = $5 + $4 * interval '1 millisecond', \
+             lease_id = gen_random_uuid(), lease_ms = $4::bigint, \
+             lease_expires_at = $5::timestamptz + $4::bigint * interval '1 millisecond', \
              started_at = coalesce(t.started_at, $5), updated_at = $5 \
            FROM picked WHERE t.id = picked.id \
            RETURNING {TASK_COLUMNS} \
@@ -487,9 +487,10 @@ pub async fn heartbeat(
 ) -> Result<Option<TaskRow>, diesel::result::Error> {
     diesel::sql_query(format!(
         "UPDATE content.tasks t SET \
-           lease_ms = CASE WHEN t.status = 3 THEN coalesce($4, t.lease_ms) ELSE t.lease_ms END, \
+           lease_ms = CASE WHEN t.status = 3 THEN coalesce($4::bigint, t.lease_ms) \
+             ELSE t.lease_ms END, \
            lease_expires_at = CASE WHEN t.status = 3 \
-             THEN $5 + coalesce($4, t.lease_ms) * interval '1 millisecond' \
+             THEN $5::timestamptz + coalesce($4::bigint, t.lease_ms) * interval '1 millisecond' \
              ELSE t.lease_expires_at END \
          WHERE t.id = $1 AND t.owner_id = $2 AND t.lease_id = $3 AND t.status IN (3, 6) \
          RETURNING {TASK_COLUMNS}"
@@ -635,7 +636,7 @@ async fn finish_attempt(
             diesel::sql_query(format!(
                 "WITH t AS ( \
                    UPDATE content.tasks t SET status = 2, ready_at = $2, error = $3, \
-                     lease_id = CASE WHEN $5 THEN t.lease_id END, lease_expires_at = NULL, \
+                     lease_id = CASE WHEN $5::boolean THEN t.lease_id END, lease_expires_at = NULL, \
                      updated_at = $4 \
                    WHERE t.id = $1 RETURNING {TASK_COLUMNS} \
                  ), notified AS ( \
@@ -665,7 +666,7 @@ async fn finish_attempt(
                    RETURNING t.id \
                  ), failed AS ( \
                    UPDATE content.tasks t SET status = 5, error = $2, finished_at = $3, \
-                     lease_id = CASE WHEN $4 THEN t.lease_id END, lease_expires_at = NULL, \
+                     lease_id = CASE WHEN $4::boolean THEN t.lease_id END, lease_expires_at = NULL, \
                      updated_at = $3 \
                    WHERE t.id = $1 RETURNING {TASK_COLUMNS} \
                  ), counted AS ( \
@@ -721,20 +722,38 @@ pub async fn expire_leases(
     .await
 }
 
-/// Deletes up to `limit` workflows (with their tasks) that finished before `before`; how
-/// many.
+/// Deletes up to `limit` workflows (with their tasks) that finished before `before`.
+/// Returns how many, and the conversations that were linked to their tasks (the link is
+/// emptied with them, so their cached copies must go).
 pub async fn delete_finished(
     conn: &mut AsyncPgConnection,
     before: DateTime<Utc>,
     limit: i64,
-) -> Result<usize, diesel::result::Error> {
-    diesel::sql_query(
-        "DELETE FROM content.workflows WHERE id IN ( \
-           SELECT id FROM content.workflows WHERE finished_at < $1 \
-           ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+) -> Result<(usize, Vec<Uuid>), diesel::result::Error> {
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = BigInt)]
+        deleted: i64,
+        #[diesel(sql_type = Array<SqlUuid>)]
+        conversations: Vec<Uuid>,
+    }
+    let deleted: Deleted = diesel::sql_query(
+        "WITH gone AS ( \
+           DELETE FROM content.workflows WHERE id = ANY (ARRAY( \
+             SELECT id FROM content.workflows WHERE finished_at < $1 \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+           RETURNING id \
+         ) \
+         SELECT (SELECT count(*) FROM gone) AS deleted, ARRAY( \
+           SELECT c.id FROM gone JOIN content.tasks t ON t.workflow_id = gone.id \
+           JOIN content.conversations c ON c.task_id = t.id) AS conversations",
     )
     .bind::<Timestamptz, _>(before)
     .bind::<BigInt, _>(limit)
-    .execute(conn)
-    .await
+    .get_result(conn)
+    .await?;
+    Ok((
+        usize::try_from(deleted.deleted).unwrap_or(0),
+        deleted.conversations,
+    ))
 }

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use diesel_async::SimpleAsyncConnection;
 use strata_content::seed;
-use strata_content::store::{agents, conversations, files, projects, prompts};
+use strata_content::store::{agents, conversations, files, projects, prompts, workflows};
 use strata_testkit::{TestDb, plans};
 use uuid::Uuid;
 
@@ -60,7 +60,25 @@ async fn content_queries_use_their_indexes() {
          FROM generate_series(1, 300) c, \
            generate_series(1, CASE WHEN c % 10 = 0 THEN 500 ELSE 100 END) n ORDER BY c, n; \
          SELECT gin_clean_pending_list('content.messages_owner_document_idx'); \
-         ANALYZE content.search_words, content.conversations, content.messages"
+         INSERT INTO content.workflows (id, owner_id, name, status, task_count, remaining, \
+           created_at, updated_at, finished_at) \
+         SELECT md5('w' || g)::uuid, \
+           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END, \
+           'w' || g, 1 + g % 5, 10, CASE WHEN g % 5 IN (2, 3, 4) THEN 0 ELSE 10 END, \
+           now() - g * interval '1 minute', now(), \
+           CASE WHEN g % 5 IN (2, 3, 4) THEN now() - g * interval '1 minute' END \
+         FROM generate_series(1, 5000) g; \
+         INSERT INTO content.tasks (id, workflow_id, owner_id, position, name, queue, input, \
+           status, max_attempts, backoff_ms, max_backoff_ms, waiting_on, ready_at, \
+           lease_expires_at, created_at, updated_at) \
+         SELECT md5('t' || g || '-' || k)::uuid, md5('w' || g)::uuid, \
+           CASE WHEN g % 10 = 0 THEN '{HEAVY}'::uuid ELSE md5((g % 2000)::text)::uuid END, \
+           k, 't' || k, 'queue' || (k % 3), '{{}}', 1 + (g + k) % 6, 3, 1000, 60000, 0, \
+           now() - g * interval '1 second', \
+           CASE WHEN (g + k) % 6 = 2 THEN now() + k * interval '1 second' END, now(), now() \
+         FROM generate_series(1, 5000) g, generate_series(0, 9) k; \
+         ANALYZE content.search_words, content.conversations, content.messages, \
+           content.workflows, content.tasks"
     ))
     .await
     .unwrap();
@@ -372,7 +390,60 @@ async fn content_queries_use_their_indexes() {
             &["agents_owner_type_idx"],
         ),
     ];
-    for (what, plans, indexes) in cases {
+    let workflow_cases: Vec<(&str, Vec<plans::Plan>, &[&str])> = vec![
+        (
+            "claim ready tasks",
+            plans::plans_of(&mut conn, async |c| {
+                workflows::claim(c, heavy, "queue1", 10, 30_000, now).await
+            })
+            .await,
+            &["tasks_ready_idx"],
+        ),
+        (
+            "expired leases",
+            plans::plans_of(&mut conn, async |c| {
+                workflows::expire_leases(c, now, 500).await
+            })
+            .await,
+            &["tasks_lease_idx"],
+        ),
+        (
+            "my workflows",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = workflows::WorkflowFilter::default();
+                workflows::list_workflows(c, heavy, &filter, Some((now, someone)), 51).await
+            })
+            .await,
+            &["workflows_owner_created_idx"],
+        ),
+        (
+            "my workflows by status",
+            plans::plans_of(&mut conn, async |c| {
+                let filter = workflows::WorkflowFilter {
+                    status: Some(2),
+                    ..Default::default()
+                };
+                workflows::list_workflows(c, heavy, &filter, None, 51).await
+            })
+            .await,
+            &["workflows_owner_status_created_idx"],
+        ),
+        (
+            "finished workflows past retention",
+            plans::plans_of(&mut conn, async |c| {
+                workflows::delete_finished(c, now - chrono::Duration::days(30), 100).await
+            })
+            .await,
+            &["workflows_finished_idx"],
+        ),
+        (
+            "a workflow's tasks",
+            plans::plans_of(&mut conn, async |c| workflows::tasks_of(c, someone).await).await,
+            // Either unique index led by the workflow.
+            &["tasks_workflow_id_"],
+        ),
+    ];
+    for (what, plans, indexes) in cases.into_iter().chain(workflow_cases) {
         assert!(!plans.is_empty(), "{what}: no statement captured");
         let all = plans
             .iter()
