@@ -22,7 +22,7 @@ CREATE TABLE content.workflows (
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
     finished_at   timestamptz
-);
+) WITH (fillfactor = 80);
 -- ListWorkflows: mine, newest first; and by status.
 CREATE INDEX workflows_owner_created_idx ON content.workflows (owner_id, created_at, id);
 CREATE INDEX workflows_owner_status_created_idx
@@ -61,9 +61,9 @@ CREATE TABLE content.tasks (
     started_at        timestamptz,
     finished_at       timestamptz,
     updated_at        timestamptz NOT NULL,
-    UNIQUE (workflow_id, position),
-    UNIQUE (workflow_id, name)
-);
+    -- Names are unique within a workflow (checked at creation; they never change).
+    UNIQUE (workflow_id, position)
+) WITH (fillfactor = 80);
 -- ClaimTasks: an owner's ready tasks of a queue, oldest ready first.
 CREATE INDEX tasks_ready_idx ON content.tasks (owner_id, queue, ready_at) WHERE status = 2;
 -- The lease sweeper: running tasks by lease expiry.

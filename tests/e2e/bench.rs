@@ -101,6 +101,8 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
         "AppendMessages (a question and an answer with usage;",
         "AppendMessages with usage over 256 conversations",
         "WatchConversation delivery",
+        "workflows of 50 tasks",
+        "ClaimTasks long-poll",
     ] {
         assert!(
             operations.iter().any(|o| o.starts_with(expected)),
@@ -142,6 +144,9 @@ async fn the_bench_harness_runs_every_scenario_at_smoke_scale() {
     assert_eq!(target("SearchMessages"), "p95 ≤ 30 ms");
     assert_eq!(target("AppendMessages (a question"), "p50 ≤ 3 ms");
     assert_eq!(target("WatchConversation delivery"), "p99 ≤ 50 ms");
+    // And those of the workflows issue.
+    assert_eq!(target("workflows of 50 tasks"), "≥ 5000 events/s");
+    assert_eq!(target("ClaimTasks long-poll"), "p99 ≤ 25 ms");
     assert_eq!(
         target("GetProfile, rate limits on"),
         "≥ 0.95 of limit (overhead ≤ 5 %)"

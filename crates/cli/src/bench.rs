@@ -12,6 +12,7 @@
 mod content;
 mod conversations;
 mod flamegraph;
+mod workflows;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -991,6 +992,20 @@ impl Recorder<'_> {
         self.rows.push(r);
     }
 
+    /// Adds the row of a latency the scenario timed itself (no limit beside it), with its
+    /// p99 target.
+    async fn record_p99(
+        &mut self,
+        operation: &str,
+        report: &Report,
+        before: &Sample,
+        at_most: Duration,
+    ) {
+        let target = Target::p(0.99, at_most);
+        self.record(operation, report, before, Limit::None, "", target)
+            .await;
+    }
+
     /// The row of `operation`, when it was the last measured (not left out by `--only`),
     /// to complete its title with what the run found.
     fn last(&mut self, operation: &str) -> Option<&mut Row> {
@@ -1891,6 +1906,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         cores,
     )
     .await?;
+    workflows::run(&mut bench, &channels[0], &wide, run_id).await?;
     let rows = bench.rows;
 
     suite.stop().await;

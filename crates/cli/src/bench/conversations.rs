@@ -268,14 +268,7 @@ pub(super) async fn run(
         )
         .await?;
         bench
-            .record(
-                operation,
-                &report,
-                &before,
-                Limit::None,
-                "",
-                Target::p(0.99, Duration::from_millis(50)),
-            )
+            .record_p99(operation, &report, &before, Duration::from_millis(50))
             .await;
     }
     replica.stop().await;

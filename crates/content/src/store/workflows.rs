@@ -505,8 +505,9 @@ pub async fn heartbeat(
     .optional()
 }
 
-/// Completes task `id` of `owner` held by `lease` with `output`, in one statement: the
-/// task SUCCEEDED, its dependants waiting on nothing else become READY (their queues are
+/// Completes task `id` of `owner` held by `lease` with `output`, in one call of
+/// `content.complete_task` (whose plans PostgreSQL keeps per connection): the task
+/// SUCCEEDED, its dependants waiting on nothing else become READY (their queues are
 /// notified at commit), and its workflow's counters and status follow. `None` when the
 /// task is not RUNNING under that lease.
 pub async fn complete(
@@ -517,46 +518,59 @@ pub async fn complete(
     output: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<Option<TaskRow>, diesel::result::Error> {
-    diesel::sql_query(format!(
-        "WITH done AS ( \
-           UPDATE content.tasks t SET status = 4, output = $4, finished_at = $5, \
-             lease_expires_at = NULL, updated_at = $5 \
-           WHERE t.id = $1 AND t.owner_id = $2 AND t.lease_id = $3 AND t.status = 3 \
-           RETURNING {TASK_COLUMNS} \
-         ), dependants AS ( \
-           SELECT t.id FROM content.task_dependencies d \
-           JOIN content.tasks t ON t.id = d.task_id \
-           WHERE d.depends_on = (SELECT id FROM done) AND t.status = 1 \
-           ORDER BY t.id FOR UPDATE OF t \
-         ), freed AS ( \
-           UPDATE content.tasks t SET waiting_on = t.waiting_on - 1, \
-             status = CASE WHEN t.waiting_on = 1 THEN 2 ELSE t.status END, \
-             ready_at = CASE WHEN t.waiting_on = 1 THEN $5 ELSE t.ready_at END, \
-             updated_at = $5 \
-           FROM dependants WHERE t.id = dependants.id AND t.status = 1 \
-           RETURNING t.queue, t.status \
-         ), counted AS ( \
-           UPDATE content.workflows w SET succeeded = w.succeeded + 1, \
-             remaining = w.remaining - 1, \
-             status = CASE WHEN w.remaining = 1 THEN CASE WHEN w.failed = 0 THEN 3 ELSE 4 END \
-               ELSE w.status END, \
-             finished_at = CASE WHEN w.remaining = 1 THEN $5 ELSE w.finished_at END, \
-             updated_at = $5 \
-           FROM done WHERE w.id = done.workflow_id AND w.status IN (1, 2) \
-         ), notified AS ( \
-           SELECT count(pg_notify('{TASKS_CHANNEL}', $2::text || '/' || q.queue)) AS n \
-           FROM (SELECT DISTINCT queue FROM freed WHERE status = 2) q \
-         ) \
-         SELECT done.* FROM done, notified"
-    ))
-    .bind::<SqlUuid, _>(id)
-    .bind::<SqlUuid, _>(owner)
-    .bind::<SqlUuid, _>(lease)
-    .bind::<Jsonb, _>(output)
-    .bind::<Timestamptz, _>(now)
+    CompleteTask {
+        id,
+        owner,
+        lease,
+        output,
+        now,
+    }
     .get_result(conn)
     .await
     .optional()
+}
+
+/// The call of `content.complete_task`, as a statement diesel keeps prepared per
+/// connection (its text never changes; `sql_query` text is prepared at every call, a round
+/// trip and a parse more per task).
+struct CompleteTask<'a> {
+    id: Uuid,
+    owner: Uuid,
+    lease: Uuid,
+    output: &'a serde_json::Value,
+    now: DateTime<Utc>,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CompleteTask<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        out.push_sql("SELECT ");
+        out.push_sql(TASK_COLUMNS);
+        out.push_sql(" FROM content.complete_task(");
+        out.push_bind_param::<SqlUuid, _>(&self.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SqlUuid, _>(&self.owner)?;
+        out.push_sql(", ");
+        out.push_bind_param::<SqlUuid, _>(&self.lease)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Jsonb, _>(self.output)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamptz, _>(&self.now)?;
+        out.push_sql(") t");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for CompleteTask<'_> {
+    type QueryId = ();
+    // Cached by its SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for CompleteTask<'_> {
+    type SqlType = diesel::sql_types::Untyped;
 }
 
 /// How a failed attempt ends.

@@ -503,11 +503,11 @@ async fn a_diamond_runs_in_dependency_order_and_workflows_are_listed_filtered_an
     };
     assert_eq!(
         listed(&mut c, &ada, by_status(pb::WorkflowStatus::Succeeded)).await,
-        [wid.clone()]
+        std::slice::from_ref(&wid)
     );
     assert_eq!(
         listed(&mut c, &ada, by_status(pb::WorkflowStatus::Pending)).await,
-        [oid.clone()]
+        std::slice::from_ref(&oid)
     );
     assert!(
         listed(&mut c, &ada, by_status(pb::WorkflowStatus::Running))
@@ -520,7 +520,7 @@ async fn a_diamond_runs_in_dependency_order_and_workflows_are_listed_filtered_an
     };
     assert_eq!(
         listed(&mut c, &ada, in_project.clone()).await,
-        [wid.clone()]
+        std::slice::from_ref(&wid)
     );
     let page = |token: String| pb::ListWorkflowsRequest {
         page_size: 1,
@@ -1751,7 +1751,7 @@ async fn finished_workflows_are_deleted_after_keep_and_unfinished_ones_stay() {
     assert_eq!(open.status(), pb::WorkflowStatus::Pending);
     assert_eq!(
         listed(&mut c, &ada, pb::ListWorkflowsRequest::default()).await,
-        [open_id.clone()]
+        std::slice::from_ref(&open_id)
     );
     let kept = conversations
         .get_conversation(bearer(
@@ -1827,7 +1827,7 @@ async fn a_conversation_links_to_its_task_and_is_listed_by_it() {
             }
         )
         .await,
-        [linked.id.clone()]
+        std::slice::from_ref(&linked.id)
     );
     assert_eq!(
         list_by(&mut conversations, pb::ListConversationsRequest::default())

@@ -1,0 +1,1 @@
+DROP FUNCTION content.complete_task(uuid, uuid, uuid, jsonb, timestamptz);
