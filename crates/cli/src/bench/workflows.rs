@@ -55,7 +55,9 @@ pub(super) async fn run(
             .await;
     }
     progress("workflows");
-    let load = Load::closed(wide.connections, WORKFLOWS_IN_FLIGHT, wide.measure);
+    // A workflow's life takes about a second under this load: measure for a few.
+    let measure = wide.measure.max(Duration::from_secs(3));
+    let load = Load::closed(wide.connections, WORKFLOWS_IN_FLIGHT, measure);
     let operation = format!(
         "workflows of {TASKS} tasks: CreateWorkflow, ClaimTasks of {CLAIM_BATCH}, CompleteTask \
          each ({COMPLETING} at a time); a call is one workflow"
