@@ -437,8 +437,11 @@ async fn watch_delivery(
         .context("WatchConversation")?
         .into_inner();
     let base = Instant::now();
+    // Appends acknowledged so far: the watcher stops once it holds them all.
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sender = {
         let (appender, token, id) = (appender.clone(), token.clone(), id.clone());
+        let acknowledged = Arc::clone(&acknowledged);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(1000 / WATCH_RATE));
             let mut sent = 0u64;
@@ -455,7 +458,10 @@ async fn watch_delivery(
                     .append_messages(bearer(request, &token))
                     .await
                 {
-                    Ok(_) => sent += 1,
+                    Ok(_) => {
+                        sent += 1;
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     Err(_) => failed += 1,
                 }
             }
@@ -490,7 +496,13 @@ async fn watch_delivery(
             let _ = latency.record(u64::try_from(delay).unwrap_or(u64::MAX).max(1));
             received += 1;
         }
-        if base.elapsed() >= measure && sender.is_finished() {
+        // The last append may be acknowledged before the message before it arrives.
+        let all_in = received
+            >= std::sync::atomic::AtomicU64::load(
+                &acknowledged,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        if base.elapsed() >= measure && sender.is_finished() && all_in {
             break;
         }
     }

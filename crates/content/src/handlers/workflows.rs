@@ -329,7 +329,10 @@ impl ContentHandlers {
     pub async fn delete_finished_workflows(&self) -> Result<usize, strata_storage::Error> {
         let keep =
             chrono::Duration::from_std(self.config.workflows.keep).unwrap_or(chrono::Duration::MAX);
-        let before = self.clock_now() - keep;
+        // Kept longer than time goes back: nothing to delete.
+        let Some(before) = self.clock_now().checked_sub_signed(keep) else {
+            return Ok(0);
+        };
         let mut total = 0;
         loop {
             let mut conn = self.ctx.db.get().await?;
@@ -841,13 +844,14 @@ pub async fn fail_task(
     let row = match row {
         Some(row) => row,
         None => {
-            h.refused(
-                &principal,
-                id,
-                lease,
-                &[task_status::READY, task_status::FAILED],
-            )
-            .await?
+            // A retry of the same report: READY again (a retryable failure) or FAILED;
+            // a permanent failure after a retryable one is not that.
+            let replayed: &[i16] = if req.permanent {
+                &[task_status::FAILED]
+            } else {
+                &[task_status::READY, task_status::FAILED]
+            };
+            h.refused(&principal, id, lease, replayed).await?
         }
     };
     Ok(pb::FailTaskResponse {

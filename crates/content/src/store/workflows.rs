@@ -4,8 +4,13 @@
 //! Every transition is one guarded statement: it changes a task only from the state (and
 //! lease) it expects, so a stale worker, a concurrent retry or a cancellation can never
 //! move a task twice. Finishing a task updates its dependants (a counter of unfinished
-//! dependencies each) and its workflow's counters in the same statement; locks are taken
-//! task first, then dependants in id order, then the workflow.
+//! dependencies each) and its workflow's counters in the same statement. Locks are taken
+//! in one order: running tasks (the reporting one; a cancellation's, in id order), then
+//! pending ones in id order, then the workflow; a deadlock that slips through is rolled
+//! back by PostgreSQL and the write retried.
+//!
+//! Times (ready times, leases) are the replicas' clocks: replicas must agree on the time
+//! to well under the shortest lease (1 s), as NTP keeps them.
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{
@@ -391,12 +396,16 @@ pub async fn cancel_workflow(
     now: DateTime<Utc>,
 ) -> Result<Option<(WorkflowRow, bool)>, diesel::result::Error> {
     conn.transaction(async |conn| {
-        // Tasks first, in id order: the order finishing a task locks in.
+        // Tasks first, running ones before the others, each group in id order: the order
+        // completing a task locks in (its own running task, then its pending dependants in
+        // id order, then the workflow).
         diesel::sql_query(
-            "SELECT 1 AS one FROM content.tasks WHERE workflow_id = $1 AND status IN (1, 2, 3) \
-                 ORDER BY id FOR UPDATE",
+            "SELECT 1 AS one FROM content.tasks \
+             WHERE workflow_id = $1 AND owner_id = $2 AND status IN (1, 2, 3) \
+             ORDER BY (status = 3) DESC, id FOR UPDATE",
         )
         .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(owner)
         .execute(conn)
         .await?;
         let Some(row) = diesel::sql_query(format!(
@@ -414,9 +423,12 @@ pub async fn cancel_workflow(
         if row.finished_at.is_some() {
             return Ok(Some((row, false)));
         }
+        // A running task keeps its lease, so its holder's heartbeat learns of this; no
+        // earlier holder of another task may.
         diesel::sql_query(
-            "UPDATE content.tasks SET status = 6, finished_at = $2, updated_at = $2 \
-                 WHERE workflow_id = $1 AND status IN (1, 2, 3)",
+            "UPDATE content.tasks SET status = 6, finished_at = $2, updated_at = $2, \
+             lease_id = CASE WHEN status = 3 THEN lease_id END \
+             WHERE workflow_id = $1 AND status IN (1, 2, 3)",
         )
         .bind::<SqlUuid, _>(id)
         .bind::<Timestamptz, _>(now)
@@ -674,9 +686,14 @@ async fn finish_attempt(
                    UNION \
                    SELECT d.task_id FROM content.task_dependencies d \
                    JOIN below ON d.depends_on = below.task_id \
+                 ), locked AS ( \
+                   SELECT t.id FROM content.tasks t \
+                   WHERE t.id IN (SELECT task_id FROM below) AND t.status IN (1, 2) \
+                   ORDER BY t.id FOR UPDATE \
                  ), cancelled AS ( \
-                   UPDATE content.tasks t SET status = 6, finished_at = $3, updated_at = $3 \
-                   FROM below WHERE t.id = below.task_id AND t.status IN (1, 2) \
+                   UPDATE content.tasks t SET status = 6, finished_at = $3, updated_at = $3, \
+                     lease_id = NULL \
+                   FROM locked WHERE t.id = locked.id AND t.status IN (1, 2) \
                    RETURNING t.id \
                  ), failed AS ( \
                    UPDATE content.tasks t SET status = 5, error = $2, finished_at = $3, \
