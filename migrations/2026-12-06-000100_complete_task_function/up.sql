@@ -53,3 +53,16 @@ BEGIN
     RETURN NEXT done;
 END
 $$;
+
+-- Completions of many tasks in one transaction (the server gathers concurrent CompleteTask
+-- calls and commits them together, answering each after the commit), in the order given.
+CREATE FUNCTION content.complete_tasks(
+    p_ids uuid[], p_owners uuid[], p_leases uuid[], p_outputs jsonb[], p_now timestamptz
+) RETURNS SETOF content.tasks LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        RETURN QUERY
+            SELECT * FROM content.complete_task(p_ids[i], p_owners[i], p_leases[i], p_outputs[i], p_now);
+    END LOOP;
+END
+$$;

@@ -1,6 +1,7 @@
 //! The task queue's moving parts besides the RPCs: its settings, the wake-ups of
-//! long-polling claims ([`Wakeups`]), and the two scheduled rounds (expired leases back to
-//! the queue, finished workflows deleted after their retention).
+//! long-polling claims ([`Wakeups`]), the completions committed together ([`Completer`]),
+//! and the two scheduled rounds (expired leases back to the queue, finished workflows
+//! deleted after their retention).
 //!
 //! Wake-ups are only hints, as for conversation watchers: a statement that makes tasks
 //! ready notifies [`TASKS_CHANNEL`] with `<owner>/<queue>` at commit; one connection per
@@ -13,12 +14,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use diesel_async::RunQueryDsl as _;
 use futures_util::StreamExt as _;
+use strata_runtime::clock::Clock;
 use strata_storage::DbConfig;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use uuid::Uuid;
 
-use crate::store::workflows::TASKS_CHANNEL;
+use crate::store::workflows::{self as store, Completion, TASKS_CHANNEL, TaskRow};
 
 /// Intervals and retention of the task queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +183,124 @@ impl Wakeups {
                     None => return Ok(()),
                     Some(notification) => self.wake(&notification?.payload),
                 },
+            }
+        }
+    }
+}
+
+/// Most completions committed together.
+pub const COMPLETION_BATCH: usize = 200;
+/// Transactions of completions running at once.
+const COMPLETERS: usize = 4;
+
+/// A completion waiting for its commit.
+struct Pending {
+    task: Completion,
+    reply: oneshot::Sender<Result<Option<TaskRow>, Arc<strata_storage::Error>>>,
+}
+
+/// Commits concurrent CompleteTask calls together, as a database's group commit does with
+/// WAL flushes: each completer takes every completion waiting (up to
+/// [`COMPLETION_BATCH`]), completes them in one transaction, and answers each caller after
+/// the commit, so an acknowledged completion is durable. Alone, a call waits for nobody; under
+/// load, one commit carries many tasks.
+#[derive(Debug)]
+pub struct Completer {
+    sender: mpsc::Sender<Pending>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    started: OnceLock<()>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("task", &self.task.id)
+            .finish()
+    }
+}
+
+impl Default for Completer {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::channel(COMPLETION_BATCH * COMPLETERS * 4);
+        Self {
+            sender,
+            receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
+            started: OnceLock::new(),
+        }
+    }
+}
+
+impl Completer {
+    /// Completes `task` with the others waiting (see [`store::complete`]): the task as
+    /// completed, or `None` when it was not RUNNING under that lease.
+    pub async fn complete(
+        &self,
+        db: &strata_storage::Db,
+        clock: &Arc<dyn Clock>,
+        task: Completion,
+    ) -> Result<Option<TaskRow>, Arc<strata_storage::Error>> {
+        self.start(db, clock);
+        let (reply, answer) = oneshot::channel();
+        let gone = || Arc::new(strata_storage::Error::PoolTimeout);
+        self.sender
+            .send(Pending { task, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    fn start(&self, db: &strata_storage::Db, clock: &Arc<dyn Clock>) {
+        if self.started.set(()).is_err() {
+            return;
+        }
+        for _ in 0..COMPLETERS {
+            let (db, clock, receiver) = (db.clone(), Arc::clone(clock), Arc::clone(&self.receiver));
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut receiver = receiver.lock().await;
+                        match receiver.recv().await {
+                            Some(first) => batch.push(first),
+                            None => return,
+                        }
+                        while batch.len() < COMPLETION_BATCH {
+                            match receiver.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    commit(&db, clock.as_ref(), batch).await;
+                }
+            });
+        }
+    }
+}
+
+/// Completes `batch` in one transaction (tasks in id order, the order locks are taken
+/// in) and answers each caller.
+async fn commit(db: &strata_storage::Db, clock: &dyn Clock, mut batch: Vec<Pending>) {
+    batch.sort_by_key(|p| p.task.id);
+    let tasks: Vec<Completion> = batch.iter().map(|p| p.task.clone()).collect();
+    let now = DateTime::from_timestamp_millis(clock.now_ms()).unwrap_or_else(Utc::now);
+    let done = db
+        .retrying("complete tasks", || async {
+            let mut conn = db.get().await?;
+            Ok::<_, strata_storage::Error>(store::complete(&mut conn, &tasks, now).await?)
+        })
+        .await;
+    match done {
+        Ok(rows) => {
+            let mut rows: HashMap<Uuid, TaskRow> = rows.into_iter().map(|r| (r.id, r)).collect();
+            for pending in batch {
+                let _ = pending.reply.send(Ok(rows.remove(&pending.task.id)));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for pending in batch {
+                let _ = pending.reply.send(Err(Arc::clone(&e)));
             }
         }
     }

@@ -62,6 +62,8 @@ pub struct ContentHandlers {
     hub: Arc<crate::watch::Hub>,
     /// The claims of this replica waiting for tasks.
     wakeups: Arc<crate::workflows::Wakeups>,
+    /// Commits this replica's concurrent task completions together.
+    completer: crate::workflows::Completer,
     /// Limits and intervals.
     config: ContentConfig,
 }
@@ -145,6 +147,7 @@ impl ContentHandlers {
             views: Views::new(ctx.redis.clone(), ctx.db.clone()),
             hub: Arc::new(crate::watch::Hub::new(config.watch)),
             wakeups: Arc::new(crate::workflows::Wakeups::default()),
+            completer: crate::workflows::Completer::default(),
             config,
             prompts: ctx.caches.tiered(
                 "content_prompts",

@@ -16,7 +16,7 @@ use tonic::Request;
 use uuid::Uuid;
 
 use super::versioned::{self, mask, pick, request_hash};
-use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, may_touch};
+use super::{ContentHandlers, SCOPE_READ, SCOPE_WRITE, caller, may_touch, shared};
 use crate::ContentError;
 use crate::store::workflows::{self as store, TaskRow, WORKFLOWS, WorkflowRow, task_status};
 use crate::{validate, versions};
@@ -789,19 +789,17 @@ pub async fn complete_task(
     let mut v = Violations::new();
     let output = validate::json_within(&mut v, "output", req.output.as_ref(), MAX_DOCUMENT_BYTES);
     v.finish()?;
-    let now = h.clock_now();
-    let db = h.ctx.db.clone();
-    let owner = principal.user_id;
+    let task = store::Completion {
+        id,
+        owner: principal.user_id,
+        lease,
+        output,
+    };
     let row = h
-        .ctx
-        .db
-        .retrying("complete task", || async {
-            let mut conn = db.get().await?;
-            Ok::<_, strata_storage::Error>(
-                store::complete(&mut conn, id, owner, lease, &output, now).await?,
-            )
-        })
-        .await?;
+        .completer
+        .complete(&h.ctx.db, &h.config.clock, task)
+        .await
+        .map_err(shared)?;
     let row = match row {
         Some(row) => row,
         None => {

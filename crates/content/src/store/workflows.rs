@@ -517,57 +517,66 @@ pub async fn heartbeat(
     .optional()
 }
 
-/// Completes task `id` of `owner` held by `lease` with `output`, in one call of
-/// `content.complete_task` (whose plans PostgreSQL keeps per connection): the task
-/// SUCCEEDED, its dependants waiting on nothing else become READY (their queues are
-/// notified at commit), and its workflow's counters and status follow. `None` when the
-/// task is not RUNNING under that lease.
+/// A task to complete: its id, owner, the lease it is held by, and its output.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The task.
+    pub id: Uuid,
+    /// Its owner (the caller).
+    pub owner: Uuid,
+    /// The lease the caller holds.
+    pub lease: Uuid,
+    /// The output.
+    pub output: serde_json::Value,
+}
+
+/// Completes `tasks` (in the order given) in one call of `content.complete_tasks`, which
+/// runs `content.complete_task` for each (plans kept per connection): each task SUCCEEDED,
+/// its dependants waiting on nothing else become READY (their queues are notified at
+/// commit), and its workflow's counters and status follow. Returns the tasks completed;
+/// one missing was not RUNNING under that lease.
 pub async fn complete(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    owner: Uuid,
-    lease: Uuid,
-    output: &serde_json::Value,
+    tasks: &[Completion],
     now: DateTime<Utc>,
-) -> Result<Option<TaskRow>, diesel::result::Error> {
-    CompleteTask {
-        id,
-        owner,
-        lease,
-        output,
+) -> Result<Vec<TaskRow>, diesel::result::Error> {
+    CompleteTasks {
+        ids: tasks.iter().map(|t| t.id).collect(),
+        owners: tasks.iter().map(|t| t.owner).collect(),
+        leases: tasks.iter().map(|t| t.lease).collect(),
+        outputs: tasks.iter().map(|t| t.output.clone()).collect(),
         now,
     }
-    .get_result(conn)
+    .load(conn)
     .await
-    .optional()
 }
 
-/// The call of `content.complete_task`, as a statement diesel keeps prepared per
+/// The call of `content.complete_tasks`, as a statement diesel keeps prepared per
 /// connection (its text never changes; `sql_query` text is prepared at every call, a round
-/// trip and a parse more per task).
-struct CompleteTask<'a> {
-    id: Uuid,
-    owner: Uuid,
-    lease: Uuid,
-    output: &'a serde_json::Value,
+/// trip and a parse more).
+struct CompleteTasks {
+    ids: Vec<Uuid>,
+    owners: Vec<Uuid>,
+    leases: Vec<Uuid>,
+    outputs: Vec<serde_json::Value>,
     now: DateTime<Utc>,
 }
 
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CompleteTask<'_> {
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CompleteTasks {
     fn walk_ast<'b>(
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> diesel::QueryResult<()> {
         out.push_sql("SELECT ");
         out.push_sql(TASK_COLUMNS);
-        out.push_sql(" FROM content.complete_task(");
-        out.push_bind_param::<SqlUuid, _>(&self.id)?;
+        out.push_sql(" FROM content.complete_tasks(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
         out.push_sql(", ");
-        out.push_bind_param::<SqlUuid, _>(&self.owner)?;
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.owners)?;
         out.push_sql(", ");
-        out.push_bind_param::<SqlUuid, _>(&self.lease)?;
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.leases)?;
         out.push_sql(", ");
-        out.push_bind_param::<Jsonb, _>(self.output)?;
+        out.push_bind_param::<Array<Jsonb>, _>(&self.outputs)?;
         out.push_sql(", ");
         out.push_bind_param::<Timestamptz, _>(&self.now)?;
         out.push_sql(") t");
@@ -575,13 +584,13 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for CompleteTask<'_> {
     }
 }
 
-impl diesel::query_builder::QueryId for CompleteTask<'_> {
+impl diesel::query_builder::QueryId for CompleteTasks {
     type QueryId = ();
     // Cached by its SQL text.
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl diesel::query_builder::Query for CompleteTask<'_> {
+impl diesel::query_builder::Query for CompleteTasks {
     type SqlType = diesel::sql_types::Untyped;
 }
 
