@@ -416,10 +416,7 @@ pub async fn create_workflow(
     let request_id = validate::request_id(&mut v, &req.request_id);
     if req.tasks.is_empty() || req.tasks.len() > MAX_TASKS {
         v.add("tasks", format!("must hold 1 to {MAX_TASKS} tasks"));
-        return Err(v.finish().err().map_or_else(
-            || ContentError::invalid("tasks", "must hold 1 task or more"),
-            ContentError::from,
-        ));
+        return Err(ApiError::InvalidArgument(v.into_vec()).into());
     }
     let mut checked = Vec::with_capacity(req.tasks.len());
     for (i, task) in req.tasks.iter().enumerate() {
@@ -730,19 +727,15 @@ pub async fn claim_tasks(
 /// The task and lease a worker report names.
 fn task_and_lease(task_id: &str, lease_id: &str) -> Result<(Uuid, Uuid), ContentError> {
     let mut v = Violations::new();
-    let task = validate::optional_id(&mut v, "task_id", task_id);
-    let lease = validate::optional_id(&mut v, "lease_id", lease_id);
-    if task_id.is_empty() {
-        v.add("task_id", "is required");
-    }
-    if lease_id.is_empty() {
-        v.add("lease_id", "is required");
-    }
-    v.finish()?;
-    match (task, lease) {
-        (Some(task), Some(lease)) => Ok((task, lease)),
-        _ => Err(ContentError::invalid("task_id", "must be a UUID")),
-    }
+    let mut required = |field: &str, value: &str| {
+        if value.is_empty() {
+            v.add(field, "is required");
+            return None;
+        }
+        validate::optional_id(&mut v, field, value)
+    };
+    let ids = required("task_id", task_id).zip(required("lease_id", lease_id));
+    Ok(v.finish_with(ids)?)
 }
 
 /// `HeartbeatTask`.

@@ -252,8 +252,11 @@ pub async fn insert_workflow(
             })
         })
         .collect();
-    let tasks_json = serde_json::to_value(tasks).unwrap_or_default();
-    let edges_json = serde_json::to_value(&edges).unwrap_or_default();
+    let as_json = |value: serde_json::Result<serde_json::Value>| {
+        value.map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))
+    };
+    let tasks_json = as_json(serde_json::to_value(tasks))?;
+    let edges_json = as_json(serde_json::to_value(&edges))?;
     diesel::sql_query(format!(
         "WITH w AS ( \
            INSERT INTO content.workflows (id, owner_id, project_id, name, labels, status, \
