@@ -640,6 +640,8 @@ async fn ten_thousand_views_from_200_callers_fold_into_unique_viewers() {
     let c = site.projects();
     let users = futures_util::future::join_all((0..200).map(|_| site.user())).await;
     let p = create(&mut c.clone(), &users[0], "viral", "", true, &[]).await;
+    // Views are counted per UTC day; a run that crosses midnight counts on two days.
+    let first_day = chrono::Utc::now().date_naive();
     let views = users.iter().map(|u| {
         let mut c = c.clone();
         let (id, token) = (p.id.clone(), u.token.clone());
@@ -657,6 +659,7 @@ async fn ten_thousand_views_from_200_callers_fold_into_unique_viewers() {
         }
     });
     futures_util::future::join_all(views).await;
+    let spanned: i64 = if chrono::Utc::now().date_naive() == first_day { 1 } else { 2 };
     site.handlers.fold_views().await.unwrap();
     // Folding again changes nothing (counts are absolute).
     site.handlers.fold_views().await.unwrap();
@@ -675,7 +678,7 @@ async fn ten_thousand_views_from_200_callers_fold_into_unique_viewers() {
         .unwrap();
     // HyperLogLog: exact at this size within its 0.81 % standard error.
     assert!(
-        (198..=202).contains(&folded.view_count),
+        (198..=202 * spanned).contains(&folded.view_count),
         "{}",
         folded.view_count
     );
@@ -686,7 +689,7 @@ async fn ten_thousand_views_from_200_callers_fold_into_unique_viewers() {
     .get_result(&mut conn)
     .await
     .unwrap();
-    assert_eq!(days, 1);
+    assert_eq!(days, spanned);
 }
 
 #[tokio::test]
