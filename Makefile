@@ -39,12 +39,19 @@ WITH_USAGE_KEY = if [ -z "$${STRATA_CONTENT_USAGE_KEY:-}" ]; then \
 		STRATA_CONTENT_USAGE_KEY=$$(cat $(USAGE_KEY_FILE)) && export STRATA_CONTENT_USAGE_KEY || exit 1; \
 	fi &&
 
+# grpcurl, which the commands `make run` prints use, and `make test` runs: Debian has no package
+# of it and its releases are on GitHub, so it is grpcurl-rs, a Rust port with the same flags,
+# built from crates.io into .strata/tools (about 3 minutes, once).
+GRPCURL_VERSION := 0.2.1
+GRPCURL_ROOT := .strata/tools/grpcurl-rs-$(GRPCURL_VERSION)
+GRPCURL := $(GRPCURL_ROOT)/bin/grpcurl
+
 # Defaults for running the server and the migrations locally; the environment wins.
 APP_TARGETS := run db-migrate db-status db-revert db-generate
 $(APP_TARGETS): export STRATA_ENV ?= development
 
 .DEFAULT_GOAL := help
-.PHONY: help infra-up infra-down infra-status build run test lint bench fmt \
+.PHONY: help infra-up infra-down infra-status build run test lint bench fmt grpcurl \
 	db-migrate db-status db-revert db-generate clean-db
 
 help: ## list the targets
@@ -63,16 +70,19 @@ infra-status: ## show what is running
 build: ## build the workspace (debug), as run and test do
 	$(BUILD)
 
-run: ## start the infrastructure, apply migrations, serve all services
+run: ## start the infrastructure, apply migrations, serve all services (with demo data on an empty database)
 	$(WITH_INFRA) $(BUILD) && \
 		$(WITH_KEK) $(STRATA) migrate run && \
-		$(WITH_USAGE_KEY) exec $(STRATA) serve all
+		$(WITH_USAGE_KEY) exec $(STRATA) serve all --demo
+
+grpcurl: ## install grpcurl (grpcurl-rs $(GRPCURL_VERSION), a Rust port with grpcurl's flags) into .strata/tools
+	@[ -x $(GRPCURL) ] || $(CARGO) install -j$(JOBS) --locked grpcurl-rs@$(GRPCURL_VERSION) --root $(GRPCURL_ROOT)
 
 # Doctests are not run: nextest does not run them, and `cargo test --doc` links one binary per
 # doctest, which is slow on a 2-core machine. Without cargo-nextest, plain `cargo test` runs the
 # same targets (libraries, binaries, integration tests).
-test: ## build all targets and run the tests (nextest when installed) against the infrastructure
-	$(WITH_INFRA) $(BUILD) && \
+test: ## build all targets and grpcurl, run the tests (nextest when installed) against the infrastructure
+	$(WITH_INFRA) $(BUILD) && $(MAKE) --no-print-directory grpcurl && \
 		if $(CARGO) nextest --version >/dev/null 2>&1; then \
 			$(CARGO) nextest run --workspace --config-file tests/nextest.toml --build-jobs $(JOBS) --no-fail-fast; \
 		else \

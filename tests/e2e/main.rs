@@ -214,6 +214,8 @@ struct Served {
     /// Everything it wrote to stderr (its logs) so far: read continuously, so the child
     /// never blocks on a full pipe.
     logs: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything it printed to stdout so far, after the line saying where it listens.
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Served {
@@ -221,6 +223,27 @@ impl Served {
     fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
+
+    /// What it printed so far, after the line saying where it listens.
+    fn printed(&self) -> String {
+        self.printed.lock().unwrap().clone()
+    }
+}
+
+/// Appends every line of `from` to `to`, until `from` ends.
+fn collect_lines<R>(from: R, to: &std::sync::Arc<std::sync::Mutex<String>>)
+where
+    R: tokio::io::AsyncBufRead + Unpin + Send + 'static,
+{
+    let sink = std::sync::Arc::clone(to);
+    let mut lines = from.lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
 }
 
 /// Rate limits no test reaches (every test's calls come from one address).
@@ -238,14 +261,18 @@ fn generous_rate_limits() -> Vec<(&'static str, String)> {
 }
 
 /// Starts `strata serve <service>` on `db` and `redis` (plus `env`; an empty value unsets
-/// a variable), waits until it listens and connects a channel. Its logs are collected for
-/// the test to read ([`Served::logs`]).
+/// a variable), waits until it listens and connects a channel. Its logs and what it prints
+/// are collected for the test to read ([`Served::logs`], [`Served::printed`]). `service`
+/// may carry options after the service's name (`all --demo`).
 async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str)]) -> Served {
     // STRATA_E2E_BIN runs another build (e.g. target/release/strata, for measurements).
     let binary = std::env::var("STRATA_E2E_BIN").unwrap_or_else(|_| STRATA.to_owned());
     let mut command = tokio::process::Command::new(binary);
     command
-        .args(["serve", service])
+        .arg("serve")
+        .args(service.split_whitespace())
+        // Where `make run` starts it (what it prints names paths relative to it).
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
         .env("DATABASE_URL", db.url())
         .env("REDIS_URL", redis.url())
         .env("STRATA_REDIS_PREFIX", redis.handle().prefix())
@@ -268,29 +295,24 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         }
     }
     let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
+        let mut line = String::new();
+        while lines.read_line(&mut line).await.unwrap() > 0 {
             if let Some(addr) = line.split("listening on ").nth(1) {
                 return addr.trim().to_owned();
             }
+            line.clear();
         }
         panic!("strata exited before listening");
     })
     .await
     .expect("strata starts listening");
     // Keep reading stdout and stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    collect_lines(lines, &printed);
     let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = std::sync::Arc::clone(&logs);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            let mut logs = sink.lock().unwrap();
-            logs.push_str(&line);
-            logs.push('\n');
-        }
-    });
+    collect_lines(BufReader::new(child.stderr.take().unwrap()), &logs);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -301,6 +323,7 @@ async fn serve(service: &str, db: &TestDb, redis: &TestRedis, env: &[(&str, &str
         addr,
         channel,
         logs,
+        printed,
     }
 }
 
@@ -491,6 +514,9 @@ async fn serve_migrates_on_start_answers_and_stops_gracefully_on_sigterm() {
 
 #[path = "bench.rs"]
 mod bench;
+
+#[path = "demo.rs"]
+mod demo;
 
 #[path = "hostile.rs"]
 mod hostile;

@@ -6,6 +6,7 @@
 //! the database has migrations this binary does not know.
 
 mod bench;
+mod demo;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,11 @@ enum Command {
         /// `admin` (only the admin service, health and reflection).
         #[arg(default_value = "all", value_parser = service_names())]
         service: String,
+        /// On a database without accounts, create a demo admin and a demo user (with
+        /// printed passwords) and demo data for every service; print how to log in and
+        /// commands to try. What `make run` does; refused when STRATA_ENV=production.
+        #[arg(long)]
+        demo: bool,
     },
     /// Manage database migrations (DATABASE_URL).
     Migrate {
@@ -262,7 +268,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { service } => serve(&service).await,
+        Command::Serve { service, demo } => serve(&service, demo).await,
         Command::Migrate { action } => migrate(action).await,
         Command::Auth { action } => auth(action).await,
         Command::Seed { what } => seed(what).await,
@@ -337,11 +343,6 @@ fn service_names() -> Vec<&'static str> {
     names
 }
 
-/// Whether `strata serve <set>` serves `service`.
-fn serves(set: &str, service: &str) -> bool {
-    set == "all" || set == service
-}
-
 fn register_auth(builder: &mut ServerBuilder, settings: &Settings) -> anyhow::Result<()> {
     let config = AuthSettings::load()
         .context("reading configuration")?
@@ -372,8 +373,14 @@ fn register_analytics(builder: &mut ServerBuilder, _settings: &Settings) -> anyh
     Ok(())
 }
 
-async fn serve(service: &str) -> anyhow::Result<ExitCode> {
+async fn serve(service: &str, demo: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::load().context("reading configuration")?;
+    if demo {
+        demo::check_allowed(
+            settings.db.strata_env == Some(strata_storage::config::Environment::Production),
+            service,
+        )?;
+    }
     let config = settings.resolve(service).context("configuration")?;
     let _telemetry = strata_runtime::telemetry::init(&config)?;
     let ctx = AppContext::new(config)?;
@@ -384,37 +391,35 @@ async fn serve(service: &str) -> anyhow::Result<ExitCode> {
     {
         register(&mut builder, &settings)?;
     }
+    let ctx = builder.context();
     let bound = builder.bind().await.context("starting the server")?;
     let addr = bound.local_addr();
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "strata serve {service}: listening on {addr}")?;
-    writeln!(
-        out,
-        "try it with grpcurl (README, \"Trying it with grpcurl\", says how to get it):"
-    )?;
-    writeln!(out, "  grpcurl -plaintext {addr} list")?;
-    if serves(service, "auth") {
-        writeln!(
-            out,
-            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\",\"display_name\":\"Me\"}}' {addr} strata.auth.v1.AuthService/SignUp"
-        )?;
-        writeln!(
-            out,
-            "  grpcurl -plaintext -d '{{\"email\":\"me@example.com\",\"password\":\"a long passphrase\"}}' {addr} strata.auth.v1.AuthService/Login"
-        )?;
-        writeln!(
-            out,
-            "  TOKEN=<credentials.accessToken of that answer>   # with jq: TOKEN=$(grpcurl ... | jq -r .credentials.accessToken)"
-        )?;
-        writeln!(
-            out,
-            "  grpcurl -plaintext -H \"authorization: Bearer $TOKEN\" {addr} strata.auth.v1.AuthService/GetProfile"
-        )?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "strata serve {service}: listening on {addr}")?;
+        out.flush()?;
     }
+    tracing::info!(listen.addr = %addr, "serving");
+    let server = tokio::spawn(bound.serve(shutdown_signal()));
+    let demo = if demo {
+        match demo::prepare(&ctx, addr).await {
+            Ok(demo) => demo,
+            Err(e) => {
+                eprintln!(
+                    "error: the demo data could not be created ({e:#}); `make clean-db && make run` starts afresh"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    drop(ctx);
+    let mut out = std::io::stdout().lock();
+    out.write_all(demo::banner(addr, service, demo.as_ref(), chrono::Utc::now()).as_bytes())?;
     out.flush()?;
     drop(out);
-    tracing::info!(listen.addr = %addr, "serving");
-    bound.serve(shutdown_signal()).await?;
+    server.await.context("the server task")??;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
