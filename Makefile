@@ -75,7 +75,7 @@ run: ## start the infrastructure, apply migrations, serve all services (with dem
 		$(WITH_KEK) $(STRATA) migrate run && \
 		$(WITH_USAGE_KEY) exec $(STRATA) serve all --demo
 
-grpcurl: ## install grpcurl (grpcurl-rs $(GRPCURL_VERSION), a Rust port with grpcurl's flags) into .strata/tools
+grpcurl: ## install grpcurl (grpcurl-rs, a Rust port with grpcurl's flags, from crates.io) into .strata/tools
 	@[ -x $(GRPCURL) ] || $(CARGO) install -j$(JOBS) --locked grpcurl-rs@$(GRPCURL_VERSION) --root $(GRPCURL_ROOT)
 
 # Doctests are not run: nextest does not run them, and `cargo test --doc` links one binary per

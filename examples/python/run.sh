@@ -20,8 +20,14 @@ gen="$here/gen"
 stamp="$venv/requirements.installed.txt"
 
 # 1. The virtualenv, installed from the pinned requirements.
-if [[ ! -x "$venv/bin/python" ]]; then
-  "${PYTHON:-python3}" -m venv "$venv"
+# A virtualenv without pip (a `venv` that failed half-way) is made again.
+if [[ ! -x "$venv/bin/pip" ]]; then
+  rm -rf "$venv"
+  if ! "${PYTHON:-python3}" -m venv "$venv"; then
+    rm -rf "$venv"
+    echo "run.sh: python3 -m venv failed (on Debian or Ubuntu: apt-get install python3-venv)" >&2
+    exit 1
+  fi
 fi
 if ! cmp -s "$here/requirements.txt" "$stamp"; then
   echo "installing $here/requirements.txt into $venv" >&2

@@ -16,6 +16,8 @@ cd "$HERE"
 
 command -v node >/dev/null 2>&1 || { echo "run.sh: node (20 or newer) is needed" >&2; exit 1; }
 command -v npm >/dev/null 2>&1 || { echo "run.sh: npm is needed" >&2; exit 1; }
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
+    { echo "run.sh: node 20 or newer is needed, not $(node --version)" >&2; exit 1; }
 
 # Install when node_modules is missing or the lockfile changed since the last install.
 # No install scripts are needed (esbuild finds its platform binary without its own).

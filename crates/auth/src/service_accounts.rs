@@ -32,6 +32,22 @@ async fn is_service_account(conn: &mut AsyncPgConnection, user: Uuid) -> Result<
     Ok(found.found)
 }
 
+/// How many accounts people signed up for (every account but the service accounts).
+pub async fn people(conn: &mut AsyncPgConnection) -> diesel::QueryResult<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        people: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS people FROM auth.users u \
+         WHERE NOT EXISTS (SELECT 1 FROM auth.service_accounts s WHERE s.user_id = u.id)",
+    )
+    .get_result(conn)
+    .await?;
+    Ok(count.people)
+}
+
 /// A service account's key.
 #[derive(Debug)]
 pub struct ServiceKey {

@@ -13,9 +13,6 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::{OptionalExtension as _, QueryableByName};
-use diesel_async::RunQueryDsl as _;
 use strata_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use strata_proto::analytics::{self as apb};
 use strata_proto::auth::auth_service_client::AuthServiceClient;
@@ -82,6 +79,8 @@ pub struct Demo {
     pub workflow_id: Option<String>,
     /// Whether the demo user's password still works.
     pub login_works: bool,
+    /// When the demo was created (its usage is of the month before).
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// Refuses the demo where it must never run.
@@ -100,25 +99,14 @@ pub fn check_allowed(production: bool, service: &str) -> anyhow::Result<()> {
 /// Creates the demo on a database without accounts; else finds the demo objects again if
 /// the demo accounts exist. `None`: the database holds other accounts and no demo.
 pub async fn prepare(ctx: &AppContext, addr: SocketAddr) -> anyhow::Result<Option<Demo>> {
-    #[derive(QueryableByName)]
-    struct Accounts {
-        #[diesel(sql_type = BigInt)]
-        people: i64,
-        #[diesel(sql_type = BigInt)]
-        demo: i64,
-    }
-    let accounts: Accounts = {
+    let (people, user) = {
         let mut conn = ctx.db.get().await?;
-        diesel::sql_query(
-            "SELECT count(*) AS people, count(*) FILTER (WHERE lower(email) = $1) AS demo \
-             FROM auth.users u \
-             WHERE NOT EXISTS (SELECT 1 FROM auth.service_accounts s WHERE s.user_id = u.id)",
+        (
+            strata_auth::service_accounts::people(&mut conn).await?,
+            strata_auth::store::user_by_email(&mut conn, USER.email).await?,
         )
-        .bind::<Text, _>(USER.email)
-        .get_result(&mut conn)
-        .await?
     };
-    if accounts.people == 0 {
+    if people == 0 {
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{}", reachable(addr)))?
                 .connect()
@@ -126,10 +114,10 @@ pub async fn prepare(ctx: &AppContext, addr: SocketAddr) -> anyhow::Result<Optio
                 .context("connecting to the suite")?;
         return create(ctx, channel).await.map(Some);
     }
-    if accounts.demo == 0 {
-        return Ok(None);
+    match user {
+        Some(user) => find(ctx, user).await.map(Some),
+        None => Ok(None),
     }
-    find(ctx).await.map(Some)
 }
 
 /// The address a client on this machine dials: the listener's, with loopback for an
@@ -211,7 +199,12 @@ async fn create(ctx: &AppContext, channel: Channel) -> anyhow::Result<Demo> {
     let admin_id: Uuid = admin.user.unwrap_or_default().id.parse()?;
     {
         let mut conn = ctx.db.get().await?;
-        strata_auth::store::grant_admin(&mut conn, ADMIN.email, Utc::now()).await?;
+        let granted = strata_auth::store::grant_admin(&mut conn, ADMIN.email, Utc::now()).await?;
+        anyhow::ensure!(
+            granted == Some(admin_id),
+            "{} could not be made an admin",
+            ADMIN.email
+        );
     }
     // Replicas cache accounts: the refreshed token must carry the new role.
     strata_auth::cached::forget_user(&ctx.caches, ctx.db.clone(), admin_id).await;
@@ -242,6 +235,7 @@ async fn create(ctx: &AppContext, channel: Channel) -> anyhow::Result<Demo> {
         conversation_id: Some(conversation_id),
         workflow_id: Some(workflow_id),
         login_works: true,
+        since: Some(Utc::now()),
     })
 }
 
@@ -724,59 +718,49 @@ async fn usage(
 
 /// The demo objects of an earlier start, found by name in the database (logging in to
 /// look would spend the address's sign-in budget, which a newcomer may have used up).
-async fn find(ctx: &AppContext) -> anyhow::Result<Demo> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Text)]
-        password_hash: String,
-        #[diesel(sql_type = Text)]
-        status: String,
-        #[diesel(sql_type = Nullable<Text>)]
-        agent_id: Option<String>,
-        #[diesel(sql_type = Nullable<Text>)]
-        conversation_id: Option<String>,
-        #[diesel(sql_type = Nullable<Text>)]
-        workflow_id: Option<String>,
-    }
-    let found: Option<Found> = {
+async fn find(ctx: &AppContext, user: strata_auth::store::UserRow) -> anyhow::Result<Demo> {
+    let named = {
         let mut conn = ctx.db.get().await?;
-        diesel::sql_query(
-            "SELECT u.password_hash, u.status, \
-               (SELECT a.id::text FROM content.agents a \
-                WHERE a.owner_id = u.id AND a.name = $2 ORDER BY a.created_at LIMIT 1) AS agent_id, \
-               (SELECT c.id::text FROM content.conversations c \
-                WHERE c.owner_id = u.id AND c.title = $3 ORDER BY c.created_at LIMIT 1) \
-                 AS conversation_id, \
-               (SELECT w.id::text FROM content.workflows w \
-                WHERE w.owner_id = u.id AND w.name = $4 ORDER BY w.created_at LIMIT 1) AS workflow_id \
-             FROM auth.users u WHERE lower(u.email) = $1",
-        )
-        .bind::<Text, _>(USER.email)
-        .bind::<Text, _>(AGENT)
-        .bind::<Text, _>(CONVERSATION)
-        .bind::<Text, _>(WORKFLOW)
-        .get_result(&mut conn)
-        .await
-        .optional()?
+        strata_content::seed::named(&mut conn, user.id, AGENT, CONVERSATION, WORKFLOW).await?
     };
-    let Some(found) = found else {
-        return Ok(Demo::default());
-    };
-    let login_works = found.status == strata_auth::store::ACTIVE
+    let login_works = user.status == strata_auth::store::ACTIVE
         && strata_auth::password::Passwords::new()?
-            .verify(USER.password.to_owned(), Some(found.password_hash))
+            .verify(USER.password.to_owned(), Some(user.password_hash))
             .await?;
     Ok(Demo {
         created: false,
-        agent_id: found.agent_id,
-        conversation_id: found.conversation_id,
-        workflow_id: found.workflow_id,
+        agent_id: named.agent_id.map(|id| id.to_string()),
+        conversation_id: named.conversation_id.map(|id| id.to_string()),
+        workflow_id: named.workflow_id.map(|id| id.to_string()),
         login_works,
+        since: Some(user.created_at),
     })
 }
 
-/// How to get grpcurl on this kind of machine (Debian has no package of it).
-pub const GRPCURL_INSTALL: &str = "cargo install --locked grpcurl-rs@0.2.1";
+/// Where `make grpcurl` installs grpcurl (grpcurl-rs, a Rust port with grpcurl's flags:
+/// Debian has no package of grpcurl and its releases are on GitHub), relative to the
+/// checkout `make run` starts the suite in.
+pub const GRPCURL_DIR: &str = ".strata/tools/grpcurl-rs-0.2.1/bin";
+
+/// When grpcurl is not on the PATH: how to get it, and a command that puts it there.
+fn grpcurl_path(out: &mut String) {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("grpcurl").is_file()));
+    if on_path {
+        return;
+    }
+    let dir = std::env::current_dir()
+        .map(|cwd| cwd.join(GRPCURL_DIR))
+        .unwrap_or_else(|_| GRPCURL_DIR.into());
+    if !dir.join("grpcurl").is_file() {
+        let _ = writeln!(
+            out,
+            "  # grpcurl is not installed: `make grpcurl` builds it from crates.io into {GRPCURL_DIR} \
+             (grpcurl-rs, a Rust port with grpcurl's flags; about 3 minutes, once), then:"
+        );
+    }
+    let _ = writeln!(out, "  export PATH=\"{}:$PATH\"", dir.display());
+}
 
 /// What `strata serve` prints once it answers: where, how to log in, commands to paste.
 /// Commands are the lines indented by two spaces that are not comments (`#`).
@@ -813,16 +797,8 @@ pub fn banner(addr: SocketAddr, service: &str, demo: Option<&Demo>, now: DateTim
             );
         }
     }
-    let have_grpcurl = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("grpcurl").is_file()));
     let _ = writeln!(out, "try it with grpcurl:");
-    if !have_grpcurl {
-        let _ = writeln!(
-            out,
-            "  # not installed: `{GRPCURL_INSTALL}` (a Rust port with grpcurl's flags, about 3 minutes), \
-             or a release of the original from https://github.com/fullstorydev/grpcurl/releases"
-        );
-    }
+    grpcurl_path(&mut out);
     let _ = writeln!(out, "  grpcurl -plaintext {addr} list");
     let (email, password) = match demo {
         Some(d) if d.login_works => (USER.email, USER.password),
@@ -863,7 +839,11 @@ pub fn banner(addr: SocketAddr, service: &str, demo: Option<&Demo>, now: DateTim
             out,
             "  {auth} -d '{{\"order\":\"PROJECT_ORDER_TRENDING\"}}' {addr} strata.content.v1.ProjectService/ListPublicProjects"
         );
-        let start = (now - Duration::days(USAGE_DAYS)).to_rfc3339_opts(SecondsFormat::Secs, true);
+        // The demo's usage is of the month before it was made; the range reaches it, within
+        // the year analytics keeps.
+        let start = (demo.since.unwrap_or(now) - Duration::days(USAGE_DAYS))
+            .max(now - Duration::days(360))
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
         let end = (now + Duration::days(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
         let _ = writeln!(
             out,

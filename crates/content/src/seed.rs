@@ -682,3 +682,43 @@ fn sql_array(words: &[&str]) -> String {
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
+
+/// The first of `owner`'s agents, conversations and workflows with these names (how the
+/// demo of `strata serve --demo` finds its objects again at the next start).
+#[derive(Debug, diesel::QueryableByName)]
+pub struct Named {
+    /// The agent named so.
+    #[diesel(sql_type = diesel::sql_types::Nullable<SqlUuid>)]
+    pub agent_id: Option<Uuid>,
+    /// The conversation titled so.
+    #[diesel(sql_type = diesel::sql_types::Nullable<SqlUuid>)]
+    pub conversation_id: Option<Uuid>,
+    /// The workflow named so.
+    #[diesel(sql_type = diesel::sql_types::Nullable<SqlUuid>)]
+    pub workflow_id: Option<Uuid>,
+}
+
+/// See [`Named`].
+pub async fn named(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    agent: &str,
+    conversation: &str,
+    workflow: &str,
+) -> diesel::QueryResult<Named> {
+    diesel::sql_query(
+        "SELECT \
+           (SELECT id FROM content.agents \
+            WHERE owner_id = $1 AND name = $2 ORDER BY created_at LIMIT 1) AS agent_id, \
+           (SELECT id FROM content.conversations \
+            WHERE owner_id = $1 AND title = $3 ORDER BY created_at LIMIT 1) AS conversation_id, \
+           (SELECT id FROM content.workflows \
+            WHERE owner_id = $1 AND name = $4 ORDER BY created_at LIMIT 1) AS workflow_id",
+    )
+    .bind::<SqlUuid, _>(owner)
+    .bind::<Text, _>(agent)
+    .bind::<Text, _>(conversation)
+    .bind::<Text, _>(workflow)
+    .get_result(conn)
+    .await
+}
