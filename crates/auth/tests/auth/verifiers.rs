@@ -104,6 +104,9 @@ async fn without_redis_verifiers_ask_the_auth_service_and_without_either_they_re
         .await
         .unwrap();
     let nothing = other_service(&h.db, "http://127.0.0.1:1", "redis://127.0.0.1:1", "x:").await;
+    // The keys could not be fetched: neither this call nor those that follow before the
+    // next fetch may run (a few at once among them) can be verified, and none of them is
+    // told its valid token is not.
     assert_eq!(
         health_as(&nothing, Some(&fresh.access_token))
             .await
@@ -111,4 +114,11 @@ async fn without_redis_verifiers_ask_the_auth_service_and_without_either_they_re
             .code(),
         Code::Unavailable
     );
+    let again = futures_util::future::join_all(
+        (0..4).map(|_| health_as(&nothing, Some(&fresh.access_token))),
+    )
+    .await;
+    for answer in again {
+        assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
+    }
 }

@@ -55,12 +55,19 @@ const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct IdentifiedCaller(pub Principal);
 
+/// When the JWKS was last fetched, and whether that worked.
+#[derive(Debug, Clone, Copy)]
+struct KeyFetch {
+    at: Instant,
+    ok: bool,
+}
+
 /// Verifies credentials; shared by every request of a process.
 pub struct Authenticator {
     auth: AuthServiceClient<InterceptedService<Channel, TraceContextInterceptor>>,
     settings: TokenSettings,
     keys: RwLock<Arc<PublicKeys>>,
-    last_key_fetch: tokio::sync::Mutex<Option<Instant>>,
+    last_key_fetch: tokio::sync::Mutex<Option<KeyFetch>>,
     sessions: SessionCheck,
     verified: VerifiedTokens,
     remote: Option<moka::future::Cache<[u8; 32], Principal>>,
@@ -159,13 +166,20 @@ impl Authenticator {
         self.verified.verify(token, &keys, &self.settings)
     }
 
-    /// Fetches the JWKS again, at most once per [`KEY_REFETCH_INTERVAL`].
+    /// Fetches the JWKS again, at most once per [`KEY_REFETCH_INTERVAL`]. Until the next
+    /// fetch may run, callers get the last fetch's outcome: after a failed one, UNAVAILABLE
+    /// (the keys are not known), never a verification against keys that were not fetched.
     async fn refresh_keys(&self) -> Result<(), ApiError> {
         let mut last = self.last_key_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < KEY_REFETCH_INTERVAL) {
-            return Ok(());
+        if let Some(fetch) = *last
+            && fetch.at.elapsed() < KEY_REFETCH_INTERVAL
+        {
+            return if fetch.ok { Ok(()) } else { Err(unavailable()) };
         }
-        *last = Some(Instant::now());
+        *last = Some(KeyFetch {
+            at: Instant::now(),
+            ok: false,
+        });
         let mut request = tonic::Request::new(pb::GetJwksRequest {});
         request.set_timeout(AUTH_CALL_TIMEOUT);
         let mut auth = self.auth.clone();
@@ -175,6 +189,9 @@ impl Authenticator {
                 tracing::warn!(error = %e, "fetching the auth service's keys failed");
                 unavailable()
             })?;
+        if let Some(fetch) = last.as_mut() {
+            fetch.ok = true;
+        }
         let keys = PublicKeys::from_jwks(jwks.into_inner().keys);
         tracing::info!(keys = keys.len(), "fetched signing keys");
         if let Ok(mut slot) = self.keys.write() {
