@@ -12,7 +12,7 @@ use diesel::sql_types::{BigInt, Double, Integer, Text, Timestamptz, Uuid as SqlU
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use std::sync::atomic::{AtomicU64, Ordering};
 use strata_storage::config::DbConfig;
-use strata_storage::pool::dedicated_connection;
+use strata_storage::pool::{dedicated_connection, run_workers};
 use uuid::Uuid;
 
 use crate::partitions::{Partitions, month_of};
@@ -103,20 +103,8 @@ pub async fn seed(
             done.fetch_add(n, Ordering::Relaxed);
         }
     };
-    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
-    tokio::pin!(all);
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            result = &mut all => {
-                result?;
-                break;
-            }
-            _ = ticker.tick() => progress(AtomicU64::load(&done, Ordering::Relaxed), options.rows),
-        }
-    }
+    run_workers(workers, worker, &done, options.rows, &mut progress).await?;
     let done = AtomicU64::load(&done, Ordering::Relaxed);
-    progress(done, options.rows);
     // After a bulk load, statistics now rather than whenever autovacuum gets to them: a
     // partition without any reads as nearly empty, and the planner then scans a user's
     // whole range by time where a few rows by arrival would do.

@@ -25,7 +25,7 @@ use diesel::sql_types::{Array, BigInt, Integer, Text, Timestamptz, Uuid as SqlUu
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use std::sync::atomic::{AtomicU64, Ordering};
 use strata_storage::config::DbConfig;
-use strata_storage::pool::dedicated_connection;
+use strata_storage::pool::{dedicated_connection, run_workers};
 use uuid::Uuid;
 
 use crate::store::projects;
@@ -378,35 +378,6 @@ pub async fn seed(
     )
     .await?;
     Ok(counts.lock().map(|c| *c).unwrap_or_default())
-}
-
-/// Runs `workers` copies of `worker` to the end (the first error ends them all), calling
-/// `progress(done, total)` about twice a second and once at the end.
-pub(crate) async fn run_workers<W, F>(
-    workers: usize,
-    worker: W,
-    done: &AtomicU64,
-    total: u64,
-    progress: &mut impl FnMut(u64, u64),
-) -> Result<(), strata_storage::Error>
-where
-    W: Fn() -> F,
-    F: std::future::Future<Output = Result<(), strata_storage::Error>>,
-{
-    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
-    tokio::pin!(all);
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            result = &mut all => {
-                result?;
-                break;
-            }
-            _ = ticker.tick() => progress(done.load(Ordering::Relaxed), total),
-        }
-    }
-    progress(done.load(Ordering::Relaxed), total);
-    Ok(())
 }
 
 /// One statement's worth of items: numbers `first..=last` of their kind.

@@ -17,7 +17,8 @@ use strata_storage::config::DbConfig;
 use strata_storage::pool::dedicated_connection;
 use uuid::Uuid;
 
-use crate::seed::{VOCABULARY, run_workers, seed_owner};
+use crate::seed::{VOCABULARY, seed_owner};
+use strata_storage::pool::run_workers;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -325,3 +325,34 @@ async fn establish(url: &str, config: &DbConfig) -> Result<AsyncPgConnection, Co
 pub async fn dedicated_connection(config: &DbConfig) -> Result<AsyncPgConnection, Error> {
     Ok(establish(config.url.expose(), config).await?)
 }
+
+/// Runs `workers` copies of `worker` to the end (the first error ends them all), calling
+/// `progress(done, total)` about twice a second and once at the end: the shape of every
+/// bulk load of `strata seed`, each worker on a dedicated connection of its own.
+pub async fn run_workers<W, F, E>(
+    workers: usize,
+    worker: W,
+    done: &std::sync::atomic::AtomicU64,
+    total: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), E>
+where
+    W: Fn() -> F,
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    use std::sync::atomic::Ordering;
+    let all = futures_util::future::try_join_all((0..workers.max(1)).map(|_| worker()));
+    tokio::pin!(all);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            result = &mut all => {
+                result?;
+                break;
+            }
+            _ = ticker.tick() => progress(done.load(Ordering::Relaxed), total),
+        }
+    }
+    progress(done.load(Ordering::Relaxed), total);
+    Ok(())
+}
