@@ -67,6 +67,28 @@ pub const MAX_STREAMS: usize = 10_000;
 /// Pause between the listener's connection attempts.
 const RECONNECT: Duration = Duration::from_secs(1);
 
+/// Runs `listen` (one LISTEN connection's life, which says it is down when it ends) again
+/// [`RECONNECT`] after each end, logging `lost` when it failed, until the server stops: the
+/// life of the conversation hub's listener and of the task queue's.
+pub(crate) async fn keep_listening(
+    mut stopping: watch::Receiver<bool>,
+    mut listen: impl AsyncFnMut(&mut watch::Receiver<bool>) -> Result<(), strata_storage::Error>,
+    lost: &'static str,
+) {
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if let Err(e) = listen(&mut stopping).await {
+            tracing::warn!(error = %e, "{lost}");
+        }
+        tokio::select! {
+            _ = stopping.changed() => return,
+            () = tokio::time::sleep(RECONNECT) => {}
+        }
+    }
+}
+
 /// The stream WatchConversation answers with.
 pub type WatchStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchConversationResponse, Status>> + Send>>;
@@ -222,28 +244,22 @@ impl Hub {
     }
 
     /// Starts the listener on first use; it runs until the server stops.
-    fn start(self: &Arc<Self>, db: DbConfig, mut stopping: watch::Receiver<bool>) {
+    fn start(self: &Arc<Self>, db: DbConfig, stopping: watch::Receiver<bool>) {
         if self.started.set(()).is_err() {
             return;
         }
         let (commands, mut received) = mpsc::unbounded_channel();
         let _ = self.commands.set(commands);
         let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                if *stopping.borrow() {
-                    return;
-                }
-                if let Err(e) = hub.listen(&db, &mut stopping, &mut received).await {
-                    tracing::warn!(error = %e, "conversation listener lost its connection; watchers poll until it is back");
-                }
+        tokio::spawn(keep_listening(
+            stopping,
+            async move |stopping: &mut watch::Receiver<bool>| {
+                let lost = hub.listen(&db, stopping, &mut received).await;
                 hub.listening.send_replace(false);
-                tokio::select! {
-                    _ = stopping.changed() => return,
-                    () = tokio::time::sleep(RECONNECT) => {}
-                }
-            }
-        });
+                lost
+            },
+            "conversation listener lost its connection; watchers poll until it is back",
+        ));
     }
 
     /// One connection's life: LISTEN, take the watch locks of every conversation watched

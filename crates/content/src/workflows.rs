@@ -49,8 +49,6 @@ impl Default for Settings {
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// How often waiting claims look while the listener is not connected.
 pub const POLL_WITHOUT_LISTENER: Duration = Duration::from_millis(200);
-/// Pause between the listener's connection attempts.
-const RECONNECT: Duration = Duration::from_secs(1);
 /// Expired leases ended per transaction of the sweeper.
 pub const SWEEP_BATCH: i64 = 500;
 /// Finished workflows deleted per statement of the cleanup.
@@ -139,26 +137,20 @@ impl Wakeups {
         }
     }
 
-    fn start(self: &Arc<Self>, db: DbConfig, mut stopping: watch::Receiver<bool>) {
+    fn start(self: &Arc<Self>, db: DbConfig, stopping: watch::Receiver<bool>) {
         if self.started.set(()).is_err() {
             return;
         }
         let wakeups = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                if *stopping.borrow() {
-                    return;
-                }
-                if let Err(e) = wakeups.listen(&db, &mut stopping).await {
-                    tracing::warn!(error = %e, "task queue listener lost its connection; waiting claims poll until it is back");
-                }
+        tokio::spawn(crate::watch::keep_listening(
+            stopping,
+            async move |stopping: &mut watch::Receiver<bool>| {
+                let lost = wakeups.listen(&db, stopping).await;
                 wakeups.listening.send_replace(false);
-                tokio::select! {
-                    _ = stopping.changed() => return,
-                    () = tokio::time::sleep(RECONNECT) => {}
-                }
-            }
-        });
+                lost
+            },
+            "task queue listener lost its connection; waiting claims poll until it is back",
+        ));
     }
 
     /// One connection's life: LISTEN, wake every waiting claim (notifications may have

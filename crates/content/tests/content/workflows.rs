@@ -1857,3 +1857,86 @@ async fn a_conversation_links_to_its_task_and_is_listed_by_it() {
     let missing = refused(&mut conversations, &uuid::Uuid::now_v7().to_string()).await;
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
 }
+
+/// The pids of this database's connections whose last statement was the task queue's LISTEN.
+async fn listeners(h: &Harness) -> Vec<i32> {
+    #[derive(diesel::QueryableByName)]
+    struct Backend {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut conn = h.db.connect().await;
+    let backends: Vec<Backend> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = 'LISTEN content_tasks'",
+        ),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    backends.into_iter().map(|b| b.pid).collect()
+}
+
+/// Waits (up to 10 s) until a task queue listener other than `gone` is connected.
+async fn listener_other_than(h: &Harness, gone: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = listeners(h).await.into_iter().find(|p| Some(*p) != gone) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no listener came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_task_queue_listener_connects_again_when_its_connection_is_killed() {
+    let h = start().await;
+    let ada = h.user().await;
+    let mut c = client(&h);
+    // A claim that waits starts the listener.
+    try_claim(
+        &mut c,
+        &ada,
+        pb::ClaimTasksRequest {
+            wait: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+            ..claim_request("inbox", 1)
+        },
+    )
+    .await
+    .unwrap();
+    let first = listener_other_than(&h, None).await;
+    let mut conn = h.db.connect().await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(format!("SELECT pg_terminate_backend({first})")),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let second = listener_other_than(&h, Some(first)).await;
+    assert_ne!(first, second);
+    // And it still wakes a waiting claim.
+    let waiter = {
+        let (mut c, ada) = (client(&h), ada.clone());
+        tokio::spawn(async move {
+            try_claim(
+                &mut c,
+                &ada,
+                pb::ClaimTasksRequest {
+                    wait: Some(secs(10)),
+                    ..claim_request("inbox", 1)
+                },
+            )
+            .await
+            .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let made = new_workflow(&mut c, &ada, "again", vec![task("job", "inbox", &[])]).await;
+    let got = waiter.await.unwrap();
+    assert_eq!(held(&got[0]).id, made.tasks[0].id);
+}
