@@ -38,6 +38,8 @@ use strata_runtime::identity::token::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
+use crate::bearer;
+
 /// The password of every bench user.
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -710,14 +712,6 @@ async fn sign_up(channel: Channel, email: String) -> Result<User, tonic::Status>
         token: credentials.access_token,
         refresh_token: credentials.refresh_token,
     })
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 fn usage_event(key: String, user: &str, seq: u64) -> apb::UsageEvent {

@@ -29,6 +29,8 @@ use strata_runtime::AppContext;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+use crate::bearer;
+
 /// An account of the demo.
 pub struct Account {
     /// Its email.
@@ -131,14 +133,6 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
         });
     }
     addr
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// A fixed idempotency key per demo step, so that a repeated step returns what it made.

@@ -31,6 +31,16 @@ use strata_storage::pool::dedicated_connection;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `message` with `authorization: Bearer <token>`: how the bench's and the demo's calls
+/// to the suite carry their credentials.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// `migrate status` exit code when migrations are pending.
 const EXIT_PENDING: u8 = 3;
 /// `migrate status` exit code when an applied migration changed or is unknown.
