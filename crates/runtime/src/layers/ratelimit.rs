@@ -160,6 +160,12 @@ impl RateLimits {
             .and_then(|count| unit.checked_mul(count))
             .filter(|p| !p.is_zero() && *p <= Duration::from_secs(366 * 86_400))
             .ok_or_else(|| format!("{value:?}: the period must be between 1 ms and a year"))?;
+        // The limiter counts in microseconds: a faster rate would be rounded to one.
+        if u128::from(calls) > period.as_micros() {
+            return Err(format!(
+                "{value:?}: at most one call per microsecond (1000000/s, 60000000/min)"
+            ));
+        }
         Ok(Some(Arc::new(Policy::new(name, calls, period))))
     }
 
@@ -219,10 +225,6 @@ impl RateLimits {
             .filter(|i| !i.is_empty())
             .map(|item| item.parse())
             .collect()
-    }
-
-    fn cost(&self, method: &str) -> u32 {
-        self.costs.get(method).copied().unwrap_or(1)
     }
 
     /// Whether any limit applies to `subject`'s calls (`sign_in`: to `SignUp` or `Login`).
@@ -411,6 +413,40 @@ impl PolicyHeaders {
             policy,
         })
     }
+
+    /// [`PolicyHeaders::new`] for a layer's own policies, whose values last as long as the
+    /// process: a response's copy of them is then free, where a shared value costs two
+    /// atomic counts per response, on a cache line every thread writes.
+    fn lasting(policy: Arc<Policy>) -> Option<Self> {
+        let made = Self::new(policy)?;
+        let lasting = |value: &HeaderValue| {
+            // Made from a valid value: `from_static` accepts it.
+            value
+                .to_str()
+                .ok()
+                .map(|text| HeaderValue::from_static(interned(text)))
+        };
+        Some(Self {
+            quota: lasting(&made.quota)?,
+            limit: lasting(&made.limit)?,
+            ..made
+        })
+    }
+}
+
+/// `text`, kept for the life of the process, once per distinct text (a process has a few
+/// policies; their values are all that is kept).
+fn interned(text: &str) -> &'static str {
+    static KEPT: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = kept.iter().find(|k| **k == text) {
+        return kept;
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    kept.push(leaked);
+    leaked
 }
 
 /// The metadata names, made at compile time (made from a string per call, they would be
@@ -434,6 +470,8 @@ struct Shared {
     limiter: Limiter,
     limits: RateLimits,
     headers: Vec<PolicyHeaders>,
+    /// [`RateLimits::costs`], looked up with a faster hash (a method name per call).
+    costs: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
 }
 
 impl RateLimitLayer {
@@ -447,13 +485,19 @@ impl RateLimitLayer {
         ]
         .into_iter()
         .flatten()
-        .filter_map(|policy| PolicyHeaders::new(Arc::clone(policy)))
+        .filter_map(|policy| PolicyHeaders::lasting(Arc::clone(policy)))
         .collect();
+        let costs = limits
+            .costs
+            .iter()
+            .map(|(method, cost)| (Box::from(method.as_str()), *cost))
+            .collect();
         Self {
             shared: Arc::new(Shared {
                 limiter,
                 limits,
                 headers,
+                costs,
             }),
         }
     }
@@ -492,14 +536,16 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
+        // Decided here and now, as nearly every call is, the call goes to the inner service
+        // polled ready; only a call that waits for Redis takes it along (a clone takes its
+        // place).
         let path = request.uri().path();
         let method = path.trim_start_matches('/');
         let shared = &self.shared;
         let limits = &shared.limits;
-        let cost = limits.cost(method);
+        let cost = shared.costs.get(method).copied().unwrap_or(1);
         if cost == 0 || grpc_service(path).is_some_and(|s| INFRASTRUCTURE_SERVICES.contains(&s)) {
-            return RateLimitFuture::admitted(inner.call(request), None);
+            return RateLimitFuture::admitted(self.inner.call(request), None);
         }
         // Signing in is limited per address whoever the caller says they are: a token of
         // one's own must not lift the limit on guessing someone else's password.
@@ -528,7 +574,7 @@ where
             }
         };
         if !limits.apply_to(&subject, sign_in) {
-            return RateLimitFuture::admitted(inner.call(request), None);
+            return RateLimitFuture::admitted(self.inner.call(request), None);
         }
         // Nearly every call is decided here and now, from this process's leases: the call
         // goes on at once, and its metadata is added to its response. The others wait for
@@ -538,7 +584,7 @@ where
             Ok(decision) => {
                 let metadata = RateLimitMetadata::of(&decision, &shared.headers);
                 if decision.allowed {
-                    return RateLimitFuture::admitted(inner.call(request), metadata);
+                    return RateLimitFuture::admitted(self.inner.call(request), metadata);
                 }
                 let mut response = refusal(&decision, &checks).into_http();
                 if let Some(metadata) = metadata {
@@ -547,6 +593,7 @@ where
                 RateLimitFuture::refused(response)
             }
             Err(unpaid) => {
+                let mut inner = take_ready(&mut self.inner);
                 let shared = Arc::clone(shared);
                 RateLimitFuture::waiting(Box::pin(async move {
                     let checks = shared.limits.checks(&subject, sign_in, cost);
@@ -715,16 +762,43 @@ impl RateLimitMetadata {
     fn of(decision: &Decision<'_>, made: &[PolicyHeaders]) -> Option<Self> {
         let policy = decision.policy;
         let made_here;
-        let made = match made.iter().find(|m| std::ptr::eq(&*m.policy, policy)) {
-            Some(made) => made,
+        // Whether the policy's values were made once, for every call (a policy Redis
+        // named that is not the layer's is made here).
+        let (made, listed) = match made.iter().find(|m| std::ptr::eq(&*m.policy, policy)) {
+            Some(made) => (made, true),
             None => {
                 made_here = PolicyHeaders::new(Arc::new(policy.clone()))?;
-                &made_here
+                (&made_here, false)
             }
         };
+        let (remaining, exact) = shown(decision.remaining);
+        let reset = seconds(decision.reset);
+        let retry_after = decision
+            .retry_after
+            .map(|retry| HeaderValue::from(seconds(retry)));
+        // A rounded budget repeats from call to call: its values, once made on this
+        // thread for the policy, are used again (a reference count each) instead of made
+        // anew.
+        if !exact
+            && listed
+            && let Some((left, remaining, reset)) = REPEATED.with_borrow(|last| {
+                last.iter()
+                    .find(|last| last.is(&made.policy, remaining, reset))
+                    .map(Repeated::values)
+            })
+        {
+            return Some(Self {
+                quota: made.quota.clone(),
+                limit: made.limit.clone(),
+                left,
+                remaining,
+                reset,
+                retry_after,
+            });
+        }
         // One buffer for the three values with numbers: the numbers of `ratelimit` are
         // the values of `x-ratelimit-remaining` and `x-ratelimit-reset`.
-        let (remaining, exact) = shown(decision.remaining);
+        let remaining_number = remaining;
         let mut digits = itoa::Buffer::new();
         let remaining = digits.format(remaining);
         let mut text = bytes::BytesMut::with_capacity(made.left.len() + remaining.len() + 24);
@@ -733,7 +807,7 @@ impl RateLimitMetadata {
         text.extend_from_slice(remaining.as_bytes());
         text.extend_from_slice(b";t=");
         let reset_at = text.len();
-        text.extend_from_slice(digits.format(seconds(decision.reset)).as_bytes());
+        text.extend_from_slice(digits.format(reset).as_bytes());
         let text = text.freeze();
         let seed = SEEN.with(|seen| {
             let n = seen.get().wrapping_add(1);
@@ -746,16 +820,36 @@ impl RateLimitMetadata {
                 value
             })
         };
-        Some(Self {
+        let metadata = Self {
             quota: made.quota.clone(),
             limit: made.limit.clone(),
             remaining: changing(text.slice(remaining_at))?,
             reset: HeaderValue::from_maybe_shared(text.slice(reset_at..)).ok()?,
             left: changing(text)?,
-            retry_after: decision
-                .retry_after
-                .map(|retry| HeaderValue::from(seconds(retry))),
-        })
+            retry_after,
+        };
+        if !exact && listed {
+            let repeated = Repeated {
+                policy: Arc::clone(&made.policy),
+                remaining_number,
+                reset_number: reset,
+                left: metadata.left.clone(),
+                remaining: metadata.remaining.clone(),
+                reset: metadata.reset.clone(),
+            };
+            REPEATED.with_borrow_mut(|last| {
+                match last
+                    .iter()
+                    .position(|last| Arc::ptr_eq(&last.policy, &made.policy))
+                {
+                    Some(at) => last[at] = repeated,
+                    // Four policies per layer at most, and a process has a few layers.
+                    None if last.len() < 16 => last.push(repeated),
+                    None => last[0] = repeated,
+                }
+            });
+        }
+        Some(metadata)
     }
 
     /// Adds the metadata to a response's.
@@ -795,6 +889,37 @@ const SEED_NAMES_EVERY: u32 = 256;
 thread_local! {
     /// Responses annotated on this thread.
     static SEEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The values last made on this thread for a rounded budget, per policy.
+    static REPEATED: std::cell::RefCell<Vec<Repeated>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The changing values of [`RateLimitMetadata`] made for a rounded budget (see [`shown`]),
+/// which the calls that follow are likely to have too.
+struct Repeated {
+    /// Held, so that the address compared is never another policy's.
+    policy: Arc<Policy>,
+    remaining_number: u64,
+    reset_number: u64,
+    left: HeaderValue,
+    remaining: HeaderValue,
+    reset: HeaderValue,
+}
+
+impl Repeated {
+    /// Whether these are the values of `remaining` and `reset` (seconds) of `policy`.
+    fn is(&self, policy: &Arc<Policy>, remaining: u64, reset: u64) -> bool {
+        Arc::ptr_eq(&self.policy, policy)
+            && self.remaining_number == remaining
+            && self.reset_number == reset
+    }
+
+    fn values(&self) -> (HeaderValue, HeaderValue, HeaderValue) {
+        (
+            self.left.clone(),
+            self.remaining.clone(),
+            self.reset.clone(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -809,6 +934,10 @@ mod tests {
         let p = RateLimits::parse_policy("a", " 5 / 10s ").unwrap().unwrap();
         assert_eq!((p.limit, p.period), (5, Duration::from_secs(10)));
         assert_eq!(RateLimits::parse_policy("a", "OFF").unwrap(), None);
+        let p = RateLimits::parse_policy("a", "60000000/min")
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.emission_us(), p.tolerance_us()), (1, 60_000_000));
         for bad in [
             "",
             "120",
@@ -818,6 +947,8 @@ mod tests {
             "1/0s",
             "1/99999999d",
             "x/s",
+            "1000001/s",
+            "1000000000/min",
         ] {
             assert!(RateLimits::parse_policy("a", bad).is_err(), "{bad}");
         }
@@ -849,6 +980,79 @@ mod tests {
         assert_eq!(shown(99_999), (99_900, false));
         assert_eq!(shown(999_999_876), (999_000_000, false));
         assert_eq!(shown(u64::MAX).0, 18_400_000_000_000_000_000);
+    }
+
+    #[test]
+    fn metadata_made_again_from_a_thread_s_last_values_is_the_decision_s_own() {
+        let big = Arc::new(Policy::new("big", 60_000_000, Duration::from_secs(60)));
+        let other = Arc::new(Policy::new("other", 60_000_000, Duration::from_secs(60)));
+        let small = Arc::new(Policy::new("small", 120, Duration::from_secs(60)));
+        let made: Vec<PolicyHeaders> = [&big, &other, &small]
+            .into_iter()
+            .map(|p| PolicyHeaders::new(Arc::clone(p)).unwrap())
+            .collect();
+        let text = |policy: &Policy, remaining: u64, reset_ms: u64| {
+            let decision = Decision {
+                allowed: true,
+                policy,
+                remaining,
+                reset: Duration::from_millis(reset_ms),
+                retry_after: None,
+                local: false,
+            };
+            let mut headers = HeaderMap::new();
+            RateLimitMetadata::of(&decision, &made)
+                .unwrap()
+                .add_to(&mut headers);
+            let value = |name: &str| headers[name].to_str().unwrap().to_owned();
+            (
+                value(RATELIMIT_HEADER),
+                value(X_RATELIMIT_REMAINING_HEADER),
+                value(X_RATELIMIT_RESET_HEADER),
+                headers[RATELIMIT_HEADER].is_sensitive(),
+            )
+        };
+        let expect = |r: &str, remaining: &str, reset: &str, sensitive: bool| {
+            (
+                r.to_owned(),
+                remaining.to_owned(),
+                reset.to_owned(),
+                sensitive,
+            )
+        };
+        let first = text(&big, 59_999_876, 1);
+        assert_eq!(
+            first,
+            expect("\"big\";r=59900000;t=1", "59900000", "1", false)
+        );
+        // The same rounded budget: the same values.
+        assert_eq!(text(&big, 59_900_001, 900), first);
+        // Anything that differs is made anew: what is left, the reset, the policy.
+        assert_eq!(
+            text(&big, 59_899_999, 900),
+            expect("\"big\";r=59800000;t=1", "59800000", "1", false)
+        );
+        assert_eq!(
+            text(&big, 59_899_999, 1_500),
+            expect("\"big\";r=59800000;t=2", "59800000", "2", false)
+        );
+        assert_eq!(
+            text(&other, 59_899_999, 1_500),
+            expect("\"other\";r=59800000;t=2", "59800000", "2", false)
+        );
+        // An exact budget is never the last one's, and changes with every call.
+        assert_eq!(
+            text(&small, 119, 500),
+            expect("\"small\";r=119;t=1", "119", "1", true)
+        );
+        assert_eq!(text(&small, 118, 1_000).0, "\"small\";r=118;t=1");
+        // A policy the layer does not list (one Redis named) is made for the call alone.
+        let unlisted = Policy::new("unlisted", 60_000_000, Duration::from_secs(60));
+        assert_eq!(
+            text(&unlisted, 59_999_876, 1).0,
+            "\"unlisted\";r=59900000;t=1"
+        );
+        assert_eq!(text(&big, 59_999_876, 1), first);
     }
 
     #[test]
