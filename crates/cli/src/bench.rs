@@ -1030,8 +1030,9 @@ impl Recorder<'_> {
 }
 
 /// Every rate limit of the measured suite: one the load never reaches (every call comes
-/// from one address and a few users), so the layer does all of its work and refuses nothing.
-const UNREACHED_RATE_LIMIT: &str = "1000000000/min";
+/// from one address and a few users), so the layer does all of its work and refuses nothing
+/// (the fastest rate a limit may have).
+const UNREACHED_RATE_LIMIT: &str = "60000000/min";
 
 /// The Zipf exponent of which of GetProfile's users is read how often.
 const PROFILE_ZIPF: f64 = 1.0;
@@ -1194,6 +1195,29 @@ where
     }
     let (channels, suite_pid) = (bench.channels.clone(), bench.probe.suite);
     let mut rates = Vec::with_capacity(TURNS);
+    // CPU used over the measured part of the turns, serving the calls (every suite,
+    // Redis, PostgreSQL) and making them (the load generator), and the calls made then:
+    // [off, on].
+    let (mut serving, mut making, mut calls) = ([0.0_f64; 2], [0.0_f64; 2], [0_u64; 2]);
+    let load_generator = std::process::id().to_string();
+    let cpu_now = || {
+        let making = cpu_seconds(&load_generator);
+        let serving = cpu_of_named("strata") - making
+            + cpu_of_named("redis-server")
+            + cpu_of_named("postgres");
+        (serving, making)
+    };
+    let (warm, turn) = (
+        Load {
+            warmup: Duration::ZERO,
+            measure: turn.warmup,
+            ..turn
+        },
+        Load {
+            warmup: Duration::ZERO,
+            ..turn
+        },
+    );
     for i in 0..TURNS {
         let limits_on = i % 2 == 1;
         let turn_channels = if limits_on {
@@ -1201,6 +1225,8 @@ where
         } else {
             &unlimited_channels
         };
+        load::run(&warm, turn_channels, profile.clone()).await;
+        let cpu_before = cpu_now();
         // The last "on" and "off" turns are recorded (with the resources they used).
         let report = if i + 2 >= TURNS {
             (bench.channels, bench.probe.suite) = (
@@ -1225,6 +1251,11 @@ where
         } else {
             load::run(&turn, turn_channels, profile.clone()).await
         };
+        let cpu_after = cpu_now();
+        let on = usize::from(limits_on);
+        serving[on] += cpu_after.0 - cpu_before.0;
+        making[on] += cpu_after.1 - cpu_before.1;
+        calls[on] += report.ok;
         rates.push(report.rate());
     }
     (bench.channels, bench.probe.suite) = (channels, suite_pid);
@@ -1242,14 +1273,22 @@ where
             .collect();
         turns.iter().sum::<f64>() / turns.len().max(1) as f64
     };
+    // Microseconds of CPU per call.
+    let per_call = |cpu: &[f64; 2], i: usize| 1e6 * cpu[i] / calls[i].max(1) as f64;
+    let (serve_on, serve_off) = (per_call(&serving, 1), per_call(&serving, 0));
+    let (make_on, make_off) = (per_call(&making, 1), per_call(&making, 0));
     if let Some(row) = bench.rows.iter_mut().rev().find(|r| r.operation == ON) {
         row.limit = format!(
             "rate limits off: median of {} ratios, each \"on\" turn over the mean of the \
              \"off\" turns around it (middle half {low:.3}–{high:.3}; means: on {:.0}/s, \
-             off {:.0}/s)",
+             off {:.0}/s. CPU per call serving it (suites, Redis, PostgreSQL): on {serve_on:.1} µs, \
+             off {serve_off:.1} µs, off/on {:.3}; making it (load generator): on {make_on:.1} µs, \
+             off {make_off:.1} µs; both: off/on {:.3})",
             TURNS / 2,
             mean(true),
-            mean(false)
+            mean(false),
+            serve_off / serve_on.max(f64::EPSILON),
+            (serve_off + make_off) / (serve_on + make_on).max(f64::EPSILON)
         );
         row.limit_rate = row.rate / ratio;
         row.ratio = Some(ratio);
