@@ -16,10 +16,9 @@
 //! into it, so one round trip answers a whole batch under load and a lone call goes at
 //! once. A key that calls faster than its sustained rate does not need Redis on every
 //! call: with an admitted call, the script also reserves a lease of units for this process
-//! (what the key uses in four seconds at its recent rate), counted in Redis like calls made
-//! at once, which the process then admits on its own for up to four seconds (a lease
-//! running low is refilled in the background by the call that finds it so: a busy key
-//! costs Redis about one round trip every three seconds, whatever its rate). Until
+//! (what the key used in a second at its recent rate, at most 1,024), counted in Redis like
+//! calls made at once, which the process then admits on its own for up to a second (a
+//! lease running low is refilled in the background by the call that finds it so). Until
 //! the lease ends, Redis also counts its units as taken in every other call's check, even
 //! once the key's arrival time has caught up with the clock, so a burst through another
 //! replica never finds the whole budget free while units are in hand: replicas together
@@ -64,13 +63,10 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Numbers the script answers per check.
 const PER_CHECK: usize = 4;
-/// How long a lease of units may be used after Redis granted it: each busy key costs Redis
-/// a round trip about every three quarters of it. Units a key leased and did not use before
-/// it ends are spent (the budget regains them at its rate), which the headroom below keeps
-/// to a small part of what is left.
-const LEASE_TTL: Duration = Duration::from_secs(4);
-/// Most units leased at once for one key (a million calls a second for the lease's time).
-const MAX_LEASE: u64 = 4_000_000;
+/// How long a lease of units may be used after Redis granted it.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// Most units leased at once for one key.
+const MAX_LEASE: u64 = 1024;
 /// A lease is granted only while this many times it (times the replicas) is left.
 const LEASE_HEADROOM: u64 = 4;
 /// How long the lease-table entry of an idle key is kept: its rate sizes its first lease
@@ -1357,12 +1353,7 @@ mod tests {
         let mut lease = Lease::new(start);
         // One call every three seconds.
         let last = calls(&mut lease, start, 4, Duration::from_secs(3));
-        // A rate is measured over a second at least: what one call a second would use.
-        assert!(
-            lease.wanted(last) <= LEASE_TTL.as_secs(),
-            "{}",
-            lease.wanted(last)
-        );
+        assert!(lease.wanted(last) <= 1, "{}", lease.wanted(last));
         assert!(lease.worth_keeping(last + Duration::from_secs(1)));
         assert!(!lease.worth_keeping(last + IDLE_KEPT));
     }
@@ -1379,7 +1370,6 @@ mod tests {
             6,
             Duration::from_millis(500),
         );
-        let two_a_second = 2 * LEASE_TTL.as_secs();
-        assert!(lease.wanted(slow) <= two_a_second, "{}", lease.wanted(slow));
+        assert!(lease.wanted(slow) <= 4, "{}", lease.wanted(slow));
     }
 }

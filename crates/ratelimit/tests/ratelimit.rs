@@ -433,7 +433,7 @@ async fn units_leased_to_one_replica_are_not_in_another_replicas_burst_after_a_r
         assert!(a.check(&checks).await.allowed);
     }
     // The key's arrival time catches up with the clock (the budget is whole again in
-    // Redis's arithmetic); A's lease lasts four seconds.
+    // Redis's arithmetic); A's lease lasts a second.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = std::time::Instant::now();
     let burst = futures_util::future::join_all((0..150).map(|_| b.check(&checks))).await;
@@ -455,7 +455,7 @@ async fn a_busy_keys_lease_is_refilled_before_it_runs_out_and_remembered_through
     let server = RedisServer::start().await;
     let handle = RedisHandle::connect_lazy(&server.url(), "t:", Duration::from_secs(2)).unwrap();
     let limiter = Limiter::new(Some(handle.clone()));
-    let policy = Arc::new(Policy::new("busy", 60_000_000, Duration::from_secs(60)));
+    let policy = Arc::new(Policy::new("busy", 1_000_000_000, Duration::from_secs(60)));
     let checks = vec![Check {
         policy: &policy,
         key: "ada".into(),
