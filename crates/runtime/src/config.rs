@@ -139,7 +139,7 @@ pub const CACHE_DEGRADED_TTL_MS: Setting = Setting::new(
 pub const RATE_LIMIT_AUTHENTICATED: Setting = Setting::new(
     "STRATA_RATE_LIMIT_AUTHENTICATED",
     "`120/min`",
-    "calls per API key, else per user (`<calls>/<period>`: `s`, `min`, `h`, `d`, e.g. `100/10s`; or `off`)",
+    "calls per API key, else per user (`<calls>/<period>`: `s`, `min`, `h`, `d`, e.g. `100/10s`, at most one call per microsecond; or `off`)",
 );
 /// `STRATA_RATE_LIMIT_USER`
 pub const RATE_LIMIT_USER: Setting = Setting::new(
