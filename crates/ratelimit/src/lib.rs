@@ -22,7 +22,11 @@
 //! the lease ends, Redis also counts its units as taken in every other call's check, even
 //! once the key's arrival time has caught up with the clock, so a burst through another
 //! replica never finds the whole budget free while units are in hand: replicas together
-//! never admit more than the limit. A lease is granted only
+//! never admit more than the limit. Each call to Redis also reports the units a process no
+//! longer holds (used since its last report, or lost when a lease ended), so what Redis
+//! counts as held stays what processes have left, however long a busy key's leases are
+//! refilled one after another (reports are of a generation of leases, which changes when
+//! they all end: a late report never takes away another process's units). A lease is granted only
 //! while four times it per replica is left, so near its limit every call of a key is
 //! decided in Redis; a key that goes quiet forfeits at most one small lease. Keys Redis
 //! found over their limit are remembered here until their budget allows
@@ -62,7 +66,9 @@ const REPLICA_TTL: Duration = Duration::from_secs(5);
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Numbers the script answers per check.
-const PER_CHECK: usize = 4;
+const PER_CHECK: usize = 5;
+/// Numbers the script is given per check.
+const ARGS_PER_CHECK: usize = 7;
 /// How long a lease of units may be used after Redis granted it.
 const LEASE_TTL: Duration = Duration::from_secs(1);
 /// Most units leased at once for one key.
@@ -92,9 +98,16 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// (`LEASE_US` is replaced by [`LEASE_TTL`] in µs).
 /// ARGV[1]: number of calls; then per call: now in µs (empty for Redis's clock), number of
 /// checks, then per check: emission interval in µs, tolerance in µs, cost, lease wanted
-/// (units), headroom (the lease is granted only while `headroom` times it is left). KEYS:
-/// every call's keys, in order. Returns per call: allowed (1/0), now, then per check:
-/// remaining, reset in µs, retry in µs, lease granted.
+/// (units), headroom (the lease is granted only while `headroom` times it is left), units
+/// this process no longer holds of its leases (used, or lost when they ended) and the
+/// generation of those leases. KEYS: every call's keys, in order. Returns per call:
+/// allowed (1/0), now, then per check: remaining, reset in µs, retry in µs, lease granted,
+/// the generation of the leases.
+///
+/// The state of a key: its theoretical arrival time, the units leased to processes and not
+/// yet reported used (`held`), when the last lease ends (`till`), and the generation of
+/// the leases, which changes when they all end (`held` is then 0): a process reports what
+/// it no longer holds of one generation, and a report of an ended one changes nothing.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -114,34 +127,53 @@ for c = 1, tonumber(ARGV[1]) do
     local cost = tonumber(ARGV[a + 2])
     local want = tonumber(ARGV[a + 3])
     local headroom = tonumber(ARGV[a + 4])
-    a = a + 5
-    -- State: the theoretical arrival time, and the units leased to processes (counted in
-    -- it when granted) that may still be used until a time.
-    local tat, held, till = now, 0, 0
+    local gone = tonumber(ARGV[a + 5])
+    local of_gen = tonumber(ARGV[a + 6])
+    a = a + 7
+    -- State: the theoretical arrival time, the units leased to processes (counted in it
+    -- when granted) and not reported used, until when they may be used, their generation.
+    local tat, held, till, gen = now, 0, 0, 0
     local v = redis.call('GET', KEYS[k + i])
     if v then
-      local x, y, z = string.match(v, '^(%d+),(%d+),(%d+)$')
+      local x, y, z, g = string.match(v, '^(%d+),(%d+),(%d+),(%d+)$')
       if x then
-        tat, held, till = tonumber(x), tonumber(y), tonumber(z)
+        tat, held, till, gen = tonumber(x), tonumber(y), tonumber(z), tonumber(g)
       else
-        tat = tonumber(v) or now
+        -- Written before leases had generations.
+        x, y, z = string.match(v, '^(%d+),(%d+),(%d+)$')
+        if x then
+          tat, held, till = tonumber(x), tonumber(y), tonumber(z)
+        else
+          tat = tonumber(v) or now
+        end
       end
     end
-    if till <= now then held = 0 end
+    if till <= now then
+      held = 0
+      if till > 0 then gen = gen + 1 end
+      till = 0
+    end
+    -- What a process no longer holds of this generation's leases: otherwise the units of
+    -- leases refilled before they end would pile up here, and the budget read as spent.
+    local reported = 0
+    if gone > 0 and of_gen == gen then
+      reported = math.min(gone, held)
+      held = held - reported
+    end
     if tat < now then tat = now end
     -- Units still in processes' hands count as calls ahead of now, even once the arrival
     -- time has caught up with the clock: nobody may take the budget they hold.
     local busy = math.max(tat, now + held * emission)
     local retry = busy + emission * cost - tolerance - now
     if retry > 0 then allowed = 0 else retry = 0 end
-    state[i] = {emission, tolerance, tat, cost, retry, want, headroom, held, till, busy}
+    state[i] = {emission, tolerance, tat, cost, retry, want, headroom, held, till, busy, gen, reported}
   end
   result[#result + 1] = allowed
   result[#result + 1] = now
   for i = 1, n do
     local s = state[i]
     local emission, tolerance = s[1], s[2]
-    local tat, busy, held, till = s[3], s[10], s[8], s[9]
+    local tat, busy, held, till, gen = s[3], s[10], s[8], s[9], s[11]
     local grant = 0
     if allowed == 1 then
       -- Counted after the units in hand, which stay counted once the lease ends (as
@@ -162,7 +194,11 @@ for c = 1, tonumber(ARGV[1]) do
       end
       local life = math.max(tat, till) - now
       -- A second longer than needed: an expired state and an elapsed one read alike.
-      redis.call('SET', KEYS[k + i], string.format('%d,%d,%d', tat, held, till), 'PX', math.floor(life / 1000) + 1000)
+      redis.call('SET', KEYS[k + i], string.format('%d,%d,%d,%d', tat, held, till, gen), 'PX', math.floor(life / 1000) + 1000)
+    elseif s[12] > 0 then
+      -- Refused, but what was reported is no longer held all the same.
+      local life = math.max(tat, till) - now
+      redis.call('SET', KEYS[k + i], string.format('%d,%d,%d,%d', tat, held, till, gen), 'PX', math.floor(life / 1000) + 1000)
     end
     local remaining = math.floor((tolerance - (busy - now)) / emission)
     if remaining < 0 then remaining = 0 end
@@ -170,6 +206,7 @@ for c = 1, tonumber(ARGV[1]) do
     result[#result + 1] = busy - now
     result[#result + 1] = s[5]
     result[#result + 1] = grant
+    result[#result + 1] = gen
   end
   k = k + n
 end
@@ -487,6 +524,10 @@ struct Lease {
     /// When a refill of the lease was sent (before it ran out), if Redis has not answered
     /// it yet.
     refilling: Option<Instant>,
+    /// Units Redis counts as held by this process in generation `generation` of the key's
+    /// leases: granted, and not yet reported used (or lost).
+    leased: u64,
+    generation: i64,
 }
 
 impl Lease {
@@ -502,7 +543,19 @@ impl Lease {
             rate: 0.0,
             last_call: now,
             refilling: None,
+            leased: 0,
+            generation: -1,
         }
+    }
+
+    /// What this process no longer holds of the units Redis counts as its own (used, or
+    /// lost when the lease ended), to report with the next call to Redis, and of which
+    /// generation; counted as reported.
+    fn report(&mut self, now: Instant) -> (u64, i64) {
+        let usable = if now < self.expires { self.units } else { 0 };
+        let gone = self.leased.saturating_sub(usable);
+        self.leased -= gone;
+        (gone, self.generation)
     }
 
     /// Counts a call (of `cost` units) in the rate. A window's rate is over the time from
@@ -880,11 +933,18 @@ impl Limiter {
         covered: &[u64],
     ) -> Option<(Pending, oneshot::Receiver<Option<(Vec<i64>, Instant)>>)> {
         let redis = self.shared.redis.as_ref()?;
-        let mut args = Vec::with_capacity(2 + PER_CHECK * checks.len());
+        let mut args = Vec::with_capacity(2 + ARGS_PER_CHECK * checks.len());
         args.push(now_us.map(|n| n.to_string()).unwrap_or_default());
         args.push(checks.len().to_string());
         let headroom = LEASE_HEADROOM * u64::from(self.known_replicas());
-        for ((check, want), paid) in checks.iter().zip(wants).zip(covered) {
+        // Only calls on Redis's clock have leases (the tests of the arithmetic have none).
+        let reports = match now_us {
+            None => self.reports(checks),
+            Some(_) => vec![(0, -1); checks.len()],
+        };
+        for (((check, want), paid), (gone, generation)) in
+            checks.iter().zip(wants).zip(covered).zip(reports)
+        {
             args.push(check.policy.emission_us().to_string());
             args.push(check.policy.tolerance_us().to_string());
             // What a lease paid is not charged again (a check of cost 0 only reports).
@@ -892,6 +952,8 @@ impl Limiter {
             args.push(cost.to_string());
             args.push(want.to_string());
             args.push(headroom.to_string());
+            args.push(gone.to_string());
+            args.push(generation.to_string());
         }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -1005,6 +1067,19 @@ impl Limiter {
             }
         }
         None
+    }
+
+    /// What this process no longer holds of each check's lease, and of which generation
+    /// (see [`Lease::report`]).
+    fn reports(&self, checks: &[Check<'_>]) -> Vec<(u64, i64)> {
+        let now = Instant::now();
+        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
+            return vec![(0, -1); checks.len()];
+        };
+        checks
+            .iter()
+            .map(|c| leases.get_mut(c).map_or((0, -1), |l| l.report(now)))
+            .collect()
     }
 
     /// The lease worth asking for with each check (as counted by [`Self::decide_here`]).
@@ -1200,7 +1275,7 @@ fn store_leases(leases: &Leases, checks: &[(String, Key)], answer: &[i64], sent:
         return;
     };
     for ((name, key), a) in checks.iter().zip(answer[2..].chunks_exact(PER_CHECK)) {
-        let granted = a[3].max(0).unsigned_abs();
+        let (granted, generation) = (a[3].max(0).unsigned_abs(), a[4]);
         let Some(lease) = leases.entry(name, key, || {
             let mut lease = Lease::new(sent);
             lease.count(sent, 1);
@@ -1209,11 +1284,15 @@ fn store_leases(leases: &Leases, checks: &[(String, Key)], answer: &[i64], sent:
             continue;
         };
         if granted > 0 {
-            lease.units = if sent < lease.expires {
-                lease.units + granted
+            // Units of an ended lease, or of leases Redis no longer counts, are not used.
+            if sent < lease.expires && generation == lease.generation {
+                lease.units += granted;
+                lease.leased += granted;
             } else {
-                granted
-            };
+                lease.units = granted;
+                lease.leased = granted;
+                lease.generation = generation;
+            }
             lease.expires = sent + LEASE_TTL;
         }
         if granted > 0 {

@@ -493,3 +493,55 @@ async fn a_busy_keys_lease_is_refilled_before_it_runs_out_and_remembered_through
     assert!(limiter.check(&checks).await.allowed);
     assert_eq!(run(Duration::from_millis(200)).await, 0);
 }
+
+#[tokio::test]
+async fn a_key_busy_for_seconds_holds_in_redis_only_what_its_leases_have_left() {
+    let redis = TestRedis::new();
+    let handle = redis.handle().clone();
+    let a = Limiter::new(Some(handle.clone()));
+    let b = Limiter::new(Some(handle.clone()));
+    // 10,000 calls a second; the key makes about 2,000 a second through A, whose leases
+    // are refilled before they end, one after another, for six seconds.
+    let policy = Arc::new(Policy::new("held", 600_000, Duration::from_secs(60)));
+    let checks = vec![Check {
+        policy: &policy,
+        key: "ada".into(),
+        cost: 1,
+    }];
+    let state_key = handle.key("ratelimit:held:ada");
+    let mut conn = handle.connection();
+    let started = std::time::Instant::now();
+    let mut most_held = 0_u64;
+    while started.elapsed() < Duration::from_secs(6) {
+        for _ in 0..20 {
+            assert!(a.check(&checks).await.allowed);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let state: Option<String> = redis::cmd("GET")
+            .arg(&state_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // `tat,held,till,generation`
+        let held = state
+            .as_deref()
+            .and_then(|s| s.split(',').nth(1))
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
+        if started.elapsed() > Duration::from_secs(1) {
+            most_held = most_held.max(held);
+        }
+    }
+    // Held: what A's lease has left and at most a refill on its way, not every unit
+    // leased since the first lease (about 2,000 a second, 12,000 by now).
+    assert!(most_held > 0, "A held no lease: the test shows nothing");
+    assert!(most_held <= 3_000, "Redis counts {most_held} units as held");
+    // So another replica finds the budget less what was used lately and what A holds.
+    let other = b.check(&checks).await;
+    assert!(other.allowed);
+    assert!(
+        other.remaining >= 595_000,
+        "{} left through another replica",
+        other.remaining
+    );
+}
