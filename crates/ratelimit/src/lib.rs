@@ -132,7 +132,8 @@ for c = 1, tonumber(ARGV[1]) do
     a = a + 7
     -- State: the theoretical arrival time, the units leased to processes (counted in it
     -- when granted) and not reported used, until when they may be used, their generation.
-    local tat, held, till, gen = now, 0, 0, 0
+    -- A generation is the time it began: never that of an earlier state of the key.
+    local tat, held, till, gen = now, 0, 0, now
     local v = redis.call('GET', KEYS[k + i])
     if v then
       local x, y, z, g = string.match(v, '^(%d+),(%d+),(%d+),(%d+)$')
@@ -142,7 +143,7 @@ for c = 1, tonumber(ARGV[1]) do
         -- Written before leases had generations.
         x, y, z = string.match(v, '^(%d+),(%d+),(%d+)$')
         if x then
-          tat, held, till = tonumber(x), tonumber(y), tonumber(z)
+          tat, held, till, gen = tonumber(x), tonumber(y), tonumber(z), 0
         else
           tat = tonumber(v) or now
         end
@@ -150,7 +151,7 @@ for c = 1, tonumber(ARGV[1]) do
     end
     if till <= now then
       held = 0
-      if till > 0 then gen = gen + 1 end
+      if till > 0 then gen = now end
       till = 0
     end
     -- What a process no longer holds of this generation's leases: otherwise the units of
@@ -528,6 +529,9 @@ struct Lease {
     /// leases: granted, and not yet reported used (or lost).
     leased: u64,
     generation: i64,
+    /// Units taken from the lease by calls that went on to Redis for the rest, until it
+    /// answers: still this process's (given back if Redis refuses or does not answer).
+    in_flight: u64,
 }
 
 impl Lease {
@@ -545,6 +549,7 @@ impl Lease {
             refilling: None,
             leased: 0,
             generation: -1,
+            in_flight: 0,
         }
     }
 
@@ -553,7 +558,7 @@ impl Lease {
     /// generation; counted as reported.
     fn report(&mut self, now: Instant) -> (u64, i64) {
         let usable = if now < self.expires { self.units } else { 0 };
-        let gone = self.leased.saturating_sub(usable);
+        let gone = self.leased.saturating_sub(usable + self.in_flight);
         self.leased -= gone;
         (gone, self.generation)
     }
@@ -703,7 +708,7 @@ struct Pending {
     keys: Vec<String>,
     /// The call's checks (policy name and key), when a granted lease is to be kept.
     lease_for: Option<Vec<(String, Key)>>,
-    /// Now (empty: Redis's clock), the number of checks, then five numbers per check.
+    /// Now (empty: Redis's clock), the number of checks, then seven numbers per check.
     args: Vec<String>,
     /// The call's part of the answer, and when the run was sent (this process's clock
     /// for Redis's "now", a little early).
@@ -848,6 +853,9 @@ impl Limiter {
                     tracing::info!("rate limits are shared by every replica again");
                 }
                 let decision = decide(checks, &answer);
+                if real_time && decision.allowed {
+                    self.settle(checks, &covered);
+                }
                 if real_time && !decision.allowed {
                     // Units a concurrent call of this process leased meanwhile are this
                     // process's to use: already counted in Redis.
@@ -890,8 +898,15 @@ impl Limiter {
         covered: &[u64],
     ) -> Option<(Vec<i64>, Instant)> {
         let queue = self.shared.queue.as_ref()?;
-        let (pending, answer) = self.pending(checks, now_us, wants, covered)?;
-        queue.send(pending).await.ok()?;
+        let reports = self.reports(checks, now_us);
+        let Some((pending, answer)) = self.pending(checks, now_us, wants, covered, &reports) else {
+            self.unreport(checks, &reports);
+            return None;
+        };
+        if queue.send(pending).await.is_err() {
+            self.unreport(checks, &reports);
+            return None;
+        }
         answer
             .await
             .ok()
@@ -904,13 +919,15 @@ impl Limiter {
     fn refill(&self, checks: &[Check<'_>]) {
         let up = self.shared.redis.as_ref().is_some_and(|r| !r.is_down());
         let paid = paid_in_full(checks);
-        if up
-            && let Some(queue) = &self.shared.queue
-            && let Some((pending, _)) =
-                self.pending(checks, None, &self.wanted_leases(checks), &paid)
-            && queue.try_send(pending).is_ok()
-        {
-            return;
+        if up && let Some(queue) = &self.shared.queue {
+            let reports = self.reports(checks, None);
+            if let Some((pending, _)) =
+                self.pending(checks, None, &self.wanted_leases(checks), &paid, &reports)
+                && queue.try_send(pending).is_ok()
+            {
+                return;
+            }
+            self.unreport(checks, &reports);
         }
         // Not sent (a full queue, Redis away): the next call that finds the lease low
         // tries again.
@@ -931,19 +948,18 @@ impl Limiter {
         now_us: Option<u64>,
         wants: &[u64],
         covered: &[u64],
+        reports: &[(u64, i64)],
     ) -> Option<(Pending, oneshot::Receiver<Option<(Vec<i64>, Instant)>>)> {
         let redis = self.shared.redis.as_ref()?;
         let mut args = Vec::with_capacity(2 + ARGS_PER_CHECK * checks.len());
         args.push(now_us.map(|n| n.to_string()).unwrap_or_default());
         args.push(checks.len().to_string());
         let headroom = LEASE_HEADROOM * u64::from(self.known_replicas());
-        // Only calls on Redis's clock have leases (the tests of the arithmetic have none).
-        let reports = match now_us {
-            None => self.reports(checks),
-            Some(_) => vec![(0, -1); checks.len()],
-        };
-        for (((check, want), paid), (gone, generation)) in
-            checks.iter().zip(wants).zip(covered).zip(reports)
+        for (((check, want), paid), (gone, generation)) in checks
+            .iter()
+            .zip(wants)
+            .zip(covered)
+            .zip(reports.iter().copied())
         {
             args.push(check.policy.emission_us().to_string());
             args.push(check.policy.tolerance_us().to_string());
@@ -1023,6 +1039,11 @@ impl Limiter {
             });
         }
         if let Some(paid) = short {
+            for (check, paid) in checks.iter().zip(&paid) {
+                if let Some(lease) = leases.get_mut(check) {
+                    lease.in_flight += paid;
+                }
+            }
             return Err(paid);
         }
         Ok((admission(checks, tightest, now), refill))
@@ -1043,6 +1064,7 @@ impl Limiter {
         for (check, paid) in checks.iter().zip(covered) {
             if let Some(lease) = leases.get_mut(check) {
                 lease.units += paid;
+                lease.in_flight = lease.in_flight.saturating_sub(*paid);
             }
         }
         let all = checks.iter().all(|check| {
@@ -1071,9 +1093,14 @@ impl Limiter {
 
     /// What this process no longer holds of each check's lease, and of which generation
     /// (see [`Lease::report`]).
-    fn reports(&self, checks: &[Check<'_>]) -> Vec<(u64, i64)> {
+    /// Only calls on Redis's clock have leases (`now_us`: the tests of the arithmetic).
+    fn reports(&self, checks: &[Check<'_>], now_us: Option<u64>) -> Vec<(u64, i64)> {
         let now = Instant::now();
-        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
+        let leases = now_us
+            .is_none()
+            .then(|| self.shared.leases.lock(checks.iter().map(|c| &c.key)))
+            .flatten();
+        let Some(mut leases) = leases else {
             return vec![(0, -1); checks.len()];
         };
         checks
@@ -1106,6 +1133,38 @@ impl Limiter {
         for (check, paid) in checks.iter().zip(paid) {
             if let Some(lease) = leases.get_mut(check) {
                 lease.units += paid;
+                lease.in_flight = lease.in_flight.saturating_sub(*paid);
+            }
+        }
+    }
+
+    /// The units [`Self::decide_here`] paid for a call Redis admitted are used: no longer
+    /// in flight (the next report counts them).
+    fn settle(&self, checks: &[Check<'_>], paid: &[u64]) {
+        if paid.iter().all(|p| *p == 0) {
+            return;
+        }
+        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
+            return;
+        };
+        for (check, paid) in checks.iter().zip(paid) {
+            if let Some(lease) = leases.get_mut(check) {
+                lease.in_flight = lease.in_flight.saturating_sub(*paid);
+            }
+        }
+    }
+
+    /// Counts again as this process's the units `reports` said it no longer held, when
+    /// they were never sent.
+    fn unreport(&self, checks: &[Check<'_>], reports: &[(u64, i64)]) {
+        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
+            return;
+        };
+        for (check, (gone, generation)) in checks.iter().zip(reports) {
+            if let Some(lease) = leases.get_mut(check)
+                && lease.generation == *generation
+            {
+                lease.leased += gone;
             }
         }
     }
@@ -1284,12 +1343,17 @@ fn store_leases(leases: &Leases, checks: &[(String, Key)], answer: &[i64], sent:
             continue;
         };
         if granted > 0 {
-            // Units of an ended lease, or of leases Redis no longer counts, are not used.
-            if sent < lease.expires && generation == lease.generation {
-                lease.units += granted;
+            let same_generation = generation == lease.generation;
+            // Units of an ended lease, or of leases Redis no longer counts, are not used;
+            // those of this generation not yet reported stay counted as this process's.
+            lease.units = if sent < lease.expires && same_generation {
+                lease.units + granted
+            } else {
+                granted
+            };
+            if same_generation {
                 lease.leased += granted;
             } else {
-                lease.units = granted;
                 lease.leased = granted;
                 lease.generation = generation;
             }
