@@ -553,6 +553,16 @@ impl Lease {
         }
     }
 
+    /// `paid` units taken for a call that went on to Redis, once it answered: `used` (Redis
+    /// admitted the call; the next report counts them), or given back to the lease (Redis
+    /// refused it, or did not answer).
+    fn settle(&mut self, paid: u64, used: bool) {
+        self.in_flight = self.in_flight.saturating_sub(paid);
+        if !used {
+            self.units += paid;
+        }
+    }
+
     /// What this process no longer holds of the units Redis counts as its own (used, or
     /// lost when the lease ended), to report with the next call to Redis, and of which
     /// generation; counted as reported.
@@ -854,7 +864,7 @@ impl Limiter {
                 }
                 let decision = decide(checks, &answer);
                 if real_time && decision.allowed {
-                    self.settle(checks, &covered);
+                    self.settle(checks, &covered, true);
                 }
                 if real_time && !decision.allowed {
                     // Units a concurrent call of this process leased meanwhile are this
@@ -865,7 +875,7 @@ impl Limiter {
                 }
                 return decision;
             }
-            self.give_back(checks, &covered);
+            self.settle(checks, &covered, false);
             if !self.shared.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     replicas = self.known_replicas(),
@@ -1063,8 +1073,7 @@ impl Limiter {
         let mut leases = self.shared.leases.lock(checks.iter().map(|c| &c.key))?;
         for (check, paid) in checks.iter().zip(covered) {
             if let Some(lease) = leases.get_mut(check) {
-                lease.units += paid;
-                lease.in_flight = lease.in_flight.saturating_sub(*paid);
+                lease.settle(*paid, false);
             }
         }
         let all = checks.iter().all(|check| {
@@ -1121,9 +1130,9 @@ impl Limiter {
             .collect()
     }
 
-    /// Returns to their leases the units [`Self::decide_here`] paid for a call that
-    /// Redis did not decide after all.
-    fn give_back(&self, checks: &[Check<'_>], paid: &[u64]) {
+    /// Settles the units [`Self::decide_here`] paid for a call that then went to Redis
+    /// (see [`Lease::settle`]).
+    fn settle(&self, checks: &[Check<'_>], paid: &[u64], used: bool) {
         if paid.iter().all(|p| *p == 0) {
             return;
         }
@@ -1132,24 +1141,7 @@ impl Limiter {
         };
         for (check, paid) in checks.iter().zip(paid) {
             if let Some(lease) = leases.get_mut(check) {
-                lease.units += paid;
-                lease.in_flight = lease.in_flight.saturating_sub(*paid);
-            }
-        }
-    }
-
-    /// The units [`Self::decide_here`] paid for a call Redis admitted are used: no longer
-    /// in flight (the next report counts them).
-    fn settle(&self, checks: &[Check<'_>], paid: &[u64]) {
-        if paid.iter().all(|p| *p == 0) {
-            return;
-        }
-        let Some(mut leases) = self.shared.leases.lock(checks.iter().map(|c| &c.key)) else {
-            return;
-        };
-        for (check, paid) in checks.iter().zip(paid) {
-            if let Some(lease) = leases.get_mut(check) {
-                lease.in_flight = lease.in_flight.saturating_sub(*paid);
+                lease.settle(*paid, used);
             }
         }
     }
